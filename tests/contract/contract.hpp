@@ -1,0 +1,80 @@
+#pragma once
+
+#include "retentiond/audit.hpp"
+#include "retentiond/engine.hpp"
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace retentiond::test {
+
+// One record of a contract fixture. age = how long ago its clock is (relative to the store's now);
+// nullopt = no clock (NULL column, missing field).
+struct ContractRecord {
+    std::string key;
+    std::optional<std::chrono::seconds> age;
+    bool held = false;
+};
+
+struct RuleOptions {
+    Duration retain;
+    Action action = Action::remove;
+    bool with_hold = true;
+    bool clock_null_due = false;
+    int batch_size = 5000;
+    Limits limits{std::nullopt, 1.0};
+};
+
+// What a datastore kind must provide for the contract suite (tests/contract/test_contract.cpp).
+// Every kind passes the same tests.
+class ContractBackend {
+public:
+    virtual ~ContractBackend() = default;
+    // Creates a fresh, empty target (table, directory, key prefix) holding exactly these records.
+    virtual void seed(const std::vector<ContractRecord>& records) = 0;
+    // A rule over that target: clock from the record's age, hold from `held`.
+    virtual Rule make_rule(const RuleOptions& options) = 0;
+    virtual Engine& engine() = 0;
+    // Keys still present.
+    virtual std::set<std::string> remaining_keys() = 0;
+    // Keys whose personal fields were anonymized (only when supports_anonymize()).
+    virtual std::set<std::string> anonymized_keys() = 0;
+    virtual bool supports_anonymize() const = 0;
+    // A fingerprint of every record's full content, keyed by key: untouched records must keep
+    // theirs byte for byte.
+    virtual std::map<std::string, std::string> fingerprints() = 0;
+};
+
+std::unique_ptr<ContractBackend> make_postgres_backend();
+std::unique_ptr<ContractBackend> make_files_backend();
+std::unique_ptr<ContractBackend> make_redis_backend();
+
+// Records every journal call, checking intent/outcome pairing.
+class RecordingJournal : public BatchJournal {
+public:
+    std::string intent(const BatchIntent& batch) override {
+        m_intents.push_back(batch);
+        return std::to_string(m_intents.size() - 1);
+    }
+    void outcome(const std::string& batch_id, bool committed, std::int64_t count) override {
+        m_outcomes.push_back({std::stoul(batch_id), committed, count});
+    }
+    void event(const std::string& type, const nlohmann::json& fields) override {
+        m_events.push_back({type, fields});
+    }
+    struct Outcome {
+        std::size_t intent;
+        bool committed;
+        std::int64_t count;
+    };
+    std::vector<BatchIntent> m_intents;
+    std::vector<Outcome> m_outcomes;
+    std::vector<std::pair<std::string, nlohmann::json>> m_events;
+};
+
+} // namespace retentiond::test

@@ -1,0 +1,247 @@
+// The datastore contract: every kind (postgres, files, redis) must pass these same tests.
+#include "contract/contract.hpp"
+
+#include "retentiond/timeutil.hpp"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+
+namespace retentiond::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+using BackendFactory = std::function<std::unique_ptr<ContractBackend>()>;
+
+struct Kind {
+    std::string name;
+    BackendFactory make;
+};
+
+class Contract : public ::testing::TestWithParam<Kind> {
+protected:
+    void SetUp() override { m_backend = GetParam().make(); }
+
+    RunResult purge(const Rule& rule, bool force = false) {
+        RunContext ctx;
+        ctx.run_id = "test-run";
+        ctx.force = force;
+        ctx.tz = find_zone("Europe/Paris");
+        ctx.audit_key = &m_key;
+        ctx.journal = &m_journal;
+        return m_backend->engine().purge(rule, ctx);
+    }
+    DryRun dry_run(const Rule& rule) {
+        RunContext ctx;
+        ctx.run_id = "test-dry";
+        ctx.tz = find_zone("Europe/Paris");
+        ctx.audit_key = &m_key;
+        return m_backend->engine().dry_run(rule, ctx);
+    }
+    static RuleOptions days(int n) {
+        RuleOptions o;
+        o.retain = parse_duration(std::to_string(n) + " days");
+        return o;
+    }
+
+    std::unique_ptr<ContractBackend> m_backend;
+    RecordingJournal m_journal;
+    Secret m_key{"contract-audit-key"};
+};
+
+// 30-day rule: a is 40 days old (due), b 10 days (kept), c 31 days but held, d no clock.
+std::vector<ContractRecord> basic_fixture() {
+    return {
+        {"a", std::chrono::seconds(40 * 86400), false},
+        {"b", std::chrono::seconds(10 * 86400), false},
+        {"c", std::chrono::seconds(31 * 86400), true},
+        {"d", std::nullopt, false},
+        {"e", std::chrono::seconds(400 * 86400), false},
+    };
+}
+
+TEST_P(Contract, DeletesExactlyTheDueUnheldRecords) {
+    m_backend->seed(basic_fixture());
+    const auto before = m_backend->fingerprints();
+    const auto result = purge(m_backend->make_rule(days(30)));
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2);
+    EXPECT_EQ(m_backend->remaining_keys(), (std::set<std::string>{"b", "c", "d"}));
+    const auto after = m_backend->fingerprints();
+    for (const auto& key : {"b", "c", "d"}) {
+        EXPECT_EQ(after.at(key), before.at(key)) << "untouched record " << key << " changed";
+    }
+}
+
+TEST_P(Contract, DryRunCountsAndChangesNothing) {
+    m_backend->seed(basic_fixture());
+    const auto before = m_backend->fingerprints();
+    const auto dry = dry_run(m_backend->make_rule(days(30)));
+    EXPECT_EQ(dry.in_scope, 5);
+    EXPECT_EQ(dry.due, 2);
+    EXPECT_EQ(dry.held, 1);
+    EXPECT_EQ(dry.no_clock, 1);
+    ASSERT_TRUE(dry.oldest_clock.has_value());
+    const auto age = dry.now - *dry.oldest_clock;
+    EXPECT_NEAR(std::chrono::duration_cast<std::chrono::hours>(age).count(), 400 * 24, 2);
+    EXPECT_EQ(m_backend->fingerprints(), before);
+    EXPECT_TRUE(m_journal.m_intents.empty());
+}
+
+TEST_P(Contract, ForecastCountsRecordsFallingDueSoon) {
+    m_backend->seed({
+        {"soon", std::chrono::seconds(25 * 86400), false}, // due in 5 days
+        {"month", std::chrono::seconds(5 * 86400), false}, // due in 25 days
+        {"later", std::chrono::seconds(0), false},         // due in 30 days
+    });
+    const auto dry = dry_run(m_backend->make_rule(days(30)));
+    EXPECT_EQ(dry.due, 0);
+    EXPECT_EQ(dry.due_7d, 1);
+    EXPECT_EQ(dry.due_30d, 3);
+    EXPECT_EQ(dry.due_90d, 3);
+}
+
+TEST_P(Contract, NullClockIsDueOnlyWhenTheRuleSaysSo) {
+    m_backend->seed(basic_fixture());
+    auto options = days(30);
+    options.clock_null_due = true;
+    const auto result = purge(m_backend->make_rule(options));
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(m_backend->remaining_keys(), (std::set<std::string>{"b", "c"}));
+}
+
+TEST_P(Contract, SecondRunFindsNothingToDo) {
+    m_backend->seed(basic_fixture());
+    const auto rule = m_backend->make_rule(days(30));
+    ASSERT_EQ(purge(rule).processed, 2);
+    const auto again = purge(rule);
+    EXPECT_EQ(again.status, RunResult::Status::ok);
+    EXPECT_EQ(again.processed, 0);
+    EXPECT_EQ(m_backend->remaining_keys(), (std::set<std::string>{"b", "c", "d"}));
+}
+
+TEST_P(Contract, SmallBatchesProcessEveryDueRecordOnceAndJournalEachBatch) {
+    std::vector<ContractRecord> records;
+    std::set<std::string> kept;
+    for (int i = 0; i < 23; ++i) {
+        const bool due = i % 3 != 0;
+        const auto key = "k" + std::to_string(i);
+        records.push_back({key, std::chrono::seconds((due ? 50 : 5) * 86400 + i), false});
+        if (!due) {
+            kept.insert(key);
+        }
+    }
+    m_backend->seed(records);
+    auto options = days(30);
+    options.batch_size = 4;
+    const auto result = purge(m_backend->make_rule(options));
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 15);
+    EXPECT_EQ(m_backend->remaining_keys(), kept);
+
+    std::multiset<std::string> journaled;
+    ASSERT_EQ(m_journal.m_outcomes.size(), m_journal.m_intents.size());
+    for (const auto& o : m_journal.m_outcomes) {
+        EXPECT_TRUE(o.committed);
+        const auto& intent = m_journal.m_intents.at(o.intent);
+        if (intent.action != "delete") {
+            continue; // dependents, expiries
+        }
+        EXPECT_LE(intent.keys.size(), 4U) << "a batch larger than batch_size";
+        journaled.insert(intent.keys.begin(), intent.keys.end());
+    }
+    EXPECT_EQ(journaled.size(), 15U) << "every deleted record journaled exactly once";
+    for (const auto& key : journaled) {
+        EXPECT_EQ(kept.count(key), 0U) << key << " journaled but it was not due";
+        EXPECT_EQ(journaled.count(key), 1U) << key << " journaled twice";
+    }
+}
+
+TEST_P(Contract, MaxFractionRefusesBeforeTouchingAnythingUnlessForced) {
+    m_backend->seed(basic_fixture());
+    auto options = days(30);
+    options.limits = Limits{std::nullopt, 0.2}; // 2 of 5 due = 0.4 > 0.2
+    const auto rule = m_backend->make_rule(options);
+    const auto before = m_backend->fingerprints();
+    const auto refused = purge(rule);
+    EXPECT_EQ(refused.status, RunResult::Status::refused);
+    EXPECT_NE(refused.message.find("max_fraction"), std::string::npos) << refused.message;
+    EXPECT_EQ(m_backend->fingerprints(), before);
+    EXPECT_TRUE(m_journal.m_intents.empty());
+    ASSERT_FALSE(m_journal.m_events.empty()) << "a refusal is journaled";
+
+    const auto forced = purge(rule, true);
+    EXPECT_EQ(forced.status, RunResult::Status::ok) << forced.message;
+    EXPECT_EQ(forced.processed, 2);
+}
+
+TEST_P(Contract, MaxRowsRefuses) {
+    m_backend->seed(basic_fixture());
+    auto options = days(30);
+    options.limits = Limits{1, 1.0};
+    const auto refused = purge(m_backend->make_rule(options));
+    EXPECT_EQ(refused.status, RunResult::Status::refused);
+    EXPECT_NE(refused.message.find("max_rows"), std::string::npos) << refused.message;
+    EXPECT_EQ(m_backend->remaining_keys().size(), 5U);
+}
+
+TEST_P(Contract, StopRequestEndsAfterTheCurrentBatch) {
+    std::vector<ContractRecord> records;
+    for (int i = 0; i < 12; ++i) {
+        records.push_back({"s" + std::to_string(i), std::chrono::seconds(60 * 86400), false});
+    }
+    m_backend->seed(records);
+    auto options = days(30);
+    options.batch_size = 5;
+    const auto rule = m_backend->make_rule(options);
+    RunContext ctx;
+    ctx.run_id = "stop";
+    ctx.tz = find_zone("UTC");
+    ctx.audit_key = &m_key;
+    ctx.journal = &m_journal;
+    ctx.stop_requested = [] { return true; };
+    const auto result = m_backend->engine().purge(rule, ctx);
+    EXPECT_EQ(result.status, RunResult::Status::stopped);
+    EXPECT_LE(result.processed, 5);
+    EXPECT_EQ(m_backend->remaining_keys().size(), 12U - static_cast<std::size_t>(result.processed));
+}
+
+TEST_P(Contract, AnonymizeRewritesDueRecordsAndKeepsThem) {
+    if (!m_backend->supports_anonymize()) {
+        GTEST_SKIP() << GetParam().name << " has no anonymize action by design";
+    }
+    m_backend->seed(basic_fixture());
+    auto options = days(30);
+    options.action = Action::anonymize;
+    const auto before = m_backend->fingerprints();
+    const auto result = purge(m_backend->make_rule(options));
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2);
+    EXPECT_EQ(m_backend->remaining_keys(), (std::set<std::string>{"a", "b", "c", "d", "e"}));
+    EXPECT_EQ(m_backend->anonymized_keys(), (std::set<std::string>{"a", "e"}));
+    const auto after = m_backend->fingerprints();
+    for (const auto& key : {"b", "c", "d"}) {
+        EXPECT_EQ(after.at(key), before.at(key)) << "untouched record " << key << " changed";
+    }
+}
+
+TEST_P(Contract, RecordsPresentTellsWhetherABatchCommitted) {
+    m_backend->seed(basic_fixture());
+    const auto rule = m_backend->make_rule(days(30));
+    ASSERT_EQ(purge(rule).processed, 2);
+    ASSERT_FALSE(m_journal.m_intents.empty());
+    const auto& intent = m_journal.m_intents.front();
+    EXPECT_EQ(m_backend->engine().records_present(rule, intent.target, intent.keys),
+              Presence::absent);
+    EXPECT_EQ(m_backend->engine().records_present(rule, intent.target, {"b"}), Presence::present);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, Contract,
+                         ::testing::Values(Kind{"postgres", make_postgres_backend},
+                                           Kind{"files", make_files_backend},
+                                           Kind{"redis", make_redis_backend}),
+                         [](const auto& info) { return info.param.name; });
+
+} // namespace
+} // namespace retentiond::test
