@@ -44,6 +44,8 @@ struct RunResult {
     std::int64_t batches = 0;
     TimePoint cutoff{};
     std::string message; // refused/failed: why, with numbers; never a key or value
+    // failed because a record could not be parsed (exit 65), as opposed to an operational failure
+    bool data_error = false;
     std::map<std::string, std::int64_t> counters; // dependents touched, keys given a TTL, ...
 };
 
