@@ -63,4 +63,10 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// The audit log cannot be opened or written: the run stops before touching any datastore (74).
+class AuditWriteError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 } // namespace retentiond

@@ -1,0 +1,520 @@
+#include "retentiond/cli.hpp"
+
+#include "retentiond/audit.hpp"
+#include "retentiond/config.hpp"
+#include "retentiond/errors.hpp"
+#include "retentiond/logging.hpp"
+#include "retentiond/policy_table.hpp"
+#include "retentiond/runner.hpp"
+#include "retentiond/timeutil.hpp"
+#include "retentiond/version.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace retentiond {
+namespace {
+
+constexpr const char* k_exit_codes_help = R"(Exit codes (sysexits):
+  0   success
+  64  usage error (bad command line)
+  65  data error: a record could not be parsed, or the audit log failed verification
+  69  a datastore was unavailable
+  70  internal error, or a verb whose engine is not built yet
+  74  the audit log cannot be written (nothing was touched)
+  75  a run partly failed, was stopped, or was refused by a limit (see --force)
+  78  configuration invalid
+)";
+
+constexpr const char* k_main_help = R"(Usage: retentiond [--config FILE] COMMAND [OPTIONS]
+
+Enforces data-retention rules written in YAML on PostgreSQL, files and Redis.
+
+Commands:
+  run                         run as a daemon: every rule on its schedule
+  purge --now                 apply the rules once, now (see purge --help)
+  check [--offline]           validate the configuration (and the live datastores)
+  report                      dry-run report for the DPO
+  policy-table                the privacy policy's retention table, from the rules
+  audit verify                check the audit log's hash chain
+  audit prove                 was a given record purged, when, by which run?
+
+Options:
+  --config FILE   main configuration file (default $RETENTIOND_CONFIG, else
+                  /etc/retentiond/retentiond.yaml)
+  --version       print the version
+  -h, --help      this help; COMMAND --help for a command's options
+
+)";
+
+struct Args {
+    std::optional<std::string> config;
+    std::string verb;
+    std::vector<std::string> rest;
+};
+
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Options shared by the verbs: flags and options with one value, in any order.
+class OptionParser {
+public:
+    OptionParser(std::vector<std::string> args) : m_args(std::move(args)) {}
+
+    bool flag(const std::string& name) {
+        bool found = false;
+        for (auto it = m_args.begin(); it != m_args.end();) {
+            if (*it == name) {
+                found = true;
+                it = m_args.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        return found;
+    }
+
+    std::vector<std::string> values(const std::string& name) {
+        std::vector<std::string> found;
+        for (auto it = m_args.begin(); it != m_args.end();) {
+            if (*it == name) {
+                if (it + 1 == m_args.end()) {
+                    throw UsageError(name + " needs a value");
+                }
+                found.push_back(*(it + 1));
+                it = m_args.erase(it, it + 2);
+            } else if (it->rfind(name + "=", 0) == 0) {
+                found.push_back(it->substr(name.size() + 1));
+                it = m_args.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        return found;
+    }
+
+    std::optional<std::string> value(const std::string& name) {
+        auto all = values(name);
+        if (all.size() > 1) {
+            throw UsageError(name + " given more than once");
+        }
+        if (all.empty()) {
+            return std::nullopt;
+        }
+        return all.front();
+    }
+
+    void finish() const {
+        if (!m_args.empty()) {
+            throw UsageError("unexpected argument \"" + m_args.front() + "\"");
+        }
+    }
+
+private:
+    std::vector<std::string> m_args;
+};
+
+Args split_args(int argc, char** argv) {
+    Args args;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--config") {
+            if (i + 1 >= argc) {
+                throw UsageError("--config needs a file");
+            }
+            args.config = argv[++i];
+        } else if (arg.rfind("--config=", 0) == 0) {
+            args.config = arg.substr(9);
+        } else if (args.verb.empty() && (arg == "--version" || arg == "-h" || arg == "--help")) {
+            args.verb = arg;
+        } else if (args.verb.empty() && !arg.empty() && arg[0] != '-') {
+            args.verb = arg;
+        } else {
+            args.rest.push_back(arg);
+        }
+    }
+    return args;
+}
+
+std::string config_path(const Args& args) {
+    return args.config ? *args.config : default_config_path();
+}
+
+void print_diagnostics(std::ostream& err, const ConfigError& e) {
+    for (const auto& d : e.diagnostics()) {
+        err << d.to_string() << '\n';
+    }
+    err << "configuration rejected: " << e.diagnostics().size() << " error"
+        << (e.diagnostics().size() == 1 ? "" : "s") << '\n';
+}
+
+void print_warnings(std::ostream& err, const Config& config) {
+    for (const auto& w : config.warnings) {
+        err << "warning: " << w.to_string() << '\n';
+    }
+}
+
+std::string pad(const std::string& s, std::size_t width) {
+    // Column widths count code points, not bytes, so accented rule names line up.
+    std::size_t points = 0;
+    for (const unsigned char c : s) {
+        points += (c & 0xC0) != 0x80 ? 1 : 0;
+    }
+    return points >= width ? s : s + std::string(width - points, ' ');
+}
+
+std::string age_text(std::chrono::microseconds age) {
+    const auto days = std::chrono::duration_cast<std::chrono::hours>(age).count() / 24;
+    if (days >= 1) {
+        return std::to_string(days) + "d";
+    }
+    const auto hours = std::chrono::duration_cast<std::chrono::minutes>(age).count() / 60;
+    return std::to_string(hours) + "h";
+}
+
+// --- verbs ---------------------------------------------------------------------------------
+
+int cmd_check(const Args& args, std::ostream& out, std::ostream& err) {
+    OptionParser opts(args.rest);
+    if (opts.flag("--help")) {
+        out << "Usage: retentiond check [--offline]\n\n"
+               "Validates the configuration: every file, key, duration, schedule and reference.\n"
+               "Without --offline, also connects to every datastore and checks each rule against\n"
+               "it (tables, columns, foreign keys not covered by dependents, roots).\n\n"
+            << k_exit_codes_help;
+        return k_exit_ok;
+    }
+    const bool offline = opts.flag("--offline");
+    opts.finish();
+    const Config config = load_config(config_path(args));
+    print_warnings(err, config);
+    if (offline) {
+        out << "configuration valid: " << config.rules.size() << " rules, "
+            << config.datastores.size() << " datastores (" << config.files.size()
+            << " files, sha256 " << config.sha256.substr(0, 12) << ")\n";
+        return k_exit_ok;
+    }
+    Runner runner(config);
+    std::vector<Diagnostic> problems;
+    bool unavailable = false;
+    for (const auto& rule : config.rules) {
+        try {
+            auto found = runner.engine(rule.datastore).check(rule);
+            problems.insert(problems.end(), found.begin(), found.end());
+        } catch (const UnavailableError& e) {
+            unavailable = true;
+            err << "datastore \"" << rule.datastore << "\" unavailable (rule \"" << rule.name
+                << "\"): " << e.what() << '\n';
+            runner.reset_engine(rule.datastore);
+        }
+    }
+    for (const auto& d : problems) {
+        err << d.to_string() << '\n';
+    }
+    if (!problems.empty()) {
+        err << "check failed: " << problems.size() << " problem"
+            << (problems.size() == 1 ? "" : "s") << '\n';
+        return k_exit_config;
+    }
+    if (unavailable) {
+        return k_exit_unavailable;
+    }
+    out << "configuration and datastores valid: " << config.rules.size() << " rules, "
+        << config.datastores.size() << " datastores\n";
+    return k_exit_ok;
+}
+
+void print_dry_runs(std::ostream& out, const std::vector<RuleDryRun>& dries) {
+    out << pad("RULE", 34) << pad("IN SCOPE", 10) << pad("DUE", 9) << pad("HELD", 7)
+        << pad("NO CLOCK", 10) << pad("OLDEST", 8) << pad("7D", 7) << pad("30D", 7) << "90D\n";
+    for (const auto& d : dries) {
+        if (!d.dry) {
+            out << pad(d.rule, 34) << (d.unavailable ? "UNAVAILABLE: " : "ERROR: ") << d.error
+                << '\n';
+            continue;
+        }
+        const auto& r = *d.dry;
+        out << pad(d.rule, 34) << pad(std::to_string(r.in_scope), 10)
+            << pad(std::to_string(r.due), 9) << pad(std::to_string(r.held), 7)
+            << pad(std::to_string(r.no_clock), 10)
+            << pad(r.oldest_clock ? age_text(r.now - *r.oldest_clock) : "-", 8)
+            << pad(std::to_string(r.due_7d), 7) << pad(std::to_string(r.due_30d), 7) << r.due_90d
+            << '\n';
+        for (const auto& [name, value] : r.counters) {
+            out << "    " << name << ": " << value << '\n';
+        }
+        for (const auto& note : r.notes) {
+            out << "    note: " << note << '\n';
+        }
+    }
+}
+
+volatile std::sig_atomic_t g_stop = 0;
+void on_stop_signal(int) { g_stop = 1; }
+
+int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
+    OptionParser opts(args.rest);
+    if (opts.flag("--help")) {
+        out << "Usage: retentiond purge --now [--rule NAME]... [--dry-run] [--force]\n\n"
+               "Applies the rules once, now, in the order of the configuration.\n"
+               "  --now       required for a real purge (a guard against a stray invocation)\n"
+               "  --rule N    only this rule (repeatable)\n"
+               "  --dry-run   count what would be done; change nothing (no audit key needed)\n"
+               "  --force     run even when a rule's limits (max_rows, max_fraction) refuse it\n\n"
+            << k_exit_codes_help;
+        return k_exit_ok;
+    }
+    const bool now = opts.flag("--now");
+    const bool dry = opts.flag("--dry-run");
+    const bool force = opts.flag("--force");
+    const auto rules = opts.values("--rule");
+    opts.finish();
+    if (!now && !dry) {
+        throw UsageError("purge needs --now (or --dry-run)");
+    }
+    const Config config = load_config(config_path(args));
+    print_warnings(err, config);
+    select_rules(config, rules); // unknown rule names are a usage error before anything runs
+    Runner runner(config);
+    if (dry) {
+        const auto dries = runner.dry_run(rules);
+        print_dry_runs(out, dries);
+        for (const auto& d : dries) {
+            if (!d.dry) {
+                return d.unavailable ? k_exit_unavailable : k_exit_partial;
+            }
+        }
+        return k_exit_ok;
+    }
+
+    std::signal(SIGTERM, on_stop_signal);
+    std::signal(SIGINT, on_stop_signal);
+    const bool tty = isatty(STDERR_FILENO) != 0;
+    PurgeOptions options;
+    options.rules = rules;
+    options.force = force;
+    options.stop_requested = [] { return g_stop != 0; };
+    const auto started = std::chrono::steady_clock::now();
+    if (tty) {
+        options.progress = [&](const Rule& rule, std::int64_t done, std::int64_t total) {
+            const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                              started)
+                                    .count();
+            const double rate = secs > 0 ? static_cast<double>(done) / secs : 0.0;
+            const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0.0;
+            err << "\r\033[K" << rule.name << ": " << done << "/" << total << "  "
+                << static_cast<long long>(rate) << "/s  ETA " << static_cast<long long>(eta)
+                << "s" << std::flush;
+        };
+    }
+    const auto runs = runner.purge(options);
+    if (tty) {
+        err << "\r\033[K";
+    }
+    out << pad("RULE", 34) << pad("STATUS", 13) << pad("DUE", 10) << pad("DONE", 10)
+        << pad("TIME", 9) << "DETAIL\n";
+    for (const auto& run : runs) {
+        std::string status;
+        std::string detail;
+        if (run.failure == RuleRun::Failure::unavailable) {
+            status = "unavailable";
+            detail = run.error;
+        } else if (run.failure == RuleRun::Failure::error) {
+            status = "failed";
+            detail = run.error;
+        } else {
+            switch (run.result.status) {
+            case RunResult::Status::ok:
+                status = "ok";
+                break;
+            case RunResult::Status::refused:
+                status = "refused";
+                break;
+            case RunResult::Status::failed:
+                status = "failed";
+                break;
+            case RunResult::Status::stopped:
+                status = "stopped";
+                break;
+            }
+            detail = run.result.message;
+        }
+        std::ostringstream secs;
+        secs << std::fixed << std::setprecision(1) << static_cast<double>(run.elapsed.count()) / 1000.0
+             << "s";
+        out << pad(run.rule, 34) << pad(status, 13) << pad(std::to_string(run.result.due), 10)
+            << pad(std::to_string(run.result.processed), 10) << pad(secs.str(), 9) << detail
+            << '\n';
+        for (const auto& [name, value] : run.result.counters) {
+            out << "    " << name << ": " << value << '\n';
+        }
+        spdlog::info("rule {}: {} ({} of {} due records processed in {} ms){}", run.rule, status,
+                     run.result.processed, run.result.due, run.elapsed.count(),
+                     detail.empty() ? "" : ": " + detail);
+    }
+    out << "audit log: " << config.daemon.audit_log << '\n';
+    return exit_code(runs);
+}
+
+int cmd_policy_table(const Args& args, std::ostream& out) {
+    OptionParser opts(args.rest);
+    if (opts.flag("--help")) {
+        out << "Usage: retentiond policy-table [--format md|html] [--lang fr|en]\n\n"
+               "Prints the retention table of the privacy policy, generated from the rules, so\n"
+               "that the published promise and the enforced rules cannot drift apart.\n";
+        return k_exit_ok;
+    }
+    const auto format = opts.value("--format").value_or("md");
+    const auto lang = opts.value("--lang").value_or("fr");
+    opts.finish();
+    if (format != "md" && format != "html") {
+        throw UsageError("--format must be md or html");
+    }
+    if (lang != "fr" && lang != "en") {
+        throw UsageError("--lang must be fr or en");
+    }
+    const Config config = load_config(config_path(args));
+    out << render_policy_table(config, format, lang);
+    return k_exit_ok;
+}
+
+std::string audit_log_path(const Args& args, OptionParser& opts) {
+    if (auto log = opts.value("--log")) {
+        return *log;
+    }
+    return load_config(config_path(args)).daemon.audit_log;
+}
+
+int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
+    if (args.rest.empty() || args.rest.front() == "--help") {
+        out << "Usage: retentiond audit verify [--log FILE]\n"
+               "       retentiond audit prove --rule NAME --key VALUE [--log FILE]\n\n"
+               "verify checks every line's JSON and the SHA-256 chain; exit 65 names the first\n"
+               "bad line. prove recomputes a record's digest under the audit key and says when\n"
+               "it was purged or anonymized, by which run, with which cutoff.\n\n"
+            << k_exit_codes_help;
+        return args.rest.empty() ? k_exit_usage : k_exit_ok;
+    }
+    const std::string sub = args.rest.front();
+    OptionParser opts({args.rest.begin() + 1, args.rest.end()});
+    if (sub == "verify") {
+        const auto path = audit_log_path(args, opts);
+        opts.finish();
+        const auto result = verify_audit_log(path);
+        if (!result.ok) {
+            err << path << ":" << result.bad_line << ": " << result.reason << '\n';
+            return k_exit_data;
+        }
+        out << path << ": intact: " << result.lines << " lines, " << result.runs << " runs, "
+            << result.records << " records\n";
+        return k_exit_ok;
+    }
+    if (sub == "prove") {
+        const auto rule = opts.value("--rule");
+        const auto key = opts.value("--key");
+        auto log = opts.value("--log");
+        opts.finish();
+        if (!rule || !key) {
+            throw UsageError("audit prove needs --rule NAME and --key VALUE");
+        }
+        const Config config = load_config(config_path(args));
+        if (config.daemon.audit_key.empty()) {
+            throw ConfigError({Diagnostic{{config.main_file, 0, 0}, "",
+                                          "daemon.audit_key is not set: cannot compute digests"}});
+        }
+        const auto path = log.value_or(config.daemon.audit_log);
+        const auto proofs = prove(path, config.daemon.audit_key, *rule, *key);
+        if (proofs.empty()) {
+            out << "never seen: no committed batch of rule \"" << *rule
+                << "\" in " << path << " holds that record's digest\n";
+            return k_exit_ok;
+        }
+        for (const auto& p : proofs) {
+            out << p.action << " at " << p.time << " by run " << p.run_id << " (rule \"" << *rule
+                << "\", target " << p.target << ", cutoff " << p.cutoff << ")\n";
+        }
+        return k_exit_ok;
+    }
+    throw UsageError("unknown audit command \"" + sub + "\" (verify, prove)");
+}
+
+int not_built(std::ostream& err, const std::string& verb) {
+    err << "retentiond " << verb << ": not implemented yet in this version\n";
+    return k_exit_software;
+}
+
+} // namespace
+
+int run_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
+    try {
+        const Args args = split_args(argc, argv);
+        setup_logging();
+        if (args.verb.empty() || args.verb == "-h" || args.verb == "--help" ||
+            args.verb == "help") {
+            out << k_main_help << k_exit_codes_help;
+            return args.verb.empty() ? k_exit_usage : k_exit_ok;
+        }
+        if (args.verb == "--version") {
+            out << "retentiond " << k_version << '\n';
+            return k_exit_ok;
+        }
+        if (args.verb == "check") {
+            return cmd_check(args, out, err);
+        }
+        if (args.verb == "purge") {
+            return cmd_purge(args, out, err);
+        }
+        if (args.verb == "policy-table") {
+            return cmd_policy_table(args, out);
+        }
+        if (args.verb == "audit") {
+            return cmd_audit(args, out, err);
+        }
+        if (args.verb == "run" || args.verb == "report") {
+            if (!args.rest.empty() && args.rest.front() == "--help") {
+                out << "Usage: retentiond " << args.verb << "\n(not implemented yet)\n";
+                return k_exit_ok;
+            }
+            return not_built(err, args.verb);
+        }
+        throw UsageError("unknown command \"" + args.verb + "\" (see retentiond --help)");
+    } catch (const UsageError& e) {
+        err << "retentiond: " << e.what() << '\n';
+        return k_exit_usage;
+    } catch (const std::invalid_argument& e) {
+        err << "retentiond: " << e.what() << '\n';
+        return k_exit_usage;
+    } catch (const ConfigError& e) {
+        print_diagnostics(err, e);
+        return k_exit_config;
+    } catch (const UnavailableError& e) {
+        err << "retentiond: datastore unavailable: " << e.what() << '\n';
+        return k_exit_unavailable;
+    } catch (const DataError& e) {
+        err << "retentiond: " << e.what() << '\n';
+        return k_exit_data;
+    } catch (const AuditWriteError& e) {
+        err << "retentiond: " << e.what() << " (nothing was touched)\n";
+        return k_exit_ioerr;
+    } catch (const std::exception& e) {
+        err << "retentiond: internal error: " << e.what() << '\n';
+        return k_exit_software;
+    }
+}
+
+} // namespace retentiond

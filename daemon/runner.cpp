@@ -1,0 +1,212 @@
+#include "retentiond/runner.hpp"
+
+#include "retentiond/crypto.hpp"
+#include "retentiond/timeutil.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace retentiond {
+
+std::string make_run_id() {
+    // Sortable and unique across hosts: time first, then randomness.
+    auto id = format_utc_seconds(now_utc());
+    id.erase(std::remove_if(id.begin(), id.end(), [](char c) { return c == '-' || c == ':'; }),
+             id.end());
+    return id + "-" + random_hex(4);
+}
+
+std::vector<const Rule*> select_rules(const Config& config, const std::vector<std::string>& names) {
+    std::vector<const Rule*> selected;
+    for (const auto& name : names) {
+        if (config.find_rule(name) == nullptr) {
+            throw std::invalid_argument("unknown rule \"" + name + "\"");
+        }
+    }
+    for (const auto& rule : config.rules) {
+        if (names.empty() || std::find(names.begin(), names.end(), rule.name) != names.end()) {
+            selected.push_back(&rule);
+        }
+    }
+    return selected;
+}
+
+std::unique_ptr<AuditLog> open_audit_log(const Config& config, const std::string& run_id) {
+    if (config.daemon.audit_key.empty()) {
+        // Digests under no key would be unverifiable: refuse rather than write them.
+        throw ConfigError({Diagnostic{{config.main_file, 0, 0},
+                                      "",
+                                      "daemon.audit_key is not set: refusing to purge without "
+                                      "an audit key (digests could not be proven)"}});
+    }
+    try {
+        return std::make_unique<AuditLog>(config.daemon.audit_log, config.daemon.audit_key,
+                                          run_id);
+    } catch (const std::exception& e) {
+        throw AuditWriteError(std::string("audit log: ") + e.what());
+    }
+}
+
+Engine& Runner::engine(const std::string& datastore) {
+    auto it = m_engines.find(datastore);
+    if (it == m_engines.end()) {
+        it = m_engines.emplace(datastore, make_engine(m_config.datastores.at(datastore), m_config))
+                 .first;
+    }
+    return *it->second;
+}
+
+void Runner::reset_engine(const std::string& datastore) { m_engines.erase(datastore); }
+
+int Runner::recover(AuditLog& audit) {
+    int resolved = 0;
+    for (const auto& pending : audit.pending()) {
+        const Rule* rule = m_config.find_rule(pending.batch.rule);
+        if (rule == nullptr) {
+            audit.resolve(pending, false, "undetermined: rule no longer in the config");
+            spdlog::warn("audit: batch {} of removed rule {} left unresolved by a crash; "
+                         "recorded as undetermined",
+                         pending.batch_id, pending.batch.rule);
+            ++resolved;
+            continue;
+        }
+        // A store that is down keeps its batch pending until a later run can look.
+        try {
+            const auto presence =
+                engine(rule->datastore).records_present(*rule, pending.batch.target,
+                                                        pending.batch.keys);
+            switch (presence) {
+            case Presence::present:
+                audit.resolve(pending, false, "records still present: rolled back");
+                break;
+            case Presence::absent:
+                audit.resolve(pending, true, "records gone: committed");
+                break;
+            case Presence::unknown:
+                audit.resolve(pending, false, "undetermined: the store cannot tell");
+                break;
+            }
+            ++resolved;
+        } catch (const UnavailableError& e) {
+            reset_engine(rule->datastore);
+            spdlog::warn("audit: cannot resolve batch {} of rule {} yet: {}", pending.batch_id,
+                         rule->name, e.what());
+        }
+    }
+    return resolved;
+}
+
+RuleRun Runner::run_rule(const Rule& rule, AuditLog& audit, const std::string& run_id,
+                         const PurgeOptions& options) {
+    RuleRun run;
+    run.run_id = run_id;
+    run.rule = rule.name;
+    run.datastore = rule.datastore;
+    const auto started = std::chrono::steady_clock::now();
+    RunContext ctx;
+    ctx.run_id = run_id;
+    ctx.force = options.force;
+    ctx.tz = m_config.zone();
+    ctx.audit_key = &m_config.daemon.audit_key;
+    ctx.journal = &audit;
+    ctx.stop_requested = options.stop_requested;
+    if (options.progress) {
+        ctx.on_progress = [&](std::int64_t done, std::int64_t total) {
+            options.progress(rule, done, total);
+        };
+    }
+    try {
+        run.result = engine(rule.datastore).purge(rule, ctx);
+    } catch (const UnavailableError& e) {
+        run.failure = RuleRun::Failure::unavailable;
+        run.error = e.what();
+        reset_engine(rule.datastore);
+    } catch (const DataError& e) {
+        run.failure = RuleRun::Failure::error;
+        run.error = e.what();
+        run.result.data_error = true;
+    } catch (const std::exception& e) {
+        run.failure = RuleRun::Failure::error;
+        run.error = e.what();
+    }
+    run.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    if (run.failure != RuleRun::Failure::none) {
+        audit.event("error", {{"rule", rule.name},
+                              {"datastore", rule.datastore},
+                              {"unavailable", run.failure == RuleRun::Failure::unavailable},
+                              {"message", run.error}});
+    }
+    return run;
+}
+
+std::vector<RuleRun> Runner::purge(const PurgeOptions& options) {
+    const auto rules = select_rules(m_config, options.rules);
+    const auto run_id = make_run_id();
+    const auto audit = open_audit_log(m_config, run_id);
+    audit->run_start(m_config, options.mode);
+    recover(*audit);
+    std::vector<RuleRun> runs;
+    for (const Rule* rule : rules) {
+        if (options.stop_requested && options.stop_requested()) {
+            break;
+        }
+        runs.push_back(run_rule(*rule, *audit, run_id, options));
+    }
+    nlohmann::json summary = nlohmann::json::array();
+    for (const auto& run : runs) {
+        summary.push_back({{"rule", run.rule},
+                           {"processed", run.result.processed},
+                           {"ok", run.ok()},
+                           {"elapsed_ms", run.elapsed.count()}});
+    }
+    const int code = exit_code(runs);
+    audit->run_end(code == 0 ? "ok" : "partial", summary);
+    return runs;
+}
+
+std::vector<RuleDryRun> Runner::dry_run(const std::vector<std::string>& names) {
+    std::vector<RuleDryRun> out;
+    RunContext ctx;
+    ctx.run_id = "dry-run";
+    ctx.tz = m_config.zone();
+    ctx.audit_key = &m_config.daemon.audit_key;
+    for (const Rule* rule : select_rules(m_config, names)) {
+        RuleDryRun dry;
+        dry.rule = rule->name;
+        dry.datastore = rule->datastore;
+        try {
+            dry.dry = engine(rule->datastore).dry_run(*rule, ctx);
+        } catch (const UnavailableError& e) {
+            dry.unavailable = true;
+            dry.error = e.what();
+            reset_engine(rule->datastore);
+        } catch (const std::exception& e) {
+            dry.error = e.what();
+        }
+        out.push_back(std::move(dry));
+    }
+    return out;
+}
+
+int exit_code(const std::vector<RuleRun>& runs) {
+    bool data = false;
+    bool unavailable = false;
+    bool partial = false;
+    for (const auto& run : runs) {
+        data = data || run.result.data_error;
+        unavailable = unavailable || run.failure == RuleRun::Failure::unavailable;
+        partial = partial || !run.ok();
+    }
+    if (data) {
+        return k_exit_data;
+    }
+    if (unavailable) {
+        return k_exit_unavailable;
+    }
+    return partial ? k_exit_partial : k_exit_ok;
+}
+
+} // namespace retentiond

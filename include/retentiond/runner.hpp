@@ -1,0 +1,86 @@
+#pragma once
+
+#include "retentiond/audit.hpp"
+#include "retentiond/engine.hpp"
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace retentiond {
+
+// The outcome of one rule in one run, as the CLI, the daemon and the report see it.
+struct RuleRun {
+    std::string run_id;
+    std::string rule;
+    std::string datastore;
+    enum class Failure { none, unavailable, error };
+    Failure failure = Failure::none;
+    std::string error; // why it failed; never a key, a value or a secret
+    RunResult result;  // meaningful when failure == none
+    std::chrono::milliseconds elapsed{0};
+
+    bool ok() const { return failure == Failure::none && result.status == RunResult::Status::ok; }
+};
+
+struct RuleDryRun {
+    std::string rule;
+    std::string datastore;
+    std::optional<DryRun> dry; // nullopt when the store could not be read
+    bool unavailable = false;
+    std::string error;
+};
+
+struct PurgeOptions {
+    std::vector<std::string> rules; // empty = every rule
+    bool force = false;
+    std::string mode = "purge"; // run_start's mode: purge | daemon
+    std::function<bool()> stop_requested;
+    std::function<void(const Rule&, std::int64_t done, std::int64_t total)> progress;
+};
+
+// The rules named (in config order), or all of them. Throws std::invalid_argument naming an
+// unknown rule.
+std::vector<const Rule*> select_rules(const Config& config, const std::vector<std::string>& names);
+
+// "20261126T030000Z-1a2b3c4d": sortable, unique across hosts.
+std::string make_run_id();
+
+// Opens the audit log of a config for a run. Throws ConfigError (exit 78) when audit_key is
+// missing, std::runtime_error (exit 74) when the log cannot be written.
+std::unique_ptr<AuditLog> open_audit_log(const Config& config, const std::string& run_id);
+
+// Drives engines for a config: one engine per datastore, made on first use.
+class Runner {
+public:
+    explicit Runner(const Config& config) : m_config(config) {}
+
+    // A full `purge --now`: audit log opened first (nothing is touched if that fails), batches
+    // left unresolved by a crash are resolved against their datastore, then each rule runs.
+    std::vector<RuleRun> purge(const PurgeOptions& options);
+    // Counting only; needs no audit log.
+    std::vector<RuleDryRun> dry_run(const std::vector<std::string>& rules);
+
+    // One rule, with an audit log the caller opened (the daemon keeps one).
+    RuleRun run_rule(const Rule& rule, AuditLog& audit, const std::string& run_id,
+                     const PurgeOptions& options);
+    // Resolves pending batches left by a crash. Returns how many were resolved.
+    int recover(AuditLog& audit);
+
+    // Drops the engine of a datastore (after an outage, so the next use reconnects).
+    void reset_engine(const std::string& datastore);
+    Engine& engine(const std::string& datastore);
+
+private:
+    const Config& m_config;
+    std::map<std::string, std::unique_ptr<Engine>> m_engines;
+};
+
+// 0, 65 (a record could not be parsed), 69 (a store was down), 75 (refused/failed/stopped).
+int exit_code(const std::vector<RuleRun>& runs);
+
+} // namespace retentiond
