@@ -9,7 +9,7 @@ packages=(
   libsystemd-dev nlohmann-json3-dev libhowardhinnant-date-dev tzdata
   libgtest-dev libgmock-dev
   postgresql-15 postgresql-contrib redis-server redis-tools
-  time miller procps
+  time miller procps systemd
 )
 
 missing=()
