@@ -2,9 +2,11 @@
 
 #include "retentiond/audit.hpp"
 #include "retentiond/config.hpp"
+#include "retentiond/daemon.hpp"
 #include "retentiond/errors.hpp"
 #include "retentiond/logging.hpp"
 #include "retentiond/policy_table.hpp"
+#include "retentiond/report.hpp"
 #include "retentiond/runner.hpp"
 #include "retentiond/timeutil.hpp"
 #include "retentiond/version.hpp"
@@ -484,6 +486,13 @@ int run_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
         }
         if (args.verb == "audit") {
             return cmd_audit(args, out, err);
+        }
+        if (args.verb == "report") {
+            return cmd_report(config_path(args), args.rest, out, err);
+        }
+        if (args.verb == "run" && (args.rest.empty() || args.rest.front() != "--help")) {
+            OptionParser(args.rest).finish();
+            return run_daemon(config_path(args), out, err);
         }
         if (args.verb == "run" || args.verb == "report") {
             if (!args.rest.empty() && args.rest.front() == "--help") {
