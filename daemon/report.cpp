@@ -1,0 +1,397 @@
+// The DPO report's data model: a dry run per rule plus what the audit log says about past runs.
+#include "retentiond/report.hpp"
+
+#include "retentiond/policy_table.hpp"
+#include "retentiond/timeutil.hpp"
+
+#include <date/iso_week.h>
+#include <date/tz.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <unordered_map>
+
+namespace retentiond {
+
+std::string_view to_string(RuleStatus status) {
+    switch (status) {
+    case RuleStatus::compliant:
+        return "compliant";
+    case RuleStatus::never_run:
+        return "never_run";
+    case RuleStatus::overdue:
+        return "overdue";
+    case RuleStatus::failing:
+        return "failing";
+    case RuleStatus::unknown:
+        return "unknown";
+    }
+    return "unknown";
+}
+
+std::string mask_personal(std::string_view text) {
+    // Error texts come from drivers and engines; they promise no values, but a driver message can
+    // still quote a DSN or a constraint's detail. Bounded so the regexes stay cheap.
+    constexpr std::size_t k_max = 500;
+    std::string s(text.substr(0, k_max));
+    if (text.size() > k_max) {
+        s += "…";
+    }
+    static const std::regex k_uri_password(R"((://[^/\s:@]*):[^@\s/]*@)");
+    static const std::regex k_kv_password(R"((password\s*=\s*)('[^']*'|\S+))", std::regex::icase);
+    static const std::regex k_email(
+        R"([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})");
+    s = std::regex_replace(s, k_uri_password, "$1:<redacted>@");
+    s = std::regex_replace(s, k_kv_password, "$1<redacted>");
+    s = std::regex_replace(s, k_email, "<e-mail>");
+    return s;
+}
+
+namespace {
+
+const date::time_zone* zone_or_utc(const std::string& name) {
+    try {
+        return find_zone(name);
+    } catch (const std::exception&) {
+        return find_zone("UTC");
+    }
+}
+
+std::string iso_week_of(TimePoint t, const date::time_zone* tz) {
+    const auto local = tz->to_local(date::floor<std::chrono::seconds>(t));
+    const iso_week::year_weeknum_weekday ywd{date::floor<date::days>(local)};
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%04d-W%02u", static_cast<int>(ywd.year()),
+                  static_cast<unsigned>(ywd.weeknum()));
+    return buf;
+}
+
+std::string str_field(const nlohmann::json& j, std::initializer_list<const char*> names) {
+    for (const char* name : names) {
+        const auto it = j.find(name);
+        if (it != j.end() && it->is_string()) {
+            return it->get<std::string>();
+        }
+    }
+    return {};
+}
+
+std::int64_t int_field(const nlohmann::json& j, const char* name) {
+    const auto it = j.find(name);
+    return it != j.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+}
+
+// What the scan keeps per rule: the latest run seen, the latest successful one, weekly counts.
+struct RuleHistory {
+    std::optional<RunInfo> current;
+    std::optional<RunInfo> last_success;
+    std::map<std::string, std::int64_t> weeks;
+
+    RunInfo& touch(const std::string& run_id, std::optional<TimePoint> at) {
+        if (current && current->run_id != run_id) {
+            if (current->ok) {
+                last_success = std::move(*current);
+            }
+            current.reset();
+        }
+        if (!current) {
+            current = RunInfo{};
+            current->run_id = run_id;
+        }
+        if (at) {
+            current->at = at;
+        }
+        return *current;
+    }
+};
+
+struct PendingBatch {
+    std::string rule;
+    bool counts = false; // the rule's own records deleted or anonymized
+};
+
+class AuditScan {
+public:
+    AuditScan(const Config& config, const std::set<std::string>& window)
+        : m_config(config), m_window(window) {
+        for (const auto& rule : config.rules) {
+            m_rules.emplace(rule.name, &rule);
+        }
+        m_tz = zone_or_utc(config.daemon.timezone);
+    }
+
+    void read_file(const std::string& path, ReportData& data) {
+        std::ifstream in(path);
+        if (!in) {
+            throw std::runtime_error("cannot open " + path);
+        }
+        std::string line;
+        while (std::getline(in, line)) {
+            if (line.empty()) {
+                continue;
+            }
+            ++data.audit_lines;
+            nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+            if (j.is_discarded() || !j.is_object()) {
+                ++data.audit_bad_lines;
+                continue;
+            }
+            handle(j);
+        }
+        if (in.bad()) {
+            throw std::runtime_error("read error in " + path);
+        }
+    }
+
+    std::map<std::string, RuleHistory>& histories() { return m_history; }
+
+private:
+    // Whether a batch touches the rule's own records, not a dependent table, a TTL or a notice.
+    bool counts_as_purge(const Rule* rule, const std::string& action,
+                         const std::string& target) const {
+        if (!action.empty() && action != "delete" && action != "anonymize") {
+            return false;
+        }
+        if (rule != nullptr && rule->kind == DatastoreKind::postgres && !target.empty()) {
+            const auto& table = rule->pg().table;
+            const auto unqualified = [](const std::string& t) {
+                const auto dot = t.rfind('.');
+                return dot == std::string::npos ? t : t.substr(dot + 1);
+            };
+            return target == table || unqualified(target) == unqualified(table);
+        }
+        return true;
+    }
+
+    std::optional<TimePoint> ts_of(const nlohmann::json& j) const {
+        const auto ts = str_field(j, {"ts", "time"});
+        if (ts.empty()) {
+            return std::nullopt;
+        }
+        return parse_timestamp(ts, "", m_tz);
+    }
+
+    void handle(const nlohmann::json& j) {
+        const auto type = str_field(j, {"type"});
+        const auto run = str_field(j, {"run", "run_id"});
+        const auto at = ts_of(j);
+        if (type == "intent") {
+            const auto batch = str_field(j, {"batch", "batch_id"});
+            const auto rule = str_field(j, {"rule"});
+            if (!batch.empty() && !rule.empty()) {
+                const auto it = m_rules.find(rule);
+                m_pending[batch] = PendingBatch{
+                    rule, counts_as_purge(it == m_rules.end() ? nullptr : it->second,
+                                          str_field(j, {"action"}), str_field(j, {"target"}))};
+            }
+            if (!rule.empty()) {
+                m_history[rule].touch(run, at);
+            }
+        } else if (type == "outcome") {
+            const auto batch = str_field(j, {"batch", "batch_id"});
+            auto rule = str_field(j, {"rule"});
+            bool counts = true;
+            const auto pending = m_pending.find(batch);
+            if (pending != m_pending.end()) {
+                rule = rule.empty() ? pending->second.rule : rule;
+                counts = pending->second.counts;
+                m_pending.erase(pending);
+            } else if (j.contains("action") || j.contains("target")) {
+                const auto it = m_rules.find(rule);
+                counts = counts_as_purge(it == m_rules.end() ? nullptr : it->second,
+                                         str_field(j, {"action"}), str_field(j, {"target"}));
+            }
+            if (rule.empty()) {
+                return;
+            }
+            const auto committed = j.find("committed");
+            if (committed == j.end() || !committed->is_boolean() || !committed->get<bool>()) {
+                m_history[rule].touch(run, at);
+                return;
+            }
+            const std::int64_t count = int_field(j, "count");
+            auto& history = m_history[rule];
+            auto& info = history.touch(run, at);
+            if (counts) {
+                info.processed += count;
+                ++info.batches;
+                if (at) {
+                    const auto week = iso_week_of(*at, m_tz);
+                    if (m_window.count(week) != 0) {
+                        history.weeks[week] += count;
+                    }
+                }
+            }
+        } else if (type == "error" || type == "refusal") {
+            const auto rule = str_field(j, {"rule"});
+            if (rule.empty()) {
+                return;
+            }
+            auto& info = m_history[rule].touch(run, at);
+            info.ok = false;
+            info.failure = type;
+            info.message = mask_personal(str_field(j, {"message", "reason"}));
+        } else if (type == "run_end") {
+            for (const char* key : {"summary", "rules"}) {
+                const auto it = j.find(key);
+                if (it == j.end() || !it->is_array()) {
+                    continue;
+                }
+                for (const auto& entry : *it) {
+                    const auto rule = entry.is_object() ? str_field(entry, {"rule"}) : "";
+                    if (rule.empty()) {
+                        continue;
+                    }
+                    auto& info = m_history[rule].touch(run, at);
+                    const auto ok = entry.find("ok");
+                    if (ok != entry.end() && ok->is_boolean() && !ok->get<bool>()) {
+                        if (info.ok) {
+                            info.failure = "error";
+                        }
+                        info.ok = false;
+                    }
+                    info.processed = std::max(info.processed, int_field(entry, "processed"));
+                }
+            }
+        }
+    }
+
+    const Config& m_config;
+    const std::set<std::string>& m_window;
+    const date::time_zone* m_tz = nullptr;
+    std::unordered_map<std::string, const Rule*> m_rules;
+    std::map<std::string, RuleHistory> m_history;
+    // Intents without their outcome yet; an outcome erases its intent, so this stays small.
+    std::unordered_map<std::string, PendingBatch> m_pending;
+};
+
+void scan_audit_log(const Config& config, const std::string& path, ReportData& data,
+                    std::map<std::string, RuleHistory>& out) {
+    const std::set<std::string> window(data.weeks.begin(), data.weeks.end());
+    AuditScan scan(config, window);
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+        data.audit_log_error = "not found";
+        return;
+    }
+    try {
+        // Rotated files first, oldest (highest number) first, as `audit prove` reads them.
+        int rotated = 0;
+        while (fs::exists(path + "." + std::to_string(rotated + 1), ec)) {
+            ++rotated;
+        }
+        for (int n = rotated; n >= 1; --n) {
+            scan.read_file(path + "." + std::to_string(n), data);
+        }
+        scan.read_file(path, data);
+        data.audit_log_read = true;
+    } catch (const std::exception& e) {
+        data.audit_log_error = mask_personal(e.what());
+    }
+    out = std::move(scan.histories());
+}
+
+} // namespace
+
+ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>& dries,
+                             const std::string& audit_log_path, TimePoint now) {
+    ReportData data;
+    data.generated_at = now;
+    data.timezone = config.daemon.timezone;
+    data.config_file = config.main_file;
+    data.config_sha256 = config.sha256;
+    data.audit_log = audit_log_path;
+
+    const auto* tz = zone_or_utc(config.daemon.timezone);
+    for (int i = k_report_weeks - 1; i >= 0; --i) {
+        data.weeks.push_back(iso_week_of(now - date::days{7 * i}, tz));
+    }
+
+    std::map<std::string, RuleHistory> histories;
+    scan_audit_log(config, audit_log_path, data, histories);
+
+    std::map<std::string, std::size_t> rules_per_store;
+    for (const auto& dry : dries) {
+        const Rule* rule = config.find_rule(dry.rule);
+        if (rule == nullptr) {
+            continue;
+        }
+        ++rules_per_store[rule->datastore];
+        RuleReport r;
+        r.rule = rule->name;
+        r.datastore = rule->datastore;
+        r.kind = std::string(to_string(rule->kind));
+        r.action = std::string(to_string(rule->action));
+        r.category = rule->category;
+        r.legal_basis = rule->legal_basis;
+        r.description = rule->description;
+        r.retain_text = rule->retain.text;
+        r.retention.fr = retention_wording(*rule, "fr");
+        r.retention.en = retention_wording(*rule, "en");
+        r.retain_words.fr = describe_duration(rule->retain, "fr");
+        r.retain_words.en = describe_duration(rule->retain, "en");
+        r.retain_approx = rule->retain.approx();
+        r.schedule_text = rule->schedule.text;
+        r.schedule_period = rule->schedule.period();
+
+        if (dry.dry) {
+            r.dry = *dry.dry;
+            r.notes = r.dry->notes.size();
+            r.dry->notes.clear();
+            if (r.dry->oldest_clock) {
+                r.oldest_age = r.dry->now - *r.dry->oldest_clock;
+                r.oldest_past_grace = *r.dry->oldest_clock < r.dry->cutoff - r.schedule_period;
+            }
+        } else {
+            r.error = mask_personal(dry.error.empty() ? "unavailable" : dry.error);
+        }
+
+        const auto found = histories.find(rule->name);
+        if (found != histories.end()) {
+            auto& h = found->second;
+            r.last_run = h.current;
+            r.last_success = h.current && h.current->ok ? h.current : h.last_success;
+        }
+        for (const auto& week : data.weeks) {
+            std::int64_t count = 0;
+            if (found != histories.end()) {
+                const auto w = found->second.weeks.find(week);
+                count = w == found->second.weeks.end() ? 0 : w->second;
+            }
+            r.purged_per_week.push_back({week, count});
+            r.purged_in_window += count;
+        }
+
+        if (!r.dry) {
+            r.status = RuleStatus::unknown;
+        } else if (r.last_run && !r.last_run->ok) {
+            r.status = RuleStatus::failing;
+        } else if (r.dry->due > 0 && r.oldest_past_grace) {
+            r.status = RuleStatus::overdue;
+        } else if (!r.last_run) {
+            r.status = RuleStatus::never_run;
+        } else {
+            r.status = RuleStatus::compliant;
+        }
+        data.overall = std::max(data.overall, r.status);
+        data.rules.push_back(std::move(r));
+    }
+
+    for (const auto& [name, store] : config.datastores) {
+        const auto n = rules_per_store.find(name);
+        if (n == rules_per_store.end()) {
+            continue; // only the services this report covers
+        }
+        data.services.push_back({name, std::string(to_string(store.kind)), n->second});
+    }
+    return data;
+}
+
+} // namespace retentiond

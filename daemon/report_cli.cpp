@@ -1,0 +1,204 @@
+// `retentiond report`: a dry run of the rules, rendered for the DPO.
+#include "retentiond/crypto.hpp"
+#include "retentiond/errors.hpp"
+#include "retentiond/report.hpp"
+#include "retentiond/timeutil.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <ostream>
+#include <stdexcept>
+
+namespace retentiond {
+namespace {
+
+constexpr const char* k_report_help =
+    R"(Usage: retentiond report [--format md|html|json|csv] [--output FILE] [--lang fr|en]
+                         [--rule NAME]... [--log AUDIT_LOG]
+
+A report for the Data Protection Officer: per rule, the policy in its own words, the records in
+scope, due, held and without a clock, the oldest record's age against the limit, the forecast for
+the next 7/30/90 days, the last successful run (from the audit log), records purged per week, and
+a status: compliant, never run, overdue, failing or unknown. It is a dry run: nothing is changed.
+It never contains personal data: counts, ages and digests only.
+
+  --format F    md (default when writing to stdout), html (one self-contained printable page),
+                json (docs/report-schema.md) or csv (one row per rule). With --output and no
+                --format, the file's extension (.md .html .json .csv) chooses.
+  --output FILE write the report to FILE atomically (same directory, then rename)
+  --lang L      fr (default) or en: the report's own words; the policy's texts are shown as written
+  --rule NAME   only this rule (repeatable)
+  --log FILE    audit log to read (default: daemon.audit_log)
+
+Exit codes: 0 report produced; 75 produced, but a datastore could not be read (its rules are
+"unknown"); 64 usage; 74 the output cannot be written; 78 configuration invalid.
+)";
+
+struct FdCloser {
+    int fd;
+    ~FdCloser() {
+        if (fd >= 0) {
+            ::close(fd);
+        }
+    }
+};
+
+[[noreturn]] void throw_io(const std::string& what, const std::string& path, int err) {
+    throw AuditWriteError(what + " " + path + ": " + std::strerror(err));
+}
+
+// Same directory, fsync, rename: a reader never sees half a report.
+void write_atomically(const std::string& path, const std::string& text) {
+    namespace fs = std::filesystem;
+    const fs::path target(path);
+    const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+    const std::string tmp =
+        (dir / ("." + target.filename().string() + ".tmp-" + random_hex(4))).string();
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        throw_io("cannot create", tmp, errno);
+    }
+    bool renamed = false;
+    try {
+        FdCloser closer{fd};
+        std::size_t done = 0;
+        while (done < text.size()) {
+            const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                throw_io("cannot write", tmp, errno);
+            }
+            done += static_cast<std::size_t>(n);
+        }
+        if (::fsync(fd) != 0) {
+            throw_io("cannot fsync", tmp, errno);
+        }
+        if (::rename(tmp.c_str(), path.c_str()) != 0) {
+            throw_io("cannot rename to", path, errno);
+        }
+        renamed = true;
+        const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            ::fsync(dfd);
+            ::close(dfd);
+        }
+    } catch (...) {
+        if (!renamed) {
+            ::unlink(tmp.c_str());
+        }
+        throw;
+    }
+}
+
+std::string format_from_extension(const std::string& path) {
+    const auto ext = std::filesystem::path(path).extension().string();
+    if (ext == ".html" || ext == ".htm") {
+        return "html";
+    }
+    if (ext == ".json") {
+        return "json";
+    }
+    if (ext == ".csv") {
+        return "csv";
+    }
+    return "md";
+}
+
+} // namespace
+
+int cmd_report(const std::string& config_path, const std::vector<std::string>& args,
+               std::ostream& out, std::ostream& err) {
+    std::optional<std::string> format;
+    std::optional<std::string> output;
+    std::optional<std::string> log;
+    std::string lang = "fr";
+    std::vector<std::string> rules;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        const std::string& arg = args[i];
+        if (arg == "--help" || arg == "-h") {
+            out << k_report_help;
+            return k_exit_ok;
+        }
+        std::string name = arg;
+        std::optional<std::string> value;
+        if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+            name = arg.substr(0, eq);
+            value = arg.substr(eq + 1);
+        }
+        if (name != "--format" && name != "--output" && name != "--lang" && name != "--rule" &&
+            name != "--log") {
+            throw std::invalid_argument("report: unexpected argument \"" + arg + "\"");
+        }
+        if (!value) {
+            if (i + 1 >= args.size()) {
+                throw std::invalid_argument("report: " + name + " needs a value");
+            }
+            value = args[++i];
+        }
+        const auto once = [&](std::optional<std::string>& slot) {
+            if (slot) {
+                throw std::invalid_argument("report: " + name + " given more than once");
+            }
+            slot = *value;
+        };
+        if (name == "--format") {
+            once(format);
+        } else if (name == "--output") {
+            once(output);
+        } else if (name == "--log") {
+            once(log);
+        } else if (name == "--lang") {
+            lang = *value;
+        } else {
+            rules.push_back(*value);
+        }
+    }
+    const std::string fmt = format ? *format : output ? format_from_extension(*output) : "md";
+    if (fmt != "md" && fmt != "html" && fmt != "json" && fmt != "csv") {
+        throw std::invalid_argument("report: --format must be md, html, json or csv");
+    }
+    if (lang != "fr" && lang != "en") {
+        throw std::invalid_argument("report: --lang must be fr or en");
+    }
+
+    const Config config = load_config(config_path);
+    for (const auto& w : config.warnings) {
+        err << "warning: " << w.to_string() << '\n';
+    }
+    select_rules(config, rules); // an unknown rule is a usage error before any store is read
+    Runner runner(config);
+    const auto dries = runner.dry_run(rules);
+    const auto data =
+        build_report_data(config, dries, log ? *log : config.daemon.audit_log, now_utc());
+    const auto text = render_report(data, fmt, lang);
+    if (output) {
+        write_atomically(*output, text);
+        err << "report: " << data.rules.size() << " rule" << (data.rules.size() == 1 ? "" : "s")
+            << ", overall " << to_string(data.overall) << ", written to " << *output << '\n';
+    } else {
+        out << text;
+    }
+    int unknown = 0;
+    for (const auto& r : data.rules) {
+        if (r.status == RuleStatus::unknown) {
+            ++unknown;
+            err << "report: rule \"" << r.rule << "\": datastore \"" << r.datastore
+                << "\" could not be read: " << r.error << '\n';
+        }
+    }
+    if (!data.audit_log_read) {
+        err << "report: audit log " << data.audit_log << " " << data.audit_log_error
+            << ": runs cannot be shown\n";
+    }
+    return unknown != 0 ? k_exit_partial : k_exit_ok;
+}
+
+} // namespace retentiond

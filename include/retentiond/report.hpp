@@ -1,0 +1,119 @@
+#pragma once
+
+#include "retentiond/config.hpp"
+#include "retentiond/engine.hpp"
+#include "retentiond/runner.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <iosfwd>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace retentiond {
+
+// The DPO report (docs/report-schema.md). One data model, four renderings (html, md, json, csv).
+// It holds counts, ages, durations and digests only: never a key, a field value or a secret.
+
+// Ordered from best to worst: the overall status is the worst of the rules'.
+enum class RuleStatus { compliant, never_run, overdue, failing, unknown };
+std::string_view to_string(RuleStatus status); // "compliant", "never_run", ...
+
+// One run of one rule, as the audit log tells it.
+struct RunInfo {
+    std::string run_id;
+    std::optional<TimePoint> at; // time of its last line about the rule (run_end when present)
+    bool ok = true;              // no error or refusal event, and run_end did not say otherwise
+    std::int64_t processed = 0;  // records the rule deleted or anonymized (committed batches)
+    std::int64_t batches = 0;    // committed batches of the rule's own records
+    std::string failure;         // !ok: "refusal" or "error"
+    std::string message;         // !ok: the event's message, e-mail addresses masked
+};
+
+struct WeekCount {
+    std::string week; // ISO 8601 week, "2026-W33"
+    std::int64_t count = 0;
+};
+
+struct RuleReport {
+    // The policy, as written.
+    std::string rule;
+    std::string datastore;
+    std::string kind;   // postgres | files | redis
+    std::string action; // delete | anonymize
+    std::string category;
+    std::string legal_basis;
+    std::string description;
+    std::string retain_text;    // `retain:` as written ("12 months")
+    LocalizedText retention;    // retention_wording() in fr and en
+    LocalizedText retain_words; // describe_duration(retain) in fr and en: "12 mois"
+    std::chrono::microseconds retain_approx{0};
+    std::string schedule_text;
+    std::chrono::seconds schedule_period{0};
+
+    RuleStatus status = RuleStatus::unknown;
+    std::string error; // unknown: why the store could not be read (e-mail addresses masked)
+
+    // The dry run (present unless status == unknown). notes are dropped: only their number is
+    // kept, because a note is free text that the report cannot vouch for.
+    std::optional<DryRun> dry;
+    std::size_t notes = 0;
+    // Age of the oldest record (dry->now - oldest_clock), when there is one.
+    std::optional<std::chrono::microseconds> oldest_age;
+    // The oldest record is older than cutoff - one schedule period (held records included).
+    bool oldest_past_grace = false;
+
+    // From the audit log.
+    std::optional<RunInfo> last_run;
+    std::optional<RunInfo> last_success;
+    std::vector<WeekCount> purged_per_week; // the report's weeks, oldest first
+    std::int64_t purged_in_window = 0;
+};
+
+struct ServiceInfo {
+    std::string name; // datastore name (never its DSN or URL)
+    std::string kind;
+    std::size_t rules = 0;
+};
+
+struct ReportData {
+    TimePoint generated_at{};
+    std::string timezone = "UTC"; // daemon.timezone: dates are shown in it
+    std::string config_file;
+    std::string config_sha256;
+    std::vector<ServiceInfo> services;
+    std::string audit_log; // path
+    bool audit_log_read = false;
+    std::string audit_log_error; // why it could not be read (missing file: empty log)
+    std::uint64_t audit_lines = 0;
+    std::uint64_t audit_bad_lines = 0; // not JSON: skipped
+    std::vector<std::string> weeks;    // ISO weeks shown, oldest first (k_report_weeks)
+    std::vector<RuleReport> rules;
+    RuleStatus overall = RuleStatus::compliant;
+};
+
+constexpr int k_report_weeks = 12;
+constexpr int k_report_schema_version = 1;
+
+// Builds the model from the config, a dry run of its rules (in the order given) and the audit log
+// (read streaming, rotated files path.N ... path.1 first). A missing audit log is not an error:
+// every rule is then "never run". now dates the report and ends the week window.
+ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>& dries,
+                             const std::string& audit_log_path, TimePoint now);
+
+// format: html | md | json | csv; lang: fr | en. Throws std::invalid_argument otherwise.
+std::string render_report(const ReportData& data, std::string_view format, std::string_view lang);
+
+// `retentiond report [--format F] [--output FILE] [--lang L] [--rule NAME]...`. Returns the exit
+// code: 0, or 75 when a rule's datastore could not be read (the report is still produced).
+// Usage errors throw std::invalid_argument.
+int cmd_report(const std::string& config_path, const std::vector<std::string>& args,
+               std::ostream& out, std::ostream& err);
+
+// Masks e-mail addresses and URI passwords in free text that reaches the report (error messages).
+std::string mask_personal(std::string_view text);
+
+} // namespace retentiond
