@@ -8,12 +8,55 @@
 #include <cctype>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 namespace retentiond {
 
 namespace detail {
+
+namespace {
+
+// Per-thread memo of the last zone period seen: CSV files hold millions of timestamps in the same
+// few months, and get_info() costs more than the whole parse. Only local times more than a day
+// away from the period's ends are answered from it, where no other offset can apply.
+struct OffsetCache {
+    const date::time_zone* zone = nullptr;
+    LocalTime safe_begin{};
+    LocalTime safe_end{};
+    std::chrono::seconds offset{0};
+};
+
+std::optional<std::chrono::seconds> cached_offset(LocalTime local, const date::time_zone* tz,
+                                                  OffsetCache& cache) {
+    if (cache.zone == tz && local >= cache.safe_begin && local < cache.safe_end) {
+        return cache.offset;
+    }
+    return std::nullopt;
+}
+
+void remember(const date::local_info& info, const date::time_zone* tz, OffsetCache& cache) {
+    if (info.result != date::local_info::unique) {
+        return;
+    }
+    constexpr std::chrono::hours k_margin{26};
+    const auto begin = info.first.begin;
+    const auto end = info.first.end;
+    // The first and last periods reach the far past/future; keep the arithmetic away from them.
+    if (end - begin <= 2 * k_margin || begin < date::sys_days{date::year{1800} / 1 / 1} ||
+        end > date::sys_days{date::year{2400} / 1 / 1}) {
+        return;
+    }
+    cache.zone = tz;
+    cache.safe_begin = LocalTime{(begin + info.first.offset + k_margin).time_since_epoch()};
+    cache.safe_end = LocalTime{(end + info.first.offset - k_margin).time_since_epoch()};
+    cache.offset = info.first.offset;
+}
+
+thread_local OffsetCache t_offset_cache;
+
+} // namespace
 
 LocalTime to_local(TimePoint t, const date::time_zone* tz) {
     if (tz == nullptr) {
@@ -28,7 +71,11 @@ TimePoint from_local_pg(LocalTime local, const date::time_zone* tz) {
     if (tz == nullptr) {
         return as_utc;
     }
+    if (const auto offset = cached_offset(local, tz, t_offset_cache)) {
+        return as_utc - *offset;
+    }
     const auto info = tz->get_info(date::floor<std::chrono::seconds>(local));
+    remember(info, tz, t_offset_cache);
     const TimePoint first = as_utc - info.first.offset;
     if (info.result == date::local_info::unique) {
         return first;
