@@ -188,6 +188,9 @@ struct Rule {
     int batch_size = 5000;
     Limits limits;
     bool clock_null_due = false;
+    // Extension `policy_table: false`: enforced, but not a line of the published retention table
+    // (e.g. Django sessions, which the privacy policy does not list).
+    bool in_policy_table = true;
     std::variant<PostgresRule, FilesRule, RedisRule> spec;
     SourcePos pos;
 

@@ -1,0 +1,643 @@
+#include "retentiond/config.hpp"
+#include "retentiond/crypto.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+namespace retentiond {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const std::string k_source_dir = RETENTIOND_SOURCE_DIR;
+
+// A postgres datastore, a files datastore and one valid postgres rule; tests append or replace
+// lines and then assert exact positions, so keep the line numbers in the comments true.
+const std::string k_base = R"(version: 1
+datastores:
+  dora:
+    kind: postgres
+    dsn: ${DSN}
+  exports:
+    kind: files
+    root: exports
+rules:
+  - name: dora-accounts
+    datastore: dora
+    category: "Comptes"
+    table: public.users_user
+    key: id
+    clock: [last_login, date_joined]
+    retain: 12 months
+    action: delete
+)"; // rule "dora-accounts" starts at line 10, column 5; `action` is line 17.
+
+class ConfigTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        std::string tmpl = (fs::temp_directory_path() / "retentiond-config-XXXXXX").string();
+        ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+        m_dir = tmpl;
+    }
+    void TearDown() override { fs::remove_all(m_dir); }
+
+    std::string write(const std::string& relative, const std::string& text) {
+        const fs::path path = m_dir / relative;
+        fs::create_directories(path.parent_path());
+        std::ofstream(path) << text;
+        return path.string();
+    }
+
+    EnvLookup env() const {
+        return [vars = m_env](const std::string& name) -> std::optional<std::string> {
+            if (auto it = vars.find(name); it != vars.end()) {
+                return it->second;
+            }
+            return std::nullopt;
+        };
+    }
+
+    Config load(const std::string& path) { return load_config(path, env()); }
+
+    // Every diagnostic of a config that must be rejected, formatted.
+    std::vector<std::string> errors(const std::string& path) {
+        try {
+            load_config(path, env());
+        } catch (const ConfigError& e) {
+            std::vector<std::string> out;
+            for (const auto& d : e.diagnostics()) {
+                out.push_back(d.to_string());
+            }
+            return out;
+        }
+        ADD_FAILURE() << path << " was accepted";
+        return {};
+    }
+
+    std::string what(const std::string& path) {
+        try {
+            load_config(path, env());
+        } catch (const ConfigError& e) {
+            return e.what();
+        }
+        ADD_FAILURE() << path << " was accepted";
+        return {};
+    }
+
+    fs::path m_dir;
+    std::map<std::string, std::string> m_env{{"DSN", "postgres://app@db.internal/dora"}};
+};
+
+TEST_F(ConfigTest, BaseConfigLoads) {
+    const auto path = write("retentiond.yaml", k_base);
+    const Config config = load(path);
+    ASSERT_EQ(config.rules.size(), 1U);
+    const Rule& rule = config.rules[0];
+    EXPECT_EQ(rule.name, "dora-accounts");
+    EXPECT_EQ(rule.kind, DatastoreKind::postgres);
+    EXPECT_EQ(rule.pg().table, "public.users_user");
+    EXPECT_THAT(rule.pg().clock, ElementsAre("last_login", "date_joined"));
+    EXPECT_THAT(rule.pg().key, ElementsAre("id"));
+    EXPECT_EQ(rule.retain.months, 12);
+    EXPECT_EQ(rule.action, Action::remove);
+    EXPECT_EQ(rule.batch_size, 5000);
+    EXPECT_DOUBLE_EQ(rule.limits.max_fraction, 0.5);
+    EXPECT_EQ(rule.schedule.text, "daily 03:00");
+    EXPECT_EQ(rule.pos.line, 10);
+    EXPECT_EQ(rule.pos.column, 5);
+    EXPECT_EQ(config.datastores.at("dora").dsn.reveal(), "postgres://app@db.internal/dora");
+    EXPECT_FALSE(config.datastores.at("dora").dsn_has_inline_password);
+    // A relative root is read from the main file's directory.
+    EXPECT_EQ(config.datastores.at("exports").root, (m_dir / "exports").string());
+    EXPECT_THAT(config.files, ElementsAre(path));
+    EXPECT_EQ(config.sha256, sha256_hex(k_base));
+    EXPECT_TRUE(config.warnings.empty());
+    EXPECT_EQ(config.find_rule("dora-accounts"), &config.rules[0]);
+    EXPECT_EQ(config.find_rule("nope"), nullptr);
+}
+
+// The message of the contract, policy-format.md "Files".
+TEST_F(ConfigTest, TypoedKeyGetsAHintAtItsPosition) {
+    const auto main = write("retentiond.yaml", "version: 1\ninclude: [policies.d/*.yaml]\n");
+    const auto dora = write("policies.d/dora.yaml", R"(version: 1
+datastores:
+  dora:
+    kind: postgres
+    dsn: ${DSN}
+rules:
+  - name: dora-accounts
+    datastore: dora
+    category: "Comptes"
+    table: public.users_user
+    key: id
+    clock: [last_login, date_joined]
+    action: delete
+    retian: 12 months
+)");
+    EXPECT_THAT(
+        errors(main),
+        ElementsAre(
+            dora +
+            R"(:14:5: rule "dora-accounts": unknown key "retian" (did you mean "retain"?))"));
+}
+
+TEST_F(ConfigTest, DuplicateKeyIsAnError) {
+    const auto path = write("retentiond.yaml", k_base + "    retain: 6 months\n");
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(path +
+                    R"(:18:5: rule "dora-accounts": duplicate key "retain" (first at line 16))"));
+}
+
+TEST_F(ConfigTest, WrongTypesNameWhatWasExpected) {
+    const auto path = write("retentiond.yaml", k_base + "    batch_size: [1, 2]\n"
+                                                        "    limits: 10\n"
+                                                        "    category: x\n");
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path + R"(:18:17: rule "dora-accounts": batch_size: expected an integer, got a list)",
+            path + R"(:19:13: rule "dora-accounts": limits: expected a map, got "10")",
+            path + R"(:20:5: rule "dora-accounts": duplicate key "category" (first at line 12))"));
+}
+
+TEST_F(ConfigTest, BadDurationQuotesTheParserMessage) {
+    std::string yaml = k_base;
+    yaml.replace(yaml.find("12 months"), 9, "12 moths");
+    const auto path = write("retentiond.yaml", yaml);
+    std::string parser_message;
+    try {
+        parse_duration("12 moths");
+    } catch (const ParseError& e) {
+        parser_message = e.what();
+    }
+    ASSERT_THAT(parser_message, HasSubstr("12 moths"));
+    EXPECT_THAT(errors(path),
+                ElementsAre(path + ":16:13: rule \"dora-accounts\": retain: " + parser_message));
+}
+
+TEST_F(ConfigTest, BadScheduleIsReportedAtTheValue) {
+    const auto path = write("retentiond.yaml", k_base + "    schedule: daily 25:00\n");
+    std::string parser_message;
+    try {
+        parse_schedule("daily 25:00");
+    } catch (const ParseError& e) {
+        parser_message = e.what();
+    }
+    ASSERT_FALSE(parser_message.empty());
+    EXPECT_THAT(errors(path),
+                ElementsAre(path + ":18:15: rule \"dora-accounts\": schedule: " + parser_message));
+}
+
+TEST_F(ConfigTest, UnknownDatastoreGetsAHint) {
+    std::string yaml = k_base;
+    yaml.replace(yaml.find("datastore: dora"), 15, "datastore: dorra");
+    const auto path = write("retentiond.yaml", yaml);
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path +
+            R"(:11:16: rule "dora-accounts": unknown datastore "dorra" (did you mean "dora"?))"));
+}
+
+TEST_F(ConfigTest, DuplicateRuleNameAcrossIncludedFiles) {
+    const auto main = write("retentiond.yaml", k_base + "include: [policies.d/*.yaml]\n");
+    const auto other = write("policies.d/other.yaml", R"(version: 1
+rules:
+  - name: dora-accounts
+    datastore: dora
+    category: "Comptes"
+    table: public.users_user
+    key: id
+    clock: date_joined
+    retain: 2 years
+    action: delete
+)");
+    EXPECT_THAT(errors(main),
+                ElementsAre(other +
+                            ":3:11: rule \"dora-accounts\": duplicate rule name (first "
+                            "defined at " +
+                            main + ":10:11)"));
+}
+
+TEST_F(ConfigTest, DependentsOnAFilesRuleAreRejected) {
+    const auto path = write("retentiond.yaml", k_base + R"(  - name: tally
+    datastore: exports
+    category: "Formulaires"
+    files: "*.csv"
+    clock: { field: "Submitted at" }
+    retain: 2 years
+    action: delete
+    dependents:
+      - { table: x, column: y, action: delete }
+)");
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path +
+            R"(:25:5: rule "tally": key "dependents" is only valid in postgres rules, and datastore "exports" is files)"));
+}
+
+TEST_F(ConfigTest, AnonymizeWithoutStrategies) {
+    std::string yaml = k_base;
+    yaml.replace(yaml.find("action: delete"), 14, "action: anonymize\n    anonymize: {}");
+    const auto path = write("retentiond.yaml", yaml);
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path +
+            R"(:18:16: rule "dora-accounts": anonymize: no field listed; give at least one field: strategy)"));
+
+    std::string missing = k_base;
+    missing.replace(missing.find("action: delete"), 14, "action: anonymize");
+    const auto path2 = write("missing.yaml", missing);
+    EXPECT_THAT(
+        errors(path2),
+        ElementsAre(
+            path2 +
+            R"(:17:13: rule "dora-accounts": action: anonymize needs an "anonymize" map of field: strategy)"));
+}
+
+TEST_F(ConfigTest, UnsetVariableIsAnErrorThatNamesItAndNoSecretLeaks) {
+    m_env["DSN"] = "postgres://app:hunter2@db.internal/dora";
+    m_env["RETAIN"] = "12 moths-hunter3";
+    std::string yaml = k_base;
+    yaml.replace(yaml.find("12 months"), 9, "${RETAIN}");
+    yaml += R"(  - name: other
+    datastore: dora
+    category: "Comptes"
+    table: t
+    key: id
+    clock: c
+    retain: 1 year
+    action: delete
+    description: "owner ${OWNER_NAME}"
+)";
+    const auto path = write("retentiond.yaml", yaml);
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path + R"(:16:13: rule "dora-accounts": retain: invalid duration "${RETAIN}")",
+            path +
+                R"(:26:18: rule "other": description: environment variable "OWNER_NAME" is not set)"));
+    const std::string message = what(path);
+    EXPECT_THAT(message, Not(HasSubstr("hunter2")));
+    EXPECT_THAT(message, Not(HasSubstr("hunter3")));
+}
+
+TEST_F(ConfigTest, FileExpansionNestsAndTrims) {
+    write("credentials/audit-key", "  s3cr3t-key\n\n");
+    m_env["CREDENTIALS_DIRECTORY"] = (m_dir / "credentials").string();
+    const auto path = write("retentiond.yaml", R"(version: 1
+daemon:
+  audit_key: ${file:${CREDENTIALS_DIRECTORY}/audit-key}
+  timezone: Europe/Paris
+)");
+    const Config config = load(path);
+    EXPECT_EQ(config.daemon.audit_key.reveal(), "s3cr3t-key");
+    EXPECT_EQ(config.daemon.audit_key.redacted(), "<redacted>");
+    EXPECT_EQ(config.daemon.timezone, "Europe/Paris");
+    EXPECT_NE(config.zone(), nullptr);
+
+    const auto missing = write("missing.yaml", R"(version: 1
+daemon:
+  audit_key: ${file:${CREDENTIALS_DIRECTORY}/nope}
+)");
+    EXPECT_THAT(
+        errors(missing),
+        ElementsAre(
+            missing +
+            R"(:3:14: audit_key: cannot read the file of "${file:${CREDENTIALS_DIRECTORY}/nope}")"));
+}
+
+TEST_F(ConfigTest, EveryErrorOfAFileIsReported) {
+    const auto path = write("retentiond.yaml", R"(version: 1
+daemon:
+  timezone: Europe/Pariss
+  metrics: everywhere
+datastores:
+  dora:
+    kind: postgress
+    dsn: x
+rules:
+  - name: Bad_Name
+    datastore: nowhere
+    category: c
+    table: t
+    key: id
+    clock: c
+    retain: 1 year
+    action: purge
+    batch_size: 0
+    limits: { max_fraction: 1.5, max_rows: -1 }
+)");
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path + R"(:3:13: timezone: unknown time zone "Europe/Pariss")",
+            path + R"(:4:12: metrics: expected HOST:PORT or "off", got "everywhere")",
+            path +
+                R"(:7:11: datastore "dora": kind: unknown value "postgress" (did you mean "postgres"?))",
+            path +
+                R"(:10:11: rule "Bad_Name": name: "Bad_Name" is not a valid rule name ([a-z0-9][a-z0-9-]*))",
+            path + R"(:11:16: rule "Bad_Name": unknown datastore "nowhere")",
+            path +
+                R"(:17:13: rule "Bad_Name": action: unknown value "purge" (expected delete or anonymize))",
+            path + R"(:18:17: rule "Bad_Name": batch_size: expected a positive integer, got "0")",
+            path +
+                R"(:19:29: rule "Bad_Name": limits.max_fraction: expected a number in (0, 1], got "1.5")",
+            path +
+                R"(:19:44: rule "Bad_Name": limits.max_rows: expected a positive integer, got "-1")"));
+}
+
+TEST_F(ConfigTest, GlobEscapingTheRootIsRejected) {
+    const auto path = write("retentiond.yaml", k_base + R"(  - name: tally
+    datastore: exports
+    category: "Formulaires"
+    files: "../etc/*.csv"
+    clock: { field: "Submitted at" }
+    retain: 2 years
+    action: delete
+  - name: tally-abs
+    datastore: exports
+    category: "Formulaires"
+    files: "/etc/**/*.csv"
+    clock: { field: "Submitted at" }
+    retain: 2 years
+    action: delete
+  - name: tally-bad
+    datastore: exports
+    category: "Formulaires"
+    files: "data/[x.csv"
+    clock: { field: "Submitted at" }
+    retain: 2 years
+    action: delete
+)");
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path +
+                R"(:21:12: rule "tally": files: the glob "../etc/*.csv" escapes the datastore root (no leading "/", no ".."))",
+            path +
+                R"(:28:12: rule "tally-abs": files: the glob "/etc/**/*.csv" escapes the datastore root (no leading "/", no ".."))",
+            path + R"(:35:12: rule "tally-bad": files: unclosed "[" in glob)"));
+}
+
+TEST_F(ConfigTest, VersionIsRequiredAndDaemonOnlyInTheMainFile) {
+    const auto main = write("retentiond.yaml", "include: inc/*.yaml\n");
+    const auto inc = write("inc/a.yaml", "version: 2\ndaemon: {}\ninclude: []\n");
+    EXPECT_THAT(
+        errors(main),
+        ElementsAre(
+            main + R"(:1:1: missing key "version" (write "version: 1"))",
+            inc + R"(:1:10: version: unsupported version 2 (this retentiond reads version 1))",
+            inc + R"(:2:1: "daemon" is only allowed in the main file)",
+            inc + R"(:3:1: "include" is only allowed in the main file)"));
+}
+
+TEST_F(ConfigTest, KindSpecificRulesAreChecked) {
+    m_env["REDIS_URL"] = "redis://127.0.0.1:6379/0";
+    const auto path = write("retentiond.yaml", R"(version: 1
+datastores:
+  cache: { kind: redis, url: "${REDIS_URL}" }
+  files: { kind: files, root: /srv/x, dsn: nope }
+rules:
+  - name: r
+    datastore: cache
+    category: c
+    keys: "session:*"
+    clock: { hash_field: seen }
+    retain: 1 day
+    action: anonymize
+    anonymize: { name: hmac }
+  - name: w
+    datastore: files
+    category: c
+    files: "*.csv"
+    format: whole
+    clock: { field: at }
+    retain: 1 day
+    action: delete
+    table: nope
+  - name: re
+    datastore: files
+    category: c
+    files: "*"
+    format: whole
+    clock: { filename: "([0-9]+", format: "%Y" }
+    retain: 1 day
+    action: delete
+)");
+    const auto list = errors(path);
+    ASSERT_EQ(list.size(), 5U) << what(path);
+    EXPECT_EQ(
+        list[0],
+        path +
+            R"(:4:39: datastore "files": key "dsn" is not valid for a files datastore (use "root"))");
+    EXPECT_EQ(list[1],
+              path + R"(:12:13: rule "r": action: redis rules support action: delete only)");
+    EXPECT_EQ(
+        list[2],
+        path + R"(:19:12: rule "w": clock: format: whole needs clock: mtime or { filename: ... })");
+    EXPECT_EQ(
+        list[3],
+        path +
+            R"(:22:5: rule "w": key "table" is only valid in postgres rules, and datastore "files" is files)");
+    EXPECT_THAT(
+        list[4],
+        HasSubstr(path + R"(:28:24: rule "re": clock.filename: invalid regex "([0-9]+": )"));
+}
+
+TEST_F(ConfigTest, ExtensionsAndStrategiesAreParsed) {
+    const auto path = write(
+        "retentiond.yaml",
+        k_base +
+            R"(    clock_label: { fr: "après la dernière connexion", en: "after the last login" }
+    clock_null: due
+    lock_timeout: 5 seconds
+    statement_timeout: 2 minutes
+    sleep_between_batches: 2 seconds
+    hold: { column: legal_hold_until, after_now: true }
+    notice: { before: 30 days, fields: [email], command: /usr/bin/notify, timeout: 10 seconds }
+    dependents:
+      - table: a
+        column: user_id
+        action: anonymize
+        anonymize:
+          a: null
+          b: { fixed: "x" }
+          c: hmac
+          d: email_domain
+          e: truncate_ip
+          f: strip_query
+          g: { round: 2 }
+          h: { drop_keys: [k, l.m] }
+          i: { date_trunc: month }
+        dependents:
+          - { table: b, column: a_id, action: set_null }
+)");
+    Config config;
+    try {
+        config = load(path);
+    } catch (const ConfigError& e) {
+        FAIL() << e.what();
+    }
+    const Rule& rule = config.rules.at(0);
+    EXPECT_EQ(rule.clock_label.get("fr"), "après la dernière connexion");
+    EXPECT_EQ(rule.clock_label.get("en"), "after the last login");
+    EXPECT_TRUE(rule.clock_null_due);
+    const auto& pg = rule.pg();
+    EXPECT_EQ(pg.lock_timeout, std::chrono::milliseconds(5000));
+    EXPECT_EQ(pg.statement_timeout, std::chrono::milliseconds(120000));
+    EXPECT_EQ(pg.sleep_between_batches, std::chrono::milliseconds(2000));
+    ASSERT_TRUE(pg.hold);
+    EXPECT_EQ(pg.hold->kind, PgHold::Kind::after_now);
+    ASSERT_TRUE(pg.notice);
+    EXPECT_EQ(pg.notice->before.days, 30);
+    EXPECT_EQ(pg.notice->timeout, std::chrono::seconds(10));
+    ASSERT_EQ(pg.dependents.size(), 1U);
+    const Dependent& dep = pg.dependents[0];
+    EXPECT_EQ(dep.action, Dependent::Action::anonymize);
+    ASSERT_EQ(dep.anonymize.size(), 9U);
+    using K = Strategy::Kind;
+    const K kinds[] = {K::null_value,  K::fixed, K::hmac,      K::email_domain, K::truncate_ip,
+                       K::strip_query, K::round, K::drop_keys, K::date_trunc};
+    for (std::size_t i = 0; i < 9; ++i) {
+        EXPECT_EQ(dep.anonymize[i].strategy.kind, kinds[i]) << dep.anonymize[i].field;
+    }
+    EXPECT_EQ(dep.anonymize[1].strategy.fixed_value, "x");
+    EXPECT_EQ(dep.anonymize[6].strategy.round_digits, 2);
+    EXPECT_THAT(dep.anonymize[7].strategy.drop_keys, ElementsAre("k", "l.m"));
+    EXPECT_EQ(dep.anonymize[8].strategy.trunc_unit, "month");
+    ASSERT_EQ(dep.dependents.size(), 1U);
+    EXPECT_EQ(dep.dependents[0].action, Dependent::Action::set_null);
+}
+
+TEST_F(ConfigTest, UnknownStrategyGetsAHint) {
+    std::string yaml = k_base;
+    yaml.replace(yaml.find("action: delete"), 14,
+                 "action: anonymize\n    anonymize: { email: hmca, x: { round: two } }");
+    const auto path = write("retentiond.yaml", yaml);
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path +
+                R"(:18:25: rule "dora-accounts": anonymize.email: unknown strategy "hmca" (did you mean "hmac"?))",
+            path +
+                R"(:18:43: rule "dora-accounts": anonymize.x.round: expected an integer, got "two")"));
+}
+
+TEST_F(ConfigTest, InlinePasswordIsWarnedAboutWithoutPrintingIt) {
+    m_env["DSN"] = "postgresql://app:hunter2@db.internal:5432/dora";
+    const auto path = write("retentiond.yaml", k_base);
+    const Config config = load(path);
+    EXPECT_TRUE(config.datastores.at("dora").dsn_has_inline_password);
+    ASSERT_EQ(config.warnings.size(), 1U);
+    EXPECT_EQ(config.warnings[0].pos.line, 5);
+    EXPECT_THAT(config.warnings[0].to_string(), HasSubstr("inline password"));
+    EXPECT_THAT(config.warnings[0].to_string(), Not(HasSubstr("hunter2")));
+
+    m_env["DSN"] = "host=db user=app password=hunter2 dbname=dora";
+    EXPECT_TRUE(load(path).datastores.at("dora").dsn_has_inline_password);
+}
+
+TEST_F(ConfigTest, InvalidYamlNamesThePosition) {
+    const auto path = write("retentiond.yaml", "version: 1\nrules: [\n");
+    const auto list = errors(path);
+    ASSERT_EQ(list.size(), 1U);
+    EXPECT_THAT(list[0], HasSubstr(path + ":"));
+    EXPECT_THAT(list[0], HasSubstr("invalid YAML"));
+}
+
+TEST_F(ConfigTest, DefaultConfigPath) {
+    EXPECT_EQ(default_config_path(env()), "/etc/retentiond/retentiond.yaml");
+    m_env["RETENTIOND_CONFIG"] = "/tmp/x.yaml";
+    EXPECT_EQ(default_config_path(env()), "/tmp/x.yaml");
+}
+
+TEST(ConfigNames, ToString) {
+    EXPECT_EQ(to_string(DatastoreKind::postgres), "postgres");
+    EXPECT_EQ(to_string(DatastoreKind::files), "files");
+    EXPECT_EQ(to_string(DatastoreKind::redis), "redis");
+    EXPECT_EQ(to_string(Action::remove), "delete");
+    EXPECT_EQ(to_string(Action::anonymize), "anonymize");
+    const LocalizedText fr_only{"à compter de", ""};
+    EXPECT_EQ(fr_only.get("en"), "à compter de");
+    const LocalizedText both{"fr", "en"};
+    EXPECT_EQ(both.get("en"), "en");
+    EXPECT_EQ(both.get("fr"), "fr");
+}
+
+// The shipped policies load with their variables set, alone and included from a main file.
+class ShippedPolicies : public ConfigTest {
+protected:
+    void SetUp() override {
+        ConfigTest::SetUp();
+        write("credentials/audit-key", "k3y\n");
+        m_env = {{"SCALINGO_POSTGRESQL_URL", "postgres://dora@127.0.0.1/dora"},
+                 {"DATABASE_URL", "postgres://cqlp@127.0.0.1/cqlp"},
+                 {"REDIS_URL", "redis://127.0.0.1:6379/0"},
+                 {"CREDENTIALS_DIRECTORY", (m_dir / "credentials").string()}};
+    }
+};
+
+TEST_F(ShippedPolicies, EveryShippedPolicyLoads) {
+    std::vector<std::string> paths = {k_source_dir + "/policies/retentiond.yaml",
+                                      k_source_dir + "/policies/dora.yaml",
+                                      k_source_dir + "/policies/cest-qui-le-pro.yaml"};
+    for (const auto& entry : fs::directory_iterator(k_source_dir + "/policies/examples")) {
+        paths.push_back(entry.path().string());
+    }
+    for (const auto& path : paths) {
+        try {
+            const Config config = load(path);
+            EXPECT_TRUE(config.warnings.empty() || path.ends_with("retentiond.yaml")) << path;
+        } catch (const ConfigError& e) {
+            ADD_FAILURE() << e.what();
+        }
+    }
+}
+
+TEST_F(ShippedPolicies, DoraCoversEveryForeignKeyOfUsers) {
+    const Config config = load(k_source_dir + "/policies/dora.yaml");
+    const Rule* accounts = config.find_rule("dora-accounts");
+    ASSERT_NE(accounts, nullptr);
+    std::vector<std::string> covered;
+    for (const auto& d : accounts->pg().dependents) {
+        covered.push_back(d.table + "." + d.column);
+    }
+    EXPECT_THAT(
+        covered,
+        ::testing::UnorderedElementsAre(
+            "public.structures_structuremember.user_id", "public.services_bookmark.user_id",
+            "public.services_savedsearch.user_id",
+            "public.notifications_notification.owner_user_id", "public.oidc_usersession.user_id",
+            "public.authtoken_token.user_id", "public.users_consentrecord.user_id",
+            "public.stats_searchview.user_id", "public.stats_serviceview.user_id",
+            "public.services_service.creator_id", "public.services_service.last_editor_id",
+            "public.structures_structure.creator_id", "public.structures_structure.last_editor_id",
+            "public.orientations_orientation.prescriber_id"));
+    ASSERT_TRUE(accounts->pg().notice);
+    EXPECT_EQ(accounts->pg().notice->command, "/usr/lib/retentiond/notify");
+}
+
+TEST_F(ShippedPolicies, BothServicesIncludedFromOneMainFile) {
+    const auto main = write("retentiond.yaml", "version: 1\ninclude:\n  - " + k_source_dir +
+                                                   "/policies/dora.yaml\n  - " + k_source_dir +
+                                                   "/policies/cest-qui-le-pro.yaml\n");
+    const Config config = load(main);
+    EXPECT_EQ(config.files.size(), 3U);
+    EXPECT_EQ(config.datastores.size(), 3U);
+    EXPECT_EQ(config.rules.size(), 6U);
+}
+
+} // namespace
+} // namespace retentiond
