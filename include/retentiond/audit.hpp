@@ -6,7 +6,10 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
+#include <sys/types.h>
 #include <vector>
 
 namespace retentiond {
@@ -37,7 +40,12 @@ public:
 // HMAC-SHA256(audit_key, rule + "\n" + key), hex. `audit prove` recomputes it.
 std::string record_digest(const Secret& audit_key, std::string_view rule, std::string_view key);
 
-// The append-only, hash-chained JSON Lines log (policy-format.md, "The audit log").
+// "20260814T112205Z-1a2b3c4d": UTC time of the run's start plus 4 random bytes. Batch ids are
+// run id + "-" + counter, so they are unique across runs and safe as file names.
+std::string new_run_id();
+
+// The append-only, hash-chained JSON Lines log (policy-format.md, "The audit log"; the exact line
+// format is in docs/audit-log.md).
 class AuditLog : public BatchJournal {
 public:
     // Opens for appending; continues the chain from the last line (or from the last line of the
@@ -64,15 +72,33 @@ public:
     void resolve(const Pending& p, bool committed, const std::string& how);
 
     const std::string& path() const { return m_path; }
+    const std::string& run_id() const { return m_run_id; }
+    // SHA-256 of the last line written (or found on open): worth mirroring to the journal at run
+    // end, because a hash chain cannot by itself reveal that trailing lines were cut off.
+    const std::string& last_hash() const { return m_prev; }
+    // The seq of the last line in the current file (0 when the file is empty).
+    std::uint64_t last_seq() const { return m_seq; }
+    // "<path>.pending": one file of raw keys per batch in flight (0700 directory, 0600 files).
+    std::string pending_dir() const { return m_path + ".pending"; }
 
 private:
-    void append(nlohmann::json line);
+    // digests: pre-rendered array body spliced into the line's empty "digests" array.
+    void append(nlohmann::json line, std::string_view digests = {});
+    void open_log();
+    void close_log();
+    void reopen_if_rotated();
+    std::string pending_file(const std::string& batch_id) const;
+    void remove_pending(const std::string& batch_id) const;
     std::string m_path;
     Secret m_key;
     std::string m_run_id;
     std::string m_prev;
     int m_fd = -1;
     std::uint64_t m_seq = 0;
+    off_t m_end = 0; // file size after our last write: a smaller file was truncated
+    std::uint64_t m_batches = 0;
+    bool m_broken = false; // a write or fsync failed: never chain onto a possibly torn line
+    std::set<std::string> m_in_flight; // this run's batches: not crash leftovers
 };
 
 struct VerifyResult {
@@ -82,7 +108,13 @@ struct VerifyResult {
     std::uint64_t records = 0;
     std::uint64_t bad_line = 0; // 1-based, when !ok
     std::string reason;
+    // When ok: remarks that do not make the log invalid, e.g. the first line chains to a rotated
+    // file that is not present to check against.
+    std::string note;
 };
+// Verifies `path` (and, when its first line chains to a previous file, the last line of
+// `path.1`). Streams the file: constant memory. Throws std::runtime_error when the file cannot be
+// read (an I/O problem is not evidence of tampering).
 VerifyResult verify_audit_log(const std::string& path);
 
 struct ProofEntry {
@@ -91,8 +123,13 @@ struct ProofEntry {
     std::string action;
     std::string cutoff;
     std::string target;
+    std::string batch;        // batch id
+    std::string committed_at; // ts of the outcome line
+    std::string recovered;    // non-empty when the outcome was settled by crash recovery: how
 };
 // Every committed batch whose digests include the record's digest; streamed, constant memory.
+// Reads the rotated files path.N ... path.1 that exist (uncompressed), then path. time is the
+// intent's ts (the commit happened between it and committed_at).
 std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
                               std::string_view rule, std::string_view key);
 

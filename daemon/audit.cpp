@@ -1,0 +1,1092 @@
+#include "retentiond/audit.hpp"
+
+#include "retentiond/crypto.hpp"
+#include "retentiond/timeutil.hpp"
+#include "retentiond/version.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace retentiond {
+
+namespace {
+
+using json = nlohmann::json;
+
+const std::string k_zero_hash(64, '0');
+constexpr std::size_t k_chunk = 1 << 20;
+// With sorted keys, "type" and "v" are the last two keys of an outcome line (its other keys all
+// sort before "type"), so an outcome is recognised without looking at the rest of the line.
+constexpr std::string_view k_outcome_suffix = R"("type":"outcome","v":1})";
+constexpr std::string_view k_digests_key = R"("digests":[)";
+
+[[noreturn]] void throw_errno(const std::string& what, const std::string& path, int err) {
+    throw std::runtime_error(what + " " + path + ": " + std::strerror(err));
+}
+
+// Owns a file descriptor.
+class Fd {
+public:
+    explicit Fd(int fd = -1) : m_fd(fd) {}
+    ~Fd() {
+        if (m_fd >= 0) {
+            ::close(m_fd);
+        }
+    }
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    int get() const { return m_fd; }
+
+private:
+    int m_fd;
+};
+
+// Invalid UTF-8 (a file name, a Redis key) must not make a line unwritable; it is replaced.
+std::string dump(const json& j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string parent_dir(const std::string& path) {
+    auto parent = std::filesystem::path(path).parent_path();
+    return parent.empty() ? std::string(".") : parent.string();
+}
+
+void write_all(int fd, std::string_view data, const std::string& path) {
+    while (!data.empty()) {
+        const ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw_errno("cannot write", path, errno);
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+}
+
+void fsync_or_throw(int fd, const std::string& path) {
+    if (::fsync(fd) != 0) {
+        throw_errno("cannot fsync", path, errno);
+    }
+}
+
+// Makes a directory entry change (create, rename) durable.
+void fsync_dir(const std::string& dir) {
+    Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (fd.get() < 0) {
+        throw_errno("cannot open directory", dir, errno);
+    }
+    fsync_or_throw(fd.get(), dir);
+}
+
+void pread_all(int fd, char* out, std::size_t n, off_t pos, const std::string& path) {
+    while (n > 0) {
+        const ssize_t got = ::pread(fd, out, n, pos);
+        if (got < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw_errno("cannot read", path, errno);
+        }
+        if (got == 0) {
+            throw std::runtime_error("cannot read " + path + ": file shrank while reading");
+        }
+        out += got;
+        n -= static_cast<std::size_t>(got);
+        pos += got;
+    }
+}
+
+// Offset just after the last "\n" of the first `size` bytes (0 when there is none): the end of
+// the last complete line. Reads backwards, so it costs one chunk for a normal file.
+off_t complete_end(int fd, off_t size, const std::string& path) {
+    std::string buf;
+    off_t pos = size;
+    while (pos > 0) {
+        const auto n = static_cast<std::size_t>(std::min<off_t>(pos, k_chunk));
+        pos -= static_cast<off_t>(n);
+        buf.resize(n);
+        pread_all(fd, buf.data(), n, pos, path);
+        const auto i = buf.rfind('\n');
+        if (i != std::string::npos) {
+            return pos + static_cast<off_t>(i) + 1;
+        }
+    }
+    return 0;
+}
+
+// Complete lines of a file from a line boundary backwards, without "\n".
+class ReverseLines {
+public:
+    ReverseLines(int fd, off_t end, std::string path)
+        : m_fd(fd), m_pos(end), m_path(std::move(path)) {}
+
+    bool previous(std::string& line) {
+        for (;;) {
+            // m_buf holds the unread bytes [m_pos, m_pos + size) and ends with "\n" when not empty.
+            if (!m_buf.empty()) {
+                const auto i =
+                    m_buf.size() >= 2 ? m_buf.rfind('\n', m_buf.size() - 2) : std::string::npos;
+                if (i != std::string::npos) {
+                    line.assign(m_buf, i + 1, m_buf.size() - 2 - i);
+                    m_buf.resize(i + 1);
+                    return true;
+                }
+                if (m_pos == 0) {
+                    line.assign(m_buf, 0, m_buf.size() - 1);
+                    m_buf.clear();
+                    return true;
+                }
+            } else if (m_pos == 0) {
+                return false;
+            }
+            const auto n = static_cast<std::size_t>(std::min<off_t>(m_pos, k_chunk));
+            m_pos -= static_cast<off_t>(n);
+            std::string chunk(n, '\0');
+            pread_all(m_fd, chunk.data(), n, m_pos, m_path);
+            m_buf.insert(0, chunk);
+        }
+    }
+
+private:
+    int m_fd;
+    off_t m_pos;
+    std::string m_path;
+    std::string m_buf;
+};
+
+// Lines of a file, forwards, in a reused buffer: memory is bounded by the longest line.
+class ForwardLines {
+public:
+    ForwardLines(int fd, std::string path) : m_fd(fd), m_path(std::move(path)), m_buf(k_chunk) {}
+
+    // terminated = false for a last line without "\n" (a torn or truncated write).
+    bool next(std::string_view& line, bool& terminated) {
+        for (;;) {
+            const char* start = m_buf.data() + m_start;
+            const void* nl = std::memchr(start, '\n', m_len - m_start);
+            if (nl != nullptr) {
+                const auto n = static_cast<std::size_t>(static_cast<const char*>(nl) - start);
+                line = std::string_view(start, n);
+                m_start += n + 1;
+                terminated = true;
+                return true;
+            }
+            if (m_eof) {
+                if (m_start < m_len) {
+                    line = std::string_view(start, m_len - m_start);
+                    m_start = m_len;
+                    terminated = false;
+                    return true;
+                }
+                return false;
+            }
+            fill();
+        }
+    }
+
+private:
+    void fill() {
+        if (m_start > 0) {
+            std::memmove(m_buf.data(), m_buf.data() + m_start, m_len - m_start);
+            m_len -= m_start;
+            m_start = 0;
+        }
+        if (m_len == m_buf.size()) {
+            m_buf.resize(m_buf.size() * 2); // a line longer than the buffer
+        }
+        for (;;) {
+            const ssize_t n = ::read(m_fd, m_buf.data() + m_len, m_buf.size() - m_len);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                throw_errno("cannot read", m_path, errno);
+            }
+            if (n == 0) {
+                m_eof = true;
+            }
+            m_len += static_cast<std::size_t>(n);
+            return;
+        }
+    }
+
+    int m_fd;
+    std::string m_path;
+    std::vector<char> m_buf;
+    std::size_t m_start = 0;
+    std::size_t m_len = 0;
+    bool m_eof = false;
+};
+
+// The last complete line of a file; nullopt when the file does not exist or has no line.
+std::optional<std::string> last_line_of(const std::string& path) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) {
+        if (errno == ENOENT) {
+            return std::nullopt;
+        }
+        throw_errno("cannot open audit log", path, errno);
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) {
+        throw_errno("cannot stat audit log", path, errno);
+    }
+    ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, path), path);
+    std::string line;
+    if (!lines.previous(line)) {
+        return std::nullopt;
+    }
+    return line;
+}
+
+// The top-level fields verify needs, read with the SAX interface so that an intent line's
+// thousands of digests are checked as JSON without building a DOM.
+class LineFields : public json::json_sax_t {
+public:
+    std::optional<std::int64_t> v;
+    std::optional<std::uint64_t> seq;
+    std::optional<std::int64_t> count;
+    std::optional<std::string> ts;
+    std::optional<std::string> type;
+    std::optional<std::string> prev;
+    std::optional<bool> committed;
+    bool object = false;
+    std::size_t error_pos = 0;
+
+    bool null() override { return scalar(); }
+    bool boolean(bool val) override {
+        if (at_top() && m_key == "committed") {
+            committed = val;
+        }
+        return scalar();
+    }
+    bool number_integer(number_integer_t val) override {
+        if (at_top()) {
+            set_number(val);
+        }
+        return scalar();
+    }
+    bool number_unsigned(number_unsigned_t val) override {
+        if (at_top()) {
+            if (m_key == "seq") {
+                seq = val;
+            } else if (val <= static_cast<number_unsigned_t>(INT64_MAX)) {
+                set_number(static_cast<std::int64_t>(val));
+            }
+        }
+        return scalar();
+    }
+    bool number_float(number_float_t /*val*/, const string_t& /*text*/) override {
+        return scalar();
+    }
+    bool string(string_t& val) override {
+        if (at_top()) {
+            if (m_key == "ts") {
+                ts = std::move(val);
+            } else if (m_key == "type") {
+                type = std::move(val);
+            } else if (m_key == "prev") {
+                prev = std::move(val);
+            }
+        }
+        return scalar();
+    }
+    bool binary(binary_t& /*val*/) override { return scalar(); }
+    bool start_object(std::size_t /*elements*/) override {
+        if (m_depth == 0) {
+            object = true;
+        }
+        ++m_depth;
+        return true;
+    }
+    bool key(string_t& val) override {
+        if (m_depth == 1) {
+            m_key = std::move(val);
+        }
+        return true;
+    }
+    bool end_object() override {
+        --m_depth;
+        return true;
+    }
+    bool start_array(std::size_t /*elements*/) override {
+        ++m_depth;
+        return true;
+    }
+    bool end_array() override {
+        --m_depth;
+        return true;
+    }
+    bool parse_error(std::size_t position, const std::string& /*last_token*/,
+                     const nlohmann::detail::exception& /*ex*/) override {
+        error_pos = position; // the token itself may be record data: never reported
+        return false;
+    }
+
+private:
+    bool at_top() const { return m_depth == 1; }
+    bool scalar() { return true; }
+    void set_number(std::int64_t val) {
+        if (m_key == "v") {
+            v = val;
+        } else if (m_key == "count") {
+            count = val;
+        } else if (m_key == "seq" && val >= 0) {
+            seq = static_cast<std::uint64_t>(val);
+        }
+    }
+    int m_depth = 0;
+    std::string m_key;
+};
+
+bool is_lower_hex(std::string_view s) {
+    for (const char c : s) {
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// The [start, end) of the elements of a "digests" array in its fixed layout ("<64 hex>" joined by
+// commas), or nullopt when the line has no such array or lays it out any other way.
+std::optional<std::pair<std::size_t, std::size_t>> digest_elements(std::string_view line) {
+    const auto at = line.find(k_digests_key);
+    if (at == std::string_view::npos) {
+        return std::nullopt;
+    }
+    const std::size_t start = at + k_digests_key.size();
+    std::size_t p = start;
+    for (;;) {
+        if (p + 67 > line.size() || line[p] != '"' || line[p + 65] != '"' ||
+            !is_lower_hex(line.substr(p + 1, 64))) {
+            return std::nullopt;
+        }
+        p += 66;
+        if (line[p] == ']') {
+            return std::pair{start, p};
+        }
+        if (line[p] != ',') {
+            return std::nullopt;
+        }
+        ++p;
+    }
+}
+
+// Parses a line's top-level fields. An intent's digests, once checked to be well-formed hex
+// strings, are left out of the JSON parse: replacing one well-formed array by [] changes neither
+// the line's validity nor its other fields, and the parse is then a few hundred bytes instead of
+// hundreds of kilobytes.
+bool parse_fields(std::string_view line, LineFields& fields) {
+    std::string elided;
+    std::size_t removed_at = std::string_view::npos;
+    std::size_t removed = 0;
+    if (const auto range = digest_elements(line)) {
+        elided.reserve(line.size() - (range->second - range->first));
+        elided.append(line.substr(0, range->first));
+        elided.append(line.substr(range->second));
+        removed_at = range->first;
+        removed = range->second - range->first;
+        line = elided;
+    }
+    const bool ok =
+        json::sax_parse(line.data(), line.data() + line.size(), &fields) && fields.object;
+    if (!ok && fields.error_pos > removed_at) {
+        fields.error_pos += removed; // a position in the line as written
+    }
+    return ok;
+}
+
+std::string sanitize_file_name(std::string_view id) {
+    std::string out(id);
+    for (char& c : out) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+        if (!ok) {
+            c = '_';
+        }
+    }
+    return out;
+}
+
+std::string to_hex(std::string_view bytes) {
+    static constexpr char k_digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes.size() * 2);
+    for (const char c : bytes) {
+        const auto u = static_cast<unsigned char>(c);
+        out += k_digits[u >> 4];
+        out += k_digits[u & 0xf];
+    }
+    return out;
+}
+
+std::string from_hex(std::string_view hex) {
+    auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') {
+            return c - '0';
+        }
+        if (c >= 'a' && c <= 'f') {
+            return c - 'a' + 10;
+        }
+        throw std::runtime_error("bad hex digit in pending batch file");
+    };
+    std::string out;
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+        out += static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1]));
+    }
+    return out;
+}
+
+json parse_json(std::string_view text) {
+    return json::parse(text.data(), text.data() + text.size());
+}
+
+// Whether an intent line holds `digest`. The digests array is written as fixed-width strings
+// ("<64 hex>",) right after its key, so it is stepped through 67 bytes at a time; a line laid out
+// any other way falls back to a plain search. The caller confirms a hit by parsing.
+bool line_has_digest(std::string_view line, std::string_view digest, std::string_view quoted) {
+    const auto at = line.find(k_digests_key);
+    if (at == std::string_view::npos) {
+        return false;
+    }
+    std::size_t p = at + k_digests_key.size();
+    while (p < line.size()) {
+        if (line[p] == ']') {
+            return false;
+        }
+        if (p + 66 > line.size() || line[p] != '"' || line[p + 65] != '"') {
+            break;
+        }
+        if (line.compare(p + 1, 64, digest) == 0) {
+            return true;
+        }
+        p += 66;
+        if (p < line.size() && line[p] == ',') {
+            ++p;
+        }
+    }
+    return line.find(quoted, at) != std::string_view::npos;
+}
+
+// path.N ... path.1 (those that exist, oldest first), then path.
+std::vector<std::string> log_files_oldest_first(const std::string& path) {
+    std::vector<std::string> files;
+    for (int n = 1;; ++n) {
+        const std::string rotated = path + "." + std::to_string(n);
+        struct stat st {};
+        if (::stat(rotated.c_str(), &st) != 0) {
+            break;
+        }
+        files.push_back(rotated);
+    }
+    std::reverse(files.begin(), files.end());
+    files.push_back(path);
+    return files;
+}
+
+} // namespace
+
+std::string record_digest(const Secret& audit_key, std::string_view rule, std::string_view key) {
+    std::string data;
+    data.reserve(rule.size() + 1 + key.size());
+    data.append(rule);
+    data += '\n';
+    data.append(key);
+    return hmac_sha256_hex(audit_key.reveal(), data);
+}
+
+std::string new_run_id() {
+    std::string stamp = format_utc_seconds(now_utc());
+    std::erase(stamp, '-');
+    std::erase(stamp, ':');
+    return stamp + "-" + random_hex(4);
+}
+
+// --- AuditLog ------------------------------------------------------------------------------
+
+AuditLog::AuditLog(std::string path, Secret audit_key, std::string run_id)
+    : m_path(std::move(path)), m_key(std::move(audit_key)), m_run_id(std::move(run_id)) {
+    if (m_key.empty()) {
+        throw std::runtime_error("audit log " + m_path +
+                                 ": no audit_key, record digests would be unverifiable");
+    }
+    try {
+        open_log();
+    } catch (...) {
+        close_log(); // no destructor runs for a constructor that throws
+        throw;
+    }
+}
+
+AuditLog::~AuditLog() {
+    close_log();
+}
+
+void AuditLog::close_log() {
+    if (m_fd >= 0) {
+        ::close(m_fd);
+        m_fd = -1;
+    }
+}
+
+void AuditLog::open_log() {
+    const int fd = ::open(m_path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        throw_errno("cannot open audit log", m_path, errno);
+    }
+    m_fd = fd;
+    // Two writers would each chain onto their own idea of the last line.
+    if (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
+        const int err = errno;
+        close_log();
+        if (err == EWOULDBLOCK) {
+            throw std::runtime_error("audit log " + m_path +
+                                     " is in use by another writer (locked)");
+        }
+        throw_errno("cannot lock audit log", m_path, err);
+    }
+    struct stat st {};
+    if (::fstat(m_fd, &st) != 0) {
+        throw_errno("cannot stat audit log", m_path, errno);
+    }
+    if (st.st_size == 0) {
+        fsync_dir(parent_dir(m_path)); // a new file: its fsynced lines need a durable name too
+    }
+    const off_t end = complete_end(m_fd, st.st_size, m_path);
+    std::string dropped;
+    if (end < st.st_size) {
+        // A line's single write() did not complete, so its fsync never returned and no batch was
+        // applied on the strength of it: drop it, and say so in the chain.
+        dropped.resize(static_cast<std::size_t>(st.st_size - end));
+        pread_all(m_fd, dropped.data(), dropped.size(), end, m_path);
+        if (::ftruncate(m_fd, end) != 0) {
+            throw_errno("cannot truncate torn tail of audit log", m_path, errno);
+        }
+        fsync_or_throw(m_fd, m_path);
+    }
+    m_end = end;
+    m_seq = 0;
+    if (end == 0) {
+        // New (or freshly rotated) file: continue the chain of the rotated one.
+        const auto last = last_line_of(m_path + ".1");
+        m_prev = last ? sha256_hex(*last) : k_zero_hash;
+    } else {
+        ReverseLines lines(m_fd, end, m_path);
+        std::string last;
+        lines.previous(last);
+        m_prev = sha256_hex(last);
+        LineFields fields;
+        if (parse_fields(last, fields) && fields.seq) {
+            m_seq = *fields.seq;
+        } else {
+            // An unreadable last line (verify will name it): count lines to keep seq right.
+            Fd rd(::open(m_path.c_str(), O_RDONLY | O_CLOEXEC));
+            if (rd.get() < 0) {
+                throw_errno("cannot open audit log", m_path, errno);
+            }
+            ForwardLines all(rd.get(), m_path);
+            std::string_view line;
+            bool terminated = false;
+            while (all.next(line, terminated) && terminated) {
+                ++m_seq;
+            }
+        }
+    }
+    if (!dropped.empty()) {
+        append(json{{"type", "torn_tail_repaired"},
+                    {"bytes_dropped", dropped.size()},
+                    {"dropped_sha256", sha256_hex(dropped)}});
+    }
+}
+
+void AuditLog::reopen_if_rotated() {
+    struct stat ours {};
+    struct stat named {};
+    if (::fstat(m_fd, &ours) != 0) {
+        throw_errno("cannot stat audit log", m_path, errno);
+    }
+    // Renamed away (logrotate create) or truncated (copytruncate): start the new file, chained to
+    // path.1.
+    const bool rotated = ::stat(m_path.c_str(), &named) != 0 || named.st_ino != ours.st_ino ||
+                         named.st_dev != ours.st_dev || ours.st_size < m_end;
+    if (rotated) {
+        close_log();
+        try {
+            open_log();
+        } catch (...) {
+            close_log();
+            throw;
+        }
+    }
+}
+
+void AuditLog::append(json line, std::string_view digests) {
+    if (m_broken) {
+        throw std::runtime_error("audit log " + m_path +
+                                 ": an earlier write failed, refusing to chain onto it");
+    }
+    if (m_fd < 0) {
+        throw std::runtime_error("audit log " + m_path + " is not open");
+    }
+    reopen_if_rotated();
+    line["v"] = 1;
+    line["seq"] = m_seq + 1;
+    line["ts"] = format_utc(now_utc());
+    line["run"] = m_run_id;
+    line["prev"] = m_prev;
+    std::string text = dump(line);
+    if (!digests.empty()) {
+        // Thousands of fixed-width hex strings need no escaping: rendered directly, in exactly
+        // the layout dump() would give and prove() steps through.
+        const auto at = text.find(std::string(k_digests_key) + "]");
+        if (at == std::string::npos) {
+            throw std::logic_error("audit line without an empty digests array");
+        }
+        text.insert(at + k_digests_key.size(), digests);
+    }
+    text += '\n';
+    try {
+        // One write() per line: a crash leaves at most one torn line, at the end.
+        write_all(m_fd, text, m_path);
+        fsync_or_throw(m_fd, m_path);
+    } catch (...) {
+        m_broken = true;
+        throw;
+    }
+    m_end += static_cast<off_t>(text.size());
+    text.pop_back();
+    m_prev = sha256_hex(text);
+    ++m_seq;
+}
+
+std::string AuditLog::pending_file(const std::string& batch_id) const {
+    return pending_dir() + "/" + sanitize_file_name(batch_id) + ".json";
+}
+
+void AuditLog::remove_pending(const std::string& batch_id) const {
+    // Best effort: a leftover whose outcome is in the log is cleaned up by pending().
+    ::unlink(pending_file(batch_id).c_str());
+}
+
+std::string AuditLog::intent(const BatchIntent& batch) {
+    const std::string id = m_run_id + "-" + std::to_string(++m_batches);
+    std::string digests;
+    digests.reserve(batch.keys.size() * 67);
+    for (const auto& key : batch.keys) {
+        if (!digests.empty()) {
+            digests += ',';
+        }
+        digests += '"';
+        digests += record_digest(m_key, batch.rule, key);
+        digests += '"';
+    }
+    const std::string cutoff = format_utc(batch.cutoff);
+
+    // The raw keys go beside the log, never into it: crash recovery needs them to ask the
+    // datastore whether the batch committed. Durable before the intent line.
+    const std::string dir = pending_dir();
+    if (::mkdir(dir.c_str(), 0700) == 0) {
+        fsync_dir(parent_dir(m_path));
+    } else if (errno != EEXIST) {
+        throw_errno("cannot create", dir, errno);
+    }
+    json pending{{"batch", id},
+                 {"rule", batch.rule},
+                 {"datastore", batch.datastore},
+                 {"target", batch.target},
+                 {"action", batch.action},
+                 {"cutoff", cutoff},
+                 {"cutoff_us", batch.cutoff.time_since_epoch().count()}};
+    pending["keys"] = batch.keys;
+    std::string text;
+    try {
+        text = pending.dump(); // strict: a key that is not UTF-8 must survive byte for byte
+    } catch (const json::type_error&) {
+        // Not UTF-8: what recovery hands back to the engine is kept as hex, exactly.
+        pending.erase("keys");
+        json hex = json::array();
+        for (const auto& key : batch.keys) {
+            hex.push_back(to_hex(key));
+        }
+        pending["keys_hex"] = std::move(hex);
+        pending["target_hex"] = to_hex(batch.target);
+        text = dump(pending);
+    }
+    const std::string file = pending_file(id);
+    const std::string tmp = file + ".tmp";
+    {
+        Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+        if (fd.get() < 0) {
+            throw_errno("cannot create", tmp, errno);
+        }
+        write_all(fd.get(), text, tmp);
+        fsync_or_throw(fd.get(), tmp);
+    }
+    if (::rename(tmp.c_str(), file.c_str()) != 0) {
+        throw_errno("cannot rename", tmp, errno);
+    }
+    fsync_dir(dir);
+
+    // If this throws, the pending file stays: the next start resolves it against the datastore.
+    append(json{{"type", "intent"},
+                {"batch", id},
+                {"rule", batch.rule},
+                {"datastore", batch.datastore},
+                {"target", batch.target},
+                {"action", batch.action},
+                {"cutoff", cutoff},
+                {"count", batch.keys.size()},
+                {"digests", json::array()}},
+           digests);
+    m_in_flight.insert(id);
+    return id;
+}
+
+void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t count) {
+    append(
+        json{{"type", "outcome"}, {"batch", batch_id}, {"committed", committed}, {"count", count}});
+    m_in_flight.erase(batch_id);
+    remove_pending(batch_id);
+}
+
+void AuditLog::event(const std::string& type, const json& fields) {
+    if (type == "intent" || type == "outcome" || type == "run_start" || type == "run_end") {
+        throw std::invalid_argument("audit event type \"" + type + "\" is reserved");
+    }
+    json line = fields.is_object() ? fields : json::object();
+    if (!fields.is_object() && !fields.is_null()) {
+        line["detail"] = fields;
+    }
+    line["type"] = type;
+    append(std::move(line));
+}
+
+void AuditLog::run_start(const Config& config, const std::string& mode) {
+    json rules = json::array();
+    for (const auto& rule : config.rules) {
+        rules.push_back(rule.name);
+    }
+    append(json{{"type", "run_start"},
+                {"config_sha256", config.sha256},
+                {"config_files", config.files},
+                {"version", k_version},
+                {"mode", mode},
+                {"rules", std::move(rules)}});
+}
+
+void AuditLog::run_end(const std::string& status, const json& summary) {
+    append(json{{"type", "run_end"}, {"status", status}, {"summary", summary}});
+}
+
+std::vector<AuditLog::Pending> AuditLog::pending() const {
+    namespace fs = std::filesystem;
+    const std::string dir = pending_dir();
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) {
+        return {};
+    }
+    struct Candidate {
+        std::string file;
+        Pending pending;
+        std::string needle; // "batch":"<id>" as it appears in a line
+        bool intent = false;
+        bool outcome = false;
+    };
+    std::vector<Candidate> candidates;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+        const std::string file = entry.path().string();
+        if (entry.path().extension() == ".tmp") {
+            ::unlink(file.c_str()); // crashed before its rename: no intent can follow it
+            continue;
+        }
+        if (entry.path().extension() != ".json") {
+            continue;
+        }
+        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+        if (fd.get() < 0) {
+            throw_errno("cannot open pending batch file", file, errno);
+        }
+        std::string text;
+        ForwardLines reader(fd.get(), file);
+        std::string_view part;
+        bool terminated = false;
+        while (reader.next(part, terminated)) {
+            text.append(part);
+            if (terminated) {
+                text += '\n';
+            }
+        }
+        Candidate c;
+        c.file = file;
+        try {
+            const json j = parse_json(text);
+            c.pending.batch_id = j.at("batch").get<std::string>();
+            BatchIntent& b = c.pending.batch;
+            b.rule = j.at("rule").get<std::string>();
+            b.datastore = j.at("datastore").get<std::string>();
+            b.target = j.contains("target_hex") ? from_hex(j.at("target_hex").get<std::string>())
+                                                : j.at("target").get<std::string>();
+            b.action = j.at("action").get<std::string>();
+            b.cutoff = TimePoint(std::chrono::microseconds(j.at("cutoff_us").get<std::int64_t>()));
+            if (j.contains("keys_hex")) {
+                for (const auto& h : j.at("keys_hex")) {
+                    b.keys.push_back(from_hex(h.get<std::string>()));
+                }
+            } else {
+                b.keys = j.at("keys").get<std::vector<std::string>>();
+            }
+        } catch (const json::exception&) {
+            // Written to a temp file and renamed, so this is damage, not a crash: a human must
+            // look (the file holds keys, so its content is not quoted here).
+            throw std::runtime_error("unreadable pending batch file " + file);
+        }
+        if (m_in_flight.count(c.pending.batch_id) != 0) {
+            continue;
+        }
+        c.needle = R"("batch":)" + json(c.pending.batch_id).dump();
+        candidates.push_back(std::move(c));
+    }
+    if (candidates.empty()) {
+        return {};
+    }
+
+    // Newest lines first: a crash leftover's intent is normally near the end of the log.
+    auto unresolved = candidates.size();
+    for (const auto& file : {m_path, m_path + ".1"}) {
+        if (unresolved == 0) {
+            break;
+        }
+        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+        if (fd.get() < 0) {
+            if (errno == ENOENT) {
+                continue;
+            }
+            throw_errno("cannot open audit log", file, errno);
+        }
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0) {
+            throw_errno("cannot stat audit log", file, errno);
+        }
+        ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, file), file);
+        std::string line;
+        while (unresolved > 0 && lines.previous(line)) {
+            for (auto& c : candidates) {
+                if (c.intent || line.find(c.needle) == std::string::npos) {
+                    continue;
+                }
+                LineFields fields;
+                if (!parse_fields(line, fields) || !fields.type) {
+                    continue;
+                }
+                if (*fields.type == "outcome") {
+                    c.outcome = true;
+                } else if (*fields.type == "intent") {
+                    c.intent = true;
+                    --unresolved;
+                }
+            }
+        }
+    }
+
+    std::vector<Pending> out;
+    bool removed = false;
+    for (auto& c : candidates) {
+        if (c.intent && !c.outcome) {
+            out.push_back(std::move(c.pending));
+        } else {
+            // No intent: the crash came before it, nothing was applied. An outcome: the crash came
+            // after it, before the file's removal. Either way there is nothing to resolve.
+            ::unlink(c.file.c_str());
+            removed = true;
+        }
+    }
+    if (removed) {
+        fsync_dir(dir);
+    }
+    return out;
+}
+
+void AuditLog::resolve(const Pending& p, bool committed, const std::string& how) {
+    const auto count = committed ? static_cast<std::int64_t>(p.batch.keys.size()) : 0;
+    append(json{{"type", "outcome"},
+                {"batch", p.batch_id},
+                {"committed", committed},
+                {"count", count},
+                {"recovered", how}});
+    remove_pending(p.batch_id);
+}
+
+// --- verify --------------------------------------------------------------------------------
+
+VerifyResult verify_audit_log(const std::string& path) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) {
+        throw_errno("cannot open audit log", path, errno);
+    }
+    VerifyResult result;
+    auto fail = [&result](std::uint64_t line, std::string reason) {
+        result.ok = false;
+        result.bad_line = line;
+        result.reason = std::move(reason);
+        return result;
+    };
+    ForwardLines lines(fd.get(), path);
+    std::string_view line;
+    bool terminated = false;
+    std::uint64_t n = 0;
+    std::string prev_hash;
+    std::uint64_t mismatch_at = 0; // a line whose prev did not match: decided by the next line
+    while (lines.next(line, terminated)) {
+        ++n;
+        const std::string ln = std::to_string(n);
+        if (mismatch_at != 0) {
+            // Line n-1's prev did not match line n-2. If line n's prev does not match line n-1
+            // either, line n-1 itself was altered; otherwise line n-2 was.
+            LineFields next;
+            if (terminated && parse_fields(line, next) && next.prev && *next.prev != prev_hash) {
+                return fail(mismatch_at, "line " + std::to_string(mismatch_at) +
+                                             " was altered: its prev does not match line " +
+                                             std::to_string(mismatch_at - 1) +
+                                             " and its SHA-256 is not the prev of line " + ln);
+            }
+            return fail(mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
+                                             " was altered: its SHA-256 is not the prev recorded "
+                                             "in line " +
+                                             std::to_string(mismatch_at));
+        }
+        if (!terminated) {
+            return fail(n, "line " + ln +
+                               " is incomplete (no trailing newline): a torn or truncated write");
+        }
+        LineFields f;
+        if (!parse_fields(line, f)) {
+            return fail(n, f.object || f.error_pos != 0
+                               ? "line " + ln + " is not valid JSON (at byte " +
+                                     std::to_string(f.error_pos) + ")"
+                               : "line " + ln + " is not a JSON object");
+        }
+        for (const auto& [name, present] :
+             {std::pair{"v", f.v.has_value()}, std::pair{"seq", f.seq.has_value()},
+              std::pair{"ts", f.ts.has_value()}, std::pair{"type", f.type.has_value()},
+              std::pair{"prev", f.prev.has_value()}}) {
+            if (!present) {
+                return fail(n, "line " + ln + " has no valid \"" + name + "\"");
+            }
+        }
+        if (*f.v != 1) {
+            return fail(n,
+                        "line " + ln + " has unsupported format version " + std::to_string(*f.v));
+        }
+        if (*f.seq != n) {
+            return fail(n, "line " + ln + " has seq " + std::to_string(*f.seq) + ", expected " +
+                               ln + ": a line was removed, inserted or moved");
+        }
+        const std::string hash = sha256_hex(line);
+        if (n == 1) {
+            if (*f.prev != k_zero_hash) {
+                const std::string rotated = path + ".1";
+                const auto last = last_line_of(rotated);
+                if (!last) {
+                    result.note = "line 1 chains to a rotated file (" + rotated +
+                                  ") that is not present; that link was not checked";
+                } else if (sha256_hex(*last) != *f.prev) {
+                    return fail(1, "line 1's prev is neither the start of a chain nor the "
+                                   "SHA-256 of the last line of " +
+                                       rotated);
+                } else {
+                    result.note = "line 1 chains to the last line of " + rotated;
+                }
+            }
+        } else if (*f.prev != prev_hash) {
+            mismatch_at = n;
+        }
+        prev_hash = hash;
+        if (*f.type == "run_start") {
+            ++result.runs;
+        } else if (*f.type == "outcome" && f.committed.value_or(false) && f.count) {
+            result.records += static_cast<std::uint64_t>(std::max<std::int64_t>(*f.count, 0));
+        }
+    }
+    if (mismatch_at != 0) {
+        return fail(mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
+                                         " does not hash to the prev recorded in line " +
+                                         std::to_string(mismatch_at) +
+                                         " (one of the two was altered)");
+    }
+    result.lines = n;
+    return result;
+}
+
+// --- prove ---------------------------------------------------------------------------------
+
+std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
+                              std::string_view rule, std::string_view key) {
+    const std::string digest = record_digest(audit_key, rule, key);
+    const std::string quoted = "\"" + digest + "\"";
+    std::vector<ProofEntry> out;
+    std::map<std::string, ProofEntry> waiting; // batch -> intent naming the record, no outcome yet
+    for (const auto& file : log_files_oldest_first(path)) {
+        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+        if (fd.get() < 0) {
+            throw_errno("cannot open audit log", file, errno);
+        }
+        ForwardLines lines(fd.get(), file);
+        std::string_view line;
+        bool terminated = false;
+        while (lines.next(line, terminated) && terminated) {
+            if (line.ends_with(k_outcome_suffix)) {
+                if (waiting.empty()) {
+                    continue;
+                }
+                const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
+                if (!j.is_object() || !j.contains("batch") || !j["batch"].is_string()) {
+                    continue;
+                }
+                const auto it = waiting.find(j["batch"].get<std::string>());
+                if (it == waiting.end()) {
+                    continue;
+                }
+                if (j.value("committed", false)) {
+                    it->second.committed_at = j.value("ts", "");
+                    it->second.recovered = j.value("recovered", "");
+                    out.push_back(std::move(it->second));
+                }
+                waiting.erase(it); // a rolled-back batch proves nothing
+                continue;
+            }
+            if (!line_has_digest(line, digest, quoted)) {
+                continue;
+            }
+            const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
+            if (!j.is_object() || j.value("type", "") != "intent" || j.value("rule", "") != rule ||
+                !j.contains("digests") || !j["digests"].is_array()) {
+                continue;
+            }
+            const auto& digests = j["digests"];
+            if (std::find(digests.begin(), digests.end(), json(digest)) == digests.end()) {
+                continue;
+            }
+            ProofEntry e;
+            e.time = j.value("ts", "");
+            e.run_id = j.value("run", "");
+            e.action = j.value("action", "");
+            e.cutoff = j.value("cutoff", "");
+            e.target = j.value("target", "");
+            e.batch = j.value("batch", "");
+            waiting[e.batch] = std::move(e);
+        }
+    }
+    return out;
+}
+
+} // namespace retentiond
