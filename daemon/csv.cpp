@@ -1,0 +1,278 @@
+#include "retentiond/csv.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <unistd.h>
+
+namespace retentiond::csv {
+
+std::string_view Record::value(std::size_t i, std::string& scratch) const {
+    const FieldSpan& f = m_fields[i];
+    if (!f.quoted) {
+        return m_raw.substr(f.begin, f.end - f.begin);
+    }
+    const std::string_view inner = m_raw.substr(f.begin + 1, f.end - f.begin - 2);
+    if (!f.escaped) {
+        return inner;
+    }
+    scratch.clear();
+    scratch.reserve(inner.size());
+    for (std::size_t k = 0; k < inner.size(); ++k) {
+        scratch.push_back(inner[k]);
+        if (inner[k] == '"') {
+            ++k; // the second quote of a doubled pair
+        }
+    }
+    return scratch;
+}
+
+std::string Record::value(std::size_t i) const {
+    std::string scratch;
+    return std::string(value(i, scratch));
+}
+
+Reader::Reader(ReadFn read, char delimiter, std::size_t block)
+    : m_read(std::move(read)), m_buf(std::max<std::size_t>(block, 16)), m_delim(delimiter) {}
+
+bool Reader::fill() {
+    if (m_pos > 0) {
+        std::memmove(m_buf.data(), m_buf.data() + m_pos, m_len - m_pos);
+        m_len -= m_pos;
+        m_pos = 0;
+    }
+    if (m_len == m_buf.size()) {
+        if (m_buf.size() >= k_max_record) {
+            throw ParseError(m_line, "record longer than 64 MiB (unterminated quote?)");
+        }
+        m_buf.resize(std::min(m_buf.size() * 2, k_max_record));
+    }
+    const std::size_t got = m_read(m_buf.data() + m_len, m_buf.size() - m_len);
+    if (got == 0) {
+        m_eof = true;
+        return false;
+    }
+    m_len += got;
+    return true;
+}
+
+void Reader::detect_delimiter() {
+    // The header ends at the first line break outside quotes; it must be in the buffer whole.
+    for (;;) {
+        std::size_t commas = 0;
+        std::size_t semicolons = 0;
+        bool quoted = false;
+        bool complete = false;
+        for (std::size_t i = m_pos + (m_bom ? 3 : 0); i < m_len; ++i) {
+            const char c = m_buf[i];
+            if (c == '"') {
+                quoted = !quoted;
+            } else if (!quoted && c == ',') {
+                ++commas;
+            } else if (!quoted && c == ';') {
+                ++semicolons;
+            } else if (!quoted && c == '\n') {
+                complete = true;
+                break;
+            }
+        }
+        if (complete || m_eof) {
+            m_delim = semicolons > commas ? ';' : ',';
+            return;
+        }
+        fill();
+    }
+}
+
+bool Reader::next(Record& out) {
+    if (m_first) {
+        while (m_len - m_pos < 3 && !m_eof) {
+            fill();
+        }
+        m_bom = m_len - m_pos >= 3 && std::memcmp(m_buf.data() + m_pos, "\xEF\xBB\xBF", 3) == 0;
+        if (m_delim == 0) {
+            detect_delimiter();
+        }
+    }
+    for (;;) {
+        if (m_pos == m_len) {
+            if (m_eof) {
+                return false;
+            }
+            fill();
+            continue;
+        }
+        if (parse(out) == Parse::complete) {
+            m_first = false;
+            return true;
+        }
+        fill();
+    }
+}
+
+Reader::Parse Reader::parse(Record& out) {
+    const char* b = m_buf.data() + m_pos;
+    const std::size_t n = m_len - m_pos;
+    const char d = m_delim;
+    out.m_fields.clear();
+    std::size_t i = m_first && m_bom ? 3 : 0;
+    std::size_t body_end = 0;
+    std::size_t end = 0;
+
+    const bool blank_lf = i < n && b[i] == '\n';
+    const bool blank_crlf = i + 1 < n && b[i] == '\r' && b[i + 1] == '\n';
+    if (i + 1 == n && b[i] == '\r' && !m_eof) {
+        return Parse::need_more;
+    }
+    if (blank_lf || blank_crlf) {
+        body_end = i;
+        end = i + (blank_lf ? 1 : 2);
+    } else {
+        for (;;) {
+            if (i == n) {
+                if (!m_eof) {
+                    return Parse::need_more;
+                }
+                out.m_fields.push_back({i, i, false, false}); // empty last field after a delimiter
+                body_end = end = n;
+                break;
+            }
+            FieldSpan f;
+            f.begin = i;
+            if (b[i] == '"') {
+                f.quoted = true;
+                std::size_t j = i + 1;
+                for (;;) {
+                    const void* q = std::memchr(b + j, '"', n - j);
+                    if (q == nullptr) {
+                        if (!m_eof) {
+                            return Parse::need_more;
+                        }
+                        throw ParseError(m_line, "unterminated quoted field");
+                    }
+                    const auto k = static_cast<std::size_t>(static_cast<const char*>(q) - b);
+                    if (k + 1 == n && !m_eof) {
+                        return Parse::need_more; // a doubled quote may follow
+                    }
+                    if (k + 1 < n && b[k + 1] == '"') {
+                        f.escaped = true;
+                        j = k + 2;
+                        continue;
+                    }
+                    j = k + 1;
+                    break;
+                }
+                i = j;
+                if (i < n && b[i] != d && b[i] != '\n' && b[i] != '\r') {
+                    throw ParseError(m_line, "unexpected character after a closing quote");
+                }
+            } else {
+                std::size_t j = i;
+                for (;;) {
+                    while (j < n) {
+                        const char c = b[j];
+                        if (c == d || c == '"' || c == '\n' || c == '\r') {
+                            break;
+                        }
+                        ++j;
+                    }
+                    if (j == n) {
+                        if (!m_eof) {
+                            return Parse::need_more;
+                        }
+                        break;
+                    }
+                    if (b[j] == '"') {
+                        throw ParseError(m_line, "quote inside an unquoted field");
+                    }
+                    if (b[j] == '\r') {
+                        if (j + 1 == n && !m_eof) {
+                            return Parse::need_more;
+                        }
+                        if (j + 1 == n || b[j + 1] != '\n') {
+                            ++j; // a lone CR is data
+                            continue;
+                        }
+                    }
+                    break;
+                }
+                i = j;
+            }
+            f.end = i;
+            out.m_fields.push_back(f);
+            if (i == n) {
+                if (!m_eof) {
+                    return Parse::need_more;
+                }
+                body_end = end = n; // last record without a line ending
+                break;
+            }
+            const char c = b[i];
+            if (c == d) {
+                ++i;
+                continue;
+            }
+            if (c == '\n') {
+                body_end = i;
+                end = i + 1;
+                break;
+            }
+            if (i + 1 == n && !m_eof) {
+                return Parse::need_more;
+            }
+            if (i + 1 < n && b[i + 1] == '\n') {
+                body_end = i;
+                end = i + 2;
+                break;
+            }
+            throw ParseError(m_line, "unexpected character after a closing quote");
+        }
+    }
+    out.m_raw = std::string_view(b, end);
+    out.m_body_end = body_end;
+    out.m_line = m_line;
+    m_line += static_cast<std::uint64_t>(std::count(b, b + end, '\n'));
+    m_pos += end;
+    return Parse::complete;
+}
+
+ReadFn fd_reader(int fd) {
+    return [fd](char* buf, std::size_t n) -> std::size_t {
+        for (;;) {
+            const ssize_t got = ::read(fd, buf, n);
+            if (got >= 0) {
+                return static_cast<std::size_t>(got);
+            }
+            if (errno != EINTR) {
+                throw std::system_error(errno, std::generic_category(), "read");
+            }
+        }
+    };
+}
+
+ReadFn string_reader(std::string_view data) {
+    return [data, off = std::size_t{0}](char* buf, std::size_t n) mutable -> std::size_t {
+        const std::size_t take = std::min(n, data.size() - off);
+        std::memcpy(buf, data.data() + off, take);
+        off += take;
+        return take;
+    };
+}
+
+void append_field(std::string& out, std::string_view value, char delimiter) {
+    if (value.find_first_of(std::string{'"', '\r', '\n', delimiter}) == std::string_view::npos) {
+        out.append(value);
+        return;
+    }
+    out.push_back('"');
+    for (const char c : value) {
+        out.push_back(c);
+        if (c == '"') {
+            out.push_back('"');
+        }
+    }
+    out.push_back('"');
+}
+
+} // namespace retentiond::csv
