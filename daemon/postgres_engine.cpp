@@ -715,7 +715,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                             : "ctid > " + s.add(after_tid) + "::tid";
                     const auto selected =
                         exec(tx,
-                             "SELECT ctid::text" + extra_cols + " FROM " + plan.table + " WHERE " +
+                             "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " + plan.table + " WHERE " +
                                  lower + " AND ctid < " +
                                  s.add("(" + std::to_string(range_end) + ",0)") + "::tid AND " +
                                  due_sql(plan, tx, s) + " ORDER BY ctid LIMIT " +
@@ -828,6 +828,8 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                     throw; // outcome unknown: crash recovery resolves the intent
                 } catch (const pqxx::in_doubt_error&) {
                     throw;
+                } catch (const AuditWriteError&) {
+                    throw; // the batch rolled back; the run stops before touching more
                 } catch (const std::exception& e) {
                     if (batch_id) {
                         ctx.journal->outcome(*batch_id, false, 0);

@@ -111,6 +111,9 @@ PgCluster::~PgCluster() {
     } catch (...) {
         // Best effort: the dir goes anyway.
     }
+    if (std::getenv("RETENTIOND_KEEP_PG") != nullptr) {
+        return; // debugging: keep data/server.log
+    }
     std::error_code ec;
     std::filesystem::remove_all(m_dir, ec);
 }
