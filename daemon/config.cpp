@@ -341,13 +341,22 @@ private:
     std::vector<std::pair<std::size_t, Diagnostic>> m_warnings;
     std::map<std::string, SourcePos> m_rule_names;
     fs::path m_main_dir;
+    std::vector<std::pair<YAML::Node, YAML::Mark>> m_null_values; // empty values: their key's mark
     std::set<std::string> m_kindless_datastores; // declared with a bad or missing kind
 
     // --- diagnostics
     SourcePos pos(const YAML::Node& node) const {
         SourcePos p;
         p.file = m_files[m_file].display;
-        const YAML::Mark mark = node.Mark();
+        YAML::Mark mark = node.Mark();
+        if (node.IsNull()) {
+            // yaml-cpp places an empty value at the next token, often on the next line.
+            for (const auto& [value, key_mark] : m_null_values) {
+                if (value.is(node)) {
+                    mark = key_mark;
+                }
+            }
+        }
         if (mark.line >= 0) {
             p.line = mark.line + 1;
             p.column = mark.column + 1;
@@ -452,6 +461,9 @@ std::optional<Fields> Loader::map(const YAML::Node& node, std::string_view key) 
             error(k, "duplicate key " + qt(k.Scalar()) + " (first at line " +
                          std::to_string(first->key.Mark().line + 1) + ")");
             continue;
+        }
+        if (it->second.IsNull()) {
+            m_null_values.emplace_back(it->second, k.Mark());
         }
         fields.entries.push_back({k.Scalar(), k, it->second});
     }
@@ -1367,7 +1379,7 @@ void Loader::read_rule(const YAML::Node& node) {
             }
         }
     }
-    auto fields = map(node, "");
+    auto fields = map(node, "rule");
     if (!fields) {
         return;
     }

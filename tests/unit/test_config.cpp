@@ -149,6 +149,17 @@ rules:
             R"(:14:5: rule "dora-accounts": unknown key "retian" (did you mean "retain"?))"));
 }
 
+// The same, from tests/fixtures (used by the CLI tests too): the file is named as the include
+// glob produced it from the main file's path.
+TEST_F(ConfigTest, TypoFixtureGivesTheContractMessage) {
+    const std::string dir = k_source_dir + "/tests/fixtures/config/typo";
+    EXPECT_THAT(
+        errors(dir + "/retentiond.yaml"),
+        ElementsAre(
+            dir +
+            R"(/policies.d/dora.yaml:14:5: rule "dora-accounts": unknown key "retian" (did you mean "retain"?))"));
+}
+
 TEST_F(ConfigTest, DuplicateKeyIsAnError) {
     const auto path = write("retentiond.yaml", k_base + "    retain: 6 months\n");
     EXPECT_THAT(
@@ -255,6 +266,16 @@ TEST_F(ConfigTest, AnonymizeWithoutStrategies) {
         ElementsAre(
             path +
             R"(:18:16: rule "dora-accounts": anonymize: no field listed; give at least one field: strategy)"));
+
+    // An empty value is reported at its key, not at the next line where yaml-cpp places it.
+    std::string empty = k_base;
+    empty.replace(empty.find("action: delete"), 14, "action: anonymize\n    anonymize:");
+    const auto path3 = write("empty.yaml", empty);
+    EXPECT_THAT(
+        errors(path3),
+        ElementsAre(
+            path3 +
+            R"(:18:5: rule "dora-accounts": anonymize: no field listed; give at least one field: strategy)"));
 
     std::string missing = k_base;
     missing.replace(missing.find("action: delete"), 14, "action: anonymize");
