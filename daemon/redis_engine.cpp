@@ -1,12 +1,848 @@
-// Placeholder until the redis engine lands: fails loudly, never pretends to succeed.
+// kind: redis (policy-format.md, "kind redis"; docs in the comment block below).
+//
+// How a run reads and deletes without disturbing what it measures:
+// - Keys are found with SCAN MATCH pattern COUNT scan_count, one page at a time (constant memory).
+// - Per page, one pipeline reads each key's clock and TTL. `OBJECT IDLETIME` and `TTL` look keys
+//   up with LOOKUP_NOTOUCH, so reading an idle clock never resets it. `HGET` does touch the key's
+//   LRU clock: it is used for hash_field clocks (where the idle time is not the clock) and for the
+//   hold field. With `clock: idle` a dry run therefore reads OBJECT IDLETIME and TTL only and does
+//   not evaluate the hold (noted in the report); GET/HGETALL are never used.
+// - Deletion is a Lua script per batch (EVAL is atomic): for each candidate it re-checks that the
+//   key is still due (idle mode: OBJECT IDLETIME >= the threshold; hash_field mode: the clock field
+//   still holds the exact value that was judged due), that it is not held, and only then UNLINKs
+//   it. A session touched between the scan and the batch survives. The script answers one letter
+//   per key (D deleted, H held, S skipped), so the outcome count is exact. The journal intent lists
+//   the candidates; keys the script kept are reported in a `redis_not_deleted` event (counts only).
+// - max_ttl: a key with no TTL or a longer one gets EXPIRE max_ttl from a second script that
+//   re-reads TTL and the hold atomically (so it never lengthens a TTL the application shortened in
+//   between). EXPIRE itself touches the key (Redis looks it up for writing): with `clock: idle`, a
+//   clamped key's idle time restarts, which is bounded by the TTL just given.
+// - Limits need the number of due keys before the first UNLINK: when a limit can refuse the run
+//   (no --force, and max_rows set or max_fraction < 1), a counting pass scans everything first,
+//   then the purge pass scans again. With `clock: idle` and a hold, the counting pass cannot read
+//   the hold without touching keys, so it counts held keys as due (a conservative upper bound).
+// - A lost connection (Redis restarted mid-scan) throws UnavailableError: the rule fails this run.
+//   The batch in flight, if any, was applied atomically or not at all; its intent stays unresolved
+//   for crash recovery (records_present), and the next run re-checks every key, so nothing is
+//   deleted twice or wrongly.
+#include "retentiond/audit.hpp"
 #include "retentiond/engines.hpp"
+#include "retentiond/redis_url.hpp"
+#include "retentiond/timeutil.hpp"
 
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <initializer_list>
+#include <memory>
+#include <set>
 #include <stdexcept>
+#include <string_view>
+#include <unordered_set>
 
 namespace retentiond {
+namespace {
 
-std::unique_ptr<Engine> make_redis_engine(const Datastore&, const Config&) {
-    throw std::runtime_error("the redis engine is not built yet");
+using namespace std::chrono_literals;
+
+struct ContextFree {
+    void operator()(redisContext* c) const { redisFree(c); }
+};
+struct ReplyFree {
+    void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using ContextPtr = std::unique_ptr<redisContext, ContextFree>;
+using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
+
+constexpr timeval k_connect_timeout{5, 0};
+constexpr timeval k_command_timeout{60, 0};
+constexpr std::size_t k_exists_chunk = 1000;
+
+// One letter per key: D deleted, H held, S skipped (no longer due, changed, or gone).
+constexpr std::string_view k_delete_script = R"lua(
+local mode, arg, hold_field, hold_value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local min_idle = tonumber(arg)
+local out = {}
+for i, key in ipairs(KEYS) do
+  local due = false
+  if mode == 'idle' then
+    local idle = redis.call('OBJECT', 'IDLETIME', key)
+    due = idle and idle >= min_idle
+  else
+    local expect = ARGV[4 + i]
+    local v = redis.pcall('HGET', key, arg)
+    if type(v) == 'table' then
+      due = expect == '-'
+    elseif v then
+      due = expect == '=' .. v
+    else
+      due = expect == '-' and redis.call('EXISTS', key) == 1
+    end
+  end
+  local s = 'S'
+  if due then
+    if hold_field ~= '' and redis.pcall('HGET', key, hold_field) == hold_value then
+      s = 'H'
+    else
+      redis.call('UNLINK', key)
+      s = 'D'
+    end
+  end
+  out[i] = s
+end
+return table.concat(out)
+)lua";
+
+// One letter per key: E expired, H held, S skipped (TTL already short enough, or key gone).
+constexpr std::string_view k_expire_script = R"lua(
+local max, hold_field, hold_value = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local s = 'S'
+  if hold_field ~= '' and redis.pcall('HGET', key, hold_field) == hold_value then
+    s = 'H'
+  else
+    local ttl = redis.call('TTL', key)
+    if ttl == -1 or ttl > max then
+      redis.call('EXPIRE', key, max)
+      s = 'E'
+    end
+  end
+  out[i] = s
+end
+return table.concat(out)
+)lua";
+
+// A command answered with an error reply that is not about availability.
+class ReplyError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+std::string_view text_of(const redisReply* r) {
+    return {r->str, r->len};
+}
+
+// One connection, AUTH and SELECT done. Every I/O failure throws UnavailableError.
+class Connection {
+public:
+    Connection(const RedisUrl& url, const std::string& store) {
+        m_where = "redis datastore \"" + store + "\" (" + url.describe() + ")";
+        m_ctx.reset(url.socket_path.empty()
+                        ? redisConnectWithTimeout(url.host.c_str(), url.port, k_connect_timeout)
+                        : redisConnectUnixWithTimeout(url.socket_path.c_str(), k_connect_timeout));
+        if (!m_ctx) {
+            throw UnavailableError(m_where + ": cannot allocate a connection");
+        }
+        if (m_ctx->err != 0) {
+            throw UnavailableError(m_where + ": cannot connect: " + m_ctx->errstr);
+        }
+        redisSetTimeout(m_ctx.get(), k_command_timeout);
+        if (!url.password.empty()) {
+            auto r = url.user.empty() ? call({"AUTH", url.password.reveal()})
+                                      : call({"AUTH", url.user, url.password.reveal()});
+            if (r->type == REDIS_REPLY_ERROR) {
+                // The reply names no secret ("WRONGPASS invalid username-password pair").
+                throw UnavailableError(m_where +
+                                       ": authentication failed: " + std::string(text_of(r.get())));
+            }
+        }
+        if (url.db != 0) {
+            const auto db = std::to_string(url.db);
+            auto r = call({"SELECT", db});
+            if (r->type == REDIS_REPLY_ERROR) {
+                throw UnavailableError(m_where +
+                                       ": SELECT failed: " + std::string(text_of(r.get())));
+            }
+        }
+    }
+
+    const std::string& where() const { return m_where; }
+
+    void append(std::initializer_list<std::string_view> args) { append(args.begin(), args.size()); }
+    void append(const std::string_view* args, std::size_t n) {
+        m_argv.clear();
+        m_lens.clear();
+        for (std::size_t i = 0; i < n; ++i) {
+            m_argv.push_back(args[i].data());
+            m_lens.push_back(args[i].size());
+        }
+        if (redisAppendCommandArgv(m_ctx.get(), static_cast<int>(n), m_argv.data(),
+                                   m_lens.data()) != REDIS_OK) {
+            lost();
+        }
+    }
+    // The next pipelined reply; error replies are returned, except those meaning "not available".
+    ReplyPtr read() {
+        void* raw = nullptr;
+        if (redisGetReply(m_ctx.get(), &raw) != REDIS_OK || raw == nullptr) {
+            lost();
+        }
+        ReplyPtr r(static_cast<redisReply*>(raw));
+        if (r->type == REDIS_REPLY_ERROR) {
+            const auto t = text_of(r.get());
+            for (const std::string_view code :
+                 {"LOADING", "BUSY", "MASTERDOWN", "NOAUTH", "TRYAGAIN", "CLUSTERDOWN"}) {
+                if (t.starts_with(code)) {
+                    throw UnavailableError(m_where + ": " + std::string(t));
+                }
+            }
+        }
+        return r;
+    }
+    ReplyPtr call(std::initializer_list<std::string_view> args) {
+        append(args);
+        return read();
+    }
+    ReplyPtr call(const std::vector<std::string_view>& args) {
+        append(args.data(), args.size());
+        return read();
+    }
+    // A reply that must not be an error.
+    ReplyPtr call_ok(std::initializer_list<std::string_view> args) {
+        auto r = call(args);
+        if (r->type == REDIS_REPLY_ERROR) {
+            throw ReplyError(std::string(*args.begin()) + ": " + std::string(text_of(r.get())));
+        }
+        return r;
+    }
+
+private:
+    [[noreturn]] void lost() {
+        throw UnavailableError(m_where + ": connection lost: " + m_ctx->errstr);
+    }
+
+    ContextPtr m_ctx;
+    std::string m_where;
+    std::vector<const char*> m_argv;
+    std::vector<std::size_t> m_lens;
+};
+
+// The server's clock (TIME): the datastore's now, as postgres uses now().
+TimePoint server_now(Connection& c) {
+    auto r = c.call_ok({"TIME"});
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        throw ReplyError("TIME: unexpected reply");
+    }
+    long long secs = 0;
+    long long micros = 0;
+    const auto s = text_of(r->element[0]);
+    const auto u = text_of(r->element[1]);
+    std::from_chars(s.data(), s.data() + s.size(), secs);
+    std::from_chars(u.data(), u.data() + u.size(), micros);
+    return TimePoint(std::chrono::seconds(secs) + std::chrono::microseconds(micros));
+}
+
+// SCAN the whole keyspace for the rule's pattern; per_page(keys) for every non-empty page.
+template <class PerPage> void scan_all(Connection& c, const RedisRule& spec, PerPage&& per_page) {
+    std::string cursor = "0";
+    const auto count = std::to_string(std::max(1, spec.scan_count));
+    std::vector<std::string> keys;
+    do {
+        auto r = c.call_ok({"SCAN", cursor, "MATCH", spec.keys, "COUNT", count});
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            throw ReplyError("SCAN: unexpected reply");
+        }
+        cursor = std::string(text_of(r->element[0]));
+        keys.clear();
+        const auto* page = r->element[1];
+        for (std::size_t i = 0; i < page->elements; ++i) {
+            keys.emplace_back(text_of(page->element[i]));
+        }
+        r.reset();
+        if (!keys.empty() && !per_page(keys)) {
+            return;
+        }
+    } while (cursor != "0");
+}
+
+// What one pipeline learned about one key.
+struct Observed {
+    bool exists = false;
+    enum class Clock { none, parsed, unparseable } clock = Clock::none;
+    TimePoint at{};
+    std::string raw; // hash_field mode: the field's text, to re-check before deleting
+    bool held = false;
+    bool ttl_known = false;
+    long long ttl = -1; // seconds; -1 = no TTL
+};
+
+struct ReadPlan {
+    bool ttl = false;
+    bool hold = false; // hash_field mode only: HGET touches keys
+};
+
+void read_page(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
+               const ReadPlan& plan, TimePoint now, const date::time_zone* tz,
+               std::vector<Observed>& out) {
+    const auto& spec = rule.redis();
+    const bool idle = spec.clock.kind == RedisClock::Kind::idle;
+    for (const auto& key : keys) {
+        // The clock first: nothing before it may touch the key.
+        if (idle) {
+            c.append({"OBJECT", "IDLETIME", key});
+        } else {
+            c.append({"HGET", key, spec.clock.hash_field});
+        }
+        if (plan.hold) {
+            c.append({"HGET", key, spec.hold->hash_field});
+        }
+        if (plan.ttl) {
+            c.append({"TTL", key});
+        }
+    }
+    out.assign(keys.size(), Observed{});
+    for (auto& o : out) {
+        auto r = c.read();
+        if (idle) {
+            if (r->type == REDIS_REPLY_INTEGER) {
+                o.exists = true;
+                o.clock = Observed::Clock::parsed;
+                o.at = now - std::chrono::seconds(r->integer);
+            } else if (r->type == REDIS_REPLY_ERROR) {
+                // e.g. an LFU maxmemory-policy: idle time is not tracked
+                throw ReplyError("OBJECT IDLETIME: " + std::string(text_of(r.get())));
+            }
+        } else {
+            o.exists = true; // corrected by TTL below
+            if (r->type == REDIS_REPLY_STRING) {
+                o.raw.assign(r->str, r->len);
+                if (auto t = parse_epoch_or_iso(o.raw, tz)) {
+                    o.clock = Observed::Clock::parsed;
+                    o.at = *t;
+                } else {
+                    o.clock = Observed::Clock::unparseable;
+                }
+            }
+            // NIL: no field (or no key); ERROR (WRONGTYPE): not a hash, so no clock
+        }
+        if (plan.hold) {
+            auto h = c.read();
+            o.held = h->type == REDIS_REPLY_STRING && text_of(h.get()) == spec.hold->equals;
+        }
+        if (plan.ttl) {
+            auto t = c.read();
+            if (t->type != REDIS_REPLY_INTEGER) {
+                throw ReplyError("TTL: unexpected reply");
+            }
+            o.ttl_known = true;
+            o.ttl = t->integer;
+            if (t->integer == -2) {
+                o.exists = false;
+            }
+        }
+    }
+}
+
+enum class Verdict { gone, unparseable, no_clock, not_due, due, held };
+
+Verdict judge(const Observed& o, const Rule& rule, TimePoint cutoff) {
+    if (!o.exists) {
+        return Verdict::gone;
+    }
+    switch (o.clock) {
+    case Observed::Clock::unparseable:
+        return Verdict::unparseable;
+    case Observed::Clock::none:
+        if (!rule.clock_null_due) {
+            return Verdict::no_clock;
+        }
+        break;
+    case Observed::Clock::parsed:
+        if (o.at > cutoff) {
+            return Verdict::not_due;
+        }
+        break;
+    }
+    return o.held ? Verdict::held : Verdict::due;
+}
+
+std::optional<long long> max_ttl_seconds(const RedisRule& spec) {
+    if (!spec.max_ttl) {
+        return std::nullopt;
+    }
+    return std::chrono::duration_cast<std::chrono::seconds>(spec.max_ttl->approx()).count();
+}
+
+bool ttl_above_max(const Observed& o, std::optional<long long> max_ttl) {
+    return max_ttl && o.ttl_known && (o.ttl == -1 || o.ttl > *max_ttl);
+}
+
+const date::time_zone* zone_or_utc(const date::time_zone* tz) {
+    return tz != nullptr ? tz : find_zone("UTC");
+}
+
+void require_redis(const Rule& rule) {
+    if (rule.kind != DatastoreKind::redis || !std::holds_alternative<RedisRule>(rule.spec)) {
+        throw std::invalid_argument("rule \"" + rule.name + "\" is not a redis rule");
+    }
+}
+
+// A batch of keys waiting for one script call.
+struct Batch {
+    std::vector<std::string> keys;
+    std::vector<std::string> expect;      // delete, hash_field mode: "=value" or "-" (no clock)
+    std::unordered_set<std::string> seen; // SCAN may return a key twice
+
+    bool add(const std::string& key) { return seen.insert(key).second; }
+    void clear() {
+        keys.clear();
+        expect.clear();
+        seen.clear();
+    }
+};
+
+class RedisEngine final : public Engine {
+public:
+    explicit RedisEngine(const Datastore& store) : m_name(store.name) {
+        try {
+            m_url = parse_redis_url(store.url.reveal());
+        } catch (const ParseError& e) {
+            throw ParseError("datastore \"" + store.name + "\": " + e.what());
+        }
+    }
+
+    std::vector<Diagnostic> check(const Rule& rule) override;
+    DryRun dry_run(const Rule& rule, const RunContext& ctx) override;
+    RunResult purge(const Rule& rule, RunContext& ctx) override;
+    Presence records_present(const Rule& rule, const std::string& target,
+                             const std::vector<std::string>& keys) override;
+
+private:
+    RunResult run(const Rule& rule, RunContext& ctx);
+    std::string m_name;
+    RedisUrl m_url;
+};
+
+std::vector<Diagnostic> RedisEngine::check(const Rule& rule) {
+    std::vector<Diagnostic> out;
+    auto problem = [&](std::string message) {
+        out.push_back(Diagnostic{rule.pos, rule.name, std::move(message)});
+    };
+    if (rule.kind != DatastoreKind::redis || !std::holds_alternative<RedisRule>(rule.spec)) {
+        problem("not a redis rule");
+        return out;
+    }
+    const auto& spec = rule.redis();
+    if (rule.action == Action::anonymize) {
+        problem("action: anonymize is not supported for redis keys; use action: delete");
+    }
+    if (spec.keys.empty()) {
+        problem("keys: an empty pattern");
+    }
+    if (const auto max = max_ttl_seconds(spec); max && *max < 1) {
+        problem("max_ttl: must be at least one second");
+    }
+    if (spec.clock.kind == RedisClock::Kind::hash_field && spec.clock.hash_field.empty()) {
+        problem("clock.hash_field: empty");
+    }
+    Connection c(m_url, m_name);
+    auto pong = c.call({"PING"});
+    if (pong->type == REDIS_REPLY_ERROR) {
+        problem("PING failed: " + std::string(text_of(pong.get())));
+        return out;
+    }
+    if (spec.clock.kind == RedisClock::Kind::idle) {
+        // OBJECT IDLETIME answers an error under an LFU eviction policy. CONFIG may be renamed
+        // away: then the first run tells.
+        auto r = c.call({"CONFIG", "GET", "maxmemory-policy"});
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            text_of(r->element[1]).find("lfu") != std::string_view::npos) {
+            problem(
+                "clock: idle needs idle times, which Redis does not track under maxmemory-policy " +
+                std::string(text_of(r->element[1])) + "; use { hash_field: ... }");
+        }
+    }
+    return out;
+}
+
+DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
+    require_redis(rule);
+    const auto& spec = rule.redis();
+    const auto* tz = zone_or_utc(ctx.tz);
+    const bool idle = spec.clock.kind == RedisClock::Kind::idle;
+    Connection c(m_url, m_name);
+
+    DryRun d;
+    d.now = server_now(c);
+    d.cutoff = subtract(d.now, rule.retain, tz);
+    d.age_buckets.assign(17, 0);
+    // Falls due within N days: clock + retain <= now + N days (calendar days, as retain).
+    auto forecast = [&](int days) {
+        Duration n;
+        n.days = days;
+        return subtract(add(d.now, n, tz), rule.retain, tz);
+    };
+    const TimePoint within_7d = forecast(7);
+    const TimePoint within_30d = forecast(30);
+    const TimePoint within_90d = forecast(90);
+    const auto retain_us = rule.retain.approx().count();
+    const auto max_ttl = max_ttl_seconds(spec);
+    const bool hold_unread = idle && spec.hold.has_value();
+    std::int64_t no_ttl = 0;
+    std::int64_t above_max = 0;
+
+    ReadPlan plan;
+    plan.ttl = true;
+    plan.hold = !idle && spec.hold.has_value();
+    std::vector<Observed> seen;
+    scan_all(c, spec, [&](const std::vector<std::string>& keys) {
+        read_page(c, rule, keys, plan, d.now, tz, seen);
+        for (const auto& o : seen) {
+            if (!o.exists) {
+                continue;
+            }
+            ++d.in_scope;
+            if (o.ttl == -1) {
+                ++no_ttl;
+            }
+            if (max_ttl && o.ttl > *max_ttl) {
+                ++above_max;
+            }
+            if (o.clock == Observed::Clock::none) {
+                ++d.no_clock;
+            }
+            if (o.clock == Observed::Clock::parsed) {
+                if (!d.oldest_clock || o.at < *d.oldest_clock) {
+                    d.oldest_clock = o.at;
+                }
+                const auto age = (d.now - o.at).count();
+                std::int64_t bucket = 16;
+                if (retain_us > 0) {
+                    bucket = std::clamp<std::int64_t>(age * 8 / retain_us, 0, 16);
+                } else if (age < 0) {
+                    bucket = 0;
+                }
+                ++d.age_buckets[static_cast<std::size_t>(bucket)];
+            }
+            switch (judge(o, rule, d.cutoff)) {
+            case Verdict::due:
+                ++d.due;
+                break;
+            case Verdict::held:
+                ++d.held;
+                break;
+            case Verdict::unparseable:
+                ++d.unparseable;
+                break;
+            case Verdict::not_due:
+                d.due_7d += o.at <= within_7d ? 1 : 0;
+                d.due_30d += o.at <= within_30d ? 1 : 0;
+                d.due_90d += o.at <= within_90d ? 1 : 0;
+                break;
+            case Verdict::gone:
+            case Verdict::no_clock:
+                break;
+            }
+        }
+        return true;
+    });
+    d.counters["no_ttl"] = no_ttl;
+    if (max_ttl) {
+        d.counters["ttl_above_max"] = above_max;
+    }
+    if (hold_unread) {
+        d.counters["hold_not_read"] = d.due;
+        d.notes.push_back("clock: idle: the hold field was not read (reading it would reset the "
+                          "keys' idle time); \"due\" includes held keys");
+    }
+    if (d.unparseable > 0) {
+        d.notes.push_back(std::to_string(d.unparseable) + " key(s) whose clock field does not "
+                                                          "parse as epoch seconds or ISO 8601");
+    }
+    return d;
+}
+
+RunResult RedisEngine::purge(const Rule& rule, RunContext& ctx) {
+    require_redis(rule);
+    if (rule.action == Action::anonymize) {
+        RunResult refused;
+        refused.status = RunResult::Status::failed;
+        refused.message = "action anonymize is not supported for redis keys (use action: delete)";
+        if (ctx.journal != nullptr) {
+            ctx.journal->event("error", {{"rule", rule.name}, {"reason", "unsupported_action"}});
+        }
+        return refused;
+    }
+    try {
+        return run(rule, ctx);
+    } catch (const ReplyError& e) {
+        RunResult failed;
+        failed.status = RunResult::Status::failed;
+        failed.message = std::string("redis: ") + e.what();
+        if (ctx.journal != nullptr) {
+            ctx.journal->event("error", {{"rule", rule.name}, {"reason", failed.message}});
+        }
+        return failed;
+    }
+}
+
+RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
+    const auto& spec = rule.redis();
+    const auto* tz = zone_or_utc(ctx.tz);
+    const bool idle = spec.clock.kind == RedisClock::Kind::idle;
+    const auto max_ttl = max_ttl_seconds(spec);
+    RunResult res;
+    if (max_ttl && *max_ttl < 1) {
+        res.status = RunResult::Status::failed;
+        res.message = "max_ttl must be at least one second";
+        return res;
+    }
+    Connection c(m_url, m_name);
+    const TimePoint now = server_now(c);
+    const TimePoint cutoff = subtract(now, rule.retain, tz);
+    res.cutoff = cutoff;
+    // Idle mode: due <=> now - idle <= cutoff <=> idle >= ceil(now - cutoff).
+    const auto min_idle =
+        static_cast<long long>(std::ceil(std::chrono::duration<double>(now - cutoff).count()));
+    auto journal_event = [&](const std::string& type, nlohmann::json fields) {
+        if (ctx.journal != nullptr) {
+            fields["rule"] = rule.name;
+            ctx.journal->event(type, fields);
+        }
+    };
+
+    // Counting pass: limits are checked before the first UNLINK.
+    const bool limits_apply =
+        !ctx.force && (rule.limits.max_rows.has_value() || rule.limits.max_fraction < 1.0);
+    std::vector<Observed> seen;
+    if (limits_apply) {
+        ReadPlan plan;
+        plan.ttl = !idle;
+        plan.hold = !idle && spec.hold.has_value();
+        std::int64_t in_scope = 0;
+        std::int64_t due = 0;
+        scan_all(c, spec, [&](const std::vector<std::string>& keys) {
+            read_page(c, rule, keys, plan, now, tz, seen);
+            for (const auto& o : seen) {
+                const auto v = judge(o, rule, cutoff);
+                in_scope += v != Verdict::gone ? 1 : 0;
+                due += v == Verdict::due ? 1 : 0;
+            }
+            return true;
+        });
+        res.due = due;
+        std::string reason;
+        if (rule.limits.max_rows && due > *rule.limits.max_rows) {
+            reason = "max_rows";
+            res.message = std::to_string(due) + " keys due, above max_rows " +
+                          std::to_string(*rule.limits.max_rows) +
+                          "; nothing was deleted (rerun with --force to proceed)";
+        } else if (in_scope > 0 && static_cast<double>(due) >
+                                       rule.limits.max_fraction * static_cast<double>(in_scope)) {
+            reason = "max_fraction";
+            char fraction[32];
+            std::snprintf(fraction, sizeof fraction, "%.3f of %.3f",
+                          static_cast<double>(due) / static_cast<double>(in_scope),
+                          rule.limits.max_fraction);
+            res.message = std::to_string(due) + " of " + std::to_string(in_scope) + " keys due (" +
+                          fraction + " allowed by max_fraction)" +
+                          "; nothing was deleted (rerun with --force to proceed)";
+        }
+        if (!reason.empty()) {
+            res.status = RunResult::Status::refused;
+            journal_event("refused",
+                          {{"reason", reason},
+                           {"due", due},
+                           {"in_scope", in_scope},
+                           {"max_rows", rule.limits.max_rows ? nlohmann::json(*rule.limits.max_rows)
+                                                             : nlohmann::json(nullptr)},
+                           {"max_fraction", rule.limits.max_fraction}});
+            return res;
+        }
+        if (due == 0 && !max_ttl) {
+            return res;
+        }
+    }
+
+    // Purge pass.
+    const std::string hold_field = spec.hold ? spec.hold->hash_field : "";
+    const std::string hold_value = spec.hold ? spec.hold->equals : "";
+    const std::string min_idle_text = std::to_string(min_idle);
+    const std::string max_ttl_text = max_ttl ? std::to_string(*max_ttl) : "";
+    const std::size_t batch_size = static_cast<std::size_t>(std::max(1, rule.batch_size));
+    std::int64_t found_due = 0;
+    std::int64_t held = 0;
+    std::int64_t skipped = 0;
+    std::int64_t expired = 0;
+    std::int64_t no_ttl = 0;
+    std::int64_t above_max = 0;
+    bool stopped = false;
+    Batch to_delete;
+    Batch to_expire;
+    std::vector<std::string_view> args;
+
+    auto stop_now = [&] {
+        if (!stopped && ctx.stop_requested && ctx.stop_requested()) {
+            stopped = true;
+        }
+        return stopped;
+    };
+    // Runs one script over a batch, journaled. Returns the per-key letters.
+    auto apply = [&](Batch& b, const std::string& action, std::string_view script,
+                     std::initializer_list<std::string_view> head) -> std::string {
+        BatchIntent intent;
+        intent.rule = rule.name;
+        intent.datastore = rule.datastore;
+        intent.target = spec.keys;
+        intent.action = action;
+        intent.cutoff = cutoff;
+        intent.keys = b.keys;
+        std::string id;
+        if (ctx.journal != nullptr) {
+            id = ctx.journal->intent(intent);
+        }
+        const auto numkeys = std::to_string(b.keys.size());
+        args.assign({"EVAL", script, numkeys});
+        args.insert(args.end(), b.keys.begin(), b.keys.end());
+        args.insert(args.end(), head.begin(), head.end());
+        args.insert(args.end(), b.expect.begin(), b.expect.end());
+        auto r = c.call(args);
+        // No outcome on an error: the intent stays unresolved for crash recovery.
+        if (r->type != REDIS_REPLY_STRING || r->len != b.keys.size()) {
+            throw ReplyError("EVAL (" + action + " batch): " +
+                             (r->type == REDIS_REPLY_ERROR ? std::string(text_of(r.get()))
+                                                           : std::string("unexpected reply")));
+        }
+        std::string letters(text_of(r.get()));
+        const auto done = std::count_if(letters.begin(), letters.end(),
+                                        [](char l) { return l == 'D' || l == 'E'; });
+        if (ctx.journal != nullptr) {
+            ctx.journal->outcome(id, true, done);
+        }
+        ++res.batches;
+        return letters;
+    };
+    auto flush_delete = [&] {
+        if (to_delete.keys.empty() || stop_now()) {
+            return;
+        }
+        const auto letters =
+            apply(to_delete, "delete", k_delete_script,
+                  {idle ? "idle" : "field",
+                   idle ? std::string_view(min_idle_text) : std::string_view(spec.clock.hash_field),
+                   hold_field, hold_value});
+        const auto d = std::count(letters.begin(), letters.end(), 'D');
+        const auto h = std::count(letters.begin(), letters.end(), 'H');
+        const auto s = std::count(letters.begin(), letters.end(), 'S');
+        res.processed += d;
+        held += h;
+        skipped += s;
+        if (h + s > 0) {
+            journal_event("redis_not_deleted", {{"held", h}, {"changed_since_read", s}});
+        }
+        to_delete.clear();
+        if (ctx.on_progress) {
+            ctx.on_progress(res.processed, std::max(res.due, res.processed));
+        }
+    };
+    auto flush_expire = [&] {
+        if (to_expire.keys.empty() || stop_now()) {
+            return;
+        }
+        const auto letters =
+            apply(to_expire, "expire", k_expire_script, {max_ttl_text, hold_field, hold_value});
+        expired += std::count(letters.begin(), letters.end(), 'E');
+        to_expire.clear();
+    };
+
+    ReadPlan plan;
+    plan.ttl = !idle || max_ttl.has_value();
+    plan.hold = !idle && spec.hold.has_value();
+    scan_all(c, spec, [&](const std::vector<std::string>& keys) {
+        if (stop_now()) {
+            return false;
+        }
+        read_page(c, rule, keys, plan, now, tz, seen);
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            const auto& o = seen[i];
+            const auto v = judge(o, rule, cutoff);
+            if (v == Verdict::gone) {
+                continue;
+            }
+            no_ttl += o.ttl_known && o.ttl == -1 ? 1 : 0;
+            const bool clamp = ttl_above_max(o, max_ttl);
+            above_max += clamp && o.ttl != -1 ? 1 : 0;
+            if (v == Verdict::due) {
+                if (to_delete.add(keys[i])) {
+                    ++found_due;
+                    to_delete.keys.push_back(keys[i]);
+                    if (!idle) {
+                        to_delete.expect.push_back(o.clock == Observed::Clock::none ? "-"
+                                                                                    : "=" + o.raw);
+                    }
+                }
+                if (to_delete.keys.size() >= batch_size) {
+                    flush_delete();
+                }
+            } else if (clamp && v != Verdict::held && to_expire.add(keys[i])) {
+                to_expire.keys.push_back(keys[i]);
+                if (to_expire.keys.size() >= batch_size) {
+                    flush_expire();
+                }
+            }
+            if (stopped) {
+                return false;
+            }
+        }
+        return true;
+    });
+    flush_delete();
+    flush_expire();
+
+    if (!limits_apply) {
+        res.due = found_due;
+    }
+    if (stopped) {
+        res.status = RunResult::Status::stopped;
+        res.message = "stopped on request after " + std::to_string(res.processed) + " keys";
+    }
+    res.counters["held"] = held;
+    res.counters["skipped_changed"] = skipped;
+    res.counters["no_ttl"] = no_ttl;
+    if (max_ttl) {
+        res.counters["expired"] = expired;
+        res.counters["ttl_above_max"] = above_max;
+    }
+    return res;
+}
+
+Presence RedisEngine::records_present(const Rule& rule, const std::string&,
+                                      const std::vector<std::string>& keys) {
+    require_redis(rule);
+    const std::set<std::string> unique(keys.begin(), keys.end());
+    if (unique.empty()) {
+        return Presence::absent;
+    }
+    Connection c(m_url, m_name);
+    std::size_t present = 0;
+    std::vector<std::string_view> args;
+    auto it = unique.begin();
+    while (it != unique.end()) {
+        args.assign({"EXISTS"});
+        for (std::size_t n = 0; n < k_exists_chunk && it != unique.end(); ++n, ++it) {
+            args.push_back(*it);
+        }
+        auto r = c.call(args);
+        if (r->type != REDIS_REPLY_INTEGER) {
+            return Presence::unknown;
+        }
+        present += static_cast<std::size_t>(r->integer);
+    }
+    if (present == 0) {
+        return Presence::absent;
+    }
+    // A batch script is atomic, but it keeps keys touched since the scan: a mix means "ran".
+    return present == unique.size() ? Presence::present : Presence::unknown;
+}
+
+} // namespace
+
+std::unique_ptr<Engine> make_redis_engine(const Datastore& store, const Config&) {
+    return std::make_unique<RedisEngine>(store);
 }
 
 } // namespace retentiond
