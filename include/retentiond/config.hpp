@@ -95,7 +95,7 @@ struct Dependent {
     SourcePos pos;
 };
 
-// Extension (docs/policy-extensions.md): warn the record's holder before deleting it.
+// Extension (docs/policy-format-extensions.md): warn the record's holder before deleting it.
 struct Notice {
     Duration before;
     std::vector<std::string> fields;
