@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <stdexcept>
 
 namespace retentiond {
@@ -294,7 +295,14 @@ std::string age_words(std::chrono::microseconds age, const Texts& t) {
 }
 
 std::string period_words(std::chrono::seconds s, const Texts& t) {
-    return age_words(std::chrono::duration_cast<std::chrono::microseconds>(s), t);
+    const auto n = s.count();
+    if (n > 0 && n % 86400 == 0) {
+        return group(n / 86400, t) + "\u00a0" + t.day_unit;
+    }
+    if (n > 0 && n % 3600 == 0) {
+        return std::to_string(n / 3600) + "\u00a0" + t.hour_unit;
+    }
+    return std::to_string(n / 60) + "\u00a0" + t.minute_unit;
 }
 
 const date::time_zone* zone_or_utc(const std::string& name) {
@@ -390,6 +398,14 @@ std::string status_reason(const RuleReport& r, const ReportData& data, const Tex
     return {};
 }
 
+// People read the problems first; json and csv keep the configuration's order for tools.
+std::vector<std::reference_wrapper<const RuleReport>> worst_first(const ReportData& data) {
+    std::vector<std::reference_wrapper<const RuleReport>> out(data.rules.begin(), data.rules.end());
+    std::stable_sort(out.begin(), out.end(),
+                     [](const RuleReport& a, const RuleReport& b) { return a.status > b.status; });
+    return out;
+}
+
 std::string week_label(const std::string& iso, const Texts& t) {
     // "2026-W33" -> "S33" / "W33"
     const auto w = iso.find('W');
@@ -432,37 +448,38 @@ std::string num(double v) {
 }
 
 constexpr const char* k_css = R"(
-@page { size: A4; margin: 14mm 12mm; }
+@page { size: A4; margin: 12mm 11mm; }
 * { box-sizing: border-box; }
-body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; font-size: 10.5pt;
-  color: #1f2937; margin: 0 auto; max-width: 190mm; padding: 8mm 4mm; line-height: 1.35; }
-h1 { font-size: 17pt; margin: 0 0 6px; }
-h2 { font-size: 13pt; margin: 0 0 6px; display: flex; align-items: center; gap: 8px; }
-table { border-collapse: collapse; width: 100%; margin: 6px 0; }
-th, td { text-align: left; padding: 3px 6px; border-bottom: 1px solid #e5e7eb; vertical-align: top; }
+body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; font-size: 9.5pt;
+  color: #1f2937; margin: 0 auto; max-width: 200mm; padding: 6mm 4mm; line-height: 1.35; }
+h1 { font-size: 16pt; margin: 0 0 6px; }
+h2 { font-size: 12.5pt; margin: 0 0 4px; }
+table { border-collapse: collapse; width: 100%; margin: 4px 0; table-layout: fixed; }
+th, td { text-align: left; padding: 2px 5px; border-bottom: 1px solid #e5e7eb; vertical-align: top; }
+td { overflow-wrap: anywhere; }
 th { color: #4b5563; font-weight: 600; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.kv th { width: 34%; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 9px; color: #fff;
-  font-size: 9pt; font-weight: 600; white-space: nowrap; }
-header { border-bottom: 3px solid #1f2937; padding-bottom: 6px; margin-bottom: 10px; }
-.mono { font-family: "DejaVu Sans Mono", monospace; font-size: 9pt; word-break: break-all; }
-.legend { font-size: 9pt; color: #4b5563; margin: 4px 0 0; padding-left: 18px; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+table.kv th { width: 30%; }
+table.kv.numbers th { width: 55%; }
+.summary table { font-size: 8.5pt; }
+.badge { display: inline-block; padding: 0 7px; border-radius: 8px; color: #fff;
+  font-size: 8.5pt; font-weight: 600; white-space: nowrap; vertical-align: 1px; }
+header { border-bottom: 3px solid #1f2937; padding-bottom: 6px; margin-bottom: 8px; }
+.mono { font-family: "DejaVu Sans Mono", monospace; font-size: 8.5pt; }
+.legend { font-size: 8.5pt; color: #4b5563; margin: 4px 0 0; padding-left: 18px; }
 section.rule { border: 1px solid #d1d5db; border-left-width: 6px; border-radius: 4px;
-  padding: 8px 10px; margin: 12px 0; page-break-inside: avoid; break-inside: avoid; }
-.why { margin: 2px 0 6px; font-weight: 600; }
-.cols { display: flex; gap: 12px; }
-.cols > div { flex: 1; min-width: 0; }
-.charts { display: flex; gap: 10px; margin-top: 6px; }
+  padding: 6px 10px; margin: 10px 0; page-break-inside: avoid; break-inside: avoid; }
+.why { margin: 2px 0 4px; font-weight: 600; }
+.cols { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; }
+.charts { display: grid; grid-template-columns: 3fr 2fr; gap: 14px; margin-top: 4px; }
 .charts figure { margin: 0; }
-.charts figure.age { flex: 3; }
-.charts figure.weeks { flex: 2; }
-figcaption { font-size: 8.5pt; color: #4b5563; }
+.note { font-size: 8.5pt; color: #4b5563; margin: 2px 0; }
+figcaption { font-size: 8.5pt; color: #4b5563; font-weight: 600; }
 svg { width: 100%; height: auto; display: block; }
-footer { margin-top: 14px; font-size: 8.5pt; color: #6b7280; border-top: 1px solid #e5e7eb;
+footer { margin-top: 12px; font-size: 8pt; color: #6b7280; border-top: 1px solid #e5e7eb;
   padding-top: 4px; }
 .warn { color: #b91c1c; font-weight: 600; }
-@media print { body { padding: 0; max-width: none; } section.summary { page-break-after: auto; } }
+@media print { body { padding: 0; max-width: none; } }
 )";
 
 std::string badge(RuleStatus s, const Texts& t) {
@@ -477,7 +494,7 @@ std::string age_svg(const RuleReport& r, const Texts& t) {
     constexpr double k_h = 190;
     constexpr double k_x0 = 8;
     constexpr double k_x1 = 512;
-    constexpr double k_top = 26;
+    constexpr double k_top = 36;
     constexpr double k_base = 150;
     std::string s = "<svg viewBox=\"0 0 " + num(k_w) + " " + num(k_h) +
                     "\" role=\"img\" font-family=\"DejaVu Sans, Arial, sans-serif\">";
@@ -492,8 +509,8 @@ std::string age_svg(const RuleReport& r, const Texts& t) {
     const double bw = (k_x1 - k_x0) / static_cast<double>(n);
     const double limit_x = k_x0 + bw * 8;
     const std::int64_t max = std::max<std::int64_t>(1, *std::max_element(b.begin(), b.end()));
-    s += "<rect x=\"" + num(limit_x) + "\" y=\"" + num(k_top - 8) + "\" width=\"" +
-         num(k_x1 - limit_x) + "\" height=\"" + num(k_base - k_top + 8) + "\" fill=\"#fdecec\"/>";
+    s += "<rect x=\"" + num(limit_x) + "\" y=\"" + num(k_top - 22) + "\" width=\"" +
+         num(k_x1 - limit_x) + "\" height=\"" + num(k_base - k_top + 22) + "\" fill=\"#fdecec\"/>";
     for (std::size_t i = 0; i < n; ++i) {
         const double h = b[i] == 0 ? 0
                                    : std::max(2.0, (k_base - k_top) * static_cast<double>(b[i]) /
@@ -510,10 +527,10 @@ std::string age_svg(const RuleReport& r, const Texts& t) {
     }
     s += "<line x1=\"" + num(k_x0) + "\" y1=\"" + num(k_base) + "\" x2=\"" + num(k_x1) +
          "\" y2=\"" + num(k_base) + "\" stroke=\"#9ca3af\"/>";
-    s += "<line x1=\"" + num(limit_x) + "\" y1=\"" + num(k_top - 14) + "\" x2=\"" + num(limit_x) +
+    s += "<line x1=\"" + num(limit_x) + "\" y1=\"" + num(k_top - 30) + "\" x2=\"" + num(limit_x) +
          "\" y2=\"" + num(k_base + 4) +
          "\" stroke=\"#b91c1c\" stroke-width=\"2\" stroke-dasharray=\"5 3\"/>";
-    s += "<text x=\"" + num(limit_x + 4) + "\" y=\"" + num(k_top - 4) +
+    s += "<text x=\"" + num(limit_x + 4) + "\" y=\"" + num(k_top - 20) +
          "\" font-size=\"11\" font-weight=\"bold\" fill=\"#b91c1c\">" + esc(t.limit_label) + " " +
          esc(r.retain_words.get(t.lang)) + "</text>";
     const std::array<std::pair<std::size_t, const char*>, 5> ticks = {
@@ -605,15 +622,19 @@ std::string render_html(const ReportData& data, const Texts& t) {
     }
     h += "</td></tr>\n</table>\n<ul class=\"legend\">\n";
     for (std::size_t i = 0; i < 5; ++i) {
-        h += "<li><b>" + esc(t.status_words[i]) + "</b> : " + esc(t.status_help[i]) + "</li>\n";
+        h += "<li><b>" + esc(t.status_words[i]) + "</b>" +
+             (t.lang == std::string_view("fr") ? " : " : ": ") + esc(t.status_help[i]) + "</li>\n";
     }
     h += "</ul>\n</header>\n";
 
-    h += "<section class=\"summary\">\n<h2>" + esc(t.summary) + "</h2>\n<table>\n<tr><th>" +
+    h += "<section class=\"summary\">\n<h2>" + esc(t.summary) +
+         "</h2>\n<table>\n<colgroup><col style=\"width:18%\"><col style=\"width:21%\"><col "
+         "style=\"width:14%\"><col style=\"width:11%\"><col style=\"width:8%\"><col "
+         "style=\"width:16%\"><col style=\"width:12%\"></colgroup>\n<tr><th>" +
          esc(t.rule) + "</th><th>" + esc(t.category) + "</th><th>" + esc(t.status) +
          "</th><th class=\"n\">" + esc(t.in_scope) + "</th><th class=\"n\">" + esc(t.due) +
          "</th><th>" + esc(t.oldest) + "</th><th>" + esc(t.last_success) + "</th></tr>\n";
-    for (const auto& r : data.rules) {
+    for (const RuleReport& r : worst_first(data)) {
         h += "<tr><td><a href=\"#rule-" + esc(r.rule) + "\">" + esc(r.rule) + "</a></td><td>" +
              esc(r.category) + "</td><td>" + badge(r.status, t) + "</td><td class=\"n\">" +
              (r.dry ? esc(group(r.dry->in_scope, t)) : "—") + "</td><td class=\"n\">" +
@@ -622,7 +643,7 @@ std::string render_html(const ReportData& data, const Texts& t) {
     }
     h += "</table>\n</section>\n";
 
-    for (const auto& r : data.rules) {
+    for (const RuleReport& r : worst_first(data)) {
         h += "<section class=\"rule\" id=\"rule-" + esc(r.rule) +
              "\" style=\"border-left-color:" + k_status_color[idx(r.status)] + "\">\n";
         h += "<h2>" + esc(r.rule) + " " + badge(r.status, t) + "</h2>\n";
@@ -640,7 +661,7 @@ std::string render_html(const ReportData& data, const Texts& t) {
         kv(t.action, action_words(r, t));
         kv(t.service, r.datastore + " (" + r.kind + ")");
         kv(t.schedule, r.schedule_text);
-        h += "</table>\n</div><div>\n<table class=\"kv\">\n";
+        h += "</table>\n</div><div>\n<table class=\"kv numbers\">\n";
         const auto kn = [&](const char* k, const std::string& v) {
             h += "<tr><th>" + esc(k) + "</th><td class=\"n\">" + esc(v) + "</td></tr>\n";
         };
@@ -657,11 +678,12 @@ std::string render_html(const ReportData& data, const Texts& t) {
         }
         kn(t.last_success, run_when(r.last_success, data, t));
         if (r.last_success) {
-            kn("", run_did(*r.last_success, t));
+            h += "<tr><td colspan=\"2\" class=\"n\">" + esc(run_did(*r.last_success, t)) +
+                 "</td></tr>\n";
         }
         h += "</table>\n</div></div>\n";
         if (r.dry && (!r.dry->counters.empty() || r.notes != 0)) {
-            h += "<p class=\"legend\">";
+            h += "<p class=\"note\">";
             if (!r.dry->counters.empty()) {
                 h += esc(t.counters) + " :";
                 for (const auto& [name, value] : r.dry->counters) {
@@ -674,9 +696,13 @@ std::string render_html(const ReportData& data, const Texts& t) {
             }
             h += "</p>\n";
         }
-        h += "<div class=\"charts\">\n<figure class=\"age\"><figcaption>" + esc(t.age_chart) +
-             "</figcaption>" + age_svg(r, t) + "</figure>\n<figure class=\"weeks\"><figcaption>" +
-             esc(t.purged_week) + "</figcaption>" + weeks_svg(r, t) + "</figure>\n</div>\n";
+        // A store that could not be read has no ages to chart; its past purges still count.
+        if (r.dry || r.purged_in_window != 0) {
+            h += "<div class=\"charts\">\n<figure class=\"age\"><figcaption>" + esc(t.age_chart) +
+                 "</figcaption>" + age_svg(r, t) +
+                 "</figure>\n<figure class=\"weeks\"><figcaption>" + esc(t.purged_week) +
+                 "</figcaption>" + weeks_svg(r, t) + "</figure>\n</div>\n";
+        }
         h += "</section>\n";
     }
     h += "<footer>" + esc(fill(t.footer, {k_version})) + "</footer>\n</body>\n</html>\n";
@@ -735,13 +761,13 @@ std::string render_md(const ReportData& data, const Texts& t) {
     m += "| " + std::string(t.rule) + " | " + t.category + " | " + t.status + " | " + t.in_scope +
          " | " + t.due + " | " + t.oldest + " | " + t.last_success + " |\n";
     m += "|---|---|---|---:|---:|---|---|\n";
-    for (const auto& r : data.rules) {
+    for (const RuleReport& r : worst_first(data)) {
         m += "| " + cell(r.rule) + " | " + cell(r.category) + " | **" +
              t.status_words[idx(r.status)] + "** | " + (r.dry ? group(r.dry->in_scope, t) : "—") +
              " | " + (r.dry ? group(r.dry->due, t) : "—") + " | " + oldest_words(r, t) + " | " +
              run_when(r.last_success, data, t) + " |\n";
     }
-    for (const auto& r : data.rules) {
+    for (const RuleReport& r : worst_first(data)) {
         m += "\n## " + cell(r.rule) + " — " + t.status_words[idx(r.status)] + "\n\n";
         m += cell(status_reason(r, data, t)) + "\n\n";
         m += "| | |\n|---|---|\n";
