@@ -601,7 +601,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         Plan plan;
         std::int64_t total_rows = 0;
         std::int64_t pages = 0;
-        {
+        try {
             pqxx::work tx(*conn);
             try {
                 plan = make_plan(tx, rule, zone_name(ctx));
@@ -635,6 +635,13 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             result.due = counts[1].as<std::int64_t>();
             pages = counts[2].as<std::int64_t>();
             tx.commit();
+        } catch (const pqxx::sql_error& e) {
+            // Counting timed out or the rule's SQL is refused: nothing was touched.
+            result.status = RunResult::Status::failed;
+            result.message = "counting due rows in " + pg.table + " failed (SQLSTATE " +
+                             e.sqlstate() + "): " + first_line(e.what());
+            journal_event("error", {{"sqlstate", e.sqlstate()}});
+            return result;
         }
 
         // Limits, before touching anything.
@@ -715,8 +722,8 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                             : "ctid > " + s.add(after_tid) + "::tid";
                     const auto selected =
                         exec(tx,
-                             "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " + plan.table + " WHERE " +
-                                 lower + " AND ctid < " +
+                             "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " +
+                                 plan.table + " WHERE " + lower + " AND ctid < " +
                                  s.add("(" + std::to_string(range_end) + ",0)") + "::tid AND " +
                                  due_sql(plan, tx, s) + " ORDER BY ctid LIMIT " +
                                  s.add(std::to_string(batch_size)) + "::bigint" +
