@@ -575,6 +575,7 @@ public:
             return true;
         }
         m_ending = m_raw.substr(body.size());
+        m_anon_done = false;
         m_doc = nlohmann::json::parse(body, nullptr, false);
         if (m_doc.is_discarded()) {
             throw ParseError(line(), "invalid JSON");
@@ -622,25 +623,39 @@ public:
         return v == nullptr ? std::string() : scalar(*v);
     }
     bool anonymize(std::string* out) override {
-        bool changed = false;
-        for (const auto& fsg : m_view.rule.anonymize) {
-            const auto* before = lookup(m_doc, dotted(fsg.field));
-            if (before == nullptr || before->is_null()) {
-                continue;
+        // Works on a copy, once per record: the check (pass 1) and the rewrite must agree.
+        if (!m_anon_done) {
+            m_anon_done = true;
+            m_anon_out.clear();
+            nlohmann::json doc = m_doc;
+            bool changed = false;
+            for (const auto& fsg : m_view.rule.anonymize) {
+                const auto path = dotted(fsg.field);
+                const auto* before = lookup(doc, path);
+                if (before == nullptr || before->is_null()) {
+                    continue;
+                }
+                if (before->is_string() &&
+                    looks_anonymized(fsg.strategy, before->get<std::string>(), m_view.key,
+                                     m_view.tz)) {
+                    continue;
+                }
+                const nlohmann::json copy = *before;
+                anonymize_json(doc, fsg, m_view.key, m_view.tz);
+                changed = changed || *lookup(doc, path) != copy;
             }
-            if (before->is_string() &&
-                looks_anonymized(fsg.strategy, before->get<std::string>(), m_view.key, m_view.tz)) {
-                continue;
+            if (changed) {
+                m_anon_out = doc.dump();
+                m_anon_out.append(m_ending);
             }
-            const nlohmann::json copy = *before;
-            anonymize_json(m_doc, fsg, m_view.key, m_view.tz);
-            changed = changed || *lookup(m_doc, dotted(fsg.field)) != copy;
         }
-        if (changed && out != nullptr) {
-            out->append(m_doc.dump());
-            out->append(m_ending);
+        if (m_anon_out.empty()) {
+            return false;
         }
-        return changed;
+        if (out != nullptr) {
+            out->append(m_anon_out);
+        }
+        return true;
     }
 
 private:
@@ -672,6 +687,8 @@ private:
     std::uint64_t m_line = 1;
     bool m_is_record = false;
     nlohmann::json m_doc;
+    bool m_anon_done = false;
+    std::string m_anon_out;
     std::vector<std::string> m_clock_path;
     std::vector<std::string> m_hold_path;
     std::vector<std::string> m_key_path;
@@ -1167,8 +1184,8 @@ private:
                     batches.add(p->key());
                     if (rule.action == Action::anonymize && out) {
                         changed.clear();
-                        p->anonymize(&changed);
-                        out->write(changed);
+                        // decide() said it changes; never drop a record on a disagreement.
+                        out->write(p->anonymize(&changed) ? std::string_view(changed) : p->raw());
                     }
                     continue;
                 }

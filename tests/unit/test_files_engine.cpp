@@ -1,0 +1,528 @@
+// The files engine on real files: byte-exact rewrites, atomic replacement, failure safety.
+#include "contract/contract.hpp"
+
+#include "retentiond/config.hpp"
+#include "retentiond/csv.hpp"
+#include "retentiond/engines.hpp"
+#include "retentiond/timeutil.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace retentiond {
+namespace {
+
+namespace fs = std::filesystem;
+using test::RecordingJournal;
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void spit(const fs::path& p, std::string_view data) {
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary) << data;
+}
+
+std::string fixture(const std::string& name) {
+    return slurp(fs::path(RETENTIOND_SOURCE_DIR) / "tests/fixtures/files" / name);
+}
+
+void set_mtime(const fs::path& p, std::chrono::seconds ago) {
+    const auto t = std::chrono::system_clock::now() - ago;
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch());
+    const timespec times[2] = {{secs.count(), 0}, {secs.count(), 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+struct stat stat_of(const fs::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
+    return st;
+}
+
+// The raw bytes of the records whose first field is not in drop, in order.
+std::string without(std::string_view csv_text, const std::set<std::string>& drop) {
+    csv::Reader reader(csv::string_reader(csv_text));
+    csv::Record rec;
+    std::string out;
+    bool header = true;
+    while (reader.next(rec)) {
+        if (header || rec.blank() || drop.count(rec.value(0)) == 0) {
+            out += rec.raw();
+        }
+        header = false;
+    }
+    return out;
+}
+
+class FilesEngine : public ::testing::Test {
+protected:
+    void SetUp() override {
+        std::string tmpl = (fs::temp_directory_path() / "retentiond-files-XXXXXX").string();
+        ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+        m_dir = tmpl;
+        m_root = m_dir / "root";
+        fs::create_directories(m_root);
+        m_store.name = "exports";
+        m_store.kind = DatastoreKind::files;
+        m_store.root = m_root.string();
+        m_config.daemon.timezone = "Europe/Paris";
+        m_engine = make_files_engine(m_store, m_config);
+    }
+    void TearDown() override {
+        std::error_code ec;
+        fs::remove_all(m_dir, ec);
+    }
+
+    static Rule rule(const std::string& glob, FilesRule::Format format, const std::string& retain) {
+        Rule r;
+        r.name = "forms";
+        r.datastore = "exports";
+        r.kind = DatastoreKind::files;
+        r.retain = parse_duration(retain);
+        r.limits = Limits{std::nullopt, 1.0};
+        FilesRule spec;
+        spec.files = glob;
+        spec.format = format;
+        r.spec = spec;
+        return r;
+    }
+    static Rule tally_rule(const std::string& retain = "2 years") {
+        auto r = rule("**/*.csv", FilesRule::Format::csv, retain);
+        auto& spec = std::get<FilesRule>(r.spec);
+        spec.clock.field = "Submitted at";
+        spec.clock.format = "%Y-%m-%d %H:%M:%S";
+        spec.hold = FilesHold{"Legal hold", "yes"};
+        return r;
+    }
+    static FilesRule& spec(Rule& r) { return std::get<FilesRule>(r.spec); }
+
+    RunContext ctx(BatchJournal* journal) {
+        RunContext c;
+        c.run_id = "test";
+        c.tz = find_zone("Europe/Paris");
+        c.audit_key = &m_key;
+        c.journal = journal;
+        return c;
+    }
+    RunResult purge(const Rule& r) {
+        auto c = ctx(&m_journal);
+        return m_engine->purge(r, c);
+    }
+    DryRun dry(const Rule& r) { return m_engine->dry_run(r, ctx(nullptr)); }
+
+    std::vector<std::string> entries(const fs::path& dir) {
+        std::vector<std::string> names;
+        for (const auto& e : fs::directory_iterator(dir)) {
+            names.push_back(e.path().filename().string());
+        }
+        std::sort(names.begin(), names.end());
+        return names;
+    }
+
+    fs::path m_dir;
+    fs::path m_root;
+    Datastore m_store;
+    Config m_config;
+    std::unique_ptr<Engine> m_engine;
+    RecordingJournal m_journal;
+    Secret m_key{"test-audit-key"};
+};
+
+const char* const k_tally = "exports/Satisfaction_Submissions_2026-01-05.csv";
+
+TEST_F(FilesEngine, RewriteDropsDueRecordsAndKeepsTheOthersByteForByte) {
+    const auto input = fixture("tally_bom_crlf.csv");
+    spit(m_root / k_tally, input);
+    const auto result = purge(tally_rule());
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2);
+    EXPECT_EQ(slurp(m_root / k_tally), without(input, {"mVxA1b", "mVxA5f"}));
+    ASSERT_EQ(m_journal.m_intents.size(), 1U);
+    EXPECT_EQ(m_journal.m_intents[0].target, k_tally);
+    EXPECT_EQ(m_journal.m_intents[0].keys, (std::vector<std::string>{"mVxA1b", "mVxA5f"}));
+    ASSERT_EQ(m_journal.m_outcomes.size(), 1U);
+    EXPECT_TRUE(m_journal.m_outcomes[0].committed);
+    EXPECT_EQ(entries(m_root / "exports").size(), 1U) << "no temp file left behind";
+}
+
+TEST_F(FilesEngine, NothingDueLeavesTheFileUntouched) {
+    spit(m_root / k_tally, fixture("tally_bom_crlf.csv"));
+    set_mtime(m_root / k_tally, std::chrono::hours(24 * 400));
+    const auto before = stat_of(m_root / k_tally);
+    const auto result = purge(tally_rule("30 years"));
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 0);
+    const auto after = stat_of(m_root / k_tally);
+    EXPECT_EQ(after.st_ino, before.st_ino);
+    EXPECT_EQ(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+    EXPECT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+    EXPECT_TRUE(m_journal.m_intents.empty());
+}
+
+TEST_F(FilesEngine, RewrittenFileKeepsModeAndOwner) {
+    spit(m_root / k_tally, fixture("tally_bom_crlf.csv"));
+    ASSERT_EQ(::chmod((m_root / k_tally).c_str(), 0640), 0);
+    const bool root = ::geteuid() == 0;
+    if (root) {
+        ASSERT_EQ(::chown((m_root / k_tally).c_str(), 4321, 4322), 0);
+    }
+    const auto before = stat_of(m_root / k_tally);
+    ASSERT_EQ(purge(tally_rule()).processed, 2);
+    const auto after = stat_of(m_root / k_tally);
+    EXPECT_NE(after.st_ino, before.st_ino) << "replaced by rename";
+    EXPECT_EQ(after.st_mode & 07777, 0640U);
+    EXPECT_EQ(after.st_uid, before.st_uid);
+    EXPECT_EQ(after.st_gid, before.st_gid);
+}
+
+TEST_F(FilesEngine, DiskFullLeavesTheOriginalAndNoTempFile) {
+    std::string big = "\"Submission ID\",\"Submitted at\",\"Email\",\"Commentaire\"\n";
+    for (int i = 0; i < 4000; ++i) {
+        big += "id" + std::to_string(i) + "," + (i % 10 == 0 ? "2020" : "2099") +
+               "-01-01 00:00:00,x" + std::to_string(i) + "@example.fr,\"texte, \"\"libre\"\"\n" +
+               std::string(40, 'z') + "\"\n";
+    }
+    spit(m_root / "big.csv", big);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        // The child writes with a 64 KiB file size limit: write(2) fails with EFBIG.
+        ::signal(SIGXFSZ, SIG_IGN);
+        const rlimit lim{64 * 1024, 64 * 1024};
+        ::setrlimit(RLIMIT_FSIZE, &lim);
+        RecordingJournal journal;
+        auto c = ctx(&journal);
+        const auto result = m_engine->purge(r, c);
+        const bool ok = result.status == RunResult::Status::failed && !result.data_error &&
+                        result.message.find("big.csv") != std::string::npos &&
+                        result.processed == 0 && journal.m_outcomes.size() == 1 &&
+                        !journal.m_outcomes[0].committed;
+        ::_exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "the run must fail naming the file, journaling no commit";
+    EXPECT_EQ(slurp(m_root / "big.csv"), big);
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"big.csv"}));
+}
+
+TEST_F(FilesEngine, UnparseableRecordsLeaveTheFileUnchangedAndNameTheLine) {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"unterminated.csv", "unterminated.csv:3: unterminated quoted field"},
+        {"wrong_field_count.csv", "wrong_field_count.csv:3: 4 fields, the header has 3"},
+        {"bad_timestamp.csv",
+         "bad_timestamp.csv:3: unparseable timestamp in column \"Submitted at\""},
+    };
+    for (const auto& [name, expected] : cases) {
+        spit(m_root / name, fixture(name));
+    }
+    const std::string good = "\"Submission ID\",\"Submitted at\",\"Email\"\ng1,2020-01-01 00:00:00,"
+                             "g@example.fr\ng2,2099-01-01 00:00:00,h@example.fr\n";
+    spit(m_root / "good.csv", good);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+
+    const auto d = dry(r);
+    EXPECT_EQ(d.counters.at("files"), 4);
+    EXPECT_EQ(d.counters.at("files.unparseable"), 3);
+    EXPECT_EQ(d.unparseable, 3);
+    EXPECT_EQ(d.due, 1);
+
+    const auto result = purge(r);
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_TRUE(result.data_error);
+    EXPECT_EQ(result.processed, 1) << "the good file is still processed";
+    for (const auto& [name, expected] : cases) {
+        EXPECT_EQ(slurp(m_root / name), fixture(name)) << name;
+        EXPECT_NE(result.message.find(expected), std::string::npos) << result.message;
+        EXPECT_TRUE(std::find(d.notes.begin(), d.notes.end(), expected) != d.notes.end())
+            << expected;
+    }
+    EXPECT_EQ(result.message.find("example.fr"), std::string::npos) << "never content";
+    EXPECT_EQ(slurp(m_root / "good.csv"), without(good, {"g1"}));
+}
+
+TEST_F(FilesEngine, SymlinksAreNotFollowedOutOfTheRoot) {
+    const auto outside = m_dir / "outside";
+    const std::string data = "\"Submission ID\",\"Submitted at\"\no1,2020-01-01 00:00:00\n";
+    spit(outside / "secret.csv", data);
+    fs::create_symlink(outside / "secret.csv", m_root / "link.csv");
+    fs::create_directory_symlink(outside, m_root / "linkdir");
+    auto r = rule("**/*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    const auto d = dry(r);
+    EXPECT_EQ(d.in_scope, 0);
+    EXPECT_TRUE(std::find(d.notes.begin(), d.notes.end(),
+                          "link.csv: symbolic link out of the datastore root, skipped") !=
+                d.notes.end());
+    const auto result = purge(r);
+    EXPECT_EQ(result.status, RunResult::Status::ok);
+    EXPECT_EQ(result.processed, 0);
+    EXPECT_EQ(slurp(outside / "secret.csv"), data);
+    EXPECT_TRUE(fs::is_symlink(m_root / "link.csv"));
+}
+
+TEST_F(FilesEngine, GlobDoubleStarSpansDirectories) {
+    const std::string data = "\"Submission ID\",\"Submitted at\"\nz,2020-01-01 00:00:00\n";
+    for (const auto* p : {"top.csv", "a/one.csv", "a/b/c/deep.csv", "a/skip.txt", ".hidden.csv"}) {
+        spit(m_root / p, data);
+    }
+    auto r = rule("**/*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    EXPECT_EQ(dry(r).counters.at("files"), 3);
+    spec(r).files = "a/*.csv";
+    EXPECT_EQ(dry(r).counters.at("files"), 1);
+    spec(r).files = "a/**/deep.csv";
+    EXPECT_EQ(dry(r).counters.at("files"), 1);
+}
+
+TEST_F(FilesEngine, SemicolonExportWithLineBreaks) {
+    const auto input = fixture("semicolon.csv");
+    spit(m_root / "s.csv", input);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    EXPECT_EQ(purge(r).processed, 2);
+    EXPECT_EQ(slurp(m_root / "s.csv"), without(input, {"a1", "a3"}));
+}
+
+TEST_F(FilesEngine, AnonymizeRewritesOnlyTheListedFieldsOnce) {
+    const auto input = fixture("tally_bom_crlf.csv");
+    spit(m_root / k_tally, input);
+    auto r = tally_rule();
+    r.action = Action::anonymize;
+    Strategy email;
+    email.kind = Strategy::Kind::email_domain;
+    Strategy null;
+    null.kind = Strategy::Kind::null_value;
+    r.anonymize = {{"Email", email, {}}, {"Prénom", null, {}}};
+    const auto result = purge(r);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2);
+    ASSERT_EQ(m_journal.m_intents.size(), 1U);
+    EXPECT_EQ(m_journal.m_intents[0].action, "anonymize");
+
+    const auto output = slurp(m_root / k_tally);
+    csv::Reader before(csv::string_reader(input));
+    csv::Reader after(csv::string_reader(output));
+    csv::Record a;
+    csv::Record b;
+    while (before.next(a)) {
+        ASSERT_TRUE(after.next(b));
+        const auto key = a.blank() ? std::string() : a.value(0);
+        if (key != "mVxA1b" && key != "mVxA5f") {
+            EXPECT_EQ(a.raw(), b.raw()) << "untouched record " << key;
+            continue;
+        }
+        ASSERT_EQ(a.size(), b.size());
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            if (i == 3) {
+                EXPECT_EQ(b.value(i), "");
+            } else if (i == 4) {
+                EXPECT_EQ(b.value(i).substr(0, 5), "anon-");
+                EXPECT_EQ(b.value(i).substr(b.value(i).find('@')),
+                          a.value(i).substr(a.value(i).find('@')));
+            } else {
+                EXPECT_EQ(a.raw_field(i), b.raw_field(i)) << "field " << i << " of " << key;
+            }
+        }
+        EXPECT_EQ(a.line_ending(), b.line_ending());
+    }
+    EXPECT_FALSE(after.next(b));
+
+    // Idempotent: the second run finds the records anonymized and does not rewrite the file.
+    const auto st = stat_of(m_root / k_tally);
+    const auto again = purge(r);
+    EXPECT_EQ(again.processed, 0);
+    EXPECT_EQ(stat_of(m_root / k_tally).st_ino, st.st_ino);
+    EXPECT_EQ(m_engine->records_present(r, k_tally, {"mVxA1b"}), Presence::absent);
+}
+
+TEST_F(FilesEngine, AFileWithNoRecordLeftIsDeleted) {
+    spit(m_root / "old.csv", "\"Submission ID\",\"Submitted at\"\r\nx1,2020-01-01 00:00:00\r\n"
+                             "\r\nx2,2019-01-01 00:00:00");
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    const auto result = purge(r);
+    EXPECT_EQ(result.processed, 2);
+    EXPECT_EQ(result.counters.at("files.deleted"), 1);
+    EXPECT_FALSE(fs::exists(m_root / "old.csv"));
+    ASSERT_EQ(m_journal.m_intents.size(), 1U);
+    EXPECT_EQ(m_journal.m_intents[0].keys, (std::vector<std::string>{"x1", "x2"}));
+    EXPECT_EQ(m_engine->records_present(r, "old.csv", {"x1"}), Presence::absent);
+}
+
+// A journal that appends to the file while the rewrite is in flight (its intent is written
+// before the rename), like an export tool writing at the wrong moment.
+class MeddlingJournal : public RecordingJournal {
+public:
+    explicit MeddlingJournal(fs::path p) : m_path(std::move(p)) {}
+    std::string intent(const BatchIntent& batch) override {
+        std::ofstream(m_path, std::ios::binary | std::ios::app) << "late,2099-01-01 00:00:00\n";
+        return RecordingJournal::intent(batch);
+    }
+    fs::path m_path;
+};
+
+TEST_F(FilesEngine, AFileChangedDuringTheRewriteIsLeftForTheNextRun) {
+    const std::string data = "\"Submission ID\",\"Submitted at\"\nx1,2020-01-01 00:00:00\n"
+                             "x2,2099-01-01 00:00:00\n";
+    spit(m_root / "live.csv", data);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    MeddlingJournal journal(m_root / "live.csv");
+    auto c = ctx(&journal);
+    const auto result = m_engine->purge(r, c);
+    EXPECT_EQ(result.processed, 0);
+    EXPECT_EQ(result.counters.at("files.changed_during_rewrite"), 1);
+    EXPECT_EQ(slurp(m_root / "live.csv"), data + "late,2099-01-01 00:00:00\n");
+    ASSERT_EQ(journal.m_outcomes.size(), 1U);
+    EXPECT_FALSE(journal.m_outcomes[0].committed);
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"live.csv"}));
+}
+
+TEST_F(FilesEngine, JsonLinesWithDottedPaths) {
+    const auto input = fixture("submissions.jsonl");
+    spit(m_root / "subs.jsonl", input);
+    auto r = rule("*.jsonl", FilesRule::Format::jsonl, "2 years");
+    spec(r).clock.field = "meta.submitted";
+    spec(r).hold = FilesHold{"meta.hold", "true"};
+    const auto d = dry(r);
+    EXPECT_EQ(d.in_scope, 5);
+    EXPECT_EQ(d.due, 2);
+    EXPECT_EQ(d.held, 1);
+    EXPECT_EQ(d.no_clock, 1);
+
+    const auto result = purge(r);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2);
+    // s1 and s5 (epoch seconds, last line without a line ending) go; the rest is kept verbatim.
+    std::vector<std::string> lines;
+    std::size_t start = 0;
+    while (start < input.size()) {
+        const auto nl = input.find('\n', start);
+        const auto end = nl == std::string::npos ? input.size() : nl + 1;
+        lines.push_back(input.substr(start, end - start));
+        start = end;
+    }
+    ASSERT_EQ(lines.size(), 6U);
+    EXPECT_EQ(slurp(m_root / "subs.jsonl"), lines[1] + lines[2] + lines[3] + lines[4]);
+    EXPECT_EQ(m_journal.m_intents.at(0).keys, (std::vector<std::string>{"s1", "s5"}));
+}
+
+TEST_F(FilesEngine, JsonLinesAnonymizeByDottedPath) {
+    const auto input = fixture("submissions.jsonl");
+    spit(m_root / "subs.jsonl", input);
+    auto r = rule("*.jsonl", FilesRule::Format::jsonl, "2 years");
+    spec(r).clock.field = "meta.submitted";
+    r.action = Action::anonymize;
+    Strategy email;
+    email.kind = Strategy::Kind::email_domain;
+    Strategy ip;
+    ip.kind = Strategy::Kind::truncate_ip;
+    r.anonymize = {{"user.email", email, {}}, {"user.ip", ip, {}}};
+    EXPECT_EQ(purge(r).processed, 3); // s1, s3 (no hold in this rule), s5
+    std::istringstream out(slurp(m_root / "subs.jsonl"));
+    std::string line;
+    std::map<std::string, nlohmann::json> docs;
+    while (std::getline(out, line)) {
+        if (line.find('{') != std::string::npos) {
+            auto j = nlohmann::json::parse(line);
+            docs[j["id"].get<std::string>()] = j;
+        }
+    }
+    EXPECT_EQ(docs["s1"]["user"]["ip"], "192.0.2.0");
+    EXPECT_EQ(docs["s1"]["user"]["email"].get<std::string>().substr(0, 5), "anon-");
+    EXPECT_EQ(docs["s5"]["user"]["ip"], "198.51.100.0");
+    EXPECT_EQ(docs["s2"]["user"]["email"], "b@example.fr");
+    EXPECT_NE(slurp(m_root / "subs.jsonl")
+                  .find("{\"user\": {\"email\": \"b@example.fr\", \"ip\": \"2001:db8:1:2::5\"}"),
+              std::string::npos)
+        << "untouched lines keep their bytes";
+    EXPECT_EQ(purge(r).processed, 0) << "idempotent";
+}
+
+TEST_F(FilesEngine, InvalidJsonLineLeavesTheFileUnchanged) {
+    spit(m_root / "bad.jsonl", fixture("invalid.jsonl"));
+    auto r = rule("*.jsonl", FilesRule::Format::jsonl, "2 years");
+    spec(r).clock.field = "t";
+    const auto result = purge(r);
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_NE(result.message.find("bad.jsonl:2: invalid JSON"), std::string::npos)
+        << result.message;
+    EXPECT_EQ(slurp(m_root / "bad.jsonl"), fixture("invalid.jsonl"));
+}
+
+TEST_F(FilesEngine, WholeFilesByModificationTime) {
+    spit(m_root / "logs/old.log", "x");
+    spit(m_root / "logs/new.log", "y");
+    set_mtime(m_root / "logs/old.log", std::chrono::hours(24 * 800));
+    auto r = rule("logs/*.log", FilesRule::Format::whole, "2 years");
+    spec(r).clock.kind = FilesClock::Kind::mtime;
+    const auto d = dry(r);
+    EXPECT_EQ(d.in_scope, 2);
+    EXPECT_EQ(d.due, 1);
+    const auto result = purge(r);
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_EQ(entries(m_root / "logs"), (std::vector<std::string>{"new.log"}));
+    ASSERT_EQ(m_journal.m_intents.size(), 1U);
+    EXPECT_EQ(m_journal.m_intents[0].keys, (std::vector<std::string>{"logs/old.log"}));
+    EXPECT_EQ(
+        m_engine->records_present(r, m_journal.m_intents[0].target, m_journal.m_intents[0].keys),
+        Presence::absent);
+}
+
+TEST_F(FilesEngine, WholeTallyExportsByTheDateInTheirName) {
+    for (const auto* name : {"Satisfaction_Submissions_2020-05-01.csv",
+                             "Satisfaction_Submissions_2099-05-01.csv", "README.csv"}) {
+        spit(m_root / name, "a\n");
+    }
+    auto r = rule("*.csv", FilesRule::Format::whole, "2 years");
+    spec(r).clock.kind = FilesClock::Kind::filename;
+    spec(r).clock.filename = "_Submissions_(\\d{4}-\\d{2}-\\d{2})\\.csv$";
+    spec(r).clock.format = "%Y-%m-%d";
+    const auto d = dry(r);
+    EXPECT_EQ(d.due, 1);
+    EXPECT_EQ(d.no_clock, 1);
+    EXPECT_EQ(purge(r).processed, 1);
+    EXPECT_EQ(entries(m_root),
+              (std::vector<std::string>{"README.csv", "Satisfaction_Submissions_2099-05-01.csv"}));
+}
+
+TEST_F(FilesEngine, PhpSessionDirectoryWithTheExamplePolicy) {
+    const auto config =
+        load_config(std::string(RETENTIOND_SOURCE_DIR) + "/policies/examples/php-sessions.yaml",
+                    [](const std::string&) { return std::nullopt; });
+    const Rule* r = config.find_rule("php-sessions");
+    ASSERT_NE(r, nullptr);
+    spit(m_root / "sess_0a1b2c", "user|s:5:\"alice\";");
+    spit(m_root / "sess_9f8e7d", "user|s:3:\"bob\";");
+    spit(m_root / "php_errors.log", "x");
+    set_mtime(m_root / "sess_0a1b2c", std::chrono::hours(30));
+    set_mtime(m_root / "sess_9f8e7d", std::chrono::minutes(10));
+    set_mtime(m_root / "php_errors.log", std::chrono::hours(24 * 90));
+    const auto result = purge(*r);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"php_errors.log", "sess_9f8e7d"}));
+}
+
+} // namespace
+} // namespace retentiond
