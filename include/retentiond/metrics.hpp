@@ -64,7 +64,8 @@ using HttpHandler = std::function<HttpResponse(std::string_view target)>;
 
 class MetricsServer {
 public:
-    // Binds now: throws std::system_error when the address is taken.
+    // Binds now: throws boost::system::system_error (a std::runtime_error) when the address
+    // is taken.
     MetricsServer(boost::asio::io_context& io, const ListenAddress& address, HttpHandler handler);
     ~MetricsServer();
     MetricsServer(const MetricsServer&) = delete;
