@@ -93,8 +93,12 @@ struct RuleHistory {
     std::optional<RunInfo> last_success;
     std::map<std::string, std::int64_t> weeks;
 
-    RunInfo& touch(const std::string& run_id, std::optional<TimePoint> at) {
-        if (current && current->run_id != run_id) {
+    // The run a line belongs to. A daemon writes every line under its one run id, so a rule's
+    // runs are also told apart by a pause longer than half its schedule period.
+    RunInfo& touch(const std::string& run_id, std::optional<TimePoint> at,
+                   std::chrono::microseconds gap) {
+        const bool paused = at && current && current->at && *at - *current->at > gap;
+        if (current && (current->run_id != run_id || paused)) {
             if (current->ok) {
                 last_success = std::move(*current);
             }
@@ -177,11 +181,43 @@ private:
         return parse_timestamp(ts, "", m_tz);
     }
 
+    // "max_rows (due 1200, max_rows 1000)": an event's own message, else its reason and numbers.
+    static std::string event_message(const nlohmann::json& j) {
+        auto text = str_field(j, {"message"});
+        if (!text.empty()) {
+            return mask_personal(text);
+        }
+        text = str_field(j, {"reason"});
+        std::string details;
+        for (const auto& [key, value] : j.items()) {
+            if (value.is_number() && key != "seq" && key != "v") {
+                details += (details.empty() ? "" : ", ") + key + " " + value.dump();
+            }
+        }
+        if (!details.empty()) {
+            text += (text.empty() ? "(" : " (") + details + ")";
+        }
+        return mask_personal(text);
+    }
+
+    RunInfo& touch(const std::string& rule, const std::string& run, std::optional<TimePoint> at) {
+        std::chrono::microseconds gap = std::chrono::hours(12);
+        if (const auto it = m_rules.find(rule); it != m_rules.end()) {
+            gap = std::max<std::chrono::microseconds>(std::chrono::minutes(1),
+                                                      it->second->schedule.period() / 2);
+        }
+        return m_history[rule].touch(run, at, gap);
+    }
+
     void handle(const nlohmann::json& j) {
         const auto type = str_field(j, {"type"});
         const auto run = str_field(j, {"run", "run_id"});
         const auto at = ts_of(j);
-        if (type == "intent") {
+        if (type == "run_start") {
+            if (str_field(j, {"mode"}) == "daemon") {
+                m_daemon_runs.insert(run);
+            }
+        } else if (type == "intent") {
             const auto batch = str_field(j, {"batch", "batch_id"});
             const auto rule = str_field(j, {"rule"});
             if (!batch.empty() && !rule.empty()) {
@@ -191,7 +227,7 @@ private:
                                           str_field(j, {"action"}), str_field(j, {"target"}))};
             }
             if (!rule.empty()) {
-                m_history[rule].touch(run, at);
+                touch(rule, run, at);
             }
         } else if (type == "outcome") {
             const auto batch = str_field(j, {"batch", "batch_id"});
@@ -210,56 +246,63 @@ private:
             if (rule.empty()) {
                 return;
             }
+            auto& info = touch(rule, run, at);
             const auto committed = j.find("committed");
-            if (committed == j.end() || !committed->is_boolean() || !committed->get<bool>()) {
-                m_history[rule].touch(run, at);
+            if (committed == j.end() || !committed->is_boolean() || !committed->get<bool>() ||
+                !counts) {
                 return;
             }
             const std::int64_t count = int_field(j, "count");
-            auto& history = m_history[rule];
-            auto& info = history.touch(run, at);
-            if (counts) {
-                info.processed += count;
-                ++info.batches;
-                if (at) {
-                    const auto week = iso_week_of(*at, m_tz);
-                    if (m_window.count(week) != 0) {
-                        history.weeks[week] += count;
-                    }
+            info.processed += count;
+            ++info.batches;
+            if (at) {
+                const auto week = iso_week_of(*at, m_tz);
+                if (m_window.count(week) != 0) {
+                    m_history[rule].weeks[week] += count;
                 }
             }
-        } else if (type == "error" || type == "refusal") {
+        } else if (type == "error" || type == "refusal" || type == "refused") {
             const auto rule = str_field(j, {"rule"});
             if (rule.empty()) {
                 return;
             }
-            auto& info = m_history[rule].touch(run, at);
+            auto& info = touch(rule, run, at);
             info.ok = false;
-            info.failure = type;
-            info.message = mask_personal(str_field(j, {"message", "reason"}));
-        } else if (type == "run_end") {
-            for (const char* key : {"summary", "rules"}) {
-                const auto it = j.find(key);
-                if (it == j.end() || !it->is_array()) {
-                    continue;
-                }
-                for (const auto& entry : *it) {
-                    const auto rule = entry.is_object() ? str_field(entry, {"rule"}) : "";
-                    if (rule.empty()) {
-                        continue;
-                    }
-                    auto& info = m_history[rule].touch(run, at);
-                    const auto ok = entry.find("ok");
-                    if (ok != entry.end() && ok->is_boolean() && !ok->get<bool>()) {
-                        if (info.ok) {
-                            info.failure = "error";
-                        }
-                        info.ok = false;
-                    }
-                    info.processed = std::max(info.processed, int_field(entry, "processed"));
+            info.failure = type == "error" ? "error" : "refusal";
+            info.message = event_message(j);
+        } else if (type == "rule_end") {
+            // One rule's run as a whole, when the writer records it (a daemon run has no
+            // per-rule run_end otherwise).
+            const auto rule = str_field(j, {"rule"});
+            if (rule.empty()) {
+                return;
+            }
+            auto& info = touch(rule, run, at);
+            apply_summary(info, j);
+        } else if (type == "run_end" && m_daemon_runs.count(run) == 0) {
+            // A daemon's run_end sums its whole lifetime: not one run of each rule.
+            const auto it = j.find("summary");
+            if (it == j.end() || !it->is_array()) {
+                return;
+            }
+            for (const auto& entry : *it) {
+                const auto rule = entry.is_object() ? str_field(entry, {"rule"}) : "";
+                if (!rule.empty()) {
+                    apply_summary(touch(rule, run, at), entry);
                 }
             }
         }
+    }
+
+    static void apply_summary(RunInfo& info, const nlohmann::json& entry) {
+        const auto ok = entry.find("ok");
+        if (ok != entry.end() && ok->is_boolean() && !ok->get<bool>()) {
+            if (info.ok) {
+                info.failure = "error";
+            }
+            info.ok = false;
+        }
+        info.processed = std::max(info.processed, int_field(entry, "processed"));
     }
 
     const Config& m_config;
@@ -267,6 +310,7 @@ private:
     const date::time_zone* m_tz = nullptr;
     std::unordered_map<std::string, const Rule*> m_rules;
     std::map<std::string, RuleHistory> m_history;
+    std::set<std::string> m_daemon_runs;
     // Intents without their outcome yet; an outcome erases its intent, so this stays small.
     std::unordered_map<std::string, PendingBatch> m_pending;
 };

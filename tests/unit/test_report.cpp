@@ -552,6 +552,57 @@ TEST_F(ReportTest, OnlyTheLatestRunOfARuleDecidesFailing) {
     EXPECT_NE(md.find("Last run failed (2026-08-14 03:00)"), std::string::npos) << md;
 }
 
+TEST_F(ReportTest, DaemonRunsAreSplitByPauses) {
+    // A daemon writes every line under one run id and sums its lifetime in run_end.
+    const std::string rule = "dora-inactive-accounts";
+    const std::string d = "20260801T000000Z-dddd0001";
+    std::string log = line(
+        {{"type", "run_start"}, {"run", d}, {"ts", "2026-08-01T00:00:00Z"}, {"mode", "daemon"}});
+    log += line({{"type", "refused"},
+                 {"run", d},
+                 {"ts", "2026-08-12T01:00:00Z"},
+                 {"rule", rule},
+                 {"reason", "max_rows"},
+                 {"due", 1200},
+                 {"max_rows", 1000}});
+    auto data =
+        build_report_data(m_config, fixture_dries(m_config), m_dir.write("d1.jsonl", log), k_now);
+    EXPECT_EQ(data.rules[0].status, RuleStatus::failing);
+    EXPECT_EQ(data.rules[0].last_run->message, "max_rows (due 1200, max_rows 1000)");
+
+    // The next day's run of the same rule commits a batch: a new run, successful.
+    log += line({{"type", "intent"},
+                 {"run", d},
+                 {"ts", "2026-08-13T01:00:00Z"},
+                 {"rule", rule},
+                 {"batch", d + "-1"},
+                 {"target", "public.users_user"},
+                 {"action", "delete"},
+                 {"count", 1000}});
+    log += line({{"type", "outcome"},
+                 {"run", d},
+                 {"ts", "2026-08-13T01:00:01Z"},
+                 {"batch", d + "-1"},
+                 {"committed", true},
+                 {"count", 1000}});
+    log += line({{"type", "skipped"},
+                 {"run", d},
+                 {"ts", "2026-08-13T02:00:00Z"},
+                 {"rule", rule},
+                 {"reason", "running on another host (advisory lock)"}});
+    log += line({{"type", "run_end"},
+                 {"run", d},
+                 {"ts", "2026-08-13T05:00:00Z"},
+                 {"status", "ok"},
+                 {"summary", {{{"rule", rule}, {"processed", 987654}, {"failures", 3}}}}});
+    data =
+        build_report_data(m_config, fixture_dries(m_config), m_dir.write("d2.jsonl", log), k_now);
+    EXPECT_EQ(data.rules[0].status, RuleStatus::compliant);
+    ASSERT_TRUE(data.rules[0].last_success);
+    EXPECT_EQ(data.rules[0].last_success->processed, 1000); // not the lifetime total
+    EXPECT_EQ(data.rules[0].purged_in_window, 1000);
+}
+
 TEST_F(ReportTest, PolicyTextsAreEscaped) {
     m_config.rules[0].category = "Compte <b>\"x\" & 'y'</b> | z";
     m_config.rules[0].legal_basis = "<script>alert(1)</script>";
