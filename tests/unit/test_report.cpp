@@ -678,8 +678,9 @@ TEST_F(ReportTest, ChromiumRendersTheHtml) {
     EXPECT_EQ(be32(20), 1400u); // IHDR height
     // A blank 1000x1400 page compresses to a few kilobytes; text and charts do not.
     EXPECT_GT(bytes.size(), 40000u);
+    // Console messages are logged as "[...:INFO:CONSOLE:1] \"text\", source: ..." lines.
     const auto console = test::read_file(log);
-    EXPECT_EQ(console.find("CONSOLE("), std::string::npos) << console;
+    EXPECT_EQ(console.find(":CONSOLE"), std::string::npos) << console;
     if (const char* out = std::getenv("RETENTIOND_REPORT_EXAMPLE")) {
         std::filesystem::copy_file(png, out, std::filesystem::copy_options::overwrite_existing);
         std::filesystem::copy_file(html, std::string(out) + ".html",
