@@ -395,8 +395,23 @@ TEST_F(DaemonTest, SigtermMidPurgeFinishesTheBatchAndLeavesAnIntactLog) {
     const auto cfg =
         m_dir.write("retentiond.yaml",
                     config(audit, "off", "    batch_size: 1\n    sleep_between_batches: PT0.2S\n"));
-    Daemon d(cfg, m_dir.file("daemon.log"), {});
+    NotifySocket notify(m_dir.file("notify.sock"));
+    // WatchdogSec=0.4s: the daemon must ping every 0.2 s even while the worker purges.
+    Daemon d(cfg, m_dir.file("daemon.log"),
+             {{"NOTIFY_SOCKET", notify.path()}, {"WATCHDOG_USEC", "400000"}});
     ASSERT_TRUE(wait_for([&] { return due_left() <= 37; }, 15s)) << d.log();
+    const auto progress = notify.find("STATUS=purging old-items: ");
+    ASSERT_TRUE(progress.has_value());
+    EXPECT_TRUE(wait_for(
+        [&] {
+            std::size_t pings = 0;
+            for (auto i = notify.find("WATCHDOG=1", *progress); i;
+                 i = notify.find("WATCHDOG=1", *i + 1)) {
+                ++pings;
+            }
+            return pings >= 3 && due_left() > 0;
+        },
+        3s));
     d.signal(SIGTERM);
     const auto stopped_at = std::chrono::steady_clock::now();
     EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
