@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# PostgreSQL purge bench (issue 3). Starts a throwaway PostgreSQL 15 cluster, loads an accounts
+# table of N rows (default 2,000,000; half with last_login older than 12 months, index on
+# last_login) into a template database, and measures on a fresh copy each time:
+#   (a) one plain  DELETE FROM accounts WHERE last_login < now() - interval '12 months'
+#   (b) retentiond's engine purge of the same rows, batch_size 10000, and the ratio b/a
+#   (c) one plain  UPDATE ... SET email = NULL, first_name = ''  of the same rows
+#   (d) retentiond's anonymize (same two fields, in SQL), and the ratio d/c
+#   (e) pgbench (read-write, TPC-B-like, on its own tables) TPS and p99 latency: idle, during
+#       retentiond's purge, during the plain DELETE.
+# Peak RSS of the driver comes from /usr/bin/time -v (Debian package `time`).
+# The driver (bench/pg_purge_bench.cpp) is compiled here with -O2 together with the engine source,
+# linked against BUILD_DIR's libretentiond_core.a for the rest.
+#
+# usage: bench/pg_purge.sh [N]     env: BUILD_DIR (default build), PGBENCH_SECONDS (default 10)
+set -euo pipefail
+
+N=${1:-2000000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+PGBIN=/usr/lib/postgresql/15/bin
+SECS=${PGBENCH_SECONDS:-10}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/retentiond-pg-bench-XXXXXX")
+chmod 755 "$WORK"
+DATA=$WORK/data
+PORT=5433
+AS_PG=()
+if [ "$(id -u)" = 0 ]; then
+    chown postgres "$WORK"
+    AS_PG=(runuser -u postgres --)
+fi
+STARTED=
+
+cleanup() {
+    if [ -n "$STARTED" ]; then
+        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in g++ pkg-config awk psql pgbench; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 69; }
+done
+[ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 69; }
+[ -f "$BUILD_DIR/libretentiond_core.a" ] || { echo "build retentiond_core in $BUILD_DIR first" >&2; exit 69; }
+
+DRIVER=$WORK/pg_purge_bench
+g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$BUILD_DIR/generated" \
+    "$ROOT/bench/pg_purge_bench.cpp" "$ROOT/daemon/postgres_engine.cpp" \
+    "$BUILD_DIR/libretentiond_core.a" \
+    -o "$DRIVER" $(pkg-config --libs libpqxx hiredis libsystemd yaml-cpp) -lpq -lspdlog -lfmt \
+    -ldate-tz -lcrypto -lpthread
+
+"${AS_PG[@]}" "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust --no-sync >/dev/null
+# Durable commits (fsync on) as in production; big WAL so checkpoints do not land mid-measure.
+cat >>"$DATA/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$WORK'
+port = $PORT
+shared_buffers = 256MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+EOF
+"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$WORK/server.log" -w start >/dev/null
+STARTED=1
+
+dsn() { echo "host=$WORK port=$PORT user=postgres dbname=$1 options=-cclient_min_messages=warning"; }
+sql() { psql -X -q -v ON_ERROR_STOP=1 "$(dsn "$1")" -c "$2"; }
+now() { date +%s.%N; }
+
+echo "loading $N accounts..."
+sql postgres "CREATE DATABASE src"
+sql src "CREATE TABLE accounts (id bigint PRIMARY KEY, email text, first_name text,
+           last_name text, last_login timestamptz, date_joined timestamptz NOT NULL,
+           is_staff boolean NOT NULL DEFAULT false)"
+sql src "INSERT INTO accounts SELECT g, 'user' || g || '@example.org', 'First' || g,
+           'Last' || g,
+           now() - interval '1 day' * (CASE WHEN g % 2 = 0 THEN 370 + g % 300 ELSE g % 300 END),
+           now() - interval '3 years' FROM generate_series(1, $N) g"
+sql src "CREATE INDEX accounts_last_login ON accounts (last_login)"
+sql src "VACUUM ANALYZE accounts"
+pgbench -i -q -s 10 "$(dsn src)" >/dev/null 2>&1
+sql src "CHECKPOINT"
+
+fresh() { # a copy of the template, so every measure starts from the same table
+    sql postgres "DROP DATABASE IF EXISTS $1"
+    sql postgres "CREATE DATABASE $1 TEMPLATE src"
+    sql "$1" "CHECKPOINT"
+}
+timed_sql() { local t0; t0=$(now); sql "$1" "$2"; awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
+run_driver() { # db action -> sets DRV_SECS, DRV_RSS_KB
+    /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "$(dsn "$1")" accounts "$2" 10000 >"$WORK/drv.txt"
+    DRV_SECS=$(awk '{for(i=1;i<NF;i++) if($i=="seconds") print $(i+1)}' "$WORK/drv.txt")
+    DRV_RSS_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
+    DRV_ROWS=$(awk '{print $2}' "$WORK/drv.txt")
+}
+DUE="last_login < now() - interval '12 months'"
+
+fresh m1; PLAIN_DEL=$(timed_sql m1 "DELETE FROM accounts WHERE $DUE")
+fresh m2; run_driver m2 delete; ENG_DEL=$DRV_SECS; RSS_DEL=$DRV_RSS_KB; ROWS_DEL=$DRV_ROWS
+fresh m3; PLAIN_UPD=$(timed_sql m3 "UPDATE accounts SET email = NULL, first_name = '' WHERE $DUE")
+fresh m4; run_driver m4 anonymize; ENG_UPD=$DRV_SECS; RSS_UPD=$DRV_RSS_KB; ROWS_UPD=$DRV_ROWS
+
+# pgbench: TPS and p99 (from the per-transaction log) over SECS seconds.
+pgbench_run() { # db tag
+    rm -f "$WORK"/pgbench_log.*
+    (cd "$WORK" && pgbench -n -c 4 -j 2 -T "$SECS" -l --log-prefix="$WORK/pgbench_log" \
+        "$(dsn "$1")" >"$WORK/pgbench_$2.txt" 2>&1)
+    local tps p99
+    tps=$(awk '/^tps/ {print $3; exit}' "$WORK/pgbench_$2.txt")
+    p99=$(cat "$WORK"/pgbench_log.* | awk '{print $3}' | sort -n |
+        awk '{v[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.1f", v[i]/1000}')
+    echo "$tps $p99"
+}
+fresh m5; read -r IDLE_TPS IDLE_P99 < <(pgbench_run m5 idle)
+fresh m6
+pgbench_run m6 purge >"$WORK/pb_purge.txt" &
+PB=$!
+sleep 0.5
+run_driver m6 delete; DURING_ENG=$DRV_SECS
+wait $PB; read -r PURGE_TPS PURGE_P99 <"$WORK/pb_purge.txt"
+fresh m7
+pgbench_run m7 delete >"$WORK/pb_delete.txt" &
+PB=$!
+sleep 0.5
+DURING_PLAIN=$(timed_sql m7 "DELETE FROM accounts WHERE $DUE")
+wait $PB; read -r DEL_TPS DEL_P99 <"$WORK/pb_delete.txt"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b/a}'; }
+echo
+echo "rows: $N, due: $ROWS_DEL (purge) / $ROWS_UPD (anonymize), batch_size 10000"
+printf "purge:     plain DELETE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
+    "$PLAIN_DEL" "$ENG_DEL" "$(ratio "$PLAIN_DEL" "$ENG_DEL")"
+printf "anonymize: plain UPDATE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
+    "$PLAIN_UPD" "$ENG_UPD" "$(ratio "$PLAIN_UPD" "$ENG_UPD")"
+printf "peak RSS:  purge %d KiB, anonymize %d KiB (target < 65536)\n" "$RSS_DEL" "$RSS_UPD"
+printf "pgbench (-c 4, %ss): idle %s tps p99 %s ms | during retentiond purge (%ss) %s tps p99 %s ms | during plain DELETE (%ss) %s tps p99 %s ms\n" \
+    "$SECS" "$IDLE_TPS" "$IDLE_P99" "$DURING_ENG" "$PURGE_TPS" "$PURGE_P99" \
+    "$DURING_PLAIN" "$DEL_TPS" "$DEL_P99"
+awk -v i="$IDLE_TPS" -v p="$PURGE_TPS" 'BEGIN{printf "TPS during purge / idle: %.0f%% (target >= 80%%)\n", 100*p/i}'
