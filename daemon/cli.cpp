@@ -331,31 +331,9 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
     out << pad("RULE", 34) << pad("STATUS", 13) << pad("DUE", 10) << pad("DONE", 10)
         << pad("TIME", 9) << "DETAIL\n";
     for (const auto& run : runs) {
-        std::string status;
-        std::string detail;
-        if (run.failure == RuleRun::Failure::unavailable) {
-            status = "unavailable";
-            detail = run.error;
-        } else if (run.failure == RuleRun::Failure::error) {
-            status = "failed";
-            detail = run.error;
-        } else {
-            switch (run.result.status) {
-            case RunResult::Status::ok:
-                status = "ok";
-                break;
-            case RunResult::Status::refused:
-                status = "refused";
-                break;
-            case RunResult::Status::failed:
-                status = "failed";
-                break;
-            case RunResult::Status::stopped:
-                status = "stopped";
-                break;
-            }
-            detail = run.result.message;
-        }
+        const std::string status = rule_run_status(run);
+        const std::string detail =
+            run.failure == RuleRun::Failure::none ? run.result.message : run.error;
         std::ostringstream secs;
         secs << std::fixed << std::setprecision(1) << static_cast<double>(run.elapsed.count()) / 1000.0
              << "s";

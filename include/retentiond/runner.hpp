@@ -80,6 +80,9 @@ private:
     std::map<std::string, std::unique_ptr<Engine>> m_engines;
 };
 
+// "ok", "refused", "failed", "stopped", "unavailable".
+std::string rule_run_status(const RuleRun& run);
+
 // 0, 65 (a record could not be parsed), 69 (a store was down), 75 (refused/failed/stopped).
 int exit_code(const std::vector<RuleRun>& runs);
 
