@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the Debian package in one command: packaging/out/retentiond_<version>_<arch>.deb.
+#
+# dpkg-buildpackage wants debian/ at the top of the source tree, but the repository keeps it in
+# packaging/debian/ so that the root stays an ordinary CMake project. So: copy the working tree
+# (what `make` would build, uncommitted changes included; never build dirs or .git) to
+# packaging/out/work/, put packaging/debian there as debian/, build there, copy the .deb back.
+# Extra arguments go to dpkg-buildpackage (e.g. -nc to reuse the previous build objects).
+# Needs: dpkg-dev, debhelper, fakeroot and the Build-Depends of packaging/debian/control
+# (scripts/install-deps.sh plus `apt-get install debhelper lintian`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+out=$repo/packaging/out
+work=$out/work/retentiond
+
+mkdir -p "$work"
+# Refresh the copy; keep obj-* (the CMake build dir) so that -nc can rebuild incrementally.
+find "$work" -mindepth 1 -maxdepth 1 ! -name 'obj-*' -exec rm -rf {} +
+tar -C "$repo" --exclude='./.git' --exclude='./build*' --exclude='./packaging/out' \
+    --exclude='./.demo' --exclude='./compile_commands.json' -cf - . | tar -C "$work" -xf -
+cp -a "$repo/packaging/debian" "$work/debian"
+
+cd "$work"
+dpkg-checkbuilddeps
+dpkg-buildpackage -us -uc -b -j"${RETENTIOND_BUILD_JOBS:-2}" "$@"
+
+version=$(dpkg-parsechangelog -S Version)
+arch=$(dpkg-architecture -qDEB_HOST_ARCH)
+deb=retentiond_${version}_${arch}.deb
+cp "$out/work/$deb" "$out/$deb"
+echo "built $out/$deb"
