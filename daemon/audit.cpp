@@ -494,6 +494,17 @@ std::vector<std::string> log_files_oldest_first(const std::string& path) {
     return files;
 }
 
+// The file a log's first line chains to: log -> log.1, log.1 -> log.2, ...
+std::string predecessor_of(const std::string& path) {
+    const auto dot = path.rfind('.');
+    if (dot != std::string::npos && dot + 1 < path.size() && dot + 10 > path.size() &&
+        std::all_of(path.begin() + static_cast<std::ptrdiff_t>(dot) + 1, path.end(),
+                    [](char c) { return c >= '0' && c <= '9'; })) {
+        return path.substr(0, dot + 1) + std::to_string(std::stoul(path.substr(dot + 1)) + 1);
+    }
+    return path + ".1";
+}
+
 } // namespace
 
 std::string record_digest(const Secret& audit_key, std::string_view rule, std::string_view key) {
@@ -862,7 +873,10 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
 
     // Newest lines first: a crash leftover's intent is normally near the end of the log.
     auto unresolved = candidates.size();
-    for (const auto& file : {m_path, m_path + ".1"}) {
+    // Rotated files too, in case the log was rotated between the crash and this start.
+    auto files = log_files_oldest_first(m_path);
+    std::reverse(files.begin(), files.end());
+    for (const auto& file : files) {
         if (unresolved == 0) {
             break;
         }
@@ -994,7 +1008,7 @@ VerifyResult verify_audit_log(const std::string& path) {
         const std::string hash = sha256_hex(line);
         if (n == 1) {
             if (*f.prev != k_zero_hash) {
-                const std::string rotated = path + ".1";
+                const std::string rotated = predecessor_of(path);
                 const auto last = last_line_of(rotated);
                 if (!last) {
                     result.note = "line 1 chains to a rotated file (" + rotated +

@@ -431,7 +431,9 @@ TEST(AuditRotation, ProveReadsRotatedFiles) {
     EXPECT_EQ(bob[0].batch, b2);
     EXPECT_EQ(prove(path, k_key, "accounts", "carol@example.org").size(), 1u);
     EXPECT_TRUE(verify_audit_log(path).ok);
-    EXPECT_TRUE(verify_audit_log(path + ".1").ok);
+    const auto r1 = verify_audit_log(path + ".1"); // its first line chains to path.2
+    EXPECT_TRUE(r1.ok) << r1.reason;
+    EXPECT_NE(r1.note.find("audit.jsonl.2"), std::string::npos) << r1.note;
 }
 
 // --- crash consistency ----------------------------------------------------------------------
@@ -497,6 +499,23 @@ TEST(AuditCrash, RolledBackResolutionProvesNothing) {
     EXPECT_EQ(json::parse(read_lines(path).back()).at("count"), 0);
     EXPECT_TRUE(prove(path, k_key, "accounts", "alice@example.org").empty());
     EXPECT_EQ(verify_audit_log(path).records, 0u);
+}
+
+TEST(AuditCrash, PendingIntentFoundInRotatedFile) {
+    TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    {
+        AuditLog crashed(path, k_key, "run-1");
+        crashed.intent(make_batch("accounts", {"alice@example.org"}));
+        crashed.event("progress", {{"done", 0}});
+    }
+    fs::rename(path, path + ".1"); // logrotate ran before the restart
+    AuditLog log(path, k_key, "run-2");
+    const auto pending = log.pending();
+    ASSERT_EQ(pending.size(), 1u);
+    EXPECT_EQ(pending[0].batch_id, "run-1-1");
+    log.resolve(pending[0], true, "records gone: committed");
+    EXPECT_EQ(prove(path, k_key, "accounts", "alice@example.org").size(), 1u);
 }
 
 TEST(AuditCrash, LeftoversThatNeedNoResolution) {
@@ -674,6 +693,31 @@ TEST(AuditProve, IntentWithoutOutcomeIsNotAProof) {
         log.intent(make_batch("accounts", {"alice@example.org"}));
     }
     EXPECT_TRUE(prove(path, k_key, "accounts", "alice@example.org").empty());
+}
+
+TEST(AuditProve, LinesLongerThanTheReadBuffer) {
+    TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    std::vector<std::string> keys;
+    for (int i = 0; i < 20000; ++i) { // a 1.3 MB intent line: more than one 1 MiB read
+        keys.push_back("user-" + std::to_string(i));
+    }
+    {
+        AuditLog log(path, k_key, "run-1");
+        const auto id = log.intent(make_batch("accounts", keys));
+        log.outcome(id, true, 20000);
+        log.intent(make_batch("accounts", keys)); // last line, crashed: read backwards on open
+    }
+    AuditLog log(path, k_key, "run-2");
+    EXPECT_EQ(log.last_seq(), 3u);
+    const auto pending = log.pending();
+    ASSERT_EQ(pending.size(), 1u);
+    EXPECT_EQ(pending[0].batch.keys.size(), 20000u);
+    log.resolve(pending[0], false, "records still present: rolled back");
+    const auto r = verify_audit_log(path);
+    EXPECT_TRUE(r.ok) << r.reason;
+    EXPECT_EQ(r.records, 20000u);
+    EXPECT_EQ(prove(path, k_key, "accounts", "user-19999").size(), 1u);
 }
 
 TEST(AuditProve, LargeLogStreamsFast) {
