@@ -94,6 +94,10 @@ bool Reader::next(Record& out) {
         if (m_delim == 0) {
             detect_delimiter();
         }
+        m_special.fill(false);
+        for (const char c : {m_delim, '"', '\n', '\r'}) {
+            m_special[static_cast<unsigned char>(c)] = true;
+        }
     }
     for (;;) {
         if (m_pos == m_len) {
@@ -119,6 +123,7 @@ Reader::Parse Reader::parse(Record& out) {
     std::size_t i = m_first && m_bom ? 3 : 0;
     std::size_t body_end = 0;
     std::size_t end = 0;
+    std::uint64_t breaks = 0; // inside quoted fields
 
     const bool blank_lf = i < n && b[i] == '\n';
     const bool blank_crlf = i + 1 < n && b[i] == '\r' && b[i + 1] == '\n';
@@ -163,6 +168,13 @@ Reader::Parse Reader::parse(Record& out) {
                     j = k + 1;
                     break;
                 }
+                // Line breaks inside the quotes, for the line numbers of later records.
+                for (const char* nl = b + i;
+                     (nl = static_cast<const char*>(
+                          std::memchr(nl, '\n', j - static_cast<std::size_t>(nl - b)))) != nullptr;
+                     ++nl) {
+                    ++breaks;
+                }
                 i = j;
                 if (i < n && b[i] != d && b[i] != '\n' && b[i] != '\r') {
                     throw ParseError(m_line, "unexpected character after a closing quote");
@@ -170,11 +182,7 @@ Reader::Parse Reader::parse(Record& out) {
             } else {
                 std::size_t j = i;
                 for (;;) {
-                    while (j < n) {
-                        const char c = b[j];
-                        if (c == d || c == '"' || c == '\n' || c == '\r') {
-                            break;
-                        }
+                    while (j < n && !m_special[static_cast<unsigned char>(b[j])]) {
                         ++j;
                     }
                     if (j == n) {
@@ -232,7 +240,7 @@ Reader::Parse Reader::parse(Record& out) {
     out.m_raw = std::string_view(b, end);
     out.m_body_end = body_end;
     out.m_line = m_line;
-    m_line += static_cast<std::uint64_t>(std::count(b, b + end, '\n'));
+    m_line += breaks + (end > body_end && b[end - 1] == '\n' ? 1 : 0);
     m_pos += end;
     return Parse::complete;
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -96,6 +97,7 @@ private:
     bool m_first = true;
     bool m_bom = false;
     char m_delim;
+    std::array<bool, 256> m_special{}; // bytes that end an unquoted field
     std::uint64_t m_line = 1;
 };
 

@@ -1,0 +1,77 @@
+#!/bin/sh
+# Files engine bench (issue 6): a Tally-shaped CSV export of SIZE bytes (default 1 GiB; free-text
+# answers with commas, quotes, line breaks; 40% of records older than 2 years), then:
+#   cp                     the disk's limit (and cp + sync, since retentiond fsyncs its output)
+#   mlr --csv filter       Miller keeping the records younger than 2 years (same date condition)
+#   retentiond             the files engine deleting the records older than 2 years (rewrite)
+# with wall time and peak RSS (/usr/bin/time -v) for each.
+#   bench/files_bench.sh [SIZE_BYTES] [WORKDIR]
+set -eu
+
+size=${1:-1073741824}
+src=$(cd "$(dirname "$0")/.." && pwd)
+work=${2:-$(mktemp -d /var/tmp/retentiond-files-bench.XXXXXX)}
+mkdir -p "$work/bin" "$work/root"
+cxx=${CXX:-g++}
+flags="-std=c++20 -O2 -DNDEBUG"
+
+echo "== building (g++ -O2) in $work/bin"
+$cxx $flags -o "$work/bin/files_gen" "$src/bench/files_gen.cpp"
+# The driver links the engine's sources directly, so the bench needs no CMake build dir.
+$cxx $flags -I"$src/include" -o "$work/bin/files_driver" "$src/bench/files_driver.cpp" \
+    "$src/daemon/files_engine.cpp" "$src/daemon/csv.cpp" "$src/daemon/anonymize.cpp" \
+    "$src/daemon/timeutil.cpp" "$src/daemon/duration.cpp" "$src/daemon/crypto.cpp" \
+    -ldate-tz -lcrypto
+
+csv="$work/input.csv"
+if [ ! -s "$csv" ] || [ "$(stat -c %s "$csv")" -lt "$size" ]; then
+    echo "== generating $size bytes"
+    "$work/bin/files_gen" "$size" 40 > "$csv"
+fi
+bytes=$(stat -c %s "$csv")
+cutoff=$(date -u -d '2 years ago' '+%Y-%m-%d %H:%M:%S')
+target="$work/root/Satisfaction_Submissions_2026-01-01.csv"
+
+# run NAME CMD...: wall seconds and max RSS (KiB) into $work/NAME.time
+run() {
+    name=$1
+    shift
+    sync
+    /usr/bin/time -v -o "$work/$name.time" "$@"
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/$name.time" |
+        awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }')
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/$name.time")
+    eval "${name}_wall=$wall"
+    eval "${name}_rss=$rss"
+    printf '%-14s %8.2f s  %8d KiB peak RSS\n' "$name" "$wall" "$rss"
+}
+
+cat "$csv" > /dev/null # warm the page cache for every contender alike
+echo "== $bytes bytes, cutoff $cutoff (UTC)"
+# cp may use copy_file_range/reflinks (no data through user space); cat is the plain
+# read+write a rewriting tool has to do.
+run cp cp --reflink=never "$csv" "$work/copy.csv"
+rm -f "$work/copy.csv"
+run cat sh -c "cat '$csv' > '$work/copy.csv'"
+rm -f "$work/copy.csv"
+run cp_sync sh -c "cp '$csv' '$work/copy.csv' && sync '$work/copy.csv'"
+rm -f "$work/copy.csv"
+run mlr sh -c "mlr --csv filter '\${Submitted at} > \"$cutoff\"' '$csv' > '$work/mlr.csv'"
+mlr_records=$(mlr --icsv --ojson count "$work/mlr.csv" | awk -F: '/count/ {gsub(/[ }]/, "", $2); print $2}')
+rm -f "$work/mlr.csv"
+cp "$csv" "$target"
+cat "$target" > /dev/null
+run retentiond "$work/bin/files_driver" "$work/root"
+kept=$(mlr --icsv --ojson count "$target" | awk -F: '/count/ {gsub(/[ }]/, "", $2); print $2}')
+echo "records kept: retentiond $kept, mlr $mlr_records"
+rm -f "$target"
+
+awk -v r="$retentiond_wall" -v c="$cp_wall" -v cs="$cp_sync_wall" -v m="$mlr_wall" -v k="$cat_wall" \
+    -v rss="$retentiond_rss" 'BEGIN {
+    printf "retentiond / cp        = %.2fx (target <= 2)\n", r / c
+    printf "retentiond / cp+sync   = %.2fx\n", r / cs
+    printf "retentiond / cat       = %.2fx\n", r / k
+    printf "mlr / retentiond       = %.2fx (target >= 3)\n", m / r
+    printf "retentiond peak RSS    = %.1f MiB (target < 32)\n", rss / 1024
+}'
+[ -n "${2:-}" ] || rm -rf "$work"
