@@ -36,7 +36,7 @@ constexpr const char* k_exit_codes_help = R"(Exit codes (sysexits):
   65  data error: a record could not be parsed, or the audit log failed verification
   69  a datastore was unavailable
   70  internal error, or a verb whose engine is not built yet
-  74  the audit log cannot be written (nothing was touched)
+  74  the audit log cannot be written or read (a purge touched nothing)
   75  a run partly failed, was stopped, or was refused by a limit (see --force)
   78  configuration invalid
 )";
@@ -395,13 +395,22 @@ int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
     if (sub == "verify") {
         const auto path = audit_log_path(args, opts);
         opts.finish();
-        const auto result = verify_audit_log(path);
+        VerifyResult result;
+        try {
+            result = verify_audit_log(path);
+        } catch (const std::exception& e) {
+            err << "retentiond: cannot read the audit log: " << e.what() << '\n';
+            return k_exit_ioerr;
+        }
         if (!result.ok) {
             err << path << ":" << result.bad_line << ": " << result.reason << '\n';
             return k_exit_data;
         }
         out << path << ": intact: " << result.lines << " lines, " << result.runs << " runs, "
             << result.records << " records\n";
+        if (!result.note.empty()) {
+            out << "note: " << result.note << '\n';
+        }
         return k_exit_ok;
     }
     if (sub == "prove") {
