@@ -61,24 +61,26 @@ constexpr timeval k_command_timeout{60, 0};
 constexpr std::size_t k_exists_chunk = 1000;
 
 // One letter per key: D deleted, H held, S skipped (no longer due, changed, or gone).
+// ARGV: mode (idle | field), min idle seconds or the clock field, hold field ('' = none), hold
+// value, then in field mode one flag per key ('=' the field held ARGV[5 + i], '-' no clock) and
+// the expected values. UNLINK runs once per 1000 keys (per-call overhead dominates in Lua).
 constexpr std::string_view k_delete_script = R"lua(
-local mode, arg, hold_field, hold_value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local mode, arg, hold_field, hold_value, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local min_idle = tonumber(arg)
-local out = {}
+local out, del = {}, {}
 for i, key in ipairs(KEYS) do
   local due = false
   if mode == 'idle' then
     local idle = redis.call('OBJECT', 'IDLETIME', key)
     due = idle and idle >= min_idle
   else
-    local expect = ARGV[4 + i]
     local v = redis.pcall('HGET', key, arg)
-    if type(v) == 'table' then
-      due = expect == '-'
-    elseif v then
-      due = expect == '=' .. v
+    if string.byte(flags, i) == 61 then -- '='
+      due = v == ARGV[5 + i]
+    elseif type(v) == 'table' then
+      due = true -- not a hash: no clock
     else
-      due = expect == '-' and redis.call('EXISTS', key) == 1
+      due = not v and redis.call('EXISTS', key) == 1
     end
   end
   local s = 'S'
@@ -86,11 +88,14 @@ for i, key in ipairs(KEYS) do
     if hold_field ~= '' and redis.pcall('HGET', key, hold_field) == hold_value then
       s = 'H'
     else
-      redis.call('UNLINK', key)
+      del[#del + 1] = key
       s = 'D'
     end
   end
   out[i] = s
+end
+for i = 1, #del, 1000 do
+  redis.call('UNLINK', unpack(del, i, math.min(i + 999, #del)))
 end
 return table.concat(out)
 )lua";
@@ -235,30 +240,6 @@ TimePoint server_now(Connection& c) {
     return TimePoint(std::chrono::seconds(secs) + std::chrono::microseconds(micros));
 }
 
-// SCAN the whole keyspace for the rule's pattern; per_page(keys) for every non-empty page.
-template <class PerPage> void scan_all(Connection& c, const RedisRule& spec, PerPage&& per_page) {
-    std::string cursor = "0";
-    const auto count = std::to_string(std::max(1, spec.scan_count));
-    std::vector<std::string> keys;
-    do {
-        auto r = c.call_ok({"SCAN", cursor, "MATCH", spec.keys, "COUNT", count});
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
-            throw ReplyError("SCAN: unexpected reply");
-        }
-        cursor = std::string(text_of(r->element[0]));
-        keys.clear();
-        const auto* page = r->element[1];
-        for (std::size_t i = 0; i < page->elements; ++i) {
-            keys.emplace_back(text_of(page->element[i]));
-        }
-        r.reset();
-        if (!keys.empty() && !per_page(keys)) {
-            return;
-        }
-    } while (cursor != "0");
-}
-
 // What one pipeline learned about one key.
 struct Observed {
     bool exists = false;
@@ -275,9 +256,8 @@ struct ReadPlan {
     bool hold = false; // hash_field mode only: HGET touches keys
 };
 
-void read_page(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
-               const ReadPlan& plan, TimePoint now, const date::time_zone* tz,
-               std::vector<Observed>& out) {
+void append_reads(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
+                  const ReadPlan& plan) {
     const auto& spec = rule.redis();
     const bool idle = spec.clock.kind == RedisClock::Kind::idle;
     for (const auto& key : keys) {
@@ -294,6 +274,13 @@ void read_page(Connection& c, const Rule& rule, const std::vector<std::string>& 
             c.append({"TTL", key});
         }
     }
+}
+
+void collect_reads(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
+                   const ReadPlan& plan, TimePoint now, const date::time_zone* tz,
+                   std::vector<Observed>& out) {
+    const auto& spec = rule.redis();
+    const bool idle = spec.clock.kind == RedisClock::Kind::idle;
     out.assign(keys.size(), Observed{});
     for (auto& o : out) {
         auto r = c.read();
@@ -334,6 +321,56 @@ void read_page(Connection& c, const Rule& rule, const std::vector<std::string>& 
                 o.exists = false;
             }
         }
+    }
+}
+
+// Parses a SCAN reply into the next cursor and the page's keys.
+void read_scan_reply(const redisReply* r, std::string& cursor, std::vector<std::string>& keys) {
+    if (r->type == REDIS_REPLY_ERROR) {
+        throw ReplyError("SCAN: " + std::string(text_of(r)));
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        throw ReplyError("SCAN: unexpected reply");
+    }
+    cursor = std::string(text_of(r->element[0]));
+    keys.clear();
+    const auto* page = r->element[1];
+    for (std::size_t i = 0; i < page->elements; ++i) {
+        keys.emplace_back(text_of(page->element[i]));
+    }
+}
+
+// SCANs the whole keyspace for the rule's pattern and reads every key as `plan` says; calls
+// per_page(keys, observed) for every non-empty page, and stops when it returns false. The next
+// SCAN travels in the same pipeline as the page's reads: one round trip per page.
+template <class PerPage>
+void scan_all(Connection& c, const Rule& rule, const ReadPlan& plan, TimePoint now,
+              const date::time_zone* tz, PerPage&& per_page) {
+    const auto& spec = rule.redis();
+    const auto count = std::to_string(std::max(1, spec.scan_count));
+    std::string cursor;
+    std::vector<std::string> keys;
+    std::vector<Observed> seen;
+    read_scan_reply(c.call({"SCAN", "0", "MATCH", spec.keys, "COUNT", count}).get(), cursor, keys);
+    for (;;) {
+        append_reads(c, rule, keys, plan);
+        const bool more = cursor != "0";
+        if (more) {
+            c.append({"SCAN", cursor, "MATCH", spec.keys, "COUNT", count});
+        }
+        collect_reads(c, rule, keys, plan, now, tz, seen);
+        ReplyPtr next;
+        if (more) {
+            next = c.read();
+        }
+        if (!keys.empty() && !per_page(keys, seen)) {
+            return;
+        }
+        if (!more) {
+            return;
+        }
+        read_scan_reply(next.get(), cursor, keys);
     }
 }
 
@@ -384,12 +421,14 @@ void require_redis(const Rule& rule) {
 // A batch of keys waiting for one script call.
 struct Batch {
     std::vector<std::string> keys;
-    std::vector<std::string> expect;      // delete, hash_field mode: "=value" or "-" (no clock)
+    std::string flags;                    // delete, hash_field mode: '=' clock value, '-' no clock
+    std::vector<std::string> expect;      // the clock values ("" for '-')
     std::unordered_set<std::string> seen; // SCAN may return a key twice
 
     bool add(const std::string& key) { return seen.insert(key).second; }
     void clear() {
         keys.clear();
+        flags.clear();
         expect.clear();
         seen.clear();
     }
@@ -488,58 +527,57 @@ DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
     ReadPlan plan;
     plan.ttl = true;
     plan.hold = !idle && spec.hold.has_value();
-    std::vector<Observed> seen;
-    scan_all(c, spec, [&](const std::vector<std::string>& keys) {
-        read_page(c, rule, keys, plan, d.now, tz, seen);
-        for (const auto& o : seen) {
-            if (!o.exists) {
-                continue;
-            }
-            ++d.in_scope;
-            if (o.ttl == -1) {
-                ++no_ttl;
-            }
-            if (max_ttl && o.ttl > *max_ttl) {
-                ++above_max;
-            }
-            if (o.clock == Observed::Clock::none) {
-                ++d.no_clock;
-            }
-            if (o.clock == Observed::Clock::parsed) {
-                if (!d.oldest_clock || o.at < *d.oldest_clock) {
-                    d.oldest_clock = o.at;
-                }
-                const auto age = (d.now - o.at).count();
-                std::int64_t bucket = 16;
-                if (retain_us > 0) {
-                    bucket = std::clamp<std::int64_t>(age * 8 / retain_us, 0, 16);
-                } else if (age < 0) {
-                    bucket = 0;
-                }
-                ++d.age_buckets[static_cast<std::size_t>(bucket)];
-            }
-            switch (judge(o, rule, d.cutoff)) {
-            case Verdict::due:
-                ++d.due;
-                break;
-            case Verdict::held:
-                ++d.held;
-                break;
-            case Verdict::unparseable:
-                ++d.unparseable;
-                break;
-            case Verdict::not_due:
-                d.due_7d += o.at <= within_7d ? 1 : 0;
-                d.due_30d += o.at <= within_30d ? 1 : 0;
-                d.due_90d += o.at <= within_90d ? 1 : 0;
-                break;
-            case Verdict::gone:
-            case Verdict::no_clock:
-                break;
-            }
-        }
-        return true;
-    });
+    scan_all(c, rule, plan, d.now, tz,
+             [&](const std::vector<std::string>&, const std::vector<Observed>& seen) {
+                 for (const auto& o : seen) {
+                     if (!o.exists) {
+                         continue;
+                     }
+                     ++d.in_scope;
+                     if (o.ttl == -1) {
+                         ++no_ttl;
+                     }
+                     if (max_ttl && o.ttl > *max_ttl) {
+                         ++above_max;
+                     }
+                     if (o.clock == Observed::Clock::none) {
+                         ++d.no_clock;
+                     }
+                     if (o.clock == Observed::Clock::parsed) {
+                         if (!d.oldest_clock || o.at < *d.oldest_clock) {
+                             d.oldest_clock = o.at;
+                         }
+                         const auto age = (d.now - o.at).count();
+                         std::int64_t bucket = 16;
+                         if (retain_us > 0) {
+                             bucket = std::clamp<std::int64_t>(age * 8 / retain_us, 0, 16);
+                         } else if (age < 0) {
+                             bucket = 0;
+                         }
+                         ++d.age_buckets[static_cast<std::size_t>(bucket)];
+                     }
+                     switch (judge(o, rule, d.cutoff)) {
+                     case Verdict::due:
+                         ++d.due;
+                         break;
+                     case Verdict::held:
+                         ++d.held;
+                         break;
+                     case Verdict::unparseable:
+                         ++d.unparseable;
+                         break;
+                     case Verdict::not_due:
+                         d.due_7d += o.at <= within_7d ? 1 : 0;
+                         d.due_30d += o.at <= within_30d ? 1 : 0;
+                         d.due_90d += o.at <= within_90d ? 1 : 0;
+                         break;
+                     case Verdict::gone:
+                     case Verdict::no_clock:
+                         break;
+                     }
+                 }
+                 return true;
+             });
     d.counters["no_ttl"] = no_ttl;
     if (max_ttl) {
         d.counters["ttl_above_max"] = above_max;
@@ -608,22 +646,21 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     // Counting pass: limits are checked before the first UNLINK.
     const bool limits_apply =
         !ctx.force && (rule.limits.max_rows.has_value() || rule.limits.max_fraction < 1.0);
-    std::vector<Observed> seen;
     if (limits_apply) {
         ReadPlan plan;
         plan.ttl = !idle;
         plan.hold = !idle && spec.hold.has_value();
         std::int64_t in_scope = 0;
         std::int64_t due = 0;
-        scan_all(c, spec, [&](const std::vector<std::string>& keys) {
-            read_page(c, rule, keys, plan, now, tz, seen);
-            for (const auto& o : seen) {
-                const auto v = judge(o, rule, cutoff);
-                in_scope += v != Verdict::gone ? 1 : 0;
-                due += v == Verdict::due ? 1 : 0;
-            }
-            return true;
-        });
+        scan_all(c, rule, plan, now, tz,
+                 [&](const std::vector<std::string>&, const std::vector<Observed>& seen) {
+                     for (const auto& o : seen) {
+                         const auto v = judge(o, rule, cutoff);
+                         in_scope += v != Verdict::gone ? 1 : 0;
+                         due += v == Verdict::due ? 1 : 0;
+                     }
+                     return true;
+                 });
         res.due = due;
         std::string reason;
         if (rule.limits.max_rows && due > *rule.limits.max_rows) {
@@ -699,7 +736,10 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         args.assign({"EVAL", script, numkeys});
         args.insert(args.end(), b.keys.begin(), b.keys.end());
         args.insert(args.end(), head.begin(), head.end());
-        args.insert(args.end(), b.expect.begin(), b.expect.end());
+        if (!b.expect.empty()) {
+            args.push_back(b.flags);
+            args.insert(args.end(), b.expect.begin(), b.expect.end());
+        }
         auto r = c.call(args);
         // No outcome on an error: the intent stays unresolved for crash recovery.
         if (r->type != REDIS_REPLY_STRING || r->len != b.keys.size()) {
@@ -749,47 +789,50 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         to_expire.clear();
     };
 
+    // TTL tells a vanished key from a hash without the clock field: needed for max_ttl and for
+    // clock_null_due only (the delete script re-checks existence anyway).
     ReadPlan plan;
-    plan.ttl = !idle || max_ttl.has_value();
+    plan.ttl = max_ttl.has_value() || (!idle && rule.clock_null_due);
     plan.hold = !idle && spec.hold.has_value();
-    scan_all(c, spec, [&](const std::vector<std::string>& keys) {
-        if (stop_now()) {
-            return false;
-        }
-        read_page(c, rule, keys, plan, now, tz, seen);
-        for (std::size_t i = 0; i < keys.size(); ++i) {
-            const auto& o = seen[i];
-            const auto v = judge(o, rule, cutoff);
-            if (v == Verdict::gone) {
-                continue;
-            }
-            no_ttl += o.ttl_known && o.ttl == -1 ? 1 : 0;
-            const bool clamp = ttl_above_max(o, max_ttl);
-            above_max += clamp && o.ttl != -1 ? 1 : 0;
-            if (v == Verdict::due) {
-                if (to_delete.add(keys[i])) {
-                    ++found_due;
-                    to_delete.keys.push_back(keys[i]);
-                    if (!idle) {
-                        to_delete.expect.push_back(o.clock == Observed::Clock::none ? "-"
-                                                                                    : "=" + o.raw);
-                    }
-                }
-                if (to_delete.keys.size() >= batch_size) {
-                    flush_delete();
-                }
-            } else if (clamp && v != Verdict::held && to_expire.add(keys[i])) {
-                to_expire.keys.push_back(keys[i]);
-                if (to_expire.keys.size() >= batch_size) {
-                    flush_expire();
-                }
-            }
-            if (stopped) {
-                return false;
-            }
-        }
-        return true;
-    });
+    scan_all(c, rule, plan, now, tz,
+             [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
+                 if (stop_now()) {
+                     return false;
+                 }
+                 for (std::size_t i = 0; i < keys.size(); ++i) {
+                     const auto& o = seen[i];
+                     const auto v = judge(o, rule, cutoff);
+                     if (v == Verdict::gone) {
+                         continue;
+                     }
+                     no_ttl += o.ttl_known && o.ttl == -1 ? 1 : 0;
+                     const bool clamp = ttl_above_max(o, max_ttl);
+                     above_max += clamp && o.ttl != -1 ? 1 : 0;
+                     if (v == Verdict::due) {
+                         if (to_delete.add(keys[i])) {
+                             ++found_due;
+                             to_delete.keys.push_back(keys[i]);
+                             if (!idle) {
+                                 const bool none = o.clock == Observed::Clock::none;
+                                 to_delete.flags += none ? '-' : '=';
+                                 to_delete.expect.push_back(none ? std::string() : o.raw);
+                             }
+                         }
+                         if (to_delete.keys.size() >= batch_size) {
+                             flush_delete();
+                         }
+                     } else if (clamp && v != Verdict::held && to_expire.add(keys[i])) {
+                         to_expire.keys.push_back(keys[i]);
+                         if (to_expire.keys.size() >= batch_size) {
+                             flush_expire();
+                         }
+                     }
+                     if (stopped) {
+                         return false;
+                     }
+                 }
+                 return true;
+             });
     flush_delete();
     flush_expire();
 
