@@ -241,7 +241,7 @@ INSTANTIATE_TEST_SUITE_P(Kinds, Contract,
                          ::testing::Values(Kind{"postgres", make_postgres_backend},
                                            Kind{"files", make_files_backend},
                                            Kind{"redis", make_redis_backend}),
-                         [](const auto& info) { return info.param.name; });
+                         [](const auto& kind_info) { return kind_info.param.name; });
 
 } // namespace
 } // namespace retentiond::test
