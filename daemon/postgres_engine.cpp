@@ -578,6 +578,8 @@ void set_local(pqxx::transaction_base& tx, const Plan& plan) {
 // --- purge -----------------------------------------------------------------------------------
 
 struct Batch {
+    bool by_range = false; // one statement over a page range, no selection pass
+    bool overflow = false; // that range held more than batch_size due rows: rolled back
     std::int64_t selected = 0;
     std::string last_tid;
     std::int64_t done = 0;
@@ -677,14 +679,16 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             return result;
         }
 
-        // Pages per range so that a range holds about batch_size due rows on average.
+        // Pages per range so that a range holds about 80% of batch_size due rows on average: a
+        // range that overflows batch_size costs a second, nearly empty batch.
         const std::int64_t batch_size = std::max(1, rule.batch_size);
-        const std::int64_t span = std::clamp<std::int64_t>(
-            batch_size * pages / std::max<std::int64_t>(1, result.due), 1, pages);
+        std::int64_t span = std::clamp<std::int64_t>(
+            batch_size * pages * 4 / (5 * std::max<std::int64_t>(1, result.due)), 1, pages);
         const bool lock_first = !plan.dependents.empty() || plan.client_side;
 
         std::int64_t range_start = 0;
-        std::string after_tid; // keyset within the current range
+        std::string after_tid;     // keyset within the current range
+        bool force_select = false; // a single page holds more than batch_size due rows
         bool first = true;
         while (range_start < pages) {
             if (!first && ctx.stop_requested && ctx.stop_requested()) {
@@ -707,68 +711,82 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                 .as<std::int64_t>()));
                         pushed_xid = true;
                     }
-                    // Selection: the next due rows of this page range, in physical order.
-                    Params s;
-                    std::string extra_cols;
-                    for (const auto& fs : rule.anonymize) {
-                        if (needs_client(fs.strategy)) {
-                            extra_cols += ", " + tx.quote_name(fs.field) + "::text";
-                        }
-                    }
-                    const std::string lower =
-                        after_tid.empty()
-                            ? "ctid >= " + s.add("(" + std::to_string(range_start) + ",0)") +
-                                  "::tid"
-                            : "ctid > " + s.add(after_tid) + "::tid";
-                    const auto selected =
-                        exec(tx,
-                             "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " +
-                                 plan.table + " WHERE " + lower + " AND ctid < " +
-                                 s.add("(" + std::to_string(range_end) + ",0)") + "::tid AND " +
-                                 due_sql(plan, tx, s) + " ORDER BY ctid LIMIT " +
-                                 s.add(std::to_string(batch_size)) + "::bigint" +
-                                 (lock_first ? " FOR UPDATE" : ""),
-                             s);
-                    batch.selected = static_cast<std::int64_t>(selected.size());
-                    if (selected.empty()) {
-                        tx.commit();
-                        break;
-                    }
-                    batch.last_tid = selected[selected.size() - 1][0].c_str();
-                    std::vector<std::string> tids;
-                    tids.reserve(selected.size());
-                    for (const auto& row : selected) {
-                        tids.emplace_back(row[0].c_str());
-                    }
-                    const auto tid_array = array_literal(tids);
-
-                    if (!plan.dependents.empty()) {
-                        Params dp;
-                        const std::string parent_set = "SELECT %REF% FROM " + plan.table +
-                                                       " WHERE ctid = ANY(" + dp.add(tid_array) +
-                                                       "::tid[])";
-                        for (const auto& d : plan.dependents) {
-                            std::string set = parent_set;
-                            set.replace(set.find("%REF%"), 5, d.reference);
-                            apply_dependents(tx, std::vector<DepPlan>{d}, set, dp, result.counters);
-                        }
-                    }
-
+                    // Without dependents or client-side values, one statement per page range reads
+                    // the heap once, like the plain DELETE. Otherwise (or when one page overflows
+                    // batch_size) a selection pass picks the next due rows in physical order.
+                    batch.by_range = !lock_first && after_tid.empty() && !force_select;
                     Params m;
+                    std::string rows_sql;
+                    std::string tid_array;
+                    pqxx::result selected;
+                    if (batch.by_range) {
+                        rows_sql = "ctid >= " + m.add("(" + std::to_string(range_start) + ",0)") +
+                                   "::tid AND ctid < " +
+                                   m.add("(" + std::to_string(range_end) + ",0)") + "::tid";
+                    } else {
+                        Params s;
+                        std::string extra_cols;
+                        for (const auto& fs : rule.anonymize) {
+                            if (needs_client(fs.strategy)) {
+                                extra_cols += ", " + tx.quote_name(fs.field) + "::text";
+                            }
+                        }
+                        const std::string lower =
+                            after_tid.empty()
+                                ? "ctid >= " + s.add("(" + std::to_string(range_start) + ",0)") +
+                                      "::tid"
+                                : "ctid > " + s.add(after_tid) + "::tid";
+                        selected =
+                            exec(tx,
+                                 "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " +
+                                     plan.table + " WHERE " + lower + " AND ctid < " +
+                                     s.add("(" + std::to_string(range_end) + ",0)") + "::tid AND " +
+                                     due_sql(plan, tx, s) + " ORDER BY ctid LIMIT " +
+                                     s.add(std::to_string(batch_size)) + "::bigint" +
+                                     (lock_first ? " FOR UPDATE" : ""),
+                                 s);
+                        batch.selected = static_cast<std::int64_t>(selected.size());
+                        if (selected.empty()) {
+                            tx.commit();
+                            break;
+                        }
+                        batch.last_tid = selected[selected.size() - 1][0].c_str();
+                        std::vector<std::string> tids;
+                        tids.reserve(selected.size());
+                        for (const auto& row : selected) {
+                            tids.emplace_back(row[0].c_str());
+                        }
+                        tid_array = array_literal(tids);
+
+                        if (!plan.dependents.empty()) {
+                            Params dp;
+                            const std::string parent_set = "SELECT %REF% FROM " + plan.table +
+                                                           " WHERE ctid = ANY(" +
+                                                           dp.add(tid_array) + "::tid[])";
+                            for (const auto& d : plan.dependents) {
+                                std::string set = parent_set;
+                                set.replace(set.find("%REF%"), 5, d.reference);
+                                apply_dependents(tx, std::vector<DepPlan>{d}, set, dp,
+                                                 result.counters);
+                            }
+                        }
+                        if (!plan.client_side) { // the client path joins on its own tid list
+                            rows_sql = "ctid = ANY(" + m.add(tid_array) + "::tid[])";
+                        }
+                    }
+
                     std::string sql;
                     if (rule.action == Action::remove) {
-                        sql = "DELETE FROM " + plan.table + " WHERE ctid = ANY(" +
-                              m.add(tid_array) + "::tid[]) AND " + due_sql(plan, tx, m) +
-                              " RETURNING " + keys_text_sql(plan);
+                        sql = "DELETE FROM " + plan.table + " WHERE " + rows_sql + " AND " +
+                              due_sql(plan, tx, m) + " RETURNING " + keys_text_sql(plan);
                     } else if (!plan.client_side) {
                         std::string set = set_list(rule.anonymize, plan.columns, tx, m);
                         if (plan.mark) {
                             set +=
                                 ", " + *plan.mark + " = " + (plan.mark_is_bool ? "true" : "now()");
                         }
-                        sql = "UPDATE " + plan.table + " SET " + set + " WHERE ctid = ANY(" +
-                              m.add(tid_array) + "::tid[]) AND " + due_sql(plan, tx, m) +
-                              " RETURNING " + keys_text_sql(plan);
+                        sql = "UPDATE " + plan.table + " SET " + set + " WHERE " + rows_sql +
+                              " AND " + due_sql(plan, tx, m) + " RETURNING " + keys_text_sql(plan);
                     } else {
                         // hmac / email_domain computed here, joined back by ctid.
                         std::vector<std::vector<std::optional<std::string>>> client_values;
@@ -809,6 +827,16 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                     }
                     const auto touched = exec(tx, sql, m);
                     batch.done = static_cast<std::int64_t>(touched.size());
+                    if (batch.by_range) {
+                        if (batch.done > batch_size) {
+                            batch.overflow = true; // rolled back by tx's destructor
+                            if (pushed_xid) {
+                                plan.own_xids.pop_back();
+                            }
+                            break;
+                        }
+                        batch.selected = batch.done;
+                    }
                     if (ctx.journal != nullptr && batch.done > 0) {
                         BatchIntent intent;
                         intent.rule = rule.name;
@@ -880,6 +908,14 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                         std::min(k_max_backoff, k_first_backoff * (1 << (attempt - 1))));
                 }
             }
+            if (batch.overflow) {
+                if (span > 1) {
+                    span = std::max<std::int64_t>(1, span / 2);
+                } else {
+                    force_select = true;
+                }
+                continue; // the same range again, smaller
+            }
             if (batch.selected > 0) {
                 first = false;
                 ++result.batches;
@@ -888,11 +924,22 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                     ctx.on_progress(result.processed, result.due);
                 }
             }
-            if (batch.selected >= batch_size) {
+            if (!batch.by_range && batch.selected >= batch_size) {
                 after_tid = batch.last_tid; // more in this range
             } else {
                 range_start = range_end;
                 after_tid.clear();
+                force_select = false;
+                if (batch.by_range) {
+                    // Follow the density of due rows: aim at 80% of batch_size per range.
+                    const std::int64_t target = std::max<std::int64_t>(1, batch_size * 4 / 5);
+                    const std::int64_t next =
+                        batch.done == 0 ? span * 2 : span * target / batch.done;
+                    span = std::clamp<std::int64_t>(
+                        std::clamp<std::int64_t>(next, std::max<std::int64_t>(1, span / 2),
+                                                 span * 2),
+                        1, pages);
+                }
             }
             if (batch.selected > 0 && pg.sleep_between_batches.count() > 0 && range_start < pages) {
                 std::this_thread::sleep_for(pg.sleep_between_batches);
