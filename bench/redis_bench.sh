@@ -11,7 +11,8 @@
 #      a `redis-cli --pipe` of DEL for exactly the due keys.
 # Peak RSS of the retentiond driver comes from /usr/bin/time -v (Debian package `time`).
 #
-# usage: bench/redis_bench.sh [N]      env: BUILD_DIR (a configured build dir, default build)
+# usage: bench/redis_bench.sh [N]      env: BUILD_DIR (a configured build dir, default build),
+#                                           SCAN_COUNT (the rule's scan_count, default 1000)
 # The driver (bench/redis_purge_bench.cpp) is compiled here with -O2 from the engine sources, so
 # the figures do not depend on the build dir's build type.
 set -euo pipefail
@@ -94,15 +95,18 @@ run_driver() { # label, extra args...
     shift
     CPU0=$(server_cpu)
     /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "unix://$SOCK" "$PATTERN" "12 hours" \
-        --max-ttl "1 day" --batch 5000 --scan-count 1000 "$@" >"$WORK/out.txt"
+        --max-ttl "1 day" --batch 5000 --scan-count "${SCAN_COUNT:-1000}" "$@" >"$WORK/out.txt"
     local rss wall
     SERVER_CPU=$(cpu_since "$CPU0")
     rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$WORK/time.txt")
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { print $2 }' "$WORK/time.txt")
-    echo "$label: $(cat "$WORK/out.txt") wall=$wall peak_rss_kib=$rss server_cpu_s=$SERVER_CPU after: $(keyspace)"
+    local ucpu scpu
+    ucpu=$(awk -F': ' '/User time/ { print $2 }' "$WORK/time.txt")
+    scpu=$(awk -F': ' '/System time/ { print $2 }' "$WORK/time.txt")
+    echo "$label: $(cat "$WORK/out.txt") wall=$wall client_cpu_s=$ucpu+$scpu peak_rss_kib=$rss server_cpu_s=$SERVER_CPU after: $(keyspace)"
 }
 
-echo "== $N keys, $((N / 2)) due, $((N / 10)) without TTL; redis $(redis-server --version | awk '{ print $3 }'); $(nproc) cores"
+echo "== $N keys, $((N / 2)) due, $((N / 10)) without TTL; scan_count ${SCAN_COUNT:-1000}; load $(cut -d' ' -f1-3 /proc/loadavg); redis $(redis-server --version | awk '{ print $3 }'); $(nproc) cores"
 
 load
 run_driver "retentiond dry run" --dry-run
