@@ -13,6 +13,8 @@
 #include "retentiond/audit.hpp"
 #include "retentiond/engines.hpp"
 
+#include "pg_notice.hpp"
+
 #include <date/tz.h>
 #include <pqxx/pqxx>
 
@@ -226,6 +228,7 @@ struct Plan {
     std::vector<DepPlan> dependents;
     bool client_side = false;          // some strategy computed here (hmac, email_domain)
     std::vector<std::string> own_xids; // anonymize without mark: our batches' xids
+    bool notice_table = false;         // retentiond.notice exists (rules with `notice:`)
 };
 
 class PostgresEngine final : public Engine {
@@ -347,6 +350,9 @@ Plan PostgresEngine::make_plan(pqxx::transaction_base& tx, const Rule& rule,
         need(fs.field, "anonymized");
         plan.client_side = plan.client_side || needs_client(fs.strategy);
     }
+    if (pg.notice) {
+        plan.notice_table = pg_notice::state_table_exists(tx);
+    }
     const std::string parent_key = pg.key.size() == 1 ? plan.keys.front() : "";
     plan_dependents(tx, pg.dependents, plan.table, parent_key, plan.dependents);
     const std::function<bool(const std::vector<DepPlan>&)> any_client =
@@ -403,11 +409,29 @@ std::string clock_due_sql(const Plan& plan, const std::string& cutoff_param) {
 }
 
 // Due, not held, not already processed (mark, or our own earlier batch this run).
+// The rule's table as the notice code needs it; `eligible` = not held and not yet anonymized.
+pg_notice::Target notice_target(const Plan& plan, pqxx::transaction_base& tx) {
+    pg_notice::Target t;
+    t.table = plan.table;
+    t.clock = plan.clock;
+    t.keys = plan.keys;
+    t.tz = plan.tz;
+    Params p;
+    t.eligible = not_held_sql(plan, tx, p) + " AND " + unmarked_sql(plan);
+    t.params = p.values();
+    return t;
+}
+
 std::string due_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p) {
     std::string s = clock_due_sql(plan, p.add(plan.cutoff_text)) + " AND " +
                     not_held_sql(plan, tx, p) + " AND " + unmarked_sql(plan);
     if (plan.rule->action == Action::anonymize && !plan.mark && !plan.own_xids.empty()) {
         s += " AND NOT (xmin = ANY(" + p.add(array_literal(plan.own_xids)) + "::xid[]))";
+    }
+    if (plan.rule->pg().notice) {
+        // Notice before deletion: only records noticed for this due date, `before` ago.
+        s += " AND " + pg_notice::gate_sql(*plan.rule, notice_target(plan, tx), plan.notice_table,
+                                           [&](std::string v) { return p.add(std::move(v)); });
     }
     return s;
 }
@@ -598,8 +622,40 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             ctx.journal->event(type, fields);
         }
     };
+    // A failed notifier does not stop deletions of records noticed earlier, but fails the run.
+    std::string notice_error;
+    const auto with_notice_error = [&]() -> RunResult& {
+        if (!notice_error.empty() && result.status == RunResult::Status::ok) {
+            result.status = RunResult::Status::failed;
+            result.message = notice_error;
+        }
+        return result;
+    };
     try {
         auto conn = connect();
+        std::optional<pg_notice::Outcome> notices;
+        if (pg.notice) {
+            // Notices first: records entering their window are warned now; deletion below only
+            // takes records noticed at least `before` ago.
+            pg_notice::Target target;
+            {
+                pqxx::work tx(*conn);
+                try {
+                    target = notice_target(make_plan(tx, rule, zone_name(ctx)), tx);
+                } catch (const PlanError& e) {
+                    result.status = RunResult::Status::failed;
+                    result.message = e.what();
+                    journal_event("error", {{"message", result.message}});
+                    return result;
+                }
+                tx.commit();
+            }
+            notices = pg_notice::send_notices(*conn, rule, target, ctx, m_name);
+            result.counters["notice.sent"] = notices->sent;
+        }
+        if (notices && notices->failed) {
+            notice_error = "notices: " + notices->message;
+        }
         Plan plan;
         std::int64_t total_rows = 0;
         std::int64_t pages = 0;
@@ -676,7 +732,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             }
         }
         if (result.due == 0 || pages == 0) {
-            return result;
+            return with_notice_error();
         }
 
         // Pages per range so that a range holds about 80% of batch_size due rows on average: a
@@ -951,7 +1007,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         throw UnavailableError("datastore \"" + m_name +
                                "\": commit outcome unknown: " + first_line(e.what()));
     }
-    return result;
+    return with_notice_error();
 }
 
 // --- dry run ----------------------------------------------------------------------------------
@@ -1036,6 +1092,11 @@ DryRun PostgresEngine::dry_run(const Rule& rule, const RunContext& ctx) {
                                  due_sql(plan, tx, dp);
                 count_dependents(tx, std::vector<DepPlan>{d}, set, dp, dry.counters);
             }
+        }
+        if (rule.pg().notice) {
+            const auto notices = pg_notice::count(tx, rule, notice_target(plan, tx));
+            dry.counters["notice.to_send"] = notices.to_send;
+            dry.counters["notice.waiting"] = notices.waiting;
         }
         if (!rule.clock_null_due && dry.no_clock > 0) {
             dry.notes.push_back(std::to_string(dry.no_clock) + " rows have no clock (never due)");
