@@ -5,7 +5,10 @@
 # packaging/debian/ so that the root stays an ordinary CMake project. So: copy the working tree
 # (what `make` would build, uncommitted changes included; never build dirs or .git) to
 # packaging/out/work/, put packaging/debian there as debian/, build there, copy the .deb back.
-# Extra arguments go to dpkg-buildpackage (e.g. -nc to reuse the previous build objects).
+# `--ref REF` builds a commit instead (git archive REF, debian/ from that commit too): what a
+# release should ship, and immune to other people's half-written files in a shared checkout.
+# Extra arguments go to dpkg-buildpackage (e.g. -nc to reuse the previous build objects; not with
+# --ref, whose files carry the commit time and would look older than the objects).
 # Needs: dpkg-dev, debhelper, fakeroot and the Build-Depends of packaging/debian/control
 # (scripts/install-deps.sh plus `apt-get install debhelper lintian`).
 set -euo pipefail
@@ -17,9 +20,14 @@ work=$out/work/retentiond
 mkdir -p "$work"
 # Refresh the copy; keep obj-* (the CMake build dir) so that -nc can rebuild incrementally.
 find "$work" -mindepth 1 -maxdepth 1 ! -name 'obj-*' -exec rm -rf {} +
-tar -C "$repo" --exclude='./.git' --exclude='./build*' --exclude='./packaging/out' \
-    --exclude='./.demo' --exclude='./compile_commands.json' -cf - . | tar -C "$work" -xf -
-cp -a "$repo/packaging/debian" "$work/debian"
+if [ "${1:-}" = --ref ]; then
+    git -C "$repo" archive "$2" | tar -C "$work" -xf -
+    shift 2
+else
+    tar -C "$repo" --exclude='./.git' --exclude='./build*' --exclude='./packaging/out' \
+        --exclude='./.demo' --exclude='./compile_commands.json' -cf - . | tar -C "$work" -xf -
+fi
+cp -a "$work/packaging/debian" "$work/debian"
 
 cd "$work"
 dpkg-checkbuilddeps
