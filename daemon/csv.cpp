@@ -115,6 +115,81 @@ bool Reader::next(Record& out) {
     }
 }
 
+bool Reader::next_raw(Record& out) {
+    if (m_first) {
+        return next(out);
+    }
+    for (;;) {
+        if (m_pos == m_len) {
+            if (m_eof) {
+                return false;
+            }
+            fill();
+            continue;
+        }
+        if (parse_raw(out) == Parse::complete) {
+            return true;
+        }
+        fill();
+    }
+}
+
+Reader::Parse Reader::parse_raw(Record& out) {
+    const char* b = m_buf.data() + m_pos;
+    const std::size_t n = m_len - m_pos;
+    out.m_fields.clear();
+    if (n == 1 && b[0] == '\r' && !m_eof) {
+        return Parse::need_more;
+    }
+    const bool blank_lf = b[0] == '\n';
+    const bool blank_crlf = n > 1 && b[0] == '\r' && b[1] == '\n';
+    out.m_blank = blank_lf || blank_crlf;
+    std::size_t body_end = 0;
+    std::size_t end = 0;
+    std::uint64_t breaks = 0; // inside quoted fields
+    if (out.m_blank) {
+        end = blank_lf ? 1 : 2;
+    } else {
+        // A line break ends the record when the quotes before it pair up (a doubled quote
+        // toggles twice).
+        bool quoted = false;
+        std::size_t i = 0;
+        for (;;) {
+            const auto* nl = static_cast<const char*>(std::memchr(b + i, '\n', n - i));
+            const std::size_t stop = nl != nullptr ? static_cast<std::size_t>(nl - b) : n;
+            for (const char* q = b + i;
+                 (q = static_cast<const char*>(
+                      std::memchr(q, '"', stop - static_cast<std::size_t>(q - b)))) != nullptr;
+                 ++q) {
+                quoted = !quoted;
+            }
+            if (nl == nullptr) {
+                if (!m_eof) {
+                    return Parse::need_more;
+                }
+                if (quoted) {
+                    throw ParseError(m_line, "unterminated quoted field");
+                }
+                body_end = end = n; // last record without a line ending
+                break;
+            }
+            if (!quoted) {
+                end = stop + 1;
+                body_end = b[stop - 1] == '\r' ? stop - 1 : stop;
+                break;
+            }
+            ++breaks;
+            i = stop + 1;
+        }
+    }
+    out.m_raw = std::string_view(b, end);
+    out.m_body_end = body_end;
+    out.m_line = m_line;
+    m_line += breaks + (end > body_end && b[end - 1] == '\n' ? 1 : 0);
+    m_pos += end;
+    return Parse::complete;
+}
+
 Reader::Parse Reader::parse(Record& out) {
     const char* b = m_buf.data() + m_pos;
     const std::size_t n = m_len - m_pos;
@@ -130,6 +205,7 @@ Reader::Parse Reader::parse(Record& out) {
     if (i + 1 == n && b[i] == '\r' && !m_eof) {
         return Parse::need_more;
     }
+    out.m_blank = blank_lf || blank_crlf;
     if (blank_lf || blank_crlf) {
         body_end = i;
         end = i + (blank_lf ? 1 : 2);

@@ -365,6 +365,8 @@ class RecordParser {
 public:
     virtual ~RecordParser() = default;
     virtual bool next() = 0; // throws ParseError
+    // The next record's raw bytes only, for a record pass 1 has already parsed and kept.
+    virtual bool skip() { return next(); }
     virtual bool record() const = 0;
     virtual std::string_view raw() const = 0;
     virtual std::uint64_t line() const = 0;
@@ -395,6 +397,16 @@ public:
                                                " fields, the header has " +
                                                std::to_string(m_header_fields));
         }
+        return true;
+    }
+    bool skip() override {
+        if (m_header_fields == 0) {
+            return next();
+        }
+        if (!m_reader.next_raw(m_rec)) {
+            return false;
+        }
+        m_is_record = !m_rec.blank();
         return true;
     }
     bool record() const override { return m_is_record; }
@@ -729,12 +741,43 @@ FileIdentity identity(const struct stat& st) {
     return {st.st_dev, st.st_ino, st.st_size, st.st_mtim};
 }
 
+// Which records pass 1 found due, one bit per record in file order, so that pass 2 only finds
+// the boundaries of the kept ones. Bounded: records past the budget are decided again in pass 2.
+class DueBits {
+public:
+    std::uint64_t covered() const { return m_covered; }
+    bool due(std::uint64_t i) const { return (m_words[i / 64] >> (i % 64) & 1U) != 0; }
+    // Returns false once the budget (records, shared by all files of a run) is spent.
+    bool push(bool due, std::uint64_t& budget) {
+        if (budget == 0) {
+            return false;
+        }
+        --budget;
+        if (m_covered % 64 == 0) {
+            m_words.push_back(0);
+        }
+        if (due) {
+            m_words.back() |= std::uint64_t{1} << (m_covered % 64);
+        }
+        ++m_covered;
+        return true;
+    }
+
+private:
+    std::vector<std::uint64_t> m_words;
+    std::uint64_t m_covered = 0;
+};
+
+// 64 Mi records: 8 MiB of bits per run at most.
+constexpr std::uint64_t k_due_bits_budget = std::uint64_t{64} << 20;
+
 struct Scan {
     Match file;
     FileIdentity id;
     DryRun figures;
     std::int64_t records = 0;
     std::int64_t due = 0;
+    DueBits bits;      // filled by purge's pass 1 only
     std::string error; // "rel:line: reason"
 };
 
@@ -890,9 +933,11 @@ public:
         std::vector<Scan> scans;
         DryRun total;
         std::vector<std::string> unparseable;
+        std::uint64_t bits_budget = k_due_bits_budget;
         for (const auto& f : files) {
-            auto s = scan(rule, f, t, ctx);
+            auto s = scan(rule, f, t, ctx, &bits_budget);
             if (!s.error.empty()) {
+                bits_budget += s.bits.covered();
                 unparseable.push_back(s.error);
                 event(ctx, "unparseable",
                       {{"rule", rule.name}, {"target", f.rel}, {"reason", s.error}});
@@ -901,6 +946,8 @@ public:
             merge(total, s.figures);
             if (s.due > 0) {
                 scans.push_back(std::move(s));
+            } else {
+                bits_budget += s.bits.covered(); // freed with s
             }
         }
         r.due = total.due;
@@ -1090,7 +1137,8 @@ private:
         return out;
     }
 
-    Scan scan(const Rule& rule, const Match& f, const Timing& t, const RunContext& ctx) const {
+    Scan scan(const Rule& rule, const Match& f, const Timing& t, const RunContext& ctx,
+              std::uint64_t* bits_budget = nullptr) const {
         Scan s;
         s.file = f;
         try {
@@ -1113,6 +1161,9 @@ private:
                 tally(s.figures, t, clock, v);
                 ++s.records;
                 s.due += v == Verdict::due ? 1 : 0;
+                if (bits_budget != nullptr && !s.bits.push(v == Verdict::due, *bits_budget)) {
+                    bits_budget = nullptr;
+                }
             }
         } catch (const ParseError& e) {
             s.error = f.rel + ":" + std::to_string(e.line()) + ": " + e.reason();
@@ -1178,8 +1229,28 @@ private:
             auto p = make_parser(csv::fd_reader(in.get()), view);
             std::optional<TimePoint> clock;
             std::string changed;
-            while (p->next()) {
-                if (p->record() && decide(*p, t, rule, clock) == Verdict::due) {
+            std::uint64_t index = 0; // records so far
+            for (;;) {
+                // Records pass 1 kept are only delimited and copied; the others are decided
+                // again, so a record is never dropped on pass 1's word alone.
+                const bool known_kept = index < s.bits.covered() && !s.bits.due(index);
+                if (!(known_kept ? p->skip() : p->next())) {
+                    break;
+                }
+                if (!p->record()) {
+                    if (out) {
+                        out->write(p->raw());
+                    }
+                    continue;
+                }
+                ++index;
+                if (known_kept) {
+                    if (out) {
+                        out->write(p->raw());
+                    }
+                    continue;
+                }
+                if (decide(*p, t, rule, clock) == Verdict::due) {
                     ++touched;
                     batches.add(p->key());
                     if (rule.action == Action::anonymize && out) {
@@ -1194,7 +1265,8 @@ private:
                 }
             }
             batches.flush();
-            if (touched != s.due) { // the file changed between the passes
+            if (touched != s.due || index != static_cast<std::uint64_t>(s.records)) {
+                // the file changed between the passes
                 batches.outcome(false);
                 return Rewrite::changed;
             }

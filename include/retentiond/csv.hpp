@@ -54,7 +54,7 @@ public:
     std::string_view line_ending() const { return m_raw.substr(m_body_end); }
     std::uint64_t line() const { return m_line; }
     // An empty line between records: kept as is, not a record.
-    bool blank() const { return m_fields.empty(); }
+    bool blank() const { return m_blank; }
 
 private:
     friend class Reader;
@@ -62,6 +62,7 @@ private:
     std::vector<FieldSpan> m_fields;
     std::size_t m_body_end = 0;
     std::uint64_t m_line = 0;
+    bool m_blank = false;
 };
 
 // Reads up to n bytes into buf; returns 0 at end of input; throws on error.
@@ -80,12 +81,18 @@ public:
     Reader(ReadFn read, char delimiter = 0, std::size_t block = k_block);
     // Throws ParseError.
     bool next(Record& out);
+    // Like next(), but only finds where the record ends (quote parity, memchr): out has raw(),
+    // line(), line_ending() and blank(), no fields, and field-level errors (a stray quote, bytes
+    // after a closing quote) go unnoticed. For the second pass over a file a full pass has
+    // already checked. The header always gets a full parse.
+    bool next_raw(Record& out);
     char delimiter() const { return m_delim; }
     bool has_bom() const { return m_bom; }
 
 private:
     enum class Parse { complete, need_more };
     Parse parse(Record& out);
+    Parse parse_raw(Record& out);
     bool fill();
     void detect_delimiter();
 

@@ -70,6 +70,70 @@ TEST(Csv, EveryBlockSizeGivesTheSameRecords) {
     }
 }
 
+struct Boundaries {
+    std::vector<std::string> raw;
+    std::vector<std::string> endings;
+    std::vector<std::uint64_t> lines;
+    std::vector<bool> blank;
+    bool operator==(const Boundaries&) const = default;
+};
+
+// Records through next() (mask bit 0) or next_raw() (bit 1), chosen by record index.
+Boundaries boundaries(std::string_view data, std::size_t block, std::uint64_t raw_mask) {
+    Reader reader(string_reader(data), 0, block);
+    Record rec;
+    Boundaries b;
+    for (std::size_t i = 0;; ++i) {
+        const bool raw = (raw_mask >> (i % 64) & 1U) != 0;
+        if (!(raw ? reader.next_raw(rec) : reader.next(rec))) {
+            return b;
+        }
+        b.raw.emplace_back(rec.raw());
+        b.endings.emplace_back(rec.line_ending());
+        b.lines.push_back(rec.line());
+        b.blank.push_back(rec.blank());
+    }
+}
+
+TEST(Csv, BoundaryOnlyReadsFindTheSameRecordsAsFullParses) {
+    const std::vector<std::string> inputs = {
+        fixture("tally_bom_crlf.csv"),
+        fixture("semicolon.csv"),
+        "a,b\n\"x\ny\",1\r\n\r\n\n\"\"\"\",\"\"\r\nlone\rcr,2\r\r\n\"q\"\"\n\"\"\",3\n"
+        "\"\n\n\n\",4\nlast,\r",
+        "h\nx\n\r",
+        "h\nx\r\n\"a\r\nb\"",
+    };
+    for (const auto& data : inputs) {
+        const auto reference = boundaries(data, Reader::k_block, 0);
+        std::string joined;
+        for (const auto& r : reference.raw) {
+            joined += r;
+        }
+        ASSERT_EQ(joined, data);
+        for (std::size_t block = 16; block < 72; block += 5) {
+            for (const std::uint64_t mask :
+                 {~std::uint64_t{0}, std::uint64_t{0xAAAAAAAAAAAAAAAA}, std::uint64_t{0x5555}}) {
+                EXPECT_EQ(boundaries(data, block, mask), reference)
+                    << "block " << block << " mask " << mask;
+            }
+        }
+    }
+}
+
+TEST(Csv, BoundaryOnlyReadStillRefusesAnUnterminatedQuote) {
+    Reader reader(string_reader("a,b\n1,2\n\"open,3\nmore\n"), 0, 16);
+    Record rec;
+    ASSERT_TRUE(reader.next_raw(rec));
+    ASSERT_TRUE(reader.next_raw(rec));
+    try {
+        reader.next_raw(rec);
+        FAIL() << "an unterminated quote must throw";
+    } catch (const ParseError& e) {
+        EXPECT_EQ(e.line(), 3U);
+    }
+}
+
 TEST(Csv, DetectsTheSemicolonFromTheHeader) {
     const auto data = fixture("semicolon.csv");
     Reader reader(string_reader(data));

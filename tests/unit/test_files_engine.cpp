@@ -398,6 +398,109 @@ TEST_F(FilesEngine, AFileChangedDuringTheRewriteIsLeftForTheNextRun) {
     EXPECT_EQ(entries(m_root), (std::vector<std::string>{"live.csv"}));
 }
 
+// A multi-block export: kept runs longer than any I/O block, due records at and across block
+// boundaries (a 3 MiB quoted answer), CRLF and LF, blank lines. Pass 2 only delimits the kept
+// records; the output must still be the input minus the due records, byte for byte.
+TEST_F(FilesEngine, LargeExportWithDueRecordsAcrossBlockBoundaries) {
+    std::string data = "\"Submission ID\",\"Submitted at\",\"Commentaire\"\r\n";
+    std::set<std::string> due;
+    std::vector<std::string> due_order;
+    std::uint32_t seed = 12345;
+    auto rnd = [&seed](std::uint32_t n) {
+        seed = seed * 1664525U + 1013904223U;
+        return (seed >> 8) % n;
+    };
+    auto add = [&](bool is_due, const std::string& comment) {
+        const auto id = "s" + std::to_string(due_order.size() + data.size());
+        data += id + (is_due ? ",2020-03-01 10:00:00," : ",2099-01-01 09:30:00,") + comment +
+                (rnd(3) == 0 ? "\n" : "\r\n");
+        if (is_due) {
+            due.insert(id);
+            due_order.push_back(id);
+        }
+    };
+    auto comment = [&]() -> std::string {
+        switch (rnd(4)) {
+        case 0:
+            return "court";
+        case 1:
+            return "\"avec, virgule et \"\"guillemets\"\"\"";
+        case 2:
+            return "\"sur\r\ndeux\nlignes\"";
+        default:
+            return std::string(rnd(400), 'x');
+        }
+    };
+    while (data.size() < (std::size_t{5} << 20)) { // a kept run longer than 4 MiB
+        add(false, comment());
+    }
+    add(true, "\"" + std::string(std::size_t{3} << 20, 'y') + "\n\"\"fin\"\"\""); // spans blocks
+    while (data.size() < (std::size_t{12} << 20)) { // a mix, a due record every few records
+        add(rnd(5) < 2, comment());
+        if (rnd(50) == 0) {
+            data += "\r\n";
+        }
+    }
+    add(true, "dernier"); // the last record is due
+    spit(m_root / "big.csv", data);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    r.batch_size = 1000000;
+    const auto result = purge(r);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, static_cast<std::int64_t>(due.size()));
+    EXPECT_EQ(slurp(m_root / "big.csv"), without(data, due));
+    ASSERT_EQ(m_journal.m_intents.size(), 1U);
+    EXPECT_EQ(m_journal.m_intents[0].keys, due_order);
+}
+
+// Pass 1's verdicts only spare pass 2 the work on kept records: a record pass 1 found due is
+// decided again before it is dropped. Here a due record becomes recent between the passes
+// without the file's size or mtime moving: nothing is dropped.
+class RedatingJournal : public RecordingJournal {
+public:
+    RedatingJournal(fs::path p, std::size_t offset) : m_path(std::move(p)), m_offset(offset) {}
+    std::string intent(const BatchIntent& batch) override {
+        if (!m_done) {
+            m_done = true;
+            struct stat st {};
+            EXPECT_EQ(::stat(m_path.c_str(), &st), 0);
+            std::fstream f(m_path, std::ios::binary | std::ios::in | std::ios::out);
+            f.seekp(static_cast<std::streamoff>(m_offset));
+            f << "2099";
+            f.close();
+            const timespec times[2] = {st.st_atim, st.st_mtim};
+            EXPECT_EQ(::utimensat(AT_FDCWD, m_path.c_str(), times, 0), 0);
+        }
+        return RecordingJournal::intent(batch);
+    }
+    fs::path m_path;
+    std::size_t m_offset;
+    bool m_done = false;
+};
+
+TEST_F(FilesEngine, ADueRecordIsDecidedAgainBeforeItIsDropped) {
+    std::string data = "\"Submission ID\",\"Submitted at\"\nfirst,2020-01-01 00:00:00\n";
+    for (int i = 0; data.size() < (std::size_t{9} << 20); ++i) { // past the reader's read-ahead
+        data += "k" + std::to_string(i) + ",2099-01-01 00:00:00\n";
+    }
+    const auto offset = data.size() + 5;
+    data += "late,2020-01-01 00:00:00\n";
+    spit(m_root / "live.csv", data);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    r.batch_size = 1;
+    RedatingJournal journal(m_root / "live.csv", offset);
+    auto c = ctx(&journal);
+    const auto result = m_engine->purge(r, c);
+    EXPECT_EQ(result.processed, 0);
+    EXPECT_EQ(result.counters.at("files.changed_during_rewrite"), 1);
+    auto expected = data;
+    expected.replace(offset, 4, "2099");
+    EXPECT_EQ(slurp(m_root / "live.csv"), expected) << "no record dropped";
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"live.csv"}));
+}
+
 TEST_F(FilesEngine, JsonLinesWithDottedPaths) {
     const auto input = fixture("submissions.jsonl");
     spit(m_root / "subs.jsonl", input);
