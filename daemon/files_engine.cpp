@@ -10,6 +10,7 @@
 #include "retentiond/crypto.hpp"
 #include "retentiond/csv.hpp"
 #include "retentiond/engines.hpp"
+#include "retentiond/timestamp_memo.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <fcntl.h>
@@ -380,7 +381,8 @@ public:
 class CsvParser : public RecordParser {
 public:
     CsvParser(csv::ReadFn read, const RuleView& v)
-        : m_view(v), m_reader(std::move(read), v.spec.delimiter) {}
+        : m_view(v), m_reader(std::move(read), v.spec.delimiter),
+          m_time(v.spec.clock.format, v.tz) {}
 
     bool next() override {
         if (!m_reader.next(m_rec)) {
@@ -420,7 +422,7 @@ public:
         if (text.empty()) {
             return std::nullopt;
         }
-        auto t = parse_timestamp(text, m_view.spec.clock.format, m_view.tz);
+        auto t = m_time.parse(text);
         if (!t) {
             throw ParseError(m_rec.line(),
                              "unparseable timestamp in column \"" + m_view.spec.clock.field + "\"");
@@ -506,6 +508,7 @@ private:
 
     RuleView m_view;
     csv::Reader m_reader;
+    TimestampMemo m_time;
     csv::Record m_rec;
     std::string m_scratch;
     std::vector<std::string> m_names;
@@ -546,7 +549,8 @@ std::string scalar(const nlohmann::json& j) {
 class JsonlParser : public RecordParser {
 public:
     JsonlParser(csv::ReadFn read, const RuleView& v)
-        : m_view(v), m_read(std::move(read)), m_buf(csv::Reader::k_block) {
+        : m_view(v), m_read(std::move(read)), m_buf(csv::Reader::k_block),
+          m_time(v.spec.clock.format, v.tz) {
         const auto& spec = v.spec;
         if (spec.clock.kind == FilesClock::Kind::field) {
             m_clock_path = dotted(spec.clock.field);
@@ -610,7 +614,7 @@ public:
         }
         std::optional<TimePoint> t;
         if (v->is_string()) {
-            t = parse_timestamp(v->get<std::string>(), m_view.spec.clock.format, m_view.tz);
+            t = m_time.parse(v->get_ref<const std::string&>());
         } else if (v->is_number()) { // epoch seconds
             const double s = v->get<double>();
             if (std::isfinite(s)) {
@@ -691,6 +695,7 @@ private:
     RuleView m_view;
     csv::ReadFn m_read;
     std::vector<char> m_buf;
+    TimestampMemo m_time;
     std::size_t m_pos = 0;
     std::size_t m_len = 0;
     bool m_eof = false;
