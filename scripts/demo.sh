@@ -188,6 +188,15 @@ psql_do -d cqlp -At -c "SELECT 'metric rows with a query string: ' || count(*) F
 echo "redis sessions left: $(redis-cli -s "$demo/redis.sock" dbsize)"
 [ -f "$demo/notify/sent.jsonl" ] && echo "notices handed to the notifier: $(wc -l <"$demo/notify/sent.jsonl")"
 
+say "30 days later (simulated by ageing the notices): the noticed accounts that did not come back go"
+psql_do -d dora -c "UPDATE retentiond.notice SET retentiond_noticed_at = retentiond_noticed_at - interval '30 days'"
+set +e
+rd purge --now --rule dora-accounts
+status2=$?
+set -e
+[ "$status" -eq 0 ] && status=$status2
+psql_do -d dora -At -c "SELECT 'users_user: ' || count(*) || ' accounts left' FROM users_user"
+
 say "retentiond audit verify"
 rd audit verify
 say "retentiond audit prove --rule dora-accounts --key 2"
