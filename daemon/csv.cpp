@@ -6,7 +6,43 @@
 #include <system_error>
 #include <unistd.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace retentiond::csv {
+
+namespace {
+
+// The first i in [from, n) where b[i] is one of the bytes in want (up to 4; repeat one to use
+// fewer), or n. Sixteen bytes at a time where SSE2 is there: fields are mostly short, too short
+// for memchr's set-up to pay off, and an unquoted field ends at any of four bytes.
+std::size_t find_any(const char* b, std::size_t from, std::size_t n, const char (&want)[4]) {
+#if defined(__SSE2__)
+    const __m128i w0 = _mm_set1_epi8(want[0]);
+    const __m128i w1 = _mm_set1_epi8(want[1]);
+    const __m128i w2 = _mm_set1_epi8(want[2]);
+    const __m128i w3 = _mm_set1_epi8(want[3]);
+    while (from + 16 <= n) {
+        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + from));
+        const __m128i hit =
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, w0), _mm_cmpeq_epi8(x, w1)),
+                         _mm_or_si128(_mm_cmpeq_epi8(x, w2), _mm_cmpeq_epi8(x, w3)));
+        const auto mask = static_cast<unsigned>(_mm_movemask_epi8(hit));
+        if (mask != 0) {
+            return from + static_cast<std::size_t>(__builtin_ctz(mask));
+        }
+        from += 16;
+    }
+#endif
+    while (from < n && b[from] != want[0] && b[from] != want[1] && b[from] != want[2] &&
+           b[from] != want[3]) {
+        ++from;
+    }
+    return from;
+}
+
+} // namespace
 
 std::string_view Record::value(std::size_t i, std::string& scratch) const {
     const FieldSpan& f = m_fields[i];
@@ -93,10 +129,6 @@ bool Reader::next(Record& out) {
         m_bom = m_len - m_pos >= 3 && std::memcmp(m_buf.data() + m_pos, "\xEF\xBB\xBF", 3) == 0;
         if (m_delim == 0) {
             detect_delimiter();
-        }
-        m_special.fill(false);
-        for (const char c : {m_delim, '"', '\n', '\r'}) {
-            m_special[static_cast<unsigned char>(c)] = true;
         }
     }
     for (;;) {
@@ -224,15 +256,20 @@ Reader::Parse Reader::parse(Record& out) {
             if (b[i] == '"') {
                 f.quoted = true;
                 std::size_t j = i + 1;
+                constexpr char k_quote_or_lf[4] = {'"', '\n', '"', '\n'};
                 for (;;) {
-                    const void* q = std::memchr(b + j, '"', n - j);
-                    if (q == nullptr) {
+                    const std::size_t k = find_any(b, j, n, k_quote_or_lf);
+                    if (k == n) {
                         if (!m_eof) {
                             return Parse::need_more;
                         }
                         throw ParseError(m_line, "unterminated quoted field");
                     }
-                    const auto k = static_cast<std::size_t>(static_cast<const char*>(q) - b);
+                    if (b[k] == '\n') {
+                        ++breaks; // for the line numbers of later records
+                        j = k + 1;
+                        continue;
+                    }
                     if (k + 1 == n && !m_eof) {
                         return Parse::need_more; // a doubled quote may follow
                     }
@@ -244,23 +281,15 @@ Reader::Parse Reader::parse(Record& out) {
                     j = k + 1;
                     break;
                 }
-                // Line breaks inside the quotes, for the line numbers of later records.
-                for (const char* nl = b + i;
-                     (nl = static_cast<const char*>(
-                          std::memchr(nl, '\n', j - static_cast<std::size_t>(nl - b)))) != nullptr;
-                     ++nl) {
-                    ++breaks;
-                }
                 i = j;
                 if (i < n && b[i] != d && b[i] != '\n' && b[i] != '\r') {
                     throw ParseError(m_line, "unexpected character after a closing quote");
                 }
             } else {
                 std::size_t j = i;
+                const char special[4] = {d, '"', '\n', '\r'};
                 for (;;) {
-                    while (j < n && !m_special[static_cast<unsigned char>(b[j])]) {
-                        ++j;
-                    }
+                    j = find_any(b, j, n, special);
                     if (j == n) {
                         if (!m_eof) {
                             return Parse::need_more;

@@ -104,7 +104,6 @@ private:
     bool m_first = true;
     bool m_bom = false;
     char m_delim;
-    std::array<bool, 256> m_special{}; // bytes that end an unquoted field
     std::uint64_t m_line = 1;
 };
 

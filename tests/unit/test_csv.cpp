@@ -134,6 +134,27 @@ TEST(Csv, BoundaryOnlyReadStillRefusesAnUnterminatedQuote) {
     }
 }
 
+// The field scanners look at 16 bytes at a time: a delimiter, quote or line break must be
+// found at every offset of a long field, and at the end of the buffer.
+TEST(Csv, SpecialBytesAtEveryOffsetOfLongFields) {
+    for (std::size_t at = 0; at < 40; ++at) {
+        const std::string pad(at, 'x');
+        const std::string data = "h1,h2\n" + pad + "," + pad + "z\n\"" + pad + "\"\"" + pad + "\n" +
+                                 pad + "\"," + pad + "\r\n" + pad + "\r" + pad + ",q";
+        const auto p = parse_all(data, 16);
+        const auto q = parse_all(data);
+        ASSERT_EQ(p.rows, q.rows) << at;
+        ASSERT_EQ(p.lines, q.lines) << at;
+        ASSERT_EQ(q.rows.size(), 4U) << at;
+        EXPECT_EQ(q.rows[1], (std::vector<std::string>{pad, pad + "z"})) << at;
+        EXPECT_EQ(q.rows[2], (std::vector<std::string>{pad + "\"" + pad + "\n" + pad, pad})) << at;
+        EXPECT_EQ(q.rows[3], (std::vector<std::string>{pad + "\r" + pad, "q"})) << at;
+        EXPECT_EQ(q.lines, (std::vector<std::uint64_t>{1, 2, 3, 5})) << at;
+        EXPECT_EQ(q.concatenated, data);
+        EXPECT_THROW(parse_all("h\n" + pad + "\"" + pad + "\n"), ParseError) << at;
+    }
+}
+
 TEST(Csv, DetectsTheSemicolonFromTheHeader) {
     const auto data = fixture("semicolon.csv");
     Reader reader(string_reader(data));
