@@ -10,7 +10,7 @@ packages=(
   libgtest-dev libgmock-dev
   postgresql-15 postgresql-contrib redis-server redis-tools
   time miller procps systemd
-  chromium fonts-dejavu-core
+  chromium fonts-dejavu-core groff-base man-db bash-completion
 )
 
 missing=()
