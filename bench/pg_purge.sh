@@ -12,7 +12,11 @@
 # The driver (bench/pg_purge_bench.cpp) is compiled here with -O2 together with the engine source,
 # linked against BUILD_DIR's libretentiond_core.a for the rest.
 #
-# usage: bench/pg_purge.sh [N]     env: BUILD_DIR (default build), PGBENCH_SECONDS (default 10)
+# The driver journals every batch like the CLI: JOURNAL=audit (default) is the real AuditLog (HMAC
+# digest of every key, fsyncs), JOURNAL=digest only computes the digests, JOURNAL=none attaches none.
+#
+# usage: bench/pg_purge.sh [N]     env: BUILD_DIR (default build), PGBENCH_SECONDS (default 10),
+#                                       JOURNAL (audit|digest|none, default audit)
 set -euo pipefail
 
 N=${1:-2000000}
@@ -20,6 +24,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 PGBIN=/usr/lib/postgresql/15/bin
 SECS=${PGBENCH_SECONDS:-10}
+JOURNAL=${JOURNAL:-audit}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/retentiond-pg-bench-XXXXXX")
 chmod 755 "$WORK"
 DATA=$WORK/data
@@ -46,7 +51,7 @@ done
 [ -f "$BUILD_DIR/libretentiond_core.a" ] || { echo "build retentiond_core in $BUILD_DIR first" >&2; exit 69; }
 
 DRIVER=$WORK/pg_purge_bench
-g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$BUILD_DIR/generated" \
+g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$BUILD_DIR/generated" \
     "$ROOT/bench/pg_purge_bench.cpp" "$ROOT/daemon/postgres_engine.cpp" \
     "$BUILD_DIR/libretentiond_core.a" \
     -o "$DRIVER" $(pkg-config --libs libpqxx hiredis libsystemd yaml-cpp) -lpq -lspdlog -lfmt \
@@ -90,7 +95,8 @@ fresh() { # a copy of the template, so every measure starts from the same table
 }
 timed_sql() { local t0; t0=$(now); sql "$1" "$2"; awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
 run_driver() { # db action -> sets DRV_SECS, DRV_RSS_KB
-    /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "$(dsn "$1")" accounts "$2" 10000 >"$WORK/drv.txt"
+    /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "$(dsn "$1")" accounts "$2" 10000 "$JOURNAL" "$WORK" >"$WORK/drv.txt"
+    echo "  driver ($1 $2): $(cat "$WORK/drv.txt")" >&2
     DRV_SECS=$(awk '{for(i=1;i<NF;i++) if($i=="seconds") print $(i+1)}' "$WORK/drv.txt")
     DRV_RSS_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
     DRV_ROWS=$(awk '{print $2}' "$WORK/drv.txt")
@@ -129,7 +135,7 @@ wait $PB; read -r DEL_TPS DEL_P99 <"$WORK/pb_delete.txt"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b/a}'; }
 echo
-echo "rows: $N, due: $ROWS_DEL (purge) / $ROWS_UPD (anonymize), batch_size 10000"
+echo "rows: $N, due: $ROWS_DEL (purge) / $ROWS_UPD (anonymize), batch_size 10000, journal $JOURNAL"
 printf "purge:     plain DELETE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PLAIN_DEL" "$ENG_DEL" "$(ratio "$PLAIN_DEL" "$ENG_DEL")"
 printf "anonymize: plain UPDATE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \

@@ -1,19 +1,84 @@
 // Bench driver for bench/pg_purge.sh: runs the postgres engine's purge once and prints the time.
-// usage: pg_purge_bench DSN TABLE delete|anonymize BATCH_SIZE
+// usage: pg_purge_bench DSN TABLE delete|anonymize BATCH_SIZE [JOURNAL [DIR]]
+//   JOURNAL: audit (default: the real AuditLog in DIR, fsyncs included, as the CLI runs it),
+//            digest (in memory: HMAC digest of every key, no file I/O), none (no journal).
+// Prints on one line: processed, batches, seconds, status, then the phases: time until the first
+// batch's intent (counting + first statement), seconds spent inside the journal, and the engine's
+// own time (total minus journal).
+#include "retentiond/audit.hpp"
 #include "retentiond/engines.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Forwards to the real journal (or digests the keys itself) and times every call.
+class TimedJournal final : public retentiond::BatchJournal {
+public:
+    TimedJournal(retentiond::BatchJournal* inner, retentiond::Secret key, Clock::time_point start)
+        : m_inner(inner), m_key(std::move(key)), m_start(start) {}
+
+    std::string intent(const retentiond::BatchIntent& batch) override {
+        const auto t0 = Clock::now();
+        if (!m_first_intent) {
+            m_first_intent = std::chrono::duration<double>(t0 - m_start).count();
+        }
+        std::string id;
+        if (m_inner != nullptr) {
+            id = m_inner->intent(batch);
+        } else {
+            for (const auto& k : batch.keys) {
+                m_sink ^= retentiond::record_digest(m_key, batch.rule, k).front();
+            }
+            id = std::to_string(++m_batches);
+        }
+        m_spent += Clock::now() - t0;
+        return id;
+    }
+    void outcome(const std::string& batch_id, bool committed, std::int64_t count) override {
+        const auto t0 = Clock::now();
+        if (m_inner != nullptr) {
+            m_inner->outcome(batch_id, committed, count);
+        }
+        m_spent += Clock::now() - t0;
+    }
+    void event(const std::string& type, const nlohmann::json& fields) override {
+        if (m_inner != nullptr) {
+            m_inner->event(type, fields);
+        }
+    }
+    double spent() const { return std::chrono::duration<double>(m_spent).count(); }
+    double first_intent() const { return m_first_intent.value_or(0.0); }
+
+private:
+    retentiond::BatchJournal* m_inner;
+    retentiond::Secret m_key;
+    Clock::time_point m_start;
+    Clock::duration m_spent{};
+    std::optional<double> m_first_intent;
+    std::uint64_t m_batches = 0;
+    char m_sink = 0;
+};
+
+} // namespace
 
 int main(int argc, char** argv) {
     using namespace retentiond;
-    if (argc != 5) {
-        std::fprintf(stderr, "usage: %s DSN TABLE delete|anonymize BATCH_SIZE\n", argv[0]);
+    if (argc < 5 || argc > 7) {
+        std::fprintf(stderr,
+                     "usage: %s DSN TABLE delete|anonymize BATCH_SIZE [audit|digest|none [DIR]]\n",
+                     argv[0]);
         return 64;
     }
+    const std::string journal_kind = argc > 5 ? argv[5] : "audit";
+    const std::string dir = argc > 6 ? argv[6] : "/tmp";
     Datastore store;
     store.name = "bench";
     store.dsn = Secret(argv[1]);
@@ -37,14 +102,27 @@ int main(int argc, char** argv) {
         fixed.kind = Strategy::Kind::fixed;
         rule.anonymize = {{"email", null_value, {}}, {"first_name", fixed, {}}};
     }
+    const Secret key(std::string(32, 'k'));
+    std::unique_ptr<AuditLog> audit;
+    if (journal_kind == "audit") {
+        audit = std::make_unique<AuditLog>(dir + "/bench-audit.jsonl", key, new_run_id());
+    }
     RunContext ctx;
     ctx.run_id = "bench";
     ctx.tz = find_zone("UTC");
-    const auto start = std::chrono::steady_clock::now();
+    ctx.audit_key = &key;
+    const auto start = Clock::now();
+    TimedJournal journal(audit.get(), key, start);
+    if (journal_kind != "none") {
+        ctx.journal = &journal;
+    }
     const auto result = engine->purge(rule, ctx);
-    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-    std::printf("processed %lld batches %lld seconds %.3f status %d %s\n",
+    const std::chrono::duration<double> took = Clock::now() - start;
+    std::printf("processed %lld batches %lld seconds %.3f status %d journal %s first_intent %.3f "
+                "journal_s %.3f engine_s %.3f %s\n",
                 static_cast<long long>(result.processed), static_cast<long long>(result.batches),
-                took.count(), static_cast<int>(result.status), result.message.c_str());
+                took.count(), static_cast<int>(result.status), journal_kind.c_str(),
+                journal.first_intent(), journal.spent(), took.count() - journal.spent(),
+                result.message.c_str());
     return result.status == RunResult::Status::ok ? 0 : 1;
 }
