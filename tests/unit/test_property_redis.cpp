@@ -242,7 +242,7 @@ void run_case(RedisServer& server, std::uint64_t seed, int number, int& boundary
 TEST(PropertyRedis, EngineMatchesOracle) {
     auto& server = RedisServer::shared();
     const auto seed = env_u64("RETENTIOND_PROPERTY_SEED", 20261126);
-    const auto cases = static_cast<int>(env_u64("RETENTIOND_PROPERTY_CASES", 800));
+    const auto cases = static_cast<int>(env_u64("RETENTIOND_PROPERTY_CASES", 2000));
     const char* only = std::getenv("RETENTIOND_PROPERTY_ONLY");
     std::cout << "property seed " << seed << ", " << cases << " cases\n";
     int boundary = 0;
