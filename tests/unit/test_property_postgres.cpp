@@ -685,6 +685,57 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
     tx.commit();
 }
 
+// Known bug (daemon/postgres_engine.cpp purge(), not ours): the cutoff is `now() - retain`, but
+// the policy defines due as `clock + retain <= now`. With a retain mixing months and days the two
+// differ by days: PostgreSQL subtracts the months first, so a record can be deleted before its
+// clock + retain is reached. Here, days early.
+TEST_F(PropertyPostgres, MixedRetainNeverDueEarly_KnownBug) {
+    const auto* tz = find_zone("UTC");
+    const TimePoint now = date::sys_days{date::year{2023} / 3 / 24} + 14h + 14min + 37s;
+    const int months = 19;
+    const int days = 30;
+    const std::int64_t micros = 79LL * 3600000000LL;
+    const auto cut = *oracle_cutoff(now, months, days, micros, tz);         // PostgreSQL's cutoff
+    const auto clock = cut;                                                 // due for the engine
+    const auto due_at = *oracle_cutoff(clock, -months, -days, -micros, tz); // clock + retain
+    ASSERT_GT(due_at, now) << "the record is not due yet under the policy's definition";
+    pqxx::connection conn(s_dsn);
+    {
+        pqxx::work tx(conn);
+        tx.exec0("UPDATE fakeclock.clock SET t = " + tx.quote(sql_ts(now)));
+        tx.exec0("DROP SCHEMA IF EXISTS mixed CASCADE; CREATE SCHEMA mixed;"
+                 "CREATE TABLE mixed.t (id bigint PRIMARY KEY, c1 timestamptz)");
+        tx.exec0("INSERT INTO mixed.t VALUES (1, " + tx.quote(sql_ts(clock)) + ")");
+        tx.commit();
+    }
+    Rule rule;
+    rule.name = "mixed";
+    rule.datastore = "db";
+    rule.kind = DatastoreKind::postgres;
+    rule.retain.months = months;
+    rule.retain.days = days;
+    rule.retain.micros = micros;
+    rule.retain.text = "19 months 30 days 79 hours";
+    rule.limits = Limits{std::nullopt, 1.0};
+    PostgresRule pg;
+    pg.table = "mixed.t";
+    pg.key = {"id"};
+    pg.clock = {"c1"};
+    rule.spec = pg;
+    Datastore store;
+    store.name = "db";
+    store.dsn = Secret(s_dsn + " options='-c search_path=fakeclock,pg_catalog,public'");
+    Config config;
+    auto engine = make_postgres_engine(store, config);
+    RunContext ctx;
+    ctx.run_id = "mixed";
+    ctx.tz = tz;
+    const auto result = engine->purge(rule, ctx);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(pg_scalar(s_dsn, "SELECT count(*) FROM mixed.t"), "1")
+        << "deleted at " << format_utc(now) << " although clock + retain = " << format_utc(due_at);
+}
+
 TEST_F(PropertyPostgres, EngineMatchesOracle) {
     const auto seed = env_u64("RETENTIOND_PROPERTY_SEED", 20261126);
     const auto cases = static_cast<int>(env_u64("RETENTIOND_PROPERTY_CASES", 300));
