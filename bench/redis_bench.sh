@@ -90,9 +90,13 @@ keyspace() { cli info keyspace | tr -d '\r' | awk -F: '/^db0/ { print $2 }'; }
 server_cpu() { cli info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { t += $2 } END { printf "%.3f", t }'; }
 cpu_since() { awk -v a="$1" -v b="$(server_cpu)" 'BEGIN { printf "%.3f", b - a }'; }
 
+# Per-command server time of the last run: calls and usec (INFO commandstats).
+cmdstats() { cli info commandstats | tr -d '\r' | awk -F'[:,=]' '/^cmdstat_/ { sub("cmdstat_", "", $1); printf " %s=%s/%.0fms", $1, $3, $5 / 1000 }'; }
+
 run_driver() { # label, extra args...
     local label=$1
     shift
+    cli config resetstat >/dev/null
     CPU0=$(server_cpu)
     /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "unix://$SOCK" "$PATTERN" "12 hours" \
         --max-ttl "1 day" --batch 5000 --scan-count "${SCAN_COUNT:-1000}" "$@" >"$WORK/out.txt"
@@ -104,6 +108,7 @@ run_driver() { # label, extra args...
     ucpu=$(awk -F': ' '/User time/ { print $2 }' "$WORK/time.txt")
     scpu=$(awk -F': ' '/System time/ { print $2 }' "$WORK/time.txt")
     echo "$label: $(cat "$WORK/out.txt") wall=$wall client_cpu_s=$ucpu+$scpu peak_rss_kib=$rss server_cpu_s=$SERVER_CPU after: $(keyspace)"
+    echo "  server time by command (calls/usec):$(cmdstats)"
 }
 
 echo "== $N keys, $((N / 2)) due, $((N / 10)) without TTL; scan_count ${SCAN_COUNT:-1000}; load $(cut -d' ' -f1-3 /proc/loadavg); redis $(redis-server --version | awk '{ print $3 }'); $(nproc) cores"

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <sstream>
 
@@ -286,6 +287,65 @@ TEST_F(RedisEngineTest, KeyChangedAfterTheScanIsNotDeleted) {
     EXPECT_EQ(result.processed, 3);
     EXPECT_EQ(result.counters.at("skipped_changed"), 3);
     EXPECT_EQ(lines(cmd({"KEYS", m_prefix + "*"})).size(), 3U);
+}
+
+// A write between the scan's read and the delete batch (here from stop_requested, which runs
+// after a page's reads and before each batch): the batch re-checks atomically, so a refreshed
+// clock or a hold set in between keeps the key.
+TEST_F(RedisEngineTest, WriteBetweenReadAndDeleteIsRechecked) {
+    const auto old = std::to_string(now() - 100 * 86400);
+    for (int i = 0; i < 5; ++i) {
+        session("s" + std::to_string(i), old);
+    }
+    auto r = rule("30 days");
+    auto& spec = std::get<RedisRule>(r.spec);
+    spec.scan_count = 100;
+    spec.hold = RedisHold{"legal_hold", "yes"};
+    auto ctx = context();
+    bool written = false;
+    ctx.stop_requested = [&] {
+        if (!written) {
+            written = true;
+            cmd({"HSET", key("s1"), "last_seen", std::to_string(now())});
+            cmd({"HSET", key("s2"), "legal_hold", "yes"});
+        }
+        return false;
+    };
+    const auto result = engine()->purge(r, ctx);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 3);
+    EXPECT_EQ(result.counters.at("skipped_changed"), 1);
+    EXPECT_EQ(result.counters.at("held"), 1);
+    EXPECT_TRUE(exists("s1"));
+    EXPECT_TRUE(exists("s2"));
+    EXPECT_FALSE(exists("s0"));
+    ASSERT_FALSE(m_journal.m_outcomes.empty());
+    EXPECT_EQ(m_journal.m_outcomes.back().count, 3);
+}
+
+// A TTL given by the application after the read is not lengthened back to max_ttl.
+TEST_F(RedisEngineTest, TtlShortenedAfterTheReadIsNotClamped) {
+    const auto recent = std::to_string(now() - 60);
+    session("a", recent);
+    session("b", recent);
+    auto r = rule("12 hours");
+    auto& spec = std::get<RedisRule>(r.spec);
+    spec.scan_count = 100;
+    spec.max_ttl = parse_duration("1 hour");
+    auto ctx = context();
+    bool written = false;
+    ctx.stop_requested = [&] {
+        if (!written) {
+            written = true;
+            cmd({"EXPIRE", key("a"), "30"});
+        }
+        return false;
+    };
+    const auto result = engine()->purge(r, ctx);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.counters.at("expired"), 1);
+    EXPECT_LE(ttl_of("a"), 30);
+    EXPECT_GT(ttl_of("b"), 3500);
 }
 
 TEST_F(RedisEngineTest, AnonymizeIsRefusedClearly) {
