@@ -760,6 +760,7 @@ std::string AuditLog::intent(const BatchIntent& batch) {
                 {"digests", json::array()}},
            digests);
     m_in_flight.insert(id);
+    m_batch_rule[id] = batch.rule;
     return id;
 }
 
@@ -767,6 +768,31 @@ void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t
     append(
         json{{"type", "outcome"}, {"batch", batch_id}, {"committed", committed}, {"count", count}});
     m_in_flight.erase(batch_id);
+    m_batch_rule.erase(batch_id);
+    remove_pending(batch_id);
+}
+
+void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
+                              const std::vector<std::string>& unapplied_keys) {
+    if (unapplied_keys.empty()) {
+        outcome(batch_id, true, count);
+        return;
+    }
+    const auto rule = m_batch_rule.find(batch_id);
+    if (rule == m_batch_rule.end()) {
+        throw std::invalid_argument("audit: outcome for unknown batch " + batch_id);
+    }
+    json unapplied = json::array();
+    for (const auto& key : unapplied_keys) {
+        unapplied.push_back(record_digest(m_key, rule->second, key));
+    }
+    append(json{{"type", "outcome"},
+                {"batch", batch_id},
+                {"committed", true},
+                {"count", count},
+                {"kept", std::move(unapplied)}});
+    m_in_flight.erase(batch_id);
+    m_batch_rule.erase(rule);
     remove_pending(batch_id);
 }
 
@@ -1070,7 +1096,10 @@ std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
                 if (it == waiting.end()) {
                     continue;
                 }
-                if (j.value("committed", false)) {
+                const bool left_alone =
+                    j.contains("kept") && j["kept"].is_array() &&
+                    std::find(j["kept"].begin(), j["kept"].end(), json(digest)) != j["kept"].end();
+                if (j.value("committed", false) && !left_alone) {
                     it->second.committed_at = j.value("ts", "");
                     it->second.recovered = j.value("recovered", "");
                     out.push_back(std::move(it->second));

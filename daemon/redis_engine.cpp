@@ -751,7 +751,14 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         const auto done = std::count_if(letters.begin(), letters.end(),
                                         [](char l) { return l == 'D' || l == 'E'; });
         if (ctx.journal != nullptr) {
-            ctx.journal->outcome(id, true, done);
+            // Keys the script re-checked and kept are named so `audit prove` never claims them.
+            std::vector<std::string> kept;
+            for (std::size_t i = 0; i < letters.size(); ++i) {
+                if (letters[i] != 'D' && letters[i] != 'E') {
+                    kept.push_back(b.keys[i]);
+                }
+            }
+            ctx.journal->outcome_except(id, done, kept);
         }
         ++res.batches;
         return letters;

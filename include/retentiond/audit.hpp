@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -33,6 +34,14 @@ public:
     virtual std::string intent(const BatchIntent& batch) = 0;
     // committed = the datastore change is durable; count = records actually touched.
     virtual void outcome(const std::string& batch_id, bool committed, std::int64_t count) = 0;
+    // Committed, but these keys of the intent were left alone (re-checked and kept, e.g. a Redis
+    // key touched since it was read): `audit prove` must not claim them.
+    // The default (test journals) records a plain committed outcome.
+    virtual void outcome_except(const std::string& batch_id, std::int64_t count,
+                                const std::vector<std::string>& unapplied_keys) {
+        (void)unapplied_keys;
+        outcome(batch_id, true, count);
+    }
     // A refusal (limits, holds, clock skew) or an error, with the numbers; never a key or value.
     virtual void event(const std::string& type, const nlohmann::json& fields) = 0;
 };
@@ -58,6 +67,8 @@ public:
 
     std::string intent(const BatchIntent& batch) override;
     void outcome(const std::string& batch_id, bool committed, std::int64_t count) override;
+    void outcome_except(const std::string& batch_id, std::int64_t count,
+                        const std::vector<std::string>& unapplied_keys) override;
     void event(const std::string& type, const nlohmann::json& fields) override;
 
     void run_start(const Config& config, const std::string& mode);
@@ -98,7 +109,8 @@ private:
     off_t m_end = 0; // file size after our last write: a smaller file was truncated
     std::uint64_t m_batches = 0;
     bool m_broken = false; // a write or fsync failed: never chain onto a possibly torn line
-    std::set<std::string> m_in_flight; // this run's batches: not crash leftovers
+    std::set<std::string> m_in_flight;               // this run's batches: not crash leftovers
+    std::map<std::string, std::string> m_batch_rule; // in-flight batch -> rule, for digests
 };
 
 struct VerifyResult {

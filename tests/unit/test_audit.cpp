@@ -685,6 +685,25 @@ TEST(AuditProve, FindsCommittedIgnoresRolledBackAndUnknown) {
     EXPECT_TRUE(prove(path, Secret("wrong key"), "accounts", "alice@example.org").empty());
 }
 
+TEST(AuditProve, KeysLeftAloneByACommittedBatchAreNotProven) {
+    TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    {
+        AuditLog log(path, k_key, "run-1");
+        const auto b = log.intent(make_batch("sessions", {"session:1", "session:2", "session:3"}));
+        // session:2 was touched after it was read: the batch kept it.
+        log.outcome_except(b, 2, {"session:2"});
+    }
+    EXPECT_EQ(prove(path, k_key, "sessions", "session:1").size(), 1u);
+    EXPECT_TRUE(prove(path, k_key, "sessions", "session:2").empty());
+    EXPECT_EQ(prove(path, k_key, "sessions", "session:3").size(), 1u);
+    const auto log = slurp(path);
+    EXPECT_EQ(log.find("session:2"), std::string::npos) << "unapplied keys are digested too";
+    const auto verified = verify_audit_log(path);
+    EXPECT_TRUE(verified.ok) << verified.reason;
+    EXPECT_EQ(verified.records, 2u);
+}
+
 TEST(AuditProve, IntentWithoutOutcomeIsNotAProof) {
     TempDir dir;
     const auto path = dir.file("audit.jsonl");
