@@ -414,14 +414,36 @@ TimePoint add(TimePoint t, const Duration& d, const date::time_zone* tz) {
 }
 
 TimePoint subtract(TimePoint t, const Duration& d, const date::time_zone* tz) {
-    t -= microseconds{d.micros};
+    TimePoint c = t - microseconds{d.micros};
     if (d.days != 0) {
-        t = shift_days(t, -std::int64_t{d.days}, tz);
+        c = shift_days(c, -std::int64_t{d.days}, tz);
     }
     if (d.months != 0) {
-        t = shift_months(t, -std::int64_t{d.months}, tz);
+        c = shift_months(c, -std::int64_t{d.months}, tz);
     }
-    return t;
+    if (d.months == 0 && d.days == 0) {
+        return c; // exact: no calendar step
+    }
+    // The steps in reverse are not an exact inverse of add() (month-end clamping, a day step
+    // landing in a DST gap), and a cutoff a little late would make records due early. Return
+    // the exact cutoff instead: the latest instant c with add(c, d) <= t. add() never decreases
+    // as its argument grows, and the reverse steps are off by at most a few days, so a binary
+    // search over a window around the estimate finds it.
+    constexpr auto k_window = std::chrono::hours(24 * 5);
+    TimePoint lo = c - k_window; // add(lo) <= t
+    TimePoint hi = c + k_window; // add(hi) > t
+    if (add(lo, d, tz) > t || add(hi, d, tz) <= t) {
+        return lo < c ? lo : c; // cannot happen for sane inputs; stay on the early side
+    }
+    while (hi - lo > microseconds{1}) {
+        const TimePoint mid = lo + (hi - lo) / 2;
+        if (add(mid, d, tz) <= t) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
 }
 
 std::string describe_duration(const Duration& d, std::string_view lang) {

@@ -224,7 +224,8 @@ struct Plan {
     std::optional<std::string> mark; // quoted
     bool mark_is_bool = false;
     std::string tz;
-    std::string cutoff_text; // timestamptz literal with offset, from the server
+    std::string cutoff_text; // now() - retain, from the server: reported, and the index bound
+    std::string now_text;    // the run's now(), the same for every batch
     std::vector<DepPlan> dependents;
     bool client_side = false;          // some strategy computed here (hmac, email_domain)
     std::vector<std::string> own_xids; // anonymize without mark: our batches' xids
@@ -400,8 +401,14 @@ std::string unmarked_sql(const Plan& plan) {
     return plan.mark_is_bool ? *plan.mark + " IS NOT TRUE" : *plan.mark + " IS NULL";
 }
 
-std::string clock_due_sql(const Plan& plan, const std::string& cutoff_param) {
-    std::string s = plan.clock + " <= " + cutoff_param + "::timestamptz";
+// Due means clock + retain <= now (policy-format.md). With calendar units that is not the same as
+// clock <= now - retain (2025-01-31 + 1 month = 02-28, but 02-28 - 1 month = 01-28), so the exact
+// test is the second term; the first, a few days looser, only lets an index on the clock help.
+std::string clock_due_sql(const Plan& plan, Params& p) {
+    std::string s = "(" + plan.clock + " <= " + p.add(plan.cutoff_text) +
+                    "::timestamptz + interval '4 days' AND " + plan.clock + " + " +
+                    p.add(plan.rule->retain.to_pg_interval()) +
+                    "::interval <= " + p.add(plan.now_text) + "::timestamptz)";
     if (plan.rule->clock_null_due) {
         s = "(" + s + " OR " + plan.clock + " IS NULL)";
     }
@@ -423,8 +430,8 @@ pg_notice::Target notice_target(const Plan& plan, pqxx::transaction_base& tx) {
 }
 
 std::string due_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p) {
-    std::string s = clock_due_sql(plan, p.add(plan.cutoff_text)) + " AND " +
-                    not_held_sql(plan, tx, p) + " AND " + unmarked_sql(plan);
+    std::string s =
+        clock_due_sql(plan, p) + " AND " + not_held_sql(plan, tx, p) + " AND " + unmarked_sql(plan);
     if (plan.rule->action == Action::anonymize && !plan.mark && !plan.own_xids.empty()) {
         s += " AND NOT (xmin = ANY(" + p.add(array_literal(plan.own_xids)) + "::xid[]))";
     }
@@ -676,9 +683,13 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                   "SELECT (now() - " + retain +
                                       "::interval)::text, (extract(epoch "
                                       "FROM now() - " +
-                                      retain + "::interval) * 1000000)::bigint",
+                                      retain +
+                                      "::interval) * 1000000)::bigint, now()::text, "
+                                      "(extract(epoch FROM now()) * 1000000)::bigint",
                                   p)[0];
             plan.cutoff_text = row[0].c_str();
+            plan.now_text = row[2].c_str();
+            result.now = from_micros(row[3].as<std::int64_t>());
             result.cutoff = from_micros(row[1].as<std::int64_t>());
             Params c;
             const auto counts =
@@ -1035,16 +1046,16 @@ DryRun PostgresEngine::dry_run(const Rule& rule, const RunContext& ctx) {
                               "SELECT (now() - " + retain +
                                   ")::text, (extract(epoch FROM now()) * 1000000)::bigint, "
                                   "(extract(epoch FROM now() - " +
-                                  retain + ") * 1000000)::bigint",
+                                  retain + ") * 1000000)::bigint, now()::text",
                               p)[0];
         plan.cutoff_text = row[0].c_str();
+        plan.now_text = row[3].c_str();
         dry.now = from_micros(row[1].as<std::int64_t>());
         dry.cutoff = from_micros(row[2].as<std::int64_t>());
 
         Params c;
         const auto due = due_sql(plan, tx, c);
-        const auto held =
-            clock_due_sql(plan, c.add(plan.cutoff_text)) + " AND " + held_sql(plan, tx, c);
+        const auto held = clock_due_sql(plan, c) + " AND " + held_sql(plan, tx, c);
         const auto r = c.add(rule.retain.to_pg_interval()) + "::interval";
         const auto not_held = not_held_sql(plan, tx, c) + " AND " + unmarked_sql(plan);
         const auto soon = [&](int days) {

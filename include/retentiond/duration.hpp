@@ -40,7 +40,8 @@ Duration parse_duration(std::string_view text);
 // to the month's end: 2025-01-31 + 1 month = 2025-02-28), then days (same local wall time), then
 // the exact microseconds.
 TimePoint add(TimePoint t, const Duration& d, const date::time_zone* tz);
-// t - d, the inverse steps in reverse order: the cutoff of a rule is subtract(now, retain, tz).
+// The exact cutoff of a rule: the latest instant c with add(c, d, tz) <= t, so that a record is due
+// (clock <= c) exactly when clock + retain <= now.
 TimePoint subtract(TimePoint t, const Duration& d, const date::time_zone* tz);
 
 // Words for reports: "12 mois", "2 ans", "12 months", "session". lang is "fr" or "en".

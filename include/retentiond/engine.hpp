@@ -43,6 +43,7 @@ struct RunResult {
     std::int64_t due = 0;       // as counted before the first batch
     std::int64_t batches = 0;
     TimePoint cutoff{};
+    TimePoint now{}; // the store's now for this run, when it has its own clock (postgres)
     std::string message; // refused/failed: why, with numbers; never a key or value
     // failed because a record could not be parsed (exit 65), as opposed to an operational failure
     bool data_error = false;

@@ -251,25 +251,38 @@ TEST(AddDuration, SessionAndZeroLeaveTheTimeAlone) {
     EXPECT_EQ(subtract(t, parse_duration("session"), paris()), t);
 }
 
-TEST(SubtractDuration, SingleUnitsMatchPostgres) {
-    // 2026-03-30 02:30 CEST - 1 day lands in the gap: 03:30 CEST.
+// subtract() is the exact cutoff: the latest c with add(c, d) <= t, so that "clock <= cutoff" is
+// exactly "clock + retain <= now" (policy-format.md). It is not PostgreSQL's `t - interval`, which
+// can be up to a day late (month ends) or an hour early (a DST gap).
+TEST(SubtractDuration, ExactCutoffAcrossGapsAndMonthEnds) {
+    // now = 2026-03-30 02:30 CEST. 2026-03-29 01:59:59.999999 CET + 1 day = 03-30 01:59:59 CEST,
+    // due; 03:00 CEST (01:00Z) + 1 day = 03-30 03:00 CEST, not yet. PostgreSQL's 02:30 - 1 day
+    // lands in the gap (03:30 CEST): a record there would be deleted an hour early.
     EXPECT_EQ(format_utc(subtract(utc(2026, 3, 30, 0, 30), parse_duration("1 day"), paris())),
-              "2026-03-29T01:30:00.000000Z");
+              "2026-03-29T00:59:59.999999Z");
     // 2026-10-26 02:30 CET - 1 day lands in the overlap: the later 02:30 (CET).
     EXPECT_EQ(format_utc(subtract(utc(2026, 10, 26, 1, 30), parse_duration("1 day"), paris())),
               "2026-10-25T01:30:00.000000Z");
-    // 2026-03-31 00:00 CEST - 1 month = 2026-02-28 00:00 CET.
+    // now = 2026-03-31 00:00 CEST: every clock up to the end of 02-28 is due after 1 month (02-28
+    // 23:59 + 1 month = 03-28), 03-01 00:00 + 1 month = 04-01 is not.
     EXPECT_EQ(format_utc(subtract(utc(2026, 3, 30, 22), parse_duration("1 month"), paris())),
-              "2026-02-27T23:00:00.000000Z");
+              "2026-02-28T22:59:59.999999Z");
+    // 2024-02-29 10:00 + 1 year = 2025-02-28 10:00 (clamped) <= now: due.
     EXPECT_EQ(format_utc(subtract(utc(2025, 2, 28, 9), parse_duration("1 year"), paris())),
-              "2024-02-28T09:00:00.000000Z");
+              "2024-02-29T09:00:00.000000Z");
+    // Every instant up to the cutoff is due, the next is not.
+    const TimePoint now = utc(2026, 3, 30, 0, 30);
+    const auto day = parse_duration("1 day");
+    const auto cut = subtract(now, day, paris());
+    EXPECT_LE(add(cut, day, paris()), now);
+    EXPECT_GT(add(cut + std::chrono::microseconds(1), day, paris()), now);
 }
 
-TEST(SubtractDuration, UndoesTheStepsInReverseOrder) {
-    // 2026-03-31 00:00 CEST - (1 month 1 day): days first (03-30), then the month (02-28 clamped).
-    // PostgreSQL's `t - interval` would take the month first and give 02-27.
+TEST(SubtractDuration, MixedUnits) {
+    // 2026-03-31 00:00 CEST - (1 month 1 day): 02-28 23:59:59 + 1 month 1 day = 03-29 23:59:59,
+    // due; 03-01 00:00 + P1M1D = 04-02, not.
     EXPECT_EQ(format_utc(subtract(utc(2026, 3, 30, 22), parse_duration("P1M1D"), paris())),
-              "2026-02-27T23:00:00.000000Z");
+              "2026-02-28T22:59:59.999999Z");
     // Micros first: 2026-03-29 03:30 CEST - 2 hours = 00:30 CET on the 29th, then - 1 day.
     EXPECT_EQ(format_utc(subtract(utc(2026, 3, 29, 1, 30), parse_duration("P1DT2H"), paris())),
               "2026-03-27T23:30:00.000000Z");

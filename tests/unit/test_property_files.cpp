@@ -449,10 +449,10 @@ TEST(PropertyFiles, CutoffNeverMakesARecordDueEarly) {
     cutoff_never_early("UTC");
 }
 
-// Known bug (daemon/timeutil.cpp subtract(), not ours): in Europe/Paris, when a step of the
-// calendar arithmetic lands in a spring-forward gap, the cutoff is resolved 1 h too late, so a
-// record at the cutoff is due 1 h before clock + retain <= now. Seed 20261126 finds it at once.
-TEST(PropertyFiles, CutoffNeverMakesARecordDueEarlyAcrossDst_KnownBug) {
+// Regression: subtract() used to undo the calendar steps in reverse; in Europe/Paris, when a
+// step landed in a spring-forward gap, the cutoff came out 1 h too late, so a record at the cutoff
+// was due 1 h before clock + retain <= now. Seed 20261126 found it at once.
+TEST(PropertyFiles, CutoffNeverMakesARecordDueEarlyAcrossDst) {
     cutoff_never_early("Europe/Paris");
 }
 

@@ -488,9 +488,14 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
 
     // --- the oracle: which parent rows a purge must process
     std::set<std::string> expected;
-    const auto oracle_due = [&](const Row& r, TimePoint cut) {
+    // Due as the policy defines it: clock + retain <= now (PostgreSQL's timestamptz + interval:
+    // months, then days, then microseconds), computed here by oracle_cutoff with the signs
+    // flipped.
+    const auto oracle_due = [&](const Row& r, TimePoint store_now) {
         const auto clock = r.c1 ? r.c1 : (c.coalesce ? r.c2 : std::nullopt);
-        const bool due = clock ? *clock <= cut : c.clock_null_due;
+        const bool due =
+            clock ? *oracle_cutoff(*clock, -c.months, -c.days, -c.micros, tz) <= store_now
+                  : c.clock_null_due;
         bool held = false;
         switch (c.hold) {
         case Case::Hold::equals_bool:
@@ -513,7 +518,7 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
         // Blast radius: max_rows one below (refused, nothing touched) or exactly at the count.
         std::int64_t n = 0;
         for (const auto& r : c.rows) {
-            n += oracle_due(r, *cutoff_of(c.now)) ? 1 : 0;
+            n += oracle_due(r, c.now) ? 1 : 0;
         }
         if (c.fake_clock && n > 0 && !c.anonymize) {
             c.max_rows = n - static_cast<std::int64_t>(gen.pick(2));
@@ -559,8 +564,14 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
         ASSERT_LE(result.cutoff, *hi) << c.where();
     }
     const auto cut = result.cutoff;
+    if (c.fake_clock) {
+        ASSERT_EQ(result.now, c.now) << c.where();
+    } else {
+        ASSERT_GE(result.now, std::min(t_before, c.now)) << c.where();
+        ASSERT_LE(result.now, t_after) << c.where();
+    }
     for (const auto& r : c.rows) {
-        if (oracle_due(r, cut)) {
+        if (oracle_due(r, result.now)) {
             expected.insert(parent_key(c, r));
         }
     }
@@ -685,11 +696,11 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
     tx.commit();
 }
 
-// Known bug (daemon/postgres_engine.cpp purge(), not ours): the cutoff is `now() - retain`, but
-// the policy defines due as `clock + retain <= now`. With a retain mixing months and days the two
-// differ by days: PostgreSQL subtracts the months first, so a record can be deleted before its
-// clock + retain is reached. Here, days early.
-TEST_F(PropertyPostgres, MixedRetainNeverDueEarly_KnownBug) {
+// Regression: the engine's cutoff used to be `now() - retain`, but the policy defines due as
+// `clock + retain <= now`. With a retain mixing months and days the two differ by days:
+// PostgreSQL subtracts the months first, so a record could be deleted days before its
+// clock + retain was reached.
+TEST_F(PropertyPostgres, MixedRetainNeverDueEarly) {
     const auto* tz = find_zone("UTC");
     const TimePoint now = date::sys_days{date::year{2023} / 3 / 24} + 14h + 14min + 37s;
     const int months = 19;
