@@ -15,6 +15,7 @@
 
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,6 +92,19 @@ void fsync_dir(const fs::path& dir) {
     }
 }
 
+// True when `path` is a temp copy no live rewrite holds (its lock is free), and it was removed.
+bool remove_if_stale(const fs::path& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        return false;
+    }
+    Fd guard(fd);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        return false; // a rewrite in progress
+    }
+    return ::unlink(path.c_str()) == 0;
+}
+
 // The temp file beside the original: removed unless committed.
 class TempFile {
 public:
@@ -103,6 +117,9 @@ public:
                 ::open(m_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
             if (fd >= 0) {
                 m_fd = Fd(fd);
+                // Held while we write: a later run tells a killed rewrite's leftover (lock free)
+                // from a rewrite in progress (locked) by this lock.
+                ::flock(fd, LOCK_EX | LOCK_NB);
                 return;
             }
             if (errno != EEXIST) {
@@ -936,7 +953,7 @@ public:
         RunResult r;
         r.cutoff = t.cutoff;
         std::vector<std::string> notes;
-        const auto files = list(rule, notes);
+        const auto files = list(rule, notes, /*sweep_stale_temps=*/true);
         for (const auto& n : notes) {
             event(ctx, "skipped", {{"rule", rule.name}, {"reason", n}});
         }
@@ -1099,7 +1116,8 @@ private:
 
     // Regular files under the root matching the glob, sorted. Symbolic links are never followed:
     // a link's target may be outside the root, and renaming over a link would replace the link.
-    std::vector<Match> list(const Rule& rule, std::vector<std::string>& notes) const {
+    std::vector<Match> list(const Rule& rule, std::vector<std::string>& notes,
+                            bool sweep_stale_temps = false) const {
         const auto root = canonical_root();
         const auto pattern = split(rule.files().files, '/');
         std::vector<Match> out;
@@ -1134,11 +1152,29 @@ private:
                 }
                 continue;
             }
-            if (!entry.is_regular_file(sec) || !glob_match(pattern, 0, parts, 0, false)) {
+            if (!entry.is_regular_file(sec)) {
                 continue;
             }
             const auto name = entry.path().filename().string();
-            if (name.find(".retentiond-") != std::string::npos && name.ends_with(".tmp")) {
+            if (const auto mark = name.find(".retentiond-"); mark != std::string::npos &&
+                                                             name.size() > 1 && name[0] == '.' &&
+                                                             name.ends_with(".tmp")) {
+                // A rewrite killed before its rename leaves its temp copy, which holds the
+                // export's kept records outside every rule's glob: remove it once no process
+                // holds its lock (a dry run changes nothing and only reports it).
+                auto original = parts;
+                original.back() = name.substr(1, mark - 1);
+                if (glob_match(pattern, 0, original, 0, false)) {
+                    if (!sweep_stale_temps) {
+                        note(notes,
+                             rel + ": temp copy of an interrupted rewrite (removed on purge)");
+                    } else if (remove_if_stale(entry.path())) {
+                        note(notes, rel + ": removed the temp copy of an interrupted rewrite");
+                    }
+                }
+                continue;
+            }
+            if (!glob_match(pattern, 0, parts, 0, false)) {
                 continue;
             }
             out.push_back({entry.path(), rel});

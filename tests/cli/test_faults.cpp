@@ -378,7 +378,7 @@ protected:
         for (const auto& e : fs::directory_iterator(m_dir.file("exports"))) {
             const auto name = e.path().filename().string();
             // SIGKILL cannot be caught: the rewrite's temp copy stays behind. (Whether the next
-            // run removes it is FilesFaults.StaleTempCopiesRemoved_KnownBug.)
+            // run removes it is FilesFaults.StaleTempCopiesRemoved.)
             if (allow_temp && name.rfind('.', 0) == 0 &&
                 name.find(".retentiond-") != std::string::npos) {
                 continue;
@@ -453,11 +453,10 @@ TEST_F(FilesFaults, SigkillDuringRewritesLeavesEachFileWholeThenTheNextRunComple
     check_invariants("after the next run", true, true);
 }
 
-// Known bug (reported, not fixed here: daemon/files_engine.cpp is not ours): a rewrite killed by
-// SIGKILL leaves its temp copy `.<file>.retentiond-<hex>.tmp` beside the export, and no later run
-// removes it. The copy holds the file's kept records: personal data outside every rule's glob,
-// kept forever.
-TEST_F(FilesFaults, StaleTempCopiesRemoved_KnownBug) {
+// Regression: a rewrite killed by SIGKILL leaves its temp copy `.<file>.retentiond-<hex>.tmp`
+// beside the export. The copy holds the file's kept records (personal data outside every rule's
+// glob): the next purge must remove it (its lock is free once the writer is dead).
+TEST_F(FilesFaults, StaleTempCopiesRemoved) {
     const auto temp_files = [&] {
         int n = 0;
         for (const auto& e : fs::directory_iterator(m_dir.file("exports"))) {
