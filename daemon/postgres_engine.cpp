@@ -12,6 +12,7 @@
 #include "retentiond/anonymize.hpp"
 #include "retentiond/audit.hpp"
 #include "retentiond/engines.hpp"
+#include "retentiond/timeutil.hpp"
 
 #include "pg_notice.hpp"
 
@@ -234,9 +235,9 @@ struct Plan {
 
 class PostgresEngine final : public Engine {
 public:
-    PostgresEngine(const Datastore& store, std::string default_tz)
+    PostgresEngine(const Datastore& store, std::string default_tz, std::chrono::seconds max_skew)
         : m_name(store.name), m_conninfo(with_application_name(store.dsn.reveal())),
-          m_default_tz(std::move(default_tz)) {}
+          m_default_tz(std::move(default_tz)), m_max_skew(max_skew) {}
 
     std::vector<Diagnostic> check(const Rule& rule) override;
     DryRun dry_run(const Rule& rule, const RunContext& ctx) override;
@@ -259,6 +260,7 @@ private:
     std::string m_name;
     std::string m_conninfo;
     std::string m_default_tz;
+    std::chrono::seconds m_max_skew;
 };
 
 std::unique_ptr<pqxx::connection> PostgresEngine::connect() const {
@@ -690,6 +692,20 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             plan.cutoff_text = row[0].c_str();
             plan.now_text = row[2].c_str();
             result.now = from_micros(row[3].as<std::int64_t>());
+            // Due dates follow the database's clock. A host clock far from it means one of them
+            // is wrong, and the rules of the other kinds (host clock) would disagree: stop.
+            const auto skew = std::chrono::duration_cast<std::chrono::seconds>(
+                result.now > now_utc() ? result.now - now_utc() : now_utc() - result.now);
+            if (skew > m_max_skew) {
+                result.status = RunResult::Status::refused;
+                result.message = "refused: the host clock differs from the database's by " +
+                                 std::to_string(skew.count()) + " s (daemon.max_clock_skew " +
+                                 std::to_string(m_max_skew.count()) + " s); fix the clocks";
+                journal_event("refusal", {{"reason", "clock_skew"},
+                                          {"skew_seconds", skew.count()},
+                                          {"max_clock_skew", m_max_skew.count()}});
+                return result;
+            }
             result.cutoff = from_micros(row[1].as<std::int64_t>());
             Params c;
             const auto counts =
@@ -1321,7 +1337,8 @@ Presence PostgresEngine::records_present(const Rule& rule, const std::string& ta
 }
 
 std::unique_ptr<Engine> make_postgres_engine(const Datastore& store, const Config& config) {
-    return std::make_unique<PostgresEngine>(store, config.daemon.timezone);
+    return std::make_unique<PostgresEngine>(store, config.daemon.timezone,
+                                            config.daemon.max_clock_skew);
 }
 
 } // namespace retentiond

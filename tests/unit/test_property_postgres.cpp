@@ -533,6 +533,7 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
         Secret(c.fake_clock ? base_dsn + " options='-c search_path=fakeclock,pg_catalog,public'"
                             : base_dsn);
     Config config;
+    config.daemon.max_clock_skew = std::chrono::hours(24 * 365 * 200); // fake now() is years off
     auto engine = make_postgres_engine(store, config);
     RecordingJournal journal;
     Secret key("property-key");
@@ -737,6 +738,7 @@ TEST_F(PropertyPostgres, MixedRetainNeverDueEarly) {
     store.name = "db";
     store.dsn = Secret(s_dsn + " options='-c search_path=fakeclock,pg_catalog,public'");
     Config config;
+    config.daemon.max_clock_skew = std::chrono::hours(24 * 365 * 200); // fake now() is years off
     auto engine = make_postgres_engine(store, config);
     RunContext ctx;
     ctx.run_id = "mixed";
