@@ -45,12 +45,14 @@ for _ in $(seq 50); do [ -S "$demo/redis.sock" ] && break; sleep 0.1; done
 
 say "Seeding: 3000 DORA accounts, their memberships, sessions, orientations; search traces; exports"
 psql_do -d dora <<'SQL'
--- Accounts: last use spread over the past 3 years; a few never logged in; two staff accounts.
+-- Accounts: last use spread over the past 15 months (about one in six unused for 12); a tenth
+-- registered recently and never logged in; two staff accounts (held).
 INSERT INTO users_user (email, first_name, last_name, last_login, date_joined, is_staff)
 SELECT 'user' || g || '@example.org', 'Prénom' || g, 'Nom' || g,
-       CASE WHEN g % 10 = 0 THEN NULL ELSE now() - (g % 1095) * interval '1 day' END,
-       now() - interval '4 years' + (g % 300) * interval '1 day',
-       g IN (7, 700)
+       CASE WHEN g % 10 = 0 THEN NULL ELSE now() - (g % 450) * interval '1 day' END,
+       CASE WHEN g % 10 = 0 THEN now() - (g % 200) * interval '1 day'
+            ELSE now() - interval '2 years' END,
+       g IN (7, 400 + 450)
 FROM generate_series(1, 3000) g;
 INSERT INTO structures_structure (name, creator_id, last_editor_id)
 SELECT 'Structure ' || g, g * 10, g * 10 + 1 FROM generate_series(1, 200) g;
@@ -76,7 +78,7 @@ SELECT 1 + g % 3000, md5('s' || g) FROM generate_series(1, 2000, 2) g;
 INSERT INTO orientations_orientation (prescriber_id, beneficiary_name, beneficiary_surname,
                                       beneficiary_email, beneficiary_phone, creation_date, modification_date)
 SELECT 1 + g % 3000, 'Bénéficiaire' || g, 'Nom' || g, 'beneficiaire' || g || '@example.org',
-       '0600000000', now() - (g % 900) * interval '1 day', NULL
+       '0600000000', now() - (g % 600) * interval '1 day', NULL
 FROM generate_series(1, 1500) g;
 SQL
 psql_do -d cqlp <<'SQL'
@@ -199,7 +201,8 @@ psql_do -d dora -At -c "SELECT 'users_user: ' || count(*) || ' accounts left' FR
 
 say "retentiond audit verify"
 rd audit verify
-say "retentiond audit prove --rule dora-accounts --key 2"
+say "retentiond audit prove: was account 400 (unused for 400 days) deleted? and account 2?"
+rd audit prove --rule dora-accounts --key 400
 rd audit prove --rule dora-accounts --key 2
 echo
 echo "Audit log: $demo/audit.jsonl (digests only: no key, no e-mail)"
