@@ -201,8 +201,8 @@ psql_do -d dora -At -c "SELECT 'users_user: ' || count(*) || ' accounts left' FR
 
 say "retentiond audit verify"
 rd audit verify
-say "retentiond audit prove: was account 400 (unused for 400 days) deleted? and account 2?"
-rd audit prove --rule dora-accounts --key 400
+say "retentiond audit prove: was account 401 (unused for 401 days) deleted? and account 2 (used 2 days ago)?"
+rd audit prove --rule dora-accounts --key 401
 rd audit prove --rule dora-accounts --key 2
 echo
 echo "Audit log: $demo/audit.jsonl (digests only: no key, no e-mail)"
