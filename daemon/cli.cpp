@@ -267,7 +267,9 @@ void print_dry_runs(std::ostream& out, const std::vector<RuleDryRun>& dries) {
 }
 
 volatile std::sig_atomic_t g_stop = 0;
-void on_stop_signal(int) { g_stop = 1; }
+void on_stop_signal(int) {
+    g_stop = 1;
+}
 
 int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
     OptionParser opts(args.rest);
@@ -314,14 +316,13 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
     const auto started = std::chrono::steady_clock::now();
     if (tty) {
         options.progress = [&](const Rule& rule, std::int64_t done, std::int64_t total) {
-            const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                              started)
-                                    .count();
+            const double secs =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
             const double rate = secs > 0 ? static_cast<double>(done) / secs : 0.0;
             const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0.0;
             err << "\r\033[K" << rule.name << ": " << done << "/" << total << "  "
-                << static_cast<long long>(rate) << "/s  ETA " << static_cast<long long>(eta)
-                << "s" << std::flush;
+                << static_cast<long long>(rate) << "/s  ETA " << static_cast<long long>(eta) << "s"
+                << std::flush;
         };
     }
     const auto runs = runner.purge(options);
@@ -335,8 +336,8 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
         const std::string detail =
             run.failure == RuleRun::Failure::none ? run.result.message : run.error;
         std::ostringstream secs;
-        secs << std::fixed << std::setprecision(1) << static_cast<double>(run.elapsed.count()) / 1000.0
-             << "s";
+        secs << std::fixed << std::setprecision(1)
+             << static_cast<double>(run.elapsed.count()) / 1000.0 << "s";
         out << pad(run.rule, 34) << pad(status, 13) << pad(std::to_string(run.result.due), 10)
             << pad(std::to_string(run.result.processed), 10) << pad(secs.str(), 9) << detail
             << '\n';
@@ -423,14 +424,15 @@ int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
         }
         const Config config = load_config(config_path(args));
         if (config.daemon.audit_key.empty()) {
-            throw ConfigError({Diagnostic{{config.main_file, 0, 0}, "",
+            throw ConfigError({Diagnostic{{config.main_file, 0, 0},
+                                          "",
                                           "daemon.audit_key is not set: cannot compute digests"}});
         }
         const auto path = log.value_or(config.daemon.audit_log);
         const auto proofs = prove(path, config.daemon.audit_key, *rule, *key);
         if (proofs.empty()) {
-            out << "never seen: no committed batch of rule \"" << *rule
-                << "\" in " << path << " holds that record's digest\n";
+            out << "never seen: no committed batch of rule \"" << *rule << "\" in " << path
+                << " holds that record's digest\n";
             return k_exit_ok;
         }
         for (const auto& p : proofs) {

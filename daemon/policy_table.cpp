@@ -1,5 +1,7 @@
 #include "retentiond/policy_table.hpp"
 
+#include "retentiond/escape.hpp"
+
 #include "retentiond/duration.hpp"
 
 #include <algorithm>
@@ -31,32 +33,6 @@ std::string markdown_cell(std::string_view text) {
         } else if (c == '\n' || c == '\r') {
             out += ' ';
         } else {
-            out += c;
-        }
-    }
-    return out;
-}
-
-std::string html_escape(std::string_view text) {
-    std::string out;
-    for (const char c : text) {
-        switch (c) {
-        case '&':
-            out += "&amp;";
-            break;
-        case '<':
-            out += "&lt;";
-            break;
-        case '>':
-            out += "&gt;";
-            break;
-        case '"':
-            out += "&quot;";
-            break;
-        case '\'':
-            out += "&#39;";
-            break;
-        default:
             out += c;
         }
     }

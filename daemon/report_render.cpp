@@ -1,5 +1,6 @@
 // The DPO report's four renderings (html, md, json, csv) of one ReportData.
 #include "retentiond/csv.hpp"
+#include "retentiond/escape.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/timeutil.hpp"
 #include "retentiond/version.hpp"
@@ -415,30 +416,7 @@ std::string week_label(const std::string& iso, const Texts& t) {
 // --- html ----------------------------------------------------------------------------------
 
 std::string esc(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    for (const char c : s) {
-        switch (c) {
-        case '&':
-            out += "&amp;";
-            break;
-        case '<':
-            out += "&lt;";
-            break;
-        case '>':
-            out += "&gt;";
-            break;
-        case '"':
-            out += "&quot;";
-            break;
-        case '\'':
-            out += "&#39;";
-            break;
-        default:
-            out += c;
-        }
-    }
-    return out;
+    return html_escape(s);
 }
 
 std::string num(double v) {

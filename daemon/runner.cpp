@@ -42,8 +42,7 @@ std::unique_ptr<AuditLog> open_audit_log(const Config& config, const std::string
                                       "an audit key (digests could not be proven)"}});
     }
     try {
-        return std::make_unique<AuditLog>(config.daemon.audit_log, config.daemon.audit_key,
-                                          run_id);
+        return std::make_unique<AuditLog>(config.daemon.audit_log, config.daemon.audit_key, run_id);
     } catch (const std::exception& e) {
         throw AuditWriteError(std::string("audit log: ") + e.what());
     }
@@ -58,7 +57,9 @@ Engine& Runner::engine(const std::string& datastore) {
     return *it->second;
 }
 
-void Runner::reset_engine(const std::string& datastore) { m_engines.erase(datastore); }
+void Runner::reset_engine(const std::string& datastore) {
+    m_engines.erase(datastore);
+}
 
 int Runner::recover(AuditLog& audit) {
     int resolved = 0;
@@ -75,8 +76,8 @@ int Runner::recover(AuditLog& audit) {
         // A store that is down keeps its batch pending until a later run can look.
         try {
             const auto presence =
-                engine(rule->datastore).records_present(*rule, pending.batch.target,
-                                                        pending.batch.keys);
+                engine(rule->datastore)
+                    .records_present(*rule, pending.batch.target, pending.batch.keys);
             switch (presence) {
             case Presence::present:
                 audit.resolve(pending, false, "records still present: rolled back");

@@ -56,10 +56,10 @@ struct Strategy {
         date_trunc
     };
     Kind kind = Kind::null_value;
-    std::string fixed_value;             // fixed: the constant, as a string
-    int round_digits = 0;                // round
-    std::vector<std::string> drop_keys;  // drop_keys: dotted paths
-    std::string trunc_unit;              // date_trunc: day | month | year
+    std::string fixed_value;            // fixed: the constant, as a string
+    int round_digits = 0;               // round
+    std::vector<std::string> drop_keys; // drop_keys: dotted paths
+    std::string trunc_unit;             // date_trunc: day | month | year
 };
 
 struct FieldStrategy {
@@ -137,7 +137,7 @@ struct FilesRule {
     Format format = Format::csv;
     FilesClock clock;
     std::optional<FilesHold> hold;
-    char delimiter = 0; // 0 = detect from the header (',' or ';')
+    char delimiter = 0;    // 0 = detect from the header (',' or ';')
     std::string key_field; // audit digests: defaults to the first CSV column / "id"
 };
 
@@ -201,7 +201,7 @@ struct Rule {
 
 struct DaemonSettings {
     std::string audit_log = "/var/lib/retentiond/audit.jsonl";
-    Secret audit_key;                     // empty = not configured
+    Secret audit_key;                       // empty = not configured
     std::string metrics = "127.0.0.1:9467"; // "off" disables
     std::string timezone = "UTC";
     std::chrono::seconds max_clock_skew{300};
@@ -229,7 +229,8 @@ EnvLookup process_env();
 // ConfigError holding every diagnostic of every file (not only the first).
 Config load_config(const std::string& path, const EnvLookup& env = process_env());
 
-// The config file path from --config, else $RETENTIOND_CONFIG, else /etc/retentiond/retentiond.yaml.
+// The config file path from --config, else $RETENTIOND_CONFIG, else
+// /etc/retentiond/retentiond.yaml.
 std::string default_config_path(const EnvLookup& env = process_env());
 
 } // namespace retentiond

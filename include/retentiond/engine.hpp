@@ -16,12 +16,12 @@ class BatchJournal;
 
 // What a dry run found for one rule. Computed with counting/reading only: nothing is modified.
 struct DryRun {
-    TimePoint now{};    // the datastore's now (postgres: server now())
-    TimePoint cutoff{}; // now - retain: records whose clock <= cutoff are due
-    std::int64_t in_scope = 0;   // records the rule looks at
-    std::int64_t due = 0;        // due now and not held (what a purge would process)
-    std::int64_t held = 0;       // due but held
-    std::int64_t no_clock = 0;   // clock NULL/missing (never due unless clock_null: due)
+    TimePoint now{};              // the datastore's now (postgres: server now())
+    TimePoint cutoff{};           // now - retain: records whose clock <= cutoff are due
+    std::int64_t in_scope = 0;    // records the rule looks at
+    std::int64_t due = 0;         // due now and not held (what a purge would process)
+    std::int64_t held = 0;        // due but held
+    std::int64_t no_clock = 0;    // clock NULL/missing (never due unless clock_null: due)
     std::int64_t unparseable = 0; // files: records that do not parse (file left alone)
     std::optional<TimePoint> oldest_clock;
     std::int64_t due_7d = 0; // not due now, falling due within 7 / 30 / 90 days
@@ -43,7 +43,7 @@ struct RunResult {
     std::int64_t due = 0;       // as counted before the first batch
     std::int64_t batches = 0;
     TimePoint cutoff{};
-    TimePoint now{}; // the store's now for this run, when it has its own clock (postgres)
+    TimePoint now{};     // the store's now for this run, when it has its own clock (postgres)
     std::string message; // refused/failed: why, with numbers; never a key or value
     // failed because a record could not be parsed (exit 65), as opposed to an operational failure
     bool data_error = false;
@@ -53,7 +53,7 @@ struct RunResult {
 // Everything an engine gets from the run that drives it.
 struct RunContext {
     std::string run_id;
-    bool force = false;              // override limits
+    bool force = false; // override limits
     const date::time_zone* tz = nullptr;
     const Secret* audit_key = nullptr; // for hmac / email_domain strategies
     BatchJournal* journal = nullptr;   // intent before commit, outcome after; may be null in tests

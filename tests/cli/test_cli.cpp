@@ -48,11 +48,12 @@ struct FilesSite {
     std::string config;
 
     explicit FilesSite(const std::string& daemon_block) {
-        csv = dir.write("exports/Satisfaction_Submissions_2026-01-01.csv",
-                        "\"Submission ID\",\"Respondent ID\",\"Submitted at\",\"Email\"\n"
-                        "sub-old-1,r1,2020-03-01 10:00:00,alice@example.org\n"
-                        "sub-new,r2,2099-01-01 10:00:00,bob@example.org\n"
-                        "sub-old-2,r3,2021-05-01 10:00:00,\"carol, the \"\"pro\"\"@example.org\"\n");
+        csv =
+            dir.write("exports/Satisfaction_Submissions_2026-01-01.csv",
+                      "\"Submission ID\",\"Respondent ID\",\"Submitted at\",\"Email\"\n"
+                      "sub-old-1,r1,2020-03-01 10:00:00,alice@example.org\n"
+                      "sub-new,r2,2099-01-01 10:00:00,bob@example.org\n"
+                      "sub-old-2,r3,2021-05-01 10:00:00,\"carol, the \"\"pro\"\"@example.org\"\n");
         dir.write("audit-key", "demo-key-0123456789\n");
         config = dir.write("retentiond.yaml", "version: 1\n"
                                               "daemon:\n" +
@@ -74,8 +75,9 @@ struct FilesSite {
                                                   "    limits: { max_fraction: 1 }\n");
     }
     std::string audit_block() const {
-        return "  audit_log: " + dir.file("audit.jsonl") + "\n  audit_key: ${file:" +
-               dir.file("audit-key") + "}\n  timezone: Europe/Paris\n  metrics: \"off\"\n";
+        return "  audit_log: " + dir.file("audit.jsonl") +
+               "\n  audit_key: ${file:" + dir.file("audit-key") +
+               "}\n  timezone: Europe/Paris\n  metrics: \"off\"\n";
     }
 };
 
@@ -157,8 +159,8 @@ TEST(Cli, DryRunThenPurgeThenVerifyAndProve) {
     EXPECT_THAT(after, HasSubstr("sub-new,r2,2099-01-01 10:00:00,bob@example.org\n"));
 
     const auto log = read_file(site.dir.file("audit.jsonl"));
-    for (const std::string personal : {"sub-old-1", "sub-old-2", "alice", "carol", "example.org",
-                                       "demo-key-0123456789"}) {
+    for (const std::string personal :
+         {"sub-old-1", "sub-old-2", "alice", "carol", "example.org", "demo-key-0123456789"}) {
         EXPECT_THAT(log, Not(HasSubstr(personal))) << "audit log holds " << personal;
     }
 
@@ -190,11 +192,11 @@ TEST(Cli, UnparseableRecordExits65AndLeavesTheFileAlone) {
     const auto config = read_file(site.config);
     site.dir.write("retentiond.yaml", std::string("version: 1\ndaemon:\n") + site.audit_block() +
                                           config.substr(config.find("datastores:")));
-    const auto broken = site.dir.write(
-        "exports/Broken_Submissions_2026-01-02.csv",
-        "\"Submission ID\",\"Respondent ID\",\"Submitted at\",\"Email\"\n"
-        "sub-x,r1,2020-03-01 10:00:00,dave@example.org\n"
-        "sub-y,r2,not a date,erin@example.org\n");
+    const auto broken =
+        site.dir.write("exports/Broken_Submissions_2026-01-02.csv",
+                       "\"Submission ID\",\"Respondent ID\",\"Submitted at\",\"Email\"\n"
+                       "sub-x,r1,2020-03-01 10:00:00,dave@example.org\n"
+                       "sub-y,r2,not a date,erin@example.org\n");
     const auto before = read_file(broken);
     const auto r = run_retentiond({"--config", site.config, "purge", "--now"});
     EXPECT_EQ(r.exit_code, 65) << r.out << r.err;

@@ -51,7 +51,8 @@ TEST(SystemdUnits, VerifyIsClean) {
     const auto service = localized_unit(dir, "retentiond.service");
     const auto purge = localized_unit(dir, "retentiond-purge.service");
     const auto timer = localized_unit(dir, "retentiond-purge.timer");
-    const auto out = shell("systemd-analyze verify --man=no " + service + " " + purge + " " + timer);
+    const auto out =
+        shell("systemd-analyze verify --man=no " + service + " " + purge + " " + timer);
     EXPECT_EQ(out.status, 0) << out.text;
     EXPECT_EQ(out.text, "") << out.text;
 }
