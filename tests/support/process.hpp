@@ -36,4 +36,11 @@ private:
 
 std::string read_file(const std::string& path);
 
+struct ShellOutput {
+    int status = -1;  // pclose()'s wait status; -1 when the shell could not start
+    std::string text; // stdout and stderr together: a warning on either is a finding
+};
+// Runs a /bin/sh command line and captures its output.
+ShellOutput shell(const std::string& command);
+
 } // namespace retentiond::test

@@ -12,24 +12,7 @@
 namespace retentiond::test {
 namespace {
 
-struct Output {
-    int status = -1;
-    std::string text;
-};
-
-Output shell(const std::string& command) {
-    Output out;
-    std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen((command + " 2>&1").c_str(), "r"), pclose);
-    if (!pipe) {
-        return out;
-    }
-    std::array<char, 4096> buf{};
-    while (fgets(buf.data(), buf.size(), pipe.get()) != nullptr) {
-        out.text += buf.data();
-    }
-    out.status = pclose(pipe.release());
-    return out;
-}
+using Output = ShellOutput;
 
 const std::string k_units = std::string(RETENTIOND_SOURCE_DIR) + "/systemd/";
 
