@@ -11,6 +11,7 @@
 #include "contract/contract.hpp"
 #include "retentiond/engines.hpp"
 #include "retentiond/timeutil.hpp"
+#include "support/oracle.hpp"
 #include "support/redis_server.hpp"
 
 #include <date/date.h>
@@ -29,37 +30,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using std::chrono::microseconds;
-
-std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
-    const char* v = std::getenv(name);
-    return v != nullptr && *v != '\0' ? std::stoull(v) : fallback;
-}
-
-// now - (months, days, micros) as PostgreSQL computes timestamptz - interval in zone tz.
-std::optional<TimePoint> oracle_cutoff(TimePoint now, int months, int days, std::int64_t micros,
-                                       const date::time_zone* tz) {
-    TimePoint t = now;
-    if (months != 0 || days != 0) {
-        const auto local = tz->to_local(now);
-        const auto day = date::floor<date::days>(local);
-        const auto tod = local - day;
-        date::year_month_day ymd{day};
-        if (months != 0) {
-            const auto ym = date::year_month{ymd.year(), ymd.month()} - date::months{months};
-            const date::year_month_day_last last{ym.year(), date::month_day_last{ym.month()}};
-            const auto d =
-                std::min(static_cast<unsigned>(ymd.day()), static_cast<unsigned>(last.day()));
-            ymd = date::year_month_day{ym.year(), ym.month(), date::day{d}};
-        }
-        const auto shifted = date::local_days{ymd} - date::days{days} + tod;
-        if (tz->get_info(date::floor<std::chrono::seconds>(shifted)).result !=
-            date::local_info::unique) {
-            return std::nullopt;
-        }
-        t = date::floor<microseconds>(tz->to_sys(shifted));
-    }
-    return t - microseconds(micros);
-}
 
 std::vector<std::string> lines(const std::string& text) {
     std::vector<std::string> out;
