@@ -1,4 +1,5 @@
 #include "pg_notice.hpp"
+#include "pg_sql.hpp"
 
 #include "retentiond/audit.hpp"
 #include "retentiond/timeutil.hpp"
@@ -19,37 +20,9 @@
 namespace retentiond::pg_notice {
 namespace {
 
-class Params {
-public:
-    explicit Params(std::vector<std::string> initial = {}) : m_values(std::move(initial)) {}
-    std::string add(std::string value) {
-        m_values.push_back(std::move(value));
-        return "$" + std::to_string(m_values.size());
-    }
-    const std::vector<std::string>& values() const { return m_values; }
-
-private:
-    std::vector<std::string> m_values;
-};
-
-pqxx::result exec(pqxx::transaction_base& tx, const std::string& sql, const Params& p) {
-    return tx.exec_params(sql, pqxx::prepare::make_dynamic_params(p.values()));
-}
-
-std::string array_literal(const std::vector<std::string>& items) {
-    std::string out = "{";
-    for (std::size_t i = 0; i < items.size(); ++i) {
-        out += i == 0 ? "\"" : ",\"";
-        for (const char c : items[i]) {
-            if (c == '"' || c == '\\') {
-                out += '\\';
-            }
-            out += c;
-        }
-        out += '"';
-    }
-    return out + "}";
-}
+using pg_sql::array_literal;
+using pg_sql::exec;
+using pg_sql::Params;
 
 void set_zone(pqxx::transaction_base& tx, const Target& t) {
     Params p;

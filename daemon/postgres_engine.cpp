@@ -15,6 +15,7 @@
 #include "retentiond/timeutil.hpp"
 
 #include "pg_notice.hpp"
+#include "pg_sql.hpp"
 
 #include <date/tz.h>
 #include <pqxx/pqxx>
@@ -31,50 +32,9 @@ constexpr int k_max_attempts = 5;
 constexpr std::chrono::milliseconds k_first_backoff{100};
 constexpr std::chrono::milliseconds k_max_backoff{5000};
 
-// Parameters of one statement: values only travel as $n, never spliced into the text.
-class Params {
-public:
-    std::string add(std::string value) {
-        m_values.push_back(std::move(value));
-        return "$" + std::to_string(m_values.size());
-    }
-    const std::vector<std::string>& values() const { return m_values; }
-
-private:
-    std::vector<std::string> m_values;
-};
-
-pqxx::result exec(pqxx::transaction_base& tx, const std::string& sql, const Params& params) {
-    return tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params.values()));
-}
-
-// A PostgreSQL array literal ('{"a","b",NULL}') for passing lists as one parameter.
-std::string array_literal(const std::vector<std::optional<std::string>>& items) {
-    std::string out = "{";
-    for (std::size_t i = 0; i < items.size(); ++i) {
-        if (i > 0) {
-            out += ',';
-        }
-        if (!items[i]) {
-            out += "NULL";
-            continue;
-        }
-        out += '"';
-        for (const char c : *items[i]) {
-            if (c == '"' || c == '\\') {
-                out += '\\';
-            }
-            out += c;
-        }
-        out += '"';
-    }
-    return out + "}";
-}
-
-std::string array_literal(const std::vector<std::string>& items) {
-    std::vector<std::optional<std::string>> opt(items.begin(), items.end());
-    return array_literal(opt);
-}
+using pg_sql::array_literal;
+using pg_sql::exec;
+using pg_sql::Params;
 
 std::string first_line(std::string_view text) {
     const auto nl = text.find('\n');
