@@ -540,6 +540,11 @@ AuditLog::AuditLog(std::string path, Secret audit_key, std::string run_id)
 }
 
 AuditLog::~AuditLog() {
+    try {
+        sync();
+    } catch (const std::exception&) {
+        // The pending files stay: the next start settles those batches against the datastore.
+    }
     close_log();
 }
 
@@ -631,6 +636,11 @@ void AuditLog::reopen_if_rotated() {
     const bool rotated = ::stat(m_path.c_str(), &named) != 0 || named.st_ino != ours.st_ino ||
                          named.st_dev != ours.st_dev || ours.st_size < m_end;
     if (rotated) {
+        if (!m_lazy_outcomes.empty()) {
+            // The old file still holds outcome lines not yet fsynced: make them durable there.
+            fsync_or_throw(m_fd, m_path);
+            settle_lazy_outcomes();
+        }
         close_log();
         try {
             open_log();
@@ -641,7 +651,7 @@ void AuditLog::reopen_if_rotated() {
     }
 }
 
-void AuditLog::append(json line, std::string_view digests) {
+void AuditLog::append(json line, std::string_view digests, bool sync) {
     if (m_broken) {
         throw std::runtime_error("audit log " + m_path +
                                  ": an earlier write failed, refusing to chain onto it");
@@ -669,7 +679,9 @@ void AuditLog::append(json line, std::string_view digests) {
     try {
         // One write() per line: a crash leaves at most one torn line, at the end.
         write_all(m_fd, text, m_path);
-        fsync_or_throw(m_fd, m_path);
+        if (sync) {
+            fsync_or_throw(m_fd, m_path);
+        }
     } catch (...) {
         m_broken = true;
         throw;
@@ -678,6 +690,34 @@ void AuditLog::append(json line, std::string_view digests) {
     text.pop_back();
     m_prev = sha256_hex(text);
     ++m_seq;
+    if (sync) {
+        settle_lazy_outcomes();
+    }
+}
+
+void AuditLog::settle_lazy_outcomes() {
+    // Their outcome lines are durable now (an fsync covers every earlier write): the raw keys
+    // kept for crash recovery can go.
+    for (const auto& id : m_lazy_outcomes) {
+        remove_pending(id);
+    }
+    m_lazy_outcomes.clear();
+}
+
+void AuditLog::sync() {
+    if (m_lazy_outcomes.empty()) {
+        return;
+    }
+    if (m_broken || m_fd < 0) {
+        throw std::runtime_error("audit log " + m_path + ": cannot sync after a failed write");
+    }
+    try {
+        fsync_or_throw(m_fd, m_path);
+    } catch (...) {
+        m_broken = true;
+        throw;
+    }
+    settle_lazy_outcomes();
 }
 
 std::string AuditLog::pending_file(const std::string& batch_id) const {
@@ -765,11 +805,15 @@ std::string AuditLog::intent(const BatchIntent& batch) {
 }
 
 void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t count) {
+    // Not fsynced by itself: the next intent, event or run_end line (or sync()) makes it durable,
+    // and until then the pending file stays, so a crash in between is settled by recovery like
+    // any batch without an outcome. This saves one fsync per batch.
     append(
-        json{{"type", "outcome"}, {"batch", batch_id}, {"committed", committed}, {"count", count}});
+        json{{"type", "outcome"}, {"batch", batch_id}, {"committed", committed}, {"count", count}},
+        {}, false);
     m_in_flight.erase(batch_id);
     m_batch_rule.erase(batch_id);
-    remove_pending(batch_id);
+    m_lazy_outcomes.push_back(batch_id);
 }
 
 void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
@@ -790,10 +834,11 @@ void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
                 {"batch", batch_id},
                 {"committed", true},
                 {"count", count},
-                {"kept", std::move(unapplied)}});
+                {"kept", std::move(unapplied)}},
+           {}, false);
     m_in_flight.erase(batch_id);
     m_batch_rule.erase(rule);
-    remove_pending(batch_id);
+    m_lazy_outcomes.push_back(batch_id);
 }
 
 void AuditLog::event(const std::string& type, const json& fields) {

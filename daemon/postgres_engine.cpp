@@ -21,7 +21,10 @@
 #include <pqxx/pqxx>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <deque>
+#include <future>
 #include <sstream>
 #include <thread>
 
@@ -191,6 +194,7 @@ struct Plan {
     bool client_side = false;          // some strategy computed here (hmac, email_domain)
     std::vector<std::string> own_xids; // anonymize without mark: our batches' xids
     bool notice_table = false;         // retentiond.notice exists (rules with `notice:`)
+    bool async_commit = false;         // batches commit with synchronous_commit off
 };
 
 class PostgresEngine final : public Engine {
@@ -570,6 +574,60 @@ void set_local(pqxx::transaction_base& tx, const Plan& plan) {
 
 // --- purge -----------------------------------------------------------------------------------
 
+// Where the server's WAL stands: inserted (written into the buffers) and flushed (durable).
+struct WalPosition {
+    std::uint64_t inserted = 0;
+    std::uint64_t flushed = 0;
+};
+
+std::uint64_t parse_lsn(std::string_view text) {
+    // "16/B374D848": high and low 32 bits in hex.
+    const auto slash = text.find('/');
+    if (slash == std::string_view::npos) {
+        throw std::runtime_error("unexpected LSN from the server: " + std::string(text));
+    }
+    return (std::stoull(std::string(text.substr(0, slash)), nullptr, 16) << 32U) |
+           std::stoull(std::string(text.substr(slash + 1)), nullptr, 16);
+}
+
+// A batch's transaction: timeouts, time zone, and an asynchronous commit (a batch's outcome line
+// waits until the server has flushed its commit, see WalPosition). Returns the WAL position, read
+// in the same round trip.
+WalPosition begin_batch(pqxx::transaction_base& tx, const Plan& plan) {
+    const auto& pg = plan.rule->pg();
+    Params p;
+    const auto row = exec(
+        tx,
+        "SELECT set_config('lock_timeout', " + p.add(ms(pg.lock_timeout)) +
+            ", true), set_config('statement_timeout', " + p.add(ms(pg.statement_timeout)) +
+            ", true), set_config('TimeZone', " + p.add(plan.tz) +
+            ", true), set_config('synchronous_commit', " + p.add(plan.async_commit ? "off" : "on") +
+            ", true), pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
+        p)[0];
+    return WalPosition{parse_lsn(row[4].c_str()), parse_lsn(row[5].c_str())};
+}
+
+// Applied, not yet committed: the transaction waits on its connection for the intent.
+struct OpenBatch {
+    std::unique_ptr<pqxx::work> tx;
+    std::future<std::string> intent; // the batch id, once the intent is durable
+    int slot = 0;
+    std::int64_t done = 0;
+    bool counts = false; // selected rows: a batch for the summary
+};
+
+// Committed asynchronously: its outcome line waits until the server has flushed the commit.
+struct UnsettledBatch {
+    std::string batch_id;
+    std::int64_t done = 0;
+    std::optional<std::uint64_t> lsn; // WAL position past the commit record, once known
+};
+
+class CommitRefused : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 struct Batch {
     bool by_range = false; // one statement over a page range, no selection pass
     bool overflow = false; // that range held more than batch_size due rows: rolled back
@@ -647,7 +705,9 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                       "FROM now() - " +
                                       retain +
                                       "::interval) * 1000000)::bigint, now()::text, "
-                                      "(extract(epoch FROM now()) * 1000000)::bigint",
+                                      "(extract(epoch FROM now()) * 1000000)::bigint, "
+                                      "has_function_privilege('pg_logical_emit_message(boolean, "
+                                      "text, text)', 'EXECUTE')",
                                   p)[0];
             plan.cutoff_text = row[0].c_str();
             plan.now_text = row[2].c_str();
@@ -667,6 +727,8 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                 return result;
             }
             result.cutoff = from_micros(row[1].as<std::int64_t>());
+            // Batches commit asynchronously only when the run can force the flush at its end.
+            plan.async_commit = row[4].as<bool>();
             Params c;
             const auto counts =
                 exec(tx,
@@ -730,265 +792,383 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         std::int64_t span = std::clamp<std::int64_t>(
             batch_size * pages * 9 / (10 * std::max<std::int64_t>(1, result.due)), 1, pages);
         const bool lock_first = !plan.dependents.empty() || plan.client_side;
+        // Pipelined batches: batch i stays applied but uncommitted on one connection while batch
+        // i+1's statement runs on a second one, and batch i's intent (digests, fsyncs) is written
+        // on a journal thread meanwhile; then batch i commits. The journal's cost hides behind the
+        // database's. Not with dependents: a referencing row may point at the parents of two
+        // batches, and the second batch would wait on the first's row locks.
+        const bool pipelined = plan.dependents.empty();
+        std::array<std::unique_ptr<pqxx::connection>, 2> conns{std::move(conn), nullptr};
+        std::optional<OpenBatch> open;
+        std::deque<UnsettledBatch> unsettled;
+        WalPosition wal;
+        bool need_sync = false; // commits the server may not have flushed yet
+
+        // Outcome lines only for commits the server has flushed (batches commit asynchronously).
+        const auto settle = [&](bool all) {
+            while (!unsettled.empty() &&
+                   (all || (unsettled.front().lsn && *unsettled.front().lsn <= wal.flushed))) {
+                ctx.journal->outcome(unsettled.front().batch_id, true, unsettled.front().done);
+                unsettled.pop_front();
+            }
+        };
+        // Commits the open batch once its intent is durable. A refused commit fails the rule.
+        const auto finish_open = [&]() {
+            if (!open) {
+                return;
+            }
+            OpenBatch o = std::move(*open);
+            open.reset();
+            std::optional<std::string> batch_id;
+            if (o.intent.valid()) {
+                batch_id = o.intent.get(); // not durable: o.tx rolls back as the error unwinds
+            }
+            try {
+                o.tx->commit();
+            } catch (const pqxx::broken_connection&) {
+                throw; // outcome unknown: crash recovery resolves the intent
+            } catch (const pqxx::in_doubt_error&) {
+                throw;
+            } catch (const std::exception& e) {
+                if (batch_id) {
+                    ctx.journal->outcome(*batch_id, false, 0);
+                }
+                throw CommitRefused(first_line(e.what()));
+            }
+            need_sync = plan.async_commit;
+            if (o.counts) {
+                ++result.batches;
+            }
+            result.processed += o.done;
+            // The journal thread is idle here: earlier batches the server has flushed get their
+            // outcome lines.
+            settle(false);
+            if (batch_id && plan.async_commit) {
+                unsettled.push_back({*batch_id, o.done, std::nullopt});
+            } else if (batch_id) {
+                ctx.journal->outcome(*batch_id, true, o.done); // flushed by its own commit
+            }
+            if (ctx.on_progress) {
+                ctx.on_progress(result.processed, result.due);
+            }
+        };
+        // Waits for the server to flush every commit so far (a synchronous commit flushes the WAL
+        // up to its own commit record, which follows all of ours), then writes their outcomes.
+        const auto make_durable = [&]() {
+            finish_open();
+            if (!need_sync) {
+                settle(true); // nothing committed asynchronously since the last flush
+                return;
+            }
+            pqxx::work tx(*conns[0]);
+            // A transaction that writes no WAL of its own commits without a flush, whatever
+            // synchronous_commit says: a transactional logical message (no table, any wal_level)
+            // is the smallest record that makes this commit flush.
+            tx.exec("SELECT set_config('synchronous_commit', 'on', true), "
+                    "pg_logical_emit_message(true, 'retentiond', 'durable')");
+            tx.commit();
+            need_sync = false;
+            settle(true);
+        };
+        const auto journal_now = [&](const std::string& type, nlohmann::json fields) {
+            make_durable(); // the journal thread is idle and earlier lines come first
+            journal_event(type, std::move(fields));
+        };
 
         std::int64_t range_start = 0;
         std::string after_tid;     // keyset within the current range
         bool force_select = false; // a single page holds more than batch_size due rows
         bool first = true;
-        while (range_start < pages) {
-            if (!first && ctx.stop_requested && ctx.stop_requested()) {
-                result.status = RunResult::Status::stopped;
-                result.message =
-                    "stopped on request after " + std::to_string(result.processed) + " rows";
-                return result;
-            }
-            const std::int64_t range_end = std::min(pages, range_start + span);
-            Batch batch;
-            for (int attempt = 1;; ++attempt) {
-                std::optional<std::string> batch_id;
-                bool pushed_xid = false;
-                try {
-                    pqxx::work tx(*conn);
-                    set_local(tx, plan);
-                    if (rule.action == Action::anonymize && !plan.mark) {
-                        plan.own_xids.push_back(std::to_string(
-                            tx.exec("SELECT pg_current_xact_id()::text::bigint % 4294967296")[0][0]
-                                .as<std::int64_t>()));
-                        pushed_xid = true;
-                    }
-                    // Without dependents or client-side values, one statement per page range reads
-                    // the heap once, like the plain DELETE. Otherwise (or when one page overflows
-                    // batch_size) a selection pass picks the next due rows in physical order.
-                    batch.by_range = !lock_first && after_tid.empty() && !force_select;
-                    Params m;
-                    std::string rows_sql;
-                    std::string tid_array;
-                    pqxx::result selected;
-                    if (batch.by_range) {
-                        rows_sql = "ctid >= " + m.add("(" + std::to_string(range_start) + ",0)") +
-                                   "::tid AND ctid < " +
-                                   m.add("(" + std::to_string(range_end) + ",0)") + "::tid";
-                    } else {
-                        Params s;
-                        std::string extra_cols;
-                        for (const auto& fs : rule.anonymize) {
-                            if (needs_client(fs.strategy)) {
-                                extra_cols += ", " + tx.quote_name(fs.field) + "::text";
+        try {
+            while (range_start < pages) {
+                if (!first && ctx.stop_requested && ctx.stop_requested()) {
+                    make_durable();
+                    result.status = RunResult::Status::stopped;
+                    result.message =
+                        "stopped on request after " + std::to_string(result.processed) + " rows";
+                    return result;
+                }
+                const std::int64_t range_end = std::min(pages, range_start + span);
+                // The connection the open batch does not hold.
+                const int slot = open ? 1 - open->slot : 0;
+                if (!conns[slot]) {
+                    conns[slot] = connect();
+                }
+                Batch batch;
+                for (int attempt = 1;; ++attempt) {
+                    bool pushed_xid = false;
+                    try {
+                        auto tx = std::make_unique<pqxx::work>(*conns[slot]);
+                        wal = begin_batch(*tx, plan);
+                        for (auto& u : unsettled) {
+                            if (!u.lsn) {
+                                u.lsn = wal.inserted; // its commit returned before this point
                             }
                         }
-                        const std::string lower =
-                            after_tid.empty()
-                                ? "ctid >= " + s.add("(" + std::to_string(range_start) + ",0)") +
-                                      "::tid"
-                                : "ctid > " + s.add(after_tid) + "::tid";
-                        selected =
-                            exec(tx,
-                                 "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " +
-                                     plan.table + " WHERE " + lower + " AND ctid < " +
-                                     s.add("(" + std::to_string(range_end) + ",0)") + "::tid AND " +
-                                     due_sql(plan, tx, s) + " ORDER BY ctid LIMIT " +
-                                     s.add(std::to_string(batch_size)) + "::bigint" +
-                                     (lock_first ? " FOR UPDATE" : ""),
-                                 s);
-                        batch.selected = static_cast<std::int64_t>(selected.size());
-                        if (selected.empty()) {
-                            tx.commit();
-                            break;
+                        if (rule.action == Action::anonymize && !plan.mark) {
+                            plan.own_xids.push_back(std::to_string(
+                                tx
+                                    ->exec(
+                                        "SELECT pg_current_xact_id()::text::bigint % 4294967296")[0]
+                                                                                                 [0]
+                                    .as<std::int64_t>()));
+                            pushed_xid = true;
                         }
-                        batch.last_tid = selected[selected.size() - 1][0].c_str();
-                        std::vector<std::string> tids;
-                        tids.reserve(selected.size());
-                        for (const auto& row : selected) {
-                            tids.emplace_back(row[0].c_str());
-                        }
-                        tid_array = array_literal(tids);
-
-                        if (!plan.dependents.empty()) {
-                            Params dp;
-                            const std::string parent_set = "SELECT %REF% FROM " + plan.table +
-                                                           " WHERE ctid = ANY(" +
-                                                           dp.add(tid_array) + "::tid[])";
-                            for (const auto& d : plan.dependents) {
-                                std::string set = parent_set;
-                                set.replace(set.find("%REF%"), 5, d.reference);
-                                apply_dependents(tx, std::vector<DepPlan>{d}, set, dp,
-                                                 result.counters);
+                        // Without dependents or client-side values, one statement per page range
+                        // reads the heap once, like the plain DELETE. Otherwise (or when one page
+                        // overflows batch_size) a selection pass picks the next due rows in
+                        // physical order.
+                        batch.by_range = !lock_first && after_tid.empty() && !force_select;
+                        Params m;
+                        std::string rows_sql;
+                        std::string tid_array;
+                        pqxx::result selected;
+                        if (batch.by_range) {
+                            rows_sql =
+                                "ctid >= " + m.add("(" + std::to_string(range_start) + ",0)") +
+                                "::tid AND ctid < " +
+                                m.add("(" + std::to_string(range_end) + ",0)") + "::tid";
+                        } else {
+                            Params s;
+                            std::string extra_cols;
+                            for (const auto& fs : rule.anonymize) {
+                                if (needs_client(fs.strategy)) {
+                                    extra_cols += ", " + tx->quote_name(fs.field) + "::text";
+                                }
                             }
-                        }
-                        if (!plan.client_side) { // the client path joins on its own tid list
-                            rows_sql = "ctid = ANY(" + m.add(tid_array) + "::tid[])";
-                        }
-                    }
-
-                    std::string sql;
-                    if (rule.action == Action::remove) {
-                        sql = "DELETE FROM " + plan.table + " WHERE " + rows_sql + " AND " +
-                              due_sql(plan, tx, m) + " RETURNING " + keys_text_sql(plan);
-                    } else if (!plan.client_side) {
-                        std::string set = set_list(rule.anonymize, plan.columns, tx, m);
-                        if (plan.mark) {
-                            set +=
-                                ", " + *plan.mark + " = " + (plan.mark_is_bool ? "true" : "now()");
-                        }
-                        sql = "UPDATE " + plan.table + " SET " + set + " WHERE " + rows_sql +
-                              " AND " + due_sql(plan, tx, m) + " RETURNING " + keys_text_sql(plan);
-                    } else {
-                        // hmac / email_domain computed here, joined back by ctid.
-                        std::vector<std::vector<std::optional<std::string>>> client_values;
-                        int column = 1;
-                        for (const auto& fs : rule.anonymize) {
-                            if (!needs_client(fs.strategy)) {
-                                continue;
+                            const std::string lower =
+                                after_tid.empty()
+                                    ? "ctid >= " +
+                                          s.add("(" + std::to_string(range_start) + ",0)") + "::tid"
+                                    : "ctid > " + s.add(after_tid) + "::tid";
+                            selected = exec(
+                                *tx,
+                                "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " +
+                                    plan.table + " WHERE " + lower + " AND ctid < " +
+                                    s.add("(" + std::to_string(range_end) + ",0)") + "::tid AND " +
+                                    due_sql(plan, *tx, s) + " ORDER BY ctid LIMIT " +
+                                    s.add(std::to_string(batch_size)) + "::bigint" +
+                                    (lock_first ? " FOR UPDATE" : ""),
+                                s);
+                            batch.selected = static_cast<std::int64_t>(selected.size());
+                            if (selected.empty()) {
+                                tx->commit();
+                                break;
                             }
-                            if (ctx.audit_key == nullptr || ctx.audit_key->empty()) {
-                                throw PlanError(
-                                    "strategy hmac/email_domain needs daemon.audit_key");
-                            }
-                            std::vector<std::optional<std::string>> values;
+                            batch.last_tid = selected[selected.size() - 1][0].c_str();
+                            std::vector<std::string> tids;
+                            tids.reserve(selected.size());
                             for (const auto& row : selected) {
-                                const auto f = row[column];
-                                values.push_back(f.is_null()
-                                                     ? std::nullopt
-                                                     : anonymize_text(fs.strategy, f.c_str(),
-                                                                      *ctx.audit_key, ctx.tz));
+                                tids.emplace_back(row[0].c_str());
                             }
-                            client_values.push_back(std::move(values));
-                            ++column;
-                        }
-                        std::string set = set_list(rule.anonymize, plan.columns, tx, m);
-                        if (plan.mark) {
-                            set +=
-                                ", " + *plan.mark + " = " + (plan.mark_is_bool ? "true" : "now()");
-                        }
-                        std::string unnest = "unnest(" + m.add(tid_array) + "::tid[]";
-                        std::string names = "retentiond_tid";
-                        for (std::size_t i = 0; i < client_values.size(); ++i) {
-                            unnest += ", " + m.add(array_literal(client_values[i])) + "::text[]";
-                            names += ", retentiond_f" + std::to_string(i + 1);
-                        }
-                        sql = "UPDATE " + plan.table + " AS t SET " + set + " FROM " + unnest +
-                              ") AS v(" + names + ") WHERE t.ctid = v.retentiond_tid AND " +
-                              due_sql(plan, tx, m) + " RETURNING " + keys_text_sql(plan, "t");
-                    }
-                    const auto touched = exec(tx, sql, m);
-                    batch.done = static_cast<std::int64_t>(touched.size());
-                    if (batch.by_range) {
-                        if (batch.done > batch_size) {
-                            batch.overflow = true; // rolled back by tx's destructor
-                            if (pushed_xid) {
-                                plan.own_xids.pop_back();
+                            tid_array = array_literal(tids);
+
+                            if (!plan.dependents.empty()) {
+                                Params dp;
+                                const std::string parent_set = "SELECT %REF% FROM " + plan.table +
+                                                               " WHERE ctid = ANY(" +
+                                                               dp.add(tid_array) + "::tid[])";
+                                for (const auto& d : plan.dependents) {
+                                    std::string set = parent_set;
+                                    set.replace(set.find("%REF%"), 5, d.reference);
+                                    apply_dependents(*tx, std::vector<DepPlan>{d}, set, dp,
+                                                     result.counters);
+                                }
                             }
-                            break;
-                        }
-                        batch.selected = batch.done;
-                    }
-                    if (ctx.journal != nullptr && batch.done > 0) {
-                        BatchIntent intent;
-                        intent.rule = rule.name;
-                        intent.datastore = m_name;
-                        intent.target = pg.table;
-                        intent.action = action_name;
-                        intent.cutoff = result.cutoff;
-                        intent.keys.reserve(touched.size());
-                        for (const auto& row : touched) {
-                            std::vector<std::string> values;
-                            for (std::size_t i = 0; i < plan.keys.size(); ++i) {
-                                values.emplace_back(row[static_cast<int>(i)].c_str());
+                            if (!plan.client_side) { // the client path joins on its own tid list
+                                rows_sql = "ctid = ANY(" + m.add(tid_array) + "::tid[])";
                             }
-                            intent.keys.push_back(canonical_key(values));
                         }
-                        batch_id = ctx.journal->intent(intent);
+
+                        std::string sql;
+                        if (rule.action == Action::remove) {
+                            sql = "DELETE FROM " + plan.table + " WHERE " + rows_sql + " AND " +
+                                  due_sql(plan, *tx, m) + " RETURNING " + keys_text_sql(plan);
+                        } else if (!plan.client_side) {
+                            std::string set = set_list(rule.anonymize, plan.columns, *tx, m);
+                            if (plan.mark) {
+                                set += ", " + *plan.mark + " = " +
+                                       (plan.mark_is_bool ? "true" : "now()");
+                            }
+                            sql = "UPDATE " + plan.table + " SET " + set + " WHERE " + rows_sql +
+                                  " AND " + due_sql(plan, *tx, m) + " RETURNING " +
+                                  keys_text_sql(plan);
+                        } else {
+                            // hmac / email_domain computed here, joined back by ctid.
+                            std::vector<std::vector<std::optional<std::string>>> client_values;
+                            int column = 1;
+                            for (const auto& fs : rule.anonymize) {
+                                if (!needs_client(fs.strategy)) {
+                                    continue;
+                                }
+                                if (ctx.audit_key == nullptr || ctx.audit_key->empty()) {
+                                    throw PlanError(
+                                        "strategy hmac/email_domain needs daemon.audit_key");
+                                }
+                                std::vector<std::optional<std::string>> values;
+                                for (const auto& row : selected) {
+                                    const auto f = row[column];
+                                    values.push_back(f.is_null()
+                                                         ? std::nullopt
+                                                         : anonymize_text(fs.strategy, f.c_str(),
+                                                                          *ctx.audit_key, ctx.tz));
+                                }
+                                client_values.push_back(std::move(values));
+                                ++column;
+                            }
+                            std::string set = set_list(rule.anonymize, plan.columns, *tx, m);
+                            if (plan.mark) {
+                                set += ", " + *plan.mark + " = " +
+                                       (plan.mark_is_bool ? "true" : "now()");
+                            }
+                            std::string unnest = "unnest(" + m.add(tid_array) + "::tid[]";
+                            std::string names = "retentiond_tid";
+                            for (std::size_t i = 0; i < client_values.size(); ++i) {
+                                unnest +=
+                                    ", " + m.add(array_literal(client_values[i])) + "::text[]";
+                                names += ", retentiond_f" + std::to_string(i + 1);
+                            }
+                            sql = "UPDATE " + plan.table + " AS t SET " + set + " FROM " + unnest +
+                                  ") AS v(" + names + ") WHERE t.ctid = v.retentiond_tid AND " +
+                                  due_sql(plan, *tx, m) + " RETURNING " + keys_text_sql(plan, "t");
+                        }
+                        const auto touched = exec(*tx, sql, m);
+                        batch.done = static_cast<std::int64_t>(touched.size());
+                        if (batch.by_range) {
+                            if (batch.done > batch_size) {
+                                batch.overflow = true; // rolled back by tx's destructor
+                                if (pushed_xid) {
+                                    plan.own_xids.pop_back();
+                                }
+                                break;
+                            }
+                            batch.selected = batch.done;
+                        }
+                        // The previous batch commits now that this one's statement has run.
+                        finish_open();
+                        OpenBatch next;
+                        next.slot = slot;
+                        next.done = batch.done;
+                        next.counts = batch.selected > 0 || (batch.by_range && batch.done > 0);
+                        if (ctx.journal != nullptr && batch.done > 0) {
+                            BatchIntent intent;
+                            intent.rule = rule.name;
+                            intent.datastore = m_name;
+                            intent.target = pg.table;
+                            intent.action = action_name;
+                            intent.cutoff = result.cutoff;
+                            intent.keys.reserve(touched.size());
+                            for (const auto& row : touched) {
+                                std::vector<std::string> values;
+                                for (std::size_t i = 0; i < plan.keys.size(); ++i) {
+                                    values.emplace_back(row[static_cast<int>(i)].c_str());
+                                }
+                                intent.keys.push_back(canonical_key(values));
+                            }
+                            // The journal is touched by one thread at a time: this task runs while
+                            // nothing else calls it (finish_open waits for it first).
+                            next.intent = std::async(
+                                std::launch::async, [journal = ctx.journal, b = std::move(intent)] {
+                                    return journal->intent(b);
+                                });
+                        }
+                        next.tx = std::move(tx);
+                        open = std::move(next);
+                        if (!pipelined) {
+                            finish_open();
+                        }
+                        break;
+                    } catch (const pqxx::broken_connection&) {
+                        throw; // outcome unknown: crash recovery resolves the intents
+                    } catch (const pqxx::in_doubt_error&) {
+                        throw;
+                    } catch (const CommitRefused&) {
+                        throw;
+                    } catch (const AuditWriteError&) {
+                        throw; // the batch rolled back; the run stops before touching more
+                    } catch (const std::exception& e) {
+                        if (pushed_xid) {
+                            plan.own_xids.pop_back();
+                        }
+                        std::string state;
+                        bool retry = false;
+                        if (const auto* se = dynamic_cast<const pqxx::sql_error*>(&e)) {
+                            state = se->sqlstate();
+                            retry = retryable(*se);
+                        } else if (dynamic_cast<const pqxx::transaction_rollback*>(&e) != nullptr) {
+                            state = "40000";
+                            retry = true;
+                        }
+                        if (!retry) {
+                            const std::string what = first_line(e.what());
+                            journal_now("error",
+                                        {{"sqlstate", state}, {"processed", result.processed}});
+                            result.status = RunResult::Status::failed;
+                            result.message = "batch on " + pg.table + " failed" +
+                                             (state.empty() ? "" : " (SQLSTATE " + state + ")") +
+                                             ": " + what + "; stopped after " +
+                                             std::to_string(result.processed) + " rows";
+                            return result;
+                        }
+                        make_durable(); // nothing stays open while this batch waits
+                        if (attempt >= k_max_attempts) {
+                            result.status = RunResult::Status::failed;
+                            result.message =
+                                "batch on " + pg.table + " timed out " + std::to_string(attempt) +
+                                " times (lock_timeout " + ms(pg.lock_timeout) +
+                                ", statement_timeout " + ms(pg.statement_timeout) + ", SQLSTATE " +
+                                state + "); stopped after " + std::to_string(result.processed) +
+                                " rows, nothing of that batch applied";
+                            journal_event("error", {{"sqlstate", state},
+                                                    {"attempts", attempt},
+                                                    {"processed", result.processed}});
+                            return result;
+                        }
+                        std::this_thread::sleep_for(
+                            std::min(k_max_backoff, k_first_backoff * (1 << (attempt - 1))));
                     }
-                    tx.commit();
-                    if (batch_id) {
-                        ctx.journal->outcome(*batch_id, true, batch.done);
-                    }
-                    break;
-                } catch (const pqxx::broken_connection&) {
-                    throw; // outcome unknown: crash recovery resolves the intent
-                } catch (const pqxx::in_doubt_error&) {
-                    throw;
-                } catch (const AuditWriteError&) {
-                    throw; // the batch rolled back; the run stops before touching more
-                } catch (const std::exception& e) {
-                    if (batch_id) {
-                        ctx.journal->outcome(*batch_id, false, 0);
-                    }
-                    if (pushed_xid) {
-                        plan.own_xids.pop_back();
-                    }
-                    std::string state;
-                    bool retry = false;
-                    if (const auto* se = dynamic_cast<const pqxx::sql_error*>(&e)) {
-                        state = se->sqlstate();
-                        retry = retryable(*se);
-                    } else if (dynamic_cast<const pqxx::transaction_rollback*>(&e) != nullptr) {
-                        state = "40000";
-                        retry = true;
-                    }
-                    if (!retry) {
-                        result.status = RunResult::Status::failed;
-                        result.message = "batch on " + pg.table + " failed" +
-                                         (state.empty() ? "" : " (SQLSTATE " + state + ")") + ": " +
-                                         first_line(e.what()) + "; stopped after " +
-                                         std::to_string(result.processed) + " rows";
-                        journal_event("error",
-                                      {{"sqlstate", state}, {"processed", result.processed}});
-                        return result;
-                    }
-                    if (attempt >= k_max_attempts) {
-                        result.status = RunResult::Status::failed;
-                        result.message = "batch on " + pg.table + " timed out " +
-                                         std::to_string(attempt) + " times (lock_timeout " +
-                                         ms(pg.lock_timeout) + ", statement_timeout " +
-                                         ms(pg.statement_timeout) + ", SQLSTATE " + state +
-                                         "); stopped after " + std::to_string(result.processed) +
-                                         " rows, nothing of that batch applied";
-                        journal_event("error", {{"sqlstate", state},
-                                                {"attempts", attempt},
-                                                {"processed", result.processed}});
-                        return result;
-                    }
-                    std::this_thread::sleep_for(
-                        std::min(k_max_backoff, k_first_backoff * (1 << (attempt - 1))));
                 }
-            }
-            if (batch.overflow) {
-                if (span > 1) {
-                    span = std::max<std::int64_t>(1, span / 2);
+                if (batch.overflow) {
+                    if (span > 1) {
+                        span = std::max<std::int64_t>(1, span / 2);
+                    } else {
+                        force_select = true;
+                    }
+                    continue; // the same range again, smaller
+                }
+                if (batch.selected > 0) {
+                    first = false;
+                }
+                if (!batch.by_range && batch.selected >= batch_size) {
+                    after_tid = batch.last_tid; // more in this range
                 } else {
-                    force_select = true;
+                    range_start = range_end;
+                    after_tid.clear();
+                    force_select = false;
+                    if (batch.by_range) {
+                        // Follow the density of due rows: aim at 90% of batch_size per range.
+                        const std::int64_t target = std::max<std::int64_t>(1, batch_size * 9 / 10);
+                        const std::int64_t next =
+                            batch.done == 0 ? span * 2 : span * target / batch.done;
+                        span = std::clamp<std::int64_t>(
+                            std::clamp<std::int64_t>(next, std::max<std::int64_t>(1, span / 2),
+                                                     span * 2),
+                            1, pages);
+                    }
                 }
-                continue; // the same range again, smaller
-            }
-            if (batch.selected > 0) {
-                first = false;
-                ++result.batches;
-                result.processed += batch.done;
-                if (ctx.on_progress) {
-                    ctx.on_progress(result.processed, result.due);
-                }
-            }
-            if (!batch.by_range && batch.selected >= batch_size) {
-                after_tid = batch.last_tid; // more in this range
-            } else {
-                range_start = range_end;
-                after_tid.clear();
-                force_select = false;
-                if (batch.by_range) {
-                    // Follow the density of due rows: aim at 90% of batch_size per range.
-                    const std::int64_t target = std::max<std::int64_t>(1, batch_size * 9 / 10);
-                    const std::int64_t next =
-                        batch.done == 0 ? span * 2 : span * target / batch.done;
-                    span = std::clamp<std::int64_t>(
-                        std::clamp<std::int64_t>(next, std::max<std::int64_t>(1, span / 2),
-                                                 span * 2),
-                        1, pages);
+                if (batch.selected > 0 && pg.sleep_between_batches.count() > 0 &&
+                    range_start < pages) {
+                    finish_open(); // no row locks held while throttled
+                    std::this_thread::sleep_for(pg.sleep_between_batches);
                 }
             }
-            if (batch.selected > 0 && pg.sleep_between_batches.count() > 0 && range_start < pages) {
-                std::this_thread::sleep_for(pg.sleep_between_batches);
-            }
+            make_durable();
+        } catch (const CommitRefused& e) {
+            result.status = RunResult::Status::failed;
+            result.message = "commit on " + pg.table + " refused: " + e.what() +
+                             "; stopped after " + std::to_string(result.processed) + " rows";
+            journal_now("error", {{"processed", result.processed}});
+            return result;
         }
     } catch (const pqxx::broken_connection& e) {
         unavailable(e);

@@ -71,6 +71,10 @@ public:
                         const std::vector<std::string>& unapplied_keys) override;
     void event(const std::string& type, const nlohmann::json& fields) override;
 
+    // Outcome lines are written without their own fsync (the next line that is fsynced covers
+    // them); sync() makes them durable now. Called by the destructor, best effort.
+    void sync();
+
     void run_start(const Config& config, const std::string& mode);
     void run_end(const std::string& status, const nlohmann::json& summary);
 
@@ -94,7 +98,8 @@ public:
 
 private:
     // digests: pre-rendered array body spliced into the line's empty "digests" array.
-    void append(nlohmann::json line, std::string_view digests = {});
+    void append(nlohmann::json line, std::string_view digests = {}, bool sync = true);
+    void settle_lazy_outcomes();
     void open_log();
     void close_log();
     void reopen_if_rotated();
@@ -111,6 +116,7 @@ private:
     bool m_broken = false; // a write or fsync failed: never chain onto a possibly torn line
     std::set<std::string> m_in_flight;               // this run's batches: not crash leftovers
     std::map<std::string, std::string> m_batch_rule; // in-flight batch -> rule, for digests
+    std::vector<std::string> m_lazy_outcomes; // outcome written, not yet fsynced: keep pending
 };
 
 struct VerifyResult {

@@ -528,6 +528,9 @@ TEST(AuditCrash, LeftoversThatNeedNoResolution) {
         batch_id = log.intent(make_batch("accounts", {"alice@example.org"}));
         saved = slurp(log.pending_dir() + "/" + batch_id + ".json");
         log.outcome(batch_id, true, 1);
+        // The outcome line is not fsynced by itself: the raw keys stay until a sync covers it.
+        EXPECT_TRUE(fs::exists(log.pending_dir() + "/" + batch_id + ".json"));
+        log.sync();
         EXPECT_FALSE(fs::exists(log.pending_dir() + "/" + batch_id + ".json"));
     }
     const std::string dir_path = path + ".pending";
@@ -788,3 +791,21 @@ TEST(AuditProve, LargeLogStreamsFast) {
 
 } // namespace
 } // namespace retentiond
+
+TEST(AuditCrash, LazyOutcomeSettledByTheNextSyncedLine) {
+    TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    AuditLog log(path, k_key, "run-1");
+    const auto b1 = log.intent(make_batch("accounts", {"alice@example.org"}));
+    log.outcome(b1, true, 1);
+    const auto b1_file = log.pending_dir() + "/" + b1 + ".json";
+    EXPECT_TRUE(fs::exists(b1_file));
+    // The next intent's fsync makes b1's outcome durable: its keys go, b2's stay in flight.
+    const auto b2 = log.intent(make_batch("accounts", {"bob@example.org"}));
+    EXPECT_FALSE(fs::exists(b1_file));
+    EXPECT_TRUE(fs::exists(log.pending_dir() + "/" + b2 + ".json"));
+    log.outcome(b2, false, 0);
+    log.event("rule_end", json{{"rule", "accounts"}});
+    EXPECT_TRUE(fs::is_empty(log.pending_dir()));
+    EXPECT_TRUE(verify_audit_log(path).ok);
+}
