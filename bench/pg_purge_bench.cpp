@@ -3,8 +3,9 @@
 //   JOURNAL: audit (default: the real AuditLog in DIR, fsyncs included, as the CLI runs it),
 //            digest (in memory: HMAC digest of every key, no file I/O), none (no journal).
 // Prints on one line: processed, batches, seconds, status, then the phases: time until the first
-// batch's intent (counting + first statement), seconds spent inside the journal, and the engine's
-// own time (total minus journal).
+// batch's intent (counting + first statement) and seconds spent inside the journal. The engine
+// writes a batch's intent on a journal thread while the next batch's statement runs, so journal
+// time overlaps the database's: it only adds to the total when it exceeds it.
 #include "retentiond/audit.hpp"
 #include "retentiond/engines.hpp"
 #include "retentiond/timeutil.hpp"
@@ -119,10 +120,10 @@ int main(int argc, char** argv) {
     const auto result = engine->purge(rule, ctx);
     const std::chrono::duration<double> took = Clock::now() - start;
     std::printf("processed %lld batches %lld seconds %.3f status %d journal %s first_intent %.3f "
-                "journal_s %.3f engine_s %.3f %s\n",
+                "journal_s %.3f (overlapped) %s\n",
                 static_cast<long long>(result.processed), static_cast<long long>(result.batches),
                 took.count(), static_cast<int>(result.status), journal_kind.c_str(),
-                journal.first_intent(), journal.spent(), took.count() - journal.spent(),
+                journal.first_intent(), journal.spent(),
                 result.message.c_str());
     return result.status == RunResult::Status::ok ? 0 : 1;
 }

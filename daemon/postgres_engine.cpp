@@ -9,6 +9,13 @@
 // does, where keyset pagination on the primary key costs ~2.6x and `IN (SELECT ... LIMIT n)` ~35x.
 // When dependents or client-side strategies need the selected rows to stay as they were, the
 // selection takes row locks (FOR UPDATE), which re-checks the due condition at lock time.
+//
+// Batches overlap with the audit journal: batch i stays applied but uncommitted on one connection
+// while batch i+1's statement runs on a second one and batch i's intent (an HMAC per key, fsyncs)
+// is written on a journal thread; then batch i commits (not with dependents, see `pipelined`).
+// Commits are asynchronous (synchronous_commit off): a batch's outcome line is written only once
+// the server's flushed WAL position passes its commit, and the rule ends with one synchronous
+// commit, so a purge that returned is durable and the log never claims a commit a crash undid.
 #include "retentiond/anonymize.hpp"
 #include "retentiond/audit.hpp"
 #include "retentiond/engines.hpp"
@@ -1158,7 +1165,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                 }
                 if (batch.selected > 0 && pg.sleep_between_batches.count() > 0 &&
                     range_start < pages) {
-                    finish_open(); // no row locks held while throttled
+                    make_durable(); // no row locks held, no outcome left waiting while throttled
                     std::this_thread::sleep_for(pg.sleep_between_batches);
                 }
             }

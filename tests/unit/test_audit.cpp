@@ -789,9 +789,6 @@ TEST(AuditProve, LargeLogStreamsFast) {
               << " ms, verify " << ms(t4 - t3) << " ms\n";
 }
 
-} // namespace
-} // namespace retentiond
-
 TEST(AuditCrash, LazyOutcomeSettledByTheNextSyncedLine) {
     TempDir dir;
     const auto path = dir.file("audit.jsonl");
@@ -809,3 +806,6 @@ TEST(AuditCrash, LazyOutcomeSettledByTheNextSyncedLine) {
     EXPECT_TRUE(fs::is_empty(log.pending_dir()));
     EXPECT_TRUE(verify_audit_log(path).ok);
 }
+
+} // namespace
+} // namespace retentiond
