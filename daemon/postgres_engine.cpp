@@ -197,6 +197,10 @@ struct Plan {
     std::string tz;
     std::string cutoff_text; // now() - retain, from the server: reported, and the index bound
     std::string now_text;    // the run's now(), the same for every batch
+    // Bounds around the cutoff, computed once by the server: every due row has clock <= due_hi,
+    // and every row with clock <= due_lo is due (empty: not proven, no shortcut).
+    std::string due_hi_text;
+    std::string due_lo_text;
     std::vector<DepPlan> dependents;
     bool client_side = false;          // some strategy computed here (hmac, email_domain)
     std::vector<std::string> own_xids; // anonymize without mark: our batches' xids
@@ -377,11 +381,32 @@ std::string unmarked_sql(const Plan& plan) {
 // Due means clock + retain <= now (policy-format.md). With calendar units that is not the same as
 // clock <= now - retain (2025-01-31 + 1 month = 02-28, but 02-28 - 1 month = 01-28), so the exact
 // test is the second term; the first, a few days looser, only lets an index on the clock help.
+// The SQL computing the bounds of Plan::due_hi_text / due_lo_text from `now()` and `retain`: text
+// of now() - retain +/- 4 days (calendar arithmetic round trips differ by at most a few days), and
+// whether the lower one is proven due by the server itself, with a day to spare (local-time
+// arithmetic is monotonic up to a DST shift).
+std::string due_bounds_sql(const std::string& retain) {
+    const auto lo = "(now() - " + retain + "::interval - interval '4 days')";
+    return "(now() - " + retain + "::interval + interval '4 days')::text, " + lo + "::text, " + lo +
+           " + " + retain + "::interval + interval '1 day' <= now()";
+}
+
+void set_due_bounds(Plan& plan, const pqxx::row& row, int first) {
+    plan.due_hi_text = row[first].c_str();
+    plan.due_lo_text = row[first + 2].as<bool>() ? row[first + 1].c_str() : "";
+}
+
+// clock + retain <= now, exactly. The per-row calendar arithmetic is costly (time zone rules), so
+// it is only evaluated between the two bounds: rows far past the cutoff are due by comparison.
 std::string clock_due_sql(const Plan& plan, Params& p) {
-    std::string s = "(" + plan.clock + " <= " + p.add(plan.cutoff_text) +
-                    "::timestamptz + interval '4 days' AND " + plan.clock + " + " +
-                    p.add(plan.rule->retain.to_pg_interval()) +
-                    "::interval <= " + p.add(plan.now_text) + "::timestamptz)";
+    std::string exact = plan.clock + " + " + p.add(plan.rule->retain.to_pg_interval()) +
+                        "::interval <= " + p.add(plan.now_text) + "::timestamptz";
+    if (!plan.due_lo_text.empty()) {
+        exact =
+            "(" + plan.clock + " <= " + p.add(plan.due_lo_text) + "::timestamptz OR " + exact + ")";
+    }
+    std::string s =
+        "(" + plan.clock + " <= " + p.add(plan.due_hi_text) + "::timestamptz AND " + exact + ")";
     if (plan.rule->clock_null_due) {
         s = "(" + s + " OR " + plan.clock + " IS NULL)";
     }
@@ -714,10 +739,12 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                       "::interval) * 1000000)::bigint, now()::text, "
                                       "(extract(epoch FROM now()) * 1000000)::bigint, "
                                       "has_function_privilege('pg_logical_emit_message(boolean, "
-                                      "text, text)', 'EXECUTE')",
+                                      "text, text)', 'EXECUTE'), " +
+                                      due_bounds_sql(retain),
                                   p)[0];
             plan.cutoff_text = row[0].c_str();
             plan.now_text = row[2].c_str();
+            set_due_bounds(plan, row, 5);
             result.now = from_micros(row[3].as<std::int64_t>());
             // Due dates follow the database's clock. A host clock far from it means one of them
             // is wrong, and the rules of the other kinds (host clock) would disagree: stop.
@@ -1209,10 +1236,12 @@ DryRun PostgresEngine::dry_run(const Rule& rule, const RunContext& ctx) {
                               "SELECT (now() - " + retain +
                                   ")::text, (extract(epoch FROM now()) * 1000000)::bigint, "
                                   "(extract(epoch FROM now() - " +
-                                  retain + ") * 1000000)::bigint, now()::text",
+                                  retain + ") * 1000000)::bigint, now()::text, " +
+                                  due_bounds_sql(p.add(rule.retain.to_pg_interval())),
                               p)[0];
         plan.cutoff_text = row[0].c_str();
         plan.now_text = row[3].c_str();
+        set_due_bounds(plan, row, 4);
         dry.now = from_micros(row[1].as<std::int64_t>());
         dry.cutoff = from_micros(row[2].as<std::int64_t>());
 
