@@ -1,5 +1,7 @@
 #include "support/oracle.hpp"
 
+#include "retentiond/timeutil.hpp"
+
 #include <date/date.h>
 #include <date/tz.h>
 
@@ -38,6 +40,30 @@ std::optional<TimePoint> oracle_cutoff(TimePoint now, int months, int days, std:
         t = date::floor<microseconds>(tz->to_sys(shifted));
     }
     return t - microseconds(micros);
+}
+
+std::optional<TimePoint> oracle_add(TimePoint t, int months, int days, std::int64_t micros,
+                                    const date::time_zone* tz) {
+    return oracle_cutoff(t, -months, -days, -micros, tz);
+}
+
+std::string exact_cutoff_error(TimePoint cutoff, TimePoint before, TimePoint after, int months,
+                               int days, std::int64_t micros, const date::time_zone* tz) {
+    using std::chrono::microseconds;
+    const auto at = oracle_add(cutoff, months, days, micros, tz);
+    const auto next = oracle_add(cutoff + microseconds(1), months, days, micros, tz);
+    if (!at || !next) {
+        return {};
+    }
+    if (*at > after) {
+        return "cutoff " + format_utc(cutoff) + " + retain = " + format_utc(*at) +
+               " is after now " + format_utc(after) + " (records due early)";
+    }
+    if (*next <= before) {
+        return "cutoff " + format_utc(cutoff) + " + 1us + retain = " + format_utc(*next) +
+               " is not after now " + format_utc(before) + " (a later cutoff was due)";
+    }
+    return {};
 }
 
 } // namespace retentiond::test
