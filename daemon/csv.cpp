@@ -14,32 +14,60 @@ namespace retentiond::csv {
 
 namespace {
 
-// The first i in [from, n) where b[i] is one of the bytes in want (up to 4; repeat one to use
-// fewer), or n. Sixteen bytes at a time where SSE2 is there: fields are mostly short, too short
-// for memchr's set-up to pay off, and an unquoted field ends at any of four bytes.
-std::size_t find_any(const char* b, std::size_t from, std::size_t n, const char (&want)[4]) {
+// Sets, for each byte of b[0, n), bit i of any (and of quote_lf) when b[i] ends an unquoted field
+// (the delimiter, a quote, LF or CR) or a stretch of a quoted one (a quote or LF). Sixty-four bytes
+// a time with SSE2, so that finding where a field ends is a shift and a count of trailing zeros:
+// fields are mostly short, too short for a per-field vector search to pay off.
+void classify_bytes(const char* b, std::size_t n, char delim, std::uint64_t* any,
+                    std::uint64_t* quote_lf) {
+    std::size_t i = 0;
 #if defined(__SSE2__)
-    const __m128i w0 = _mm_set1_epi8(want[0]);
-    const __m128i w1 = _mm_set1_epi8(want[1]);
-    const __m128i w2 = _mm_set1_epi8(want[2]);
-    const __m128i w3 = _mm_set1_epi8(want[3]);
-    while (from + 16 <= n) {
-        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + from));
-        const __m128i hit =
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, w0), _mm_cmpeq_epi8(x, w1)),
-                         _mm_or_si128(_mm_cmpeq_epi8(x, w2), _mm_cmpeq_epi8(x, w3)));
-        const auto mask = static_cast<unsigned>(_mm_movemask_epi8(hit));
-        if (mask != 0) {
-            return from + static_cast<std::size_t>(__builtin_ctz(mask));
+    const __m128i vd = _mm_set1_epi8(delim);
+    const __m128i vq = _mm_set1_epi8('"');
+    const __m128i vl = _mm_set1_epi8('\n');
+    const __m128i vr = _mm_set1_epi8('\r');
+    for (; i + 64 <= n; i += 64) {
+        std::uint64_t a = 0;
+        std::uint64_t ql = 0;
+        for (int k = 0; k < 4; ++k) {
+            const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i + 16 * k));
+            const __m128i q = _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vl));
+            const __m128i o =
+                _mm_or_si128(q, _mm_or_si128(_mm_cmpeq_epi8(x, vd), _mm_cmpeq_epi8(x, vr)));
+            a |= std::uint64_t{static_cast<std::uint16_t>(_mm_movemask_epi8(o))} << (16 * k);
+            ql |= std::uint64_t{static_cast<std::uint16_t>(_mm_movemask_epi8(q))} << (16 * k);
         }
-        from += 16;
+        any[i / 64] = a;
+        quote_lf[i / 64] = ql;
     }
 #endif
-    while (from < n && b[from] != want[0] && b[from] != want[1] && b[from] != want[2] &&
-           b[from] != want[3]) {
-        ++from;
+    if (i < n) {
+        std::uint64_t a = 0;
+        std::uint64_t ql = 0;
+        for (std::size_t k = 0; i + k < n; ++k) {
+            const char c = b[i + k];
+            const bool q = c == '"' || c == '\n';
+            ql |= std::uint64_t{q ? 1U : 0U} << k;
+            a |= std::uint64_t{q || c == delim || c == '\r' ? 1U : 0U} << k;
+        }
+        any[i / 64] = a;
+        quote_lf[i / 64] = ql;
     }
-    return from;
+}
+
+// The first set bit of bits at or after from, or end when there is none before end.
+std::size_t next_bit(const std::uint64_t* bits, std::size_t from, std::size_t end) {
+    std::size_t w = from / 64;
+    std::uint64_t word = bits[w] & (~std::uint64_t{0} << (from % 64));
+    for (;;) {
+        if (word != 0) {
+            return std::min(end, w * 64 + static_cast<std::size_t>(__builtin_ctzll(word)));
+        }
+        if ((w + 1) * 64 >= end) {
+            return end;
+        }
+        word = bits[++w];
+    }
 }
 
 } // namespace
@@ -84,6 +112,7 @@ bool Reader::fill() {
         }
         m_buf.resize(std::min(m_buf.size() * 2, k_max_record));
     }
+    m_classified = false;
     const std::size_t got = m_read(m_buf.data() + m_len, m_buf.size() - m_len);
     if (got == 0) {
         m_eof = true;
@@ -91,6 +120,16 @@ bool Reader::fill() {
     }
     m_len += got;
     return true;
+}
+
+void Reader::classify() {
+    const std::size_t words = (m_len + 63) / 64;
+    if (m_any.size() < words) {
+        m_any.resize(words);
+        m_quote_lf.resize(words);
+    }
+    classify_bytes(m_buf.data(), m_len, m_delim, m_any.data(), m_quote_lf.data());
+    m_classified = true;
 }
 
 void Reader::detect_delimiter() {
@@ -223,9 +262,20 @@ Reader::Parse Reader::parse_raw(Record& out) {
 }
 
 Reader::Parse Reader::parse(Record& out) {
+    if (!m_classified) {
+        classify();
+    }
     const char* b = m_buf.data() + m_pos;
     const std::size_t n = m_len - m_pos;
     const char d = m_delim;
+    // Where the next byte of a kind is, as an index from b (n when none is left).
+    const std::size_t base = m_pos;
+    auto next_any = [&](std::size_t from) {
+        return next_bit(m_any.data(), base + from, m_len) - base;
+    };
+    auto next_quote_lf = [&](std::size_t from) {
+        return next_bit(m_quote_lf.data(), base + from, m_len) - base;
+    };
     out.m_fields.clear();
     std::size_t i = m_first && m_bom ? 3 : 0;
     std::size_t body_end = 0;
@@ -256,9 +306,8 @@ Reader::Parse Reader::parse(Record& out) {
             if (b[i] == '"') {
                 f.quoted = true;
                 std::size_t j = i + 1;
-                constexpr char k_quote_or_lf[4] = {'"', '\n', '"', '\n'};
                 for (;;) {
-                    const std::size_t k = find_any(b, j, n, k_quote_or_lf);
+                    const std::size_t k = j < n ? next_quote_lf(j) : n;
                     if (k == n) {
                         if (!m_eof) {
                             return Parse::need_more;
@@ -287,9 +336,8 @@ Reader::Parse Reader::parse(Record& out) {
                 }
             } else {
                 std::size_t j = i;
-                const char special[4] = {d, '"', '\n', '\r'};
                 for (;;) {
-                    j = find_any(b, j, n, special);
+                    j = j < n ? next_any(j) : n;
                     if (j == n) {
                         if (!m_eof) {
                             return Parse::need_more;
