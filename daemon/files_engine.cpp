@@ -1,10 +1,14 @@
 // kind: files (policy-format.md, "kind files"): CSV, JSON Lines and whole files under a root.
 //
-// A run reads every matched file once to count (limits are checked over all of them before any
-// byte is written), then rewrites only the files that hold a due record: the new file streams into
-// a temp file beside the old one, is fsynced, given the old one's mode and owner, and renamed over
-// it. Kept records are copied byte for byte from the input, so a rewritten file differs only by
-// the records that were due.
+// A purge reads every matched file once (scan()): it parses and decides each record, counts it
+// for the limits, and streams the new content into a temp file beside the old one, created at the
+// first due record. Only once every file's pass is done and the limits allow the run are the temps
+// committed (commit(): journal intents, fsync, the old one's mode and owner, rename over it, the
+// directory fsynced, outcome). A refusal, a record that does not parse or any error drops the temp
+// and leaves the file as it was. Past a staging budget (keys in memory, open temps, their size),
+// or when a temp cannot be written, a file is only counted in its pass and rewritten afterwards
+// by a second read (rewrite(), the two-pass path). Kept records are copied byte for byte from the
+// input, so a rewritten file differs only by the records that were due.
 #include "retentiond/anonymize.hpp"
 #include "retentiond/audit.hpp"
 #include "retentiond/crypto.hpp"
