@@ -224,6 +224,41 @@ TEST_F(FilesEngine, DiskFullLeavesTheOriginalAndNoTempFile) {
     EXPECT_EQ(entries(m_root), (std::vector<std::string>{"big.csv"}));
 }
 
+// The same with an output of several blocks: the write that fails is the writer thread's, its
+// error reaches the pass, the staged temp is dropped and the second read fails the same way.
+TEST_F(FilesEngine, DiskFullOnTheWriterThreadLeavesTheOriginalAndNoTempFile) {
+    std::string big = "\"Submission ID\",\"Submitted at\",\"Commentaire\"\n";
+    for (int i = 0; big.size() < (std::size_t{8} << 20); ++i) {
+        big += "id" + std::to_string(i) + "," + (i % 10 == 0 ? "2020" : "2099") +
+               "-01-01 00:00:00,\"" + std::string(200, 'z') + "\"\n";
+    }
+    spit(m_root / "big.csv", big);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::signal(SIGXFSZ, SIG_IGN);
+        const rlimit lim{3 << 20, 3 << 20}; // past the first block, before the end
+        ::setrlimit(RLIMIT_FSIZE, &lim);
+        RecordingJournal journal;
+        auto c = ctx(&journal);
+        const auto result = m_engine->purge(r, c);
+        const bool ok = result.status == RunResult::Status::failed && !result.data_error &&
+                        result.message.find("big.csv") != std::string::npos &&
+                        result.processed == 0 && result.counters.count("files.two_pass") == 1 &&
+                        std::none_of(journal.m_outcomes.begin(), journal.m_outcomes.end(),
+                                     [](const auto& o) { return o.committed; });
+        ::_exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "the run must fail naming the file, journaling no commit";
+    EXPECT_EQ(slurp(m_root / "big.csv"), big);
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"big.csv"}));
+}
+
 TEST_F(FilesEngine, UnparseableRecordsLeaveTheFileUnchangedAndNameTheLine) {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"unterminated.csv", "unterminated.csv:3: unterminated quoted field"},
