@@ -9,37 +9,113 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define RETENTIOND_CSV_AVX2 1
+#endif
 
 namespace retentiond::csv {
 
 namespace {
 
-// The first i in [from, n) where b[i] is one of the bytes in want (up to 4; repeat one to use
-// fewer), or n. Sixteen bytes at a time where SSE2 is there: fields are mostly short, too short
-// for memchr's set-up to pay off, and an unquoted field ends at any of four bytes.
-std::size_t find_any(const char* b, std::size_t from, std::size_t n, const char (&want)[4]) {
+// Sets, for each byte of b[0, n), bit i of any (and of quote_lf) when b[i] ends an unquoted field
+// (the delimiter, a quote, LF or CR) or a stretch of a quoted one (a quote or LF). Sixty-four bytes
+// a time with SSE2, so that finding where a field ends is a shift and a count of trailing zeros:
+// fields are mostly short, too short for a per-field vector search to pay off.
+void classify_bytes(const char* b, std::size_t n, char delim, std::uint64_t* any,
+                    std::uint64_t* quote_lf) {
+    std::size_t i = 0;
 #if defined(__SSE2__)
-    const __m128i w0 = _mm_set1_epi8(want[0]);
-    const __m128i w1 = _mm_set1_epi8(want[1]);
-    const __m128i w2 = _mm_set1_epi8(want[2]);
-    const __m128i w3 = _mm_set1_epi8(want[3]);
-    while (from + 16 <= n) {
-        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + from));
-        const __m128i hit =
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, w0), _mm_cmpeq_epi8(x, w1)),
-                         _mm_or_si128(_mm_cmpeq_epi8(x, w2), _mm_cmpeq_epi8(x, w3)));
-        const auto mask = static_cast<unsigned>(_mm_movemask_epi8(hit));
-        if (mask != 0) {
-            return from + static_cast<std::size_t>(__builtin_ctz(mask));
+    const __m128i vd = _mm_set1_epi8(delim);
+    const __m128i vq = _mm_set1_epi8('"');
+    const __m128i vl = _mm_set1_epi8('\n');
+    const __m128i vr = _mm_set1_epi8('\r');
+    for (; i + 64 <= n; i += 64) {
+        std::uint64_t a = 0;
+        std::uint64_t ql = 0;
+        for (int k = 0; k < 4; ++k) {
+            const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i + 16 * k));
+            const __m128i q = _mm_or_si128(_mm_cmpeq_epi8(x, vq), _mm_cmpeq_epi8(x, vl));
+            const __m128i o =
+                _mm_or_si128(q, _mm_or_si128(_mm_cmpeq_epi8(x, vd), _mm_cmpeq_epi8(x, vr)));
+            a |= std::uint64_t{static_cast<std::uint16_t>(_mm_movemask_epi8(o))} << (16 * k);
+            ql |= std::uint64_t{static_cast<std::uint16_t>(_mm_movemask_epi8(q))} << (16 * k);
         }
-        from += 16;
+        any[i / 64] = a;
+        quote_lf[i / 64] = ql;
     }
 #endif
-    while (from < n && b[from] != want[0] && b[from] != want[1] && b[from] != want[2] &&
-           b[from] != want[3]) {
-        ++from;
+    if (i < n) {
+        std::uint64_t a = 0;
+        std::uint64_t ql = 0;
+        for (std::size_t k = 0; i + k < n; ++k) {
+            const char c = b[i + k];
+            const bool q = c == '"' || c == '\n';
+            ql |= std::uint64_t{q ? 1U : 0U} << k;
+            a |= std::uint64_t{q || c == delim || c == '\r' ? 1U : 0U} << k;
+        }
+        any[i / 64] = a;
+        quote_lf[i / 64] = ql;
     }
-    return from;
+}
+
+#if defined(RETENTIOND_CSV_AVX2)
+// classify_bytes with 32-byte compares, for the CPUs that have them (checked at run time: the
+// build targets baseline x86-64).
+__attribute__((target("avx2"))) void classify_bytes_avx2(const char* b, std::size_t n, char delim,
+                                                         std::uint64_t* any,
+                                                         std::uint64_t* quote_lf) {
+    const __m256i vd = _mm256_set1_epi8(delim);
+    const __m256i vq = _mm256_set1_epi8('"');
+    const __m256i vl = _mm256_set1_epi8('\n');
+    const __m256i vr = _mm256_set1_epi8('\r');
+    std::size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i));
+        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i + 32));
+        const __m256i q0 = _mm256_or_si256(_mm256_cmpeq_epi8(x0, vq), _mm256_cmpeq_epi8(x0, vl));
+        const __m256i q1 = _mm256_or_si256(_mm256_cmpeq_epi8(x1, vq), _mm256_cmpeq_epi8(x1, vl));
+        const __m256i o0 = _mm256_or_si256(
+            q0, _mm256_or_si256(_mm256_cmpeq_epi8(x0, vd), _mm256_cmpeq_epi8(x0, vr)));
+        const __m256i o1 = _mm256_or_si256(
+            q1, _mm256_or_si256(_mm256_cmpeq_epi8(x1, vd), _mm256_cmpeq_epi8(x1, vr)));
+        any[i / 64] = std::uint64_t{static_cast<std::uint32_t>(_mm256_movemask_epi8(o0))} |
+                      std::uint64_t{static_cast<std::uint32_t>(_mm256_movemask_epi8(o1))} << 32;
+        quote_lf[i / 64] = std::uint64_t{static_cast<std::uint32_t>(_mm256_movemask_epi8(q0))} |
+                           std::uint64_t{static_cast<std::uint32_t>(_mm256_movemask_epi8(q1))}
+                               << 32;
+    }
+    if (i < n) {
+        classify_bytes(b + i, n - i, delim, any + i / 64, quote_lf + i / 64);
+    }
+}
+#endif
+
+void classify_all(const char* b, std::size_t n, char delim, std::uint64_t* any,
+                  std::uint64_t* quote_lf) {
+#if defined(RETENTIOND_CSV_AVX2)
+    static const bool avx2 = __builtin_cpu_supports("avx2") != 0;
+    if (avx2) {
+        classify_bytes_avx2(b, n, delim, any, quote_lf);
+        return;
+    }
+#endif
+    classify_bytes(b, n, delim, any, quote_lf);
+}
+
+// The first set bit of bits at or after from, or end when there is none before end.
+std::size_t next_bit(const std::uint64_t* bits, std::size_t from, std::size_t end) {
+    std::size_t w = from / 64;
+    std::uint64_t word = bits[w] & (~std::uint64_t{0} << (from % 64));
+    for (;;) {
+        if (word != 0) {
+            return std::min(end, w * 64 + static_cast<std::size_t>(__builtin_ctzll(word)));
+        }
+        if ((w + 1) * 64 >= end) {
+            return end;
+        }
+        word = bits[++w];
+    }
 }
 
 } // namespace
@@ -84,6 +160,7 @@ bool Reader::fill() {
         }
         m_buf.resize(std::min(m_buf.size() * 2, k_max_record));
     }
+    m_classified = false;
     const std::size_t got = m_read(m_buf.data() + m_len, m_buf.size() - m_len);
     if (got == 0) {
         m_eof = true;
@@ -91,6 +168,16 @@ bool Reader::fill() {
     }
     m_len += got;
     return true;
+}
+
+void Reader::classify() {
+    const std::size_t words = (m_len + 63) / 64;
+    if (m_any.size() < words) {
+        m_any.resize(words);
+        m_quote_lf.resize(words);
+    }
+    classify_all(m_buf.data(), m_len, m_delim, m_any.data(), m_quote_lf.data());
+    m_classified = true;
 }
 
 void Reader::detect_delimiter() {
@@ -223,9 +310,25 @@ Reader::Parse Reader::parse_raw(Record& out) {
 }
 
 Reader::Parse Reader::parse(Record& out) {
+    if (!m_classified) {
+        classify();
+    }
     const char* b = m_buf.data() + m_pos;
     const std::size_t n = m_len - m_pos;
     const char d = m_delim;
+    // Where the next byte of a kind is, as an index from b (n when none is left).
+    const std::size_t base = m_pos;
+    // The next set bit is most often in the same word: that case is inline.
+    auto next_in = [&](const std::uint64_t* bits, std::size_t from) {
+        const std::size_t a = base + from;
+        const std::uint64_t word = bits[a / 64] >> (a % 64);
+        if (word != 0) {
+            return std::min(m_len, a + static_cast<std::size_t>(__builtin_ctzll(word))) - base;
+        }
+        return next_bit(bits, a, m_len) - base;
+    };
+    auto next_any = [&](std::size_t from) { return next_in(m_any.data(), from); };
+    auto next_quote_lf = [&](std::size_t from) { return next_in(m_quote_lf.data(), from); };
     out.m_fields.clear();
     std::size_t i = m_first && m_bom ? 3 : 0;
     std::size_t body_end = 0;
@@ -256,9 +359,8 @@ Reader::Parse Reader::parse(Record& out) {
             if (b[i] == '"') {
                 f.quoted = true;
                 std::size_t j = i + 1;
-                constexpr char k_quote_or_lf[4] = {'"', '\n', '"', '\n'};
                 for (;;) {
-                    const std::size_t k = find_any(b, j, n, k_quote_or_lf);
+                    const std::size_t k = j < n ? next_quote_lf(j) : n;
                     if (k == n) {
                         if (!m_eof) {
                             return Parse::need_more;
@@ -287,9 +389,8 @@ Reader::Parse Reader::parse(Record& out) {
                 }
             } else {
                 std::size_t j = i;
-                const char special[4] = {d, '"', '\n', '\r'};
                 for (;;) {
-                    j = find_any(b, j, n, special);
+                    j = j < n ? next_any(j) : n;
                     if (j == n) {
                         if (!m_eof) {
                             return Parse::need_more;

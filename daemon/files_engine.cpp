@@ -1,10 +1,14 @@
 // kind: files (policy-format.md, "kind files"): CSV, JSON Lines and whole files under a root.
 //
-// A run reads every matched file once to count (limits are checked over all of them before any
-// byte is written), then rewrites only the files that hold a due record: the new file streams into
-// a temp file beside the old one, is fsynced, given the old one's mode and owner, and renamed over
-// it. Kept records are copied byte for byte from the input, so a rewritten file differs only by
-// the records that were due.
+// A purge reads every matched file once (scan()): it parses and decides each record, counts it
+// for the limits, and streams the new content into a temp file beside the old one, created at the
+// first due record. Only once every file's pass is done and the limits allow the run are the temps
+// committed (commit(): journal intents, fsync, the old one's mode and owner, rename over it, the
+// directory fsynced, outcome). A refusal, a record that does not parse or any error drops the temp
+// and leaves the file as it was. Past a staging budget (keys in memory, open temps, their size),
+// or when a temp cannot be written, a file is only counted in its pass and rewritten afterwards
+// by a second read (rewrite(), the two-pass path). Kept records are copied byte for byte from the
+// input, so a rewritten file differs only by the records that were due.
 #include "retentiond/anonymize.hpp"
 #include "retentiond/audit.hpp"
 #include "retentiond/crypto.hpp"
@@ -22,11 +26,15 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <filesystem>
+#include <mutex>
 #include <regex>
 #include <set>
 #include <system_error>
+#include <thread>
 #include <unordered_set>
 
 namespace retentiond {
@@ -152,25 +160,94 @@ private:
     bool m_committed = false;
 };
 
+// Buffered writes to the temp file. Once a file's output passes one block, the write(2) calls
+// (the kernel's copy into the page cache, as costly as our parsing) go to a thread of their
+// own, so that they run on another core while the next block is parsed: two blocks in flight
+// at most. Errors surface on the next write() or flush().
 class Writer {
 public:
-    explicit Writer(int fd) : m_fd(fd) { m_buf.reserve(k_write_block); }
+    // start: where the fd's offset is (bytes already in the file, copied by other means).
+    explicit Writer(int fd, off_t start = 0) : m_fd(fd), m_written(start), m_kicked(start) {
+        m_buf.reserve(k_write_block);
+    }
+    ~Writer() {
+        if (m_thread.joinable()) {
+            {
+                const std::lock_guard lock(m_mutex);
+                m_stop = true;
+            }
+            m_cv.notify_all();
+            m_thread.join();
+        }
+    }
+    Writer(const Writer&) = delete;
+    Writer& operator=(const Writer&) = delete;
+
     void write(std::string_view bytes) {
         if (m_buf.size() + bytes.size() > k_write_block) {
-            flush();
+            hand_over();
             if (bytes.size() >= k_write_block) {
-                write_all(bytes);
+                wait_idle();
+                write_all(bytes); // a record of a megabyte or more: rare, written here
                 return;
             }
         }
         m_buf.append(bytes);
     }
     void flush() {
+        wait_idle();
         write_all(m_buf);
         m_buf.clear();
     }
 
 private:
+    // Gives the full buffer to the thread (started on first use) and takes the spare one.
+    void hand_over() {
+        if (!m_thread.joinable()) {
+            m_thread = std::thread([this] { run(); });
+        }
+        wait_idle();
+        {
+            const std::lock_guard lock(m_mutex);
+            m_pending.swap(m_buf);
+            m_busy = true;
+        }
+        m_cv.notify_all();
+        m_buf.clear();
+        m_buf.reserve(k_write_block);
+    }
+    // Waits until the thread has written what it was given; rethrows its error.
+    void wait_idle() {
+        if (!m_thread.joinable()) {
+            return;
+        }
+        std::unique_lock lock(m_mutex);
+        m_cv.wait(lock, [this] { return !m_busy; });
+        if (m_error) {
+            std::rethrow_exception(m_error);
+        }
+    }
+    void run() {
+        std::unique_lock lock(m_mutex);
+        for (;;) {
+            m_cv.wait(lock, [this] { return m_busy || m_stop; });
+            if (m_stop) {
+                return;
+            }
+            lock.unlock();
+            std::exception_ptr error;
+            try {
+                write_all(m_pending);
+            } catch (...) {
+                error = std::current_exception();
+            }
+            lock.lock();
+            m_error = error != nullptr ? error : m_error;
+            m_busy = false;
+            m_cv.notify_all();
+        }
+    }
+    // Called by one thread at a time: the writer thread while busy, else the owner.
     void write_all(std::string_view bytes) {
         while (!bytes.empty()) {
             const ssize_t n = ::write(m_fd, bytes.data(), bytes.size());
@@ -195,7 +272,68 @@ private:
     std::string m_buf;
     off_t m_written = 0;
     off_t m_kicked = 0;
+    // The thread's side: m_pending, m_busy, m_error, m_stop under m_mutex.
+    std::thread m_thread;
+    std::mutex m_mutex;
+    std::condition_variable m_cv;
+    std::string m_pending;
+    bool m_busy = false;
+    bool m_stop = false;
+    std::exception_ptr m_error;
 };
+
+// Copies the first n bytes of in (read at explicit offsets: in's file offset does not move) to
+// out's current offset: in the kernel when it can (copy_file_range), else through a buffer.
+void copy_prefix(int in, int out, off_t n) {
+    off_t off = 0;
+    bool kernel = true;
+    std::vector<char> buf;
+    while (off < n) {
+        if (kernel) {
+            loff_t from = off;
+            const ssize_t got =
+                ::copy_file_range(in, &from, out, nullptr, static_cast<std::size_t>(n - off), 0);
+            if (got > 0) {
+                off += got;
+                continue;
+            }
+            if (got < 0 && errno == EINTR) {
+                continue;
+            }
+            if (got < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP ||
+                            errno == EINVAL || errno == EBADF)) {
+                kernel = false;
+                buf.resize(k_write_block);
+                continue;
+            }
+            if (got == 0) {
+                throw std::runtime_error("the file shrank while it was read");
+            }
+            throw_errno("copy_file_range");
+        }
+        const ssize_t got = ::pread(in, buf.data(), std::min<off_t>(n - off, buf.size()), off);
+        if (got < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw_errno("read");
+        }
+        if (got == 0) {
+            throw std::runtime_error("the file shrank while it was read");
+        }
+        for (ssize_t done = 0; done < got;) {
+            const ssize_t w = ::write(out, buf.data() + done, static_cast<std::size_t>(got - done));
+            if (w < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                throw_errno("write");
+            }
+            done += w;
+        }
+        off += got;
+    }
+}
 
 // --- glob ----------------------------------------------------------------------------------
 
@@ -758,19 +896,24 @@ Verdict decide(RecordParser& p, const Timing& t, const Rule& rule,
 
 // --- per-file state --------------------------------------------------------------------------
 
+// What tells that a file changed since we read it. ctime is in it because a writer can put the
+// mtime back (utimensat) but not the ctime: an edit in place that keeps the size and restores the
+// mtime is still seen.
 struct FileIdentity {
     dev_t dev = 0;
     ino_t ino = 0;
     off_t size = 0;
     timespec mtime{};
+    timespec ctime{};
     bool operator==(const FileIdentity& o) const {
         return dev == o.dev && ino == o.ino && size == o.size && mtime.tv_sec == o.mtime.tv_sec &&
-               mtime.tv_nsec == o.mtime.tv_nsec;
+               mtime.tv_nsec == o.mtime.tv_nsec && ctime.tv_sec == o.ctime.tv_sec &&
+               ctime.tv_nsec == o.ctime.tv_nsec;
     }
 };
 
 FileIdentity identity(const struct stat& st) {
-    return {st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+    return {st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
 }
 
 // Which records pass 1 found due, one bit per record in file order, so that pass 2 only finds
@@ -803,14 +946,114 @@ private:
 // 64 Mi records: 8 MiB of bits per run at most.
 constexpr std::uint64_t k_due_bits_budget = std::uint64_t{64} << 20;
 
+// What a purge may hold between the single pass over each file and the renames: the due keys
+// (for the journal's intents, written only once the limits allow the run) and open temp copies.
+// Past any of these, a file is only counted in its pass and rewritten later by the two-pass path
+// (read again, one temp at a time), so memory and the disk space held by temps stay bounded
+// whatever the number and size of the files.
+struct StagingBudget {
+    std::size_t key_bytes = std::size_t{16} << 20; // due keys of all staged files
+    std::size_t files = 16;                        // open temp copies (an fd and a lock each)
+    // Input bytes of the staged files: their temps are all on disk at once. The first file is
+    // staged whatever its size (a rewrite needs that much room anyway).
+    std::uint64_t bytes = std::uint64_t{4} << 30;
+    std::size_t staged = 0;
+
+    bool allows(std::uint64_t size) const { return files > 0 && (staged == 0 || size <= bytes); }
+    void take(std::uint64_t size) {
+        --files;
+        ++staged;
+        bytes -= std::min(size, bytes);
+    }
+};
+
+// Due keys in file order, in chunks that are never reallocated (no copy, no doubling): each key
+// is a varint length and its bytes. The chunks' capacity is charged to StagingBudget::key_bytes.
+class KeyArena {
+public:
+    explicit KeyArena(std::size_t* budget) : m_budget(budget) {}
+    ~KeyArena() { clear(); }
+    KeyArena(const KeyArena&) = delete;
+    KeyArena& operator=(const KeyArena&) = delete;
+
+    // False (nothing added) once the budget is spent.
+    bool add(std::string_view key) {
+        char len[10];
+        std::size_t n = 0;
+        for (std::uint64_t v = key.size();; v >>= 7) {
+            len[n++] = static_cast<char>((v & 0x7F) | (v >= 0x80 ? 0x80 : 0));
+            if (v < 0x80) {
+                break;
+            }
+        }
+        const std::size_t need = n + key.size();
+        if (m_chunks.empty() || m_chunks.back().capacity() - m_chunks.back().size() < need) {
+            const std::size_t cap = std::max(k_chunk, need);
+            if (*m_budget < cap) {
+                return false;
+            }
+            *m_budget -= cap;
+            m_charged += cap;
+            m_chunks.emplace_back();
+            m_chunks.back().reserve(cap);
+        }
+        m_chunks.back().append(len, n).append(key);
+        ++m_count;
+        return true;
+    }
+    template <class F> void for_each(F&& f) const {
+        for (const auto& chunk : m_chunks) {
+            std::size_t i = 0;
+            while (i < chunk.size()) {
+                std::uint64_t len = 0;
+                for (int shift = 0;; shift += 7) {
+                    const auto b = static_cast<unsigned char>(chunk[i++]);
+                    len |= std::uint64_t{b & 0x7FU} << shift;
+                    if ((b & 0x80U) == 0) {
+                        break;
+                    }
+                }
+                f(std::string_view(chunk).substr(i, len));
+                i += len;
+            }
+        }
+    }
+    std::int64_t count() const { return m_count; }
+    void clear() {
+        *m_budget += m_charged;
+        m_charged = 0;
+        m_count = 0;
+        m_chunks.clear();
+    }
+
+private:
+    static constexpr std::size_t k_chunk = std::size_t{256} << 10;
+    std::size_t* m_budget;
+    std::size_t m_charged = 0;
+    std::int64_t m_count = 0;
+    std::vector<std::string> m_chunks;
+};
+
+// One file's single pass, ready to replace it: the temp copy already holds the new content
+// (written, not yet fsynced), the keys are those of the records it leaves out or anonymizes.
+struct Staged {
+    explicit Staged(std::size_t* key_budget) : keys(key_budget) {}
+    std::optional<TempFile> tmp; // empty when the file is to be deleted
+    bool remove_file = false;
+    struct stat st {}; // the original's, at the pass: mode and owner for the temp
+    KeyArena keys;
+};
+
 struct Scan {
     Match file;
     FileIdentity id;
     DryRun figures;
     std::int64_t records = 0;
     std::int64_t due = 0;
-    DueBits bits;      // filled by purge's pass 1 only
-    std::string error; // "rel:line: reason"
+    DueBits bits;                   // filled by purge's pass, for the two-pass path
+    std::unique_ptr<Staged> staged; // the single pass's output; null: rewrite() reads again
+    bool changed = false;           // the file moved while its pass read it
+    std::string error;              // "rel:line: reason"
 };
 
 std::string describe(const std::exception& e) {
@@ -961,15 +1204,17 @@ public:
             return purge_whole(rule, ctx, t, files, r);
         }
 
-        // Pass 1: count everything, so limits are checked before any byte is written.
+        // One pass over every file counts everything and stages the new content in temp
+        // copies; the limits are checked over all files before any of them is replaced. A
+        // refusal, an error or a stop drops the staged temps (their destructors unlink them).
+        StagingBudget staging; // outlives scans: their key arenas give their bytes back to it
         std::vector<Scan> scans;
         DryRun total;
         std::vector<std::string> unparseable;
         std::uint64_t bits_budget = k_due_bits_budget;
         for (const auto& f : files) {
-            auto s = scan(rule, f, t, ctx, &bits_budget);
+            auto s = scan(rule, f, t, ctx, &bits_budget, &staging);
             if (!s.error.empty()) {
-                bits_budget += s.bits.covered();
                 unparseable.push_back(s.error);
                 event(ctx, "unparseable",
                       {{"rule", rule.name}, {"target", f.rel}, {"reason", s.error}});
@@ -978,8 +1223,6 @@ public:
             merge(total, s.figures);
             if (s.due > 0) {
                 scans.push_back(std::move(s));
-            } else {
-                bits_budget += s.bits.covered(); // freed with s
             }
         }
         r.due = total.due;
@@ -989,18 +1232,28 @@ public:
             return r;
         }
 
-        // Pass 2: rewrite the files that hold due records.
+        // Replace the files that hold due records: staged ones by their temp, the others by a
+        // second read (rewrite()).
         std::vector<std::string> failures;
         std::int64_t rewritten = 0;
         std::int64_t deleted = 0;
-        for (const auto& s : scans) {
+        for (auto& s : scans) {
             if (ctx.stop_requested && ctx.stop_requested()) {
                 r.status = RunResult::Status::stopped;
                 r.message = "stopped on request after " + std::to_string(r.processed) + " records";
                 return r;
             }
             try {
-                const auto outcome = rewrite(rule, ctx, t, s, r);
+                Rewrite outcome = Rewrite::changed;
+                if (s.changed) {
+                    outcome = Rewrite::changed;
+                } else if (s.staged) {
+                    outcome = commit(rule, ctx, t, s, r);
+                } else {
+                    // Past the staging budget, or its temp could not be written: read again.
+                    r.counters["files.two_pass"] += 1;
+                    outcome = rewrite(rule, ctx, t, s, r);
+                }
                 rewritten += outcome == Rewrite::rewritten ? 1 : 0;
                 deleted += outcome == Rewrite::deleted ? 1 : 0;
                 if (outcome == Rewrite::changed) {
@@ -1188,10 +1441,17 @@ private:
         return out;
     }
 
+    // Reads a file once: counts its records for the dry run and the limits, and, with a
+    // staging budget (purge), streams the new content into a temp copy at the same time. The
+    // temp is created at the first due record (the bytes before it are copied in the kernel), so
+    // a file with nothing due costs a read only. Any parse error drops the temp (the file is left
+    // as it is); a write error or a spent budget drops it too and leaves the file to the
+    // two-pass rewrite(), which bits (the verdicts, while bits_budget lasts) speed up.
     Scan scan(const Rule& rule, const Match& f, const Timing& t, const RunContext& ctx,
-              std::uint64_t* bits_budget = nullptr) const {
+              std::uint64_t* bits_budget = nullptr, StagingBudget* staging = nullptr) const {
         Scan s;
         s.file = f;
+        std::uint64_t* const bits_owner = bits_budget;
         try {
             Fd in = open_read(f.abs);
             struct stat st {};
@@ -1199,13 +1459,38 @@ private:
                 throw_errno("stat");
             }
             s.id = identity(st);
+            std::unique_ptr<Staged> staged;
+            if (staging != nullptr && staging->allows(static_cast<std::uint64_t>(st.st_size))) {
+                staged = std::make_unique<Staged>(&staging->key_bytes);
+                staged->st = st;
+            }
+            std::optional<Writer> out;
+            std::string changed;
+            // Stops staging this file: it goes the two-pass way (the temp is removed).
+            auto give_up = [&] {
+                out.reset();
+                staged.reset();
+            };
+            auto put = [&](std::string_view bytes) {
+                try {
+                    out->write(bytes);
+                } catch (const std::exception&) {
+                    give_up();
+                }
+            };
             const Secret empty;
             const RuleView view{rule, rule.files(), ctx.audit_key ? *ctx.audit_key : empty,
                                 zone(ctx)};
             auto p = make_parser(csv::fd_reader(in.get()), view);
             std::optional<TimePoint> clock;
+            std::uint64_t offset = 0; // input bytes before the current record
             while (p->next()) {
+                const auto raw = p->raw();
                 if (!p->record()) {
+                    if (out) {
+                        put(raw);
+                    }
+                    offset += raw.size();
                     continue;
                 }
                 const Verdict v = decide(*p, t, rule, clock);
@@ -1215,11 +1500,60 @@ private:
                 if (bits_budget != nullptr && !s.bits.push(v == Verdict::due, *bits_budget)) {
                     bits_budget = nullptr;
                 }
+                if (staged && v == Verdict::due && !out) {
+                    try {
+                        staged->tmp.emplace(f.abs);
+                        copy_prefix(in.get(), staged->tmp->fd(), static_cast<off_t>(offset));
+                        out.emplace(staged->tmp->fd(), static_cast<off_t>(offset));
+                    } catch (const std::exception&) {
+                        give_up();
+                    }
+                }
+                if (staged && v == Verdict::due && !staged->keys.add(p->key())) {
+                    give_up();
+                }
+                if (out) {
+                    if (v == Verdict::due && rule.action == Action::anonymize) {
+                        changed.clear();
+                        put(p->anonymize(&changed) ? std::string_view(changed) : raw);
+                    } else if (v != Verdict::due) {
+                        put(raw);
+                    }
+                }
+                offset += raw.size();
+            }
+            if (out) {
+                try {
+                    out->flush();
+                } catch (const std::exception&) {
+                    give_up();
+                }
+                out.reset();
+            }
+            struct stat end_st {};
+            if (::fstat(in.get(), &end_st) != 0) {
+                throw_errno("stat");
+            }
+            if (!(identity(end_st) == s.id)) {
+                s.changed = true; // what was read may mix two versions: nothing is staged
+                staged.reset();
+            }
+            if (staged && s.due > 0) {
+                if (rule.action == Action::remove && s.due == s.records) {
+                    staged->remove_file = true;
+                    staged->tmp.reset();
+                }
+                staging->take(static_cast<std::uint64_t>(st.st_size));
+                s.staged = std::move(staged);
             }
         } catch (const ParseError& e) {
             s.error = f.rel + ":" + std::to_string(e.line()) + ": " + e.reason();
         } catch (const std::exception& e) {
             s.error = f.rel + ": cannot read: " + describe(e);
+        }
+        if (bits_owner != nullptr && (s.staged || s.due == 0 || !s.error.empty())) {
+            *bits_owner += s.bits.covered(); // not needed: no second pass over this file
+            s.bits = DueBits();
         }
         return s;
     }
@@ -1265,13 +1599,8 @@ private:
             tmp.emplace(s.file.abs);
             out.emplace(tmp->fd());
         }
-        BatchIntent base;
-        base.rule = rule.name;
-        base.datastore = m_name;
-        base.target = s.file.rel;
-        base.action = rule.action == Action::remove ? "delete" : "anonymize";
-        base.cutoff = t.cutoff;
-        Batcher batches(ctx.journal, base, static_cast<std::size_t>(rule.batch_size));
+        Batcher batches(ctx.journal, batch_base(rule, t, s),
+                        static_cast<std::size_t>(rule.batch_size));
         std::int64_t touched = 0;
         try {
             const Secret empty;
@@ -1323,43 +1652,91 @@ private:
             }
             if (out) {
                 out->flush();
-                if (::fsync(tmp->fd()) != 0) {
-                    throw_errno("fsync");
-                }
-                struct stat tst {};
-                if (::fstat(tmp->fd(), &tst) != 0) {
-                    throw_errno("stat temp file");
-                }
-                if ((tst.st_uid != st.st_uid || tst.st_gid != st.st_gid) &&
-                    ::fchown(tmp->fd(), st.st_uid, st.st_gid) != 0) {
-                    throw_errno("keep the owner");
-                }
-                if (::fchmod(tmp->fd(), st.st_mode & 07777) != 0) {
-                    throw_errno("keep the mode");
-                }
-                tmp->close();
             }
-            // Last look before the switch: a writer appending meanwhile wins, we retry next run.
-            struct stat now_st {};
-            if (::lstat(s.file.abs.c_str(), &now_st) != 0 || !(identity(now_st) == s.id)) {
+            if (!install(s, st, tmp ? &*tmp : nullptr)) {
                 batches.outcome(false);
                 return Rewrite::changed;
-            }
-            if (remove_file) {
-                if (::unlink(s.file.abs.c_str()) != 0) {
-                    throw_errno("unlink");
-                }
-            } else {
-                if (::rename(tmp->path().c_str(), s.file.abs.c_str()) != 0) {
-                    throw_errno("rename");
-                }
-                tmp->committed();
             }
         } catch (...) {
             batches.outcome(false);
             throw;
         }
-        // The rename or unlink happened: the change stands even if the directory sync fails.
+        return finish(s, remove_file, touched, batches, r);
+    }
+
+    // The single pass's temp replaces the file: intents for its keys (fsynced by the journal),
+    // then the same steps as rewrite().
+    Rewrite commit(const Rule& rule, RunContext& ctx, const Timing& t, const Scan& s,
+                   RunResult& r) const {
+        Staged& staged = *s.staged;
+        Batcher batches(ctx.journal, batch_base(rule, t, s),
+                        static_cast<std::size_t>(rule.batch_size));
+        try {
+            staged.keys.for_each([&](std::string_view key) { batches.add(std::string(key)); });
+            batches.flush();
+            if (!install(s, staged.st, staged.tmp ? &*staged.tmp : nullptr)) {
+                batches.outcome(false);
+                return Rewrite::changed;
+            }
+        } catch (...) {
+            batches.outcome(false);
+            throw;
+        }
+        return finish(s, staged.remove_file, staged.keys.count(), batches, r);
+    }
+
+    BatchIntent batch_base(const Rule& rule, const Timing& t, const Scan& s) const {
+        BatchIntent base;
+        base.rule = rule.name;
+        base.datastore = m_name;
+        base.target = s.file.rel;
+        base.action = rule.action == Action::remove ? "delete" : "anonymize";
+        base.cutoff = t.cutoff;
+        return base;
+    }
+
+    // Makes the temp (written) durable with the original's mode and owner, and renames it over
+    // the original; without a temp, unlinks the original. False, touching nothing, when the file
+    // is no longer the one that was read (a writer appending meanwhile wins: retried next run).
+    static bool install(const Scan& s, const struct stat& st, TempFile* tmp) {
+        if (tmp != nullptr) {
+            if (::fsync(tmp->fd()) != 0) {
+                throw_errno("fsync");
+            }
+            struct stat tst {};
+            if (::fstat(tmp->fd(), &tst) != 0) {
+                throw_errno("stat temp file");
+            }
+            if ((tst.st_uid != st.st_uid || tst.st_gid != st.st_gid) &&
+                ::fchown(tmp->fd(), st.st_uid, st.st_gid) != 0) {
+                throw_errno("keep the owner");
+            }
+            if (::fchmod(tmp->fd(), st.st_mode & 07777) != 0) {
+                throw_errno("keep the mode");
+            }
+            tmp->close();
+        }
+        // Last look before the switch.
+        struct stat now_st {};
+        if (::lstat(s.file.abs.c_str(), &now_st) != 0 || !(identity(now_st) == s.id)) {
+            return false;
+        }
+        if (tmp == nullptr) {
+            if (::unlink(s.file.abs.c_str()) != 0) {
+                throw_errno("unlink");
+            }
+        } else {
+            if (::rename(tmp->path().c_str(), s.file.abs.c_str()) != 0) {
+                throw_errno("rename");
+            }
+            tmp->committed();
+        }
+        return true;
+    }
+
+    // After the rename or unlink: the change stands even if the directory sync fails.
+    static Rewrite finish(const Scan& s, bool remove_file, std::int64_t touched, Batcher& batches,
+                          RunResult& r) {
         try {
             fsync_dir(s.file.abs.parent_path());
         } catch (const std::exception&) {

@@ -95,6 +95,7 @@ private:
     Parse parse_raw(Record& out);
     bool fill();
     void detect_delimiter();
+    void classify();
 
     ReadFn m_read;
     std::vector<char> m_buf;
@@ -105,6 +106,11 @@ private:
     bool m_bom = false;
     char m_delim;
     std::uint64_t m_line = 1;
+    // One bit per byte of m_buf[0, m_len): field-ending bytes (see classify_bytes in csv.cpp),
+    // computed once per fill() for parse().
+    std::vector<std::uint64_t> m_any;
+    std::vector<std::uint64_t> m_quote_lf;
+    bool m_classified = false;
 };
 
 // A reader over a file descriptor (read(2), retried on EINTR; errors throw std::system_error).

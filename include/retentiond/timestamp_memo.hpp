@@ -27,12 +27,15 @@ private:
         std::int64_t offset; // seconds east of UTC
     };
     static constexpr std::size_t k_max_periods = 32;
+    [[gnu::noinline]] std::optional<TimePoint> in_new_period(std::int64_t local_seconds);
 
     std::string m_format;
     const date::time_zone* m_tz;
     bool m_fast;
     std::vector<Period> m_periods;
     std::size_t m_replace = 0; // round robin once full
+    char m_last_date[10] = {}; // "YYYY-MM-DD" of the last fast parse, and its days since 1970
+    std::int64_t m_last_days = 0;
 };
 
 } // namespace retentiond

@@ -224,6 +224,41 @@ TEST_F(FilesEngine, DiskFullLeavesTheOriginalAndNoTempFile) {
     EXPECT_EQ(entries(m_root), (std::vector<std::string>{"big.csv"}));
 }
 
+// The same with an output of several blocks: the write that fails is the writer thread's, its
+// error reaches the pass, the staged temp is dropped and the second read fails the same way.
+TEST_F(FilesEngine, DiskFullOnTheWriterThreadLeavesTheOriginalAndNoTempFile) {
+    std::string big = "\"Submission ID\",\"Submitted at\",\"Commentaire\"\n";
+    for (int i = 0; big.size() < (std::size_t{8} << 20); ++i) {
+        big += "id" + std::to_string(i) + "," + (i % 10 == 0 ? "2020" : "2099") +
+               "-01-01 00:00:00,\"" + std::string(200, 'z') + "\"\n";
+    }
+    spit(m_root / "big.csv", big);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        ::signal(SIGXFSZ, SIG_IGN);
+        const rlimit lim{3 << 20, 3 << 20}; // past the first block, before the end
+        ::setrlimit(RLIMIT_FSIZE, &lim);
+        RecordingJournal journal;
+        auto c = ctx(&journal);
+        const auto result = m_engine->purge(r, c);
+        const bool ok = result.status == RunResult::Status::failed && !result.data_error &&
+                        result.message.find("big.csv") != std::string::npos &&
+                        result.processed == 0 && result.counters.count("files.two_pass") == 1 &&
+                        std::none_of(journal.m_outcomes.begin(), journal.m_outcomes.end(),
+                                     [](const auto& o) { return o.committed; });
+        ::_exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "the run must fail naming the file, journaling no commit";
+    EXPECT_EQ(slurp(m_root / "big.csv"), big);
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"big.csv"}));
+}
+
 TEST_F(FilesEngine, UnparseableRecordsLeaveTheFileUnchangedAndNameTheLine) {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"unterminated.csv", "unterminated.csv:3: unterminated quoted field"},
@@ -454,9 +489,9 @@ TEST_F(FilesEngine, LargeExportWithDueRecordsAcrossBlockBoundaries) {
     EXPECT_EQ(m_journal.m_intents[0].keys, due_order);
 }
 
-// Pass 1's verdicts only spare pass 2 the work on kept records: a record pass 1 found due is
-// decided again before it is dropped. Here a due record becomes recent between the passes
-// without the file's size or mtime moving: nothing is dropped.
+// Between a file's pass and its rename (the journal's intents come in between), a writer edits
+// a due record in place, keeping the size and putting the mtime back: the ctime still moves, so
+// the staged copy is not renamed over the edit and nothing is dropped.
 class RedatingJournal : public RecordingJournal {
 public:
     RedatingJournal(fs::path p, std::size_t offset) : m_path(std::move(p)), m_offset(offset) {}
@@ -625,6 +660,169 @@ TEST_F(FilesEngine, PhpSessionDirectoryWithTheExamplePolicy) {
     EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
     EXPECT_EQ(result.processed, 1);
     EXPECT_EQ(entries(m_root), (std::vector<std::string>{"php_errors.log", "sess_9f8e7d"}));
+}
+
+// --- the single pass and its staged temps ----------------------------------------------------
+
+std::string tally_csv(const std::string& prefix, int kept, int due) {
+    std::string data = "\"Submission ID\",\"Submitted at\",\"Commentaire\"\r\n";
+    for (int i = 0; i < kept + due; ++i) {
+        const bool is_due = i % 2 == 1 && i / 2 < due;
+        data += prefix + std::to_string(i) +
+                (is_due ? ",2020-01-01 00:00:00," : ",2099-01-01 00:00:00,") +
+                (i % 3 == 0 ? "\"ligne\nsuivante, \"\"citée\"\"\"" : "court") + "\r\n";
+    }
+    return data;
+}
+
+std::set<std::string> due_ids(const std::string& prefix, int kept, int due) {
+    std::set<std::string> ids;
+    for (int i = 0; i < kept + due; ++i) {
+        if (i % 2 == 1 && i / 2 < due) {
+            ids.insert(prefix + std::to_string(i));
+        }
+    }
+    return ids;
+}
+
+// Every file's pass is done (and its temp staged) before the limits are checked: the first file
+// alone is within max_rows, the second one tips the run over. Nothing is replaced, no temp stays.
+TEST_F(FilesEngine, ARefusalByLimitsDropsTheStagedTempsAndChangesNothing) {
+    const auto a = tally_csv("a", 10, 3);
+    const auto b = tally_csv("b", 10, 3);
+    spit(m_root / "a.csv", a);
+    spit(m_root / "b.csv", b);
+    const auto ino_a = stat_of(m_root / "a.csv").st_ino;
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    r.limits.max_rows = 5;
+    const auto result = purge(r);
+    EXPECT_EQ(result.status, RunResult::Status::refused) << result.message;
+    EXPECT_EQ(result.due, 6);
+    EXPECT_EQ(result.processed, 0);
+    EXPECT_EQ(slurp(m_root / "a.csv"), a);
+    EXPECT_EQ(slurp(m_root / "b.csv"), b);
+    EXPECT_EQ(stat_of(m_root / "a.csv").st_ino, ino_a) << "not replaced, even by itself";
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"a.csv", "b.csv"})) << "no temp";
+    EXPECT_TRUE(m_journal.m_intents.empty());
+
+    r.limits.max_rows = 6; // the same run within the limit replaces both
+    const auto ok = purge(r);
+    EXPECT_EQ(ok.status, RunResult::Status::ok) << ok.message;
+    EXPECT_EQ(ok.processed, 6);
+    EXPECT_EQ(ok.counters.count("files.two_pass"), 0U) << "both went the single-pass way";
+    EXPECT_EQ(slurp(m_root / "a.csv"), without(a, due_ids("a", 10, 3)));
+    EXPECT_EQ(slurp(m_root / "b.csv"), without(b, due_ids("b", 10, 3)));
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"a.csv", "b.csv"}));
+}
+
+// The second file's temp is already being written (due records come first) when its last
+// record turns out not to parse: that file is left byte for byte, its temp removed, and the
+// first file (staged before) is still replaced, as with any unparseable file.
+TEST_F(FilesEngine, AnUnparseableRecordInTheSecondFileDropsItsStagedTemp) {
+    const auto a = tally_csv("a", 6, 2);
+    const auto b = tally_csv("b", 6, 2) + "b99,2020-01-01 00:00:00,\"jamais fermé\r\n";
+    spit(m_root / "a.csv", a);
+    spit(m_root / "b.csv", b);
+    const auto ino_b = stat_of(m_root / "b.csv").st_ino;
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    const auto result = purge(r);
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_TRUE(result.data_error);
+    EXPECT_NE(result.message.find("b.csv:13: unterminated quoted field"), std::string::npos)
+        << result.message;
+    EXPECT_EQ(slurp(m_root / "b.csv"), b);
+    EXPECT_EQ(stat_of(m_root / "b.csv").st_ino, ino_b);
+    EXPECT_EQ(slurp(m_root / "a.csv"), without(a, due_ids("a", 6, 2)));
+    EXPECT_EQ(result.processed, 2);
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"a.csv", "b.csv"})) << "no temp";
+    ASSERT_EQ(m_journal.m_intents.size(), 1U) << "no intent for the unparseable file";
+    EXPECT_EQ(m_journal.m_intents[0].target, "a.csv");
+}
+
+// More files than the run may hold staged temps for: the others are counted in the same pass and
+// rewritten afterwards by the two-pass path, one at a time, with the same result.
+TEST_F(FilesEngine, FilesPastTheStagingBudgetAreRewrittenByASecondRead) {
+    constexpr int k_files = 20;
+    std::vector<std::string> inputs;
+    for (int f = 0; f < k_files; ++f) {
+        inputs.push_back(tally_csv("f" + std::to_string(f) + "-", 5, 2));
+        spit(m_root / ("f" + std::to_string(100 + f) + ".csv"), inputs.back());
+    }
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    const auto result = purge(r);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2 * k_files);
+    EXPECT_EQ(result.counters.at("files.rewritten"), k_files);
+    EXPECT_GT(result.counters.at("files.two_pass"), 0);
+    EXPECT_LT(result.counters.at("files.two_pass"), k_files);
+    std::vector<std::string> names;
+    for (int f = 0; f < k_files; ++f) {
+        const auto name = "f" + std::to_string(100 + f) + ".csv";
+        names.push_back(name);
+        EXPECT_EQ(slurp(m_root / name),
+                  without(inputs[f], due_ids("f" + std::to_string(f) + "-", 5, 2)))
+            << name;
+    }
+    EXPECT_EQ(entries(m_root), names) << "no temp";
+    ASSERT_EQ(m_journal.m_intents.size(), static_cast<std::size_t>(k_files));
+    for (int f = 0; f < k_files; ++f) {
+        EXPECT_EQ(m_journal.m_intents[f].target, names[f]) << "replaced in file order";
+    }
+}
+
+// Due keys are held in memory between the pass and the intents, within a budget: past it (here
+// 1 MiB keys), the file goes the two-pass way and every key still reaches the journal.
+TEST_F(FilesEngine, DueKeysPastTheirBudgetFallBackToASecondRead) {
+    std::string data = "\"Submission ID\",\"Submitted at\"\n";
+    std::vector<std::string> due;
+    std::set<std::string> due_set;
+    for (int i = 0; i < 40; ++i) {
+        const auto id =
+            std::string(std::size_t{1} << 20, static_cast<char>('a' + i % 26)) + std::to_string(i);
+        data += id + (i % 4 != 3 ? ",2020-01-01 00:00:00\n" : ",2099-01-01 00:00:00\n");
+        if (i % 4 != 3) {
+            due.push_back(id);
+            due_set.insert(id);
+        }
+    }
+    spit(m_root / "keys.csv", data);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    r.batch_size = 1000;
+    const auto result = purge(r);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 30);
+    EXPECT_EQ(result.counters.at("files.two_pass"), 1);
+    EXPECT_EQ(slurp(m_root / "keys.csv"), without(data, due_set));
+    ASSERT_EQ(m_journal.m_intents.size(), 1U);
+    EXPECT_EQ(m_journal.m_intents[0].keys, due);
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"keys.csv"}));
+}
+
+// The temp is created at the first due record; the kept bytes before it are copied as they are
+// (a BOM, CRLF, a quoted line break), and a file with nothing due never gets a temp.
+TEST_F(FilesEngine, TheKeptPrefixBeforeTheFirstDueRecordIsCopiedByteForByte) {
+    std::string data = "\xEF\xBB\xBF\"Submission ID\";\"Submitted at\";\"Note\"\r\n";
+    for (int i = 0; data.size() < (std::size_t{3} << 20); ++i) {
+        data += "k" + std::to_string(i) + ";2099-01-01 00:00:00;\"a;\r\nb\"\r\n";
+    }
+    data += "\r\nlate;2020-01-01 00:00:00;x\r\nafter;2099-01-01 00:00:00;y";
+    spit(m_root / "late.csv", data);
+    spit(m_root / "none.csv", "\"Submission ID\",\"Submitted at\"\nn1,2099-01-01 00:00:00\n");
+    const auto none_before = stat_of(m_root / "none.csv");
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    const auto result = purge(r);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_EQ(slurp(m_root / "late.csv"), without(data, {"late"}));
+    const auto none_after = stat_of(m_root / "none.csv");
+    EXPECT_EQ(none_after.st_ino, none_before.st_ino);
+    EXPECT_EQ(none_after.st_ctim.tv_nsec, none_before.st_ctim.tv_nsec);
+    EXPECT_EQ(entries(m_root), (std::vector<std::string>{"late.csv", "none.csv"}));
 }
 
 } // namespace

@@ -89,5 +89,30 @@ TEST(TimestampMemo, OtherShapesAndInvalidTextsFollowParseTimestamp) {
     }
 }
 
+// The date arithmetic of the fast path against the library's over all of 0001-9999 (leap rules
+// of 1900, 2000, 2100 included), day after day and out of order, in UTC and in a zone.
+TEST(TimestampMemo, CivilDaysMatchAcrossTheWholeYearRange) {
+    std::vector<std::string> texts = {
+        "1900-02-28 12:00:00", "1900-02-29 12:00:00", "1900-03-01 12:00:00", "2000-02-29 12:00:00",
+        "2100-02-29 12:00:00", "2100-03-01 00:00:00", "0001-01-01 00:00:00", "0400-02-29 00:00:00"};
+    std::uint32_t seed = 7;
+    for (int i = 0; i < 20000; ++i) {
+        seed = seed * 1664525U + 1013904223U;
+        const int y = 1 + static_cast<int>((seed >> 4) % 9999);
+        const auto m = 1 + (seed >> 20) % 12;
+        const auto d = 1 + (seed >> 12) % 31;
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%04d-%02u-%02u 06:07:08", y, m, d);
+        texts.emplace_back(buf);
+        texts.emplace_back(buf); // the same day again: the remembered one
+    }
+    for (const auto* tz : {find_zone("UTC"), find_zone("Europe/Paris")}) {
+        TimestampMemo memo("", tz);
+        for (const auto& t : texts) {
+            ASSERT_EQ(memo.parse(t), parse_timestamp(t, "", tz)) << t << " in " << tz->name();
+        }
+    }
+}
+
 } // namespace
 } // namespace retentiond
