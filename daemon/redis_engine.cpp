@@ -36,13 +36,18 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <condition_variable>
 #include <csignal>
 #include <deque>
+#include <functional>
+#include <future>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 
 namespace retentiond {
@@ -536,6 +541,123 @@ void require_redis(const Rule& rule) {
     }
 }
 
+// Runs the journal's calls on one thread, in the order they are made, so the scan keeps reading
+// pages (and the server keeps working) while an intent is written and fsynced. A batch is sent
+// only once its intent() future is ready; a failed journal write fails every later call, so no
+// batch is sent after it. The destructor waits for the calls queued so far.
+class JournalWorker {
+public:
+    explicit JournalWorker(BatchJournal* journal) : m_journal(journal) {
+        if (m_journal != nullptr) {
+            m_thread = std::thread([this] { loop(); });
+        }
+    }
+    ~JournalWorker() {
+        if (m_thread.joinable()) {
+            {
+                const std::lock_guard lock(m_mutex);
+                m_closing = true;
+            }
+            m_wake.notify_one();
+            m_thread.join();
+        }
+    }
+    JournalWorker(const JournalWorker&) = delete;
+    JournalWorker& operator=(const JournalWorker&) = delete;
+
+    std::future<std::string> intent(BatchIntent batch) {
+        auto done = std::make_shared<std::promise<std::string>>();
+        auto id = done->get_future();
+        if (m_journal == nullptr) {
+            done->set_value("");
+            return id;
+        }
+        post([this, done, batch = std::move(batch)] { done->set_value(m_journal->intent(batch)); },
+             [done](std::exception_ptr e) { done->set_exception(e); });
+        return id;
+    }
+    void outcome_except(std::string id, std::int64_t count, std::vector<std::string> kept) {
+        if (m_journal != nullptr) {
+            post([this, id = std::move(id), count, kept = std::move(kept)] {
+                m_journal->outcome_except(id, count, kept);
+            });
+        }
+    }
+    void event(std::string type, nlohmann::json fields) {
+        if (m_journal != nullptr) {
+            post([this, type = std::move(type), fields = std::move(fields)] {
+                m_journal->event(type, fields);
+            });
+        }
+    }
+    // Waits until every call made so far has run; rethrows the first failure.
+    void drain() {
+        std::unique_lock lock(m_mutex);
+        m_idle.wait(lock, [this] { return m_tasks.empty() && !m_busy; });
+        if (m_error) {
+            std::rethrow_exception(m_error);
+        }
+    }
+
+private:
+    struct Task {
+        std::function<void()> run;
+        std::function<void(std::exception_ptr)> fail; // may be empty
+    };
+    void post(std::function<void()> run, std::function<void(std::exception_ptr)> fail = {}) {
+        {
+            const std::lock_guard lock(m_mutex);
+            m_tasks.push_back(Task{std::move(run), std::move(fail)});
+        }
+        m_wake.notify_one();
+    }
+    void loop() {
+        std::unique_lock lock(m_mutex);
+        for (;;) {
+            m_wake.wait(lock, [this] { return m_closing || !m_tasks.empty(); });
+            if (m_tasks.empty()) {
+                return; // closing, and everything queued has run
+            }
+            Task task = std::move(m_tasks.front());
+            m_tasks.pop_front();
+            m_busy = true;
+            const auto failed = m_error;
+            lock.unlock();
+            std::exception_ptr error;
+            if (failed) {
+                error = failed; // the log is unusable: later calls fail without writing
+            } else {
+                try {
+                    task.run();
+                } catch (...) {
+                    error = std::current_exception();
+                }
+            }
+            if (error && task.fail) {
+                task.fail(error);
+            }
+            lock.lock();
+            if (error && !m_error) {
+                m_error = error;
+            }
+            m_busy = false;
+            if (m_tasks.empty()) {
+                m_idle.notify_all();
+            }
+        }
+    }
+
+    BatchJournal* m_journal;
+    std::mutex m_mutex;
+    std::condition_variable m_wake;
+    std::condition_variable m_idle;
+    std::deque<Task> m_tasks;
+    bool m_busy = false;
+    bool m_closing = false;
+    std::exception_ptr m_error;
+    std::thread m_thread; // last: started once the members it uses exist
+};
+
 // A batch of keys waiting for one script call.
 struct Batch {
     std::vector<std::string> keys;
@@ -831,6 +953,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     std::vector<std::string_view> args;
     Script delete_script(c, k_delete_script);
     Script expire_script(c, k_expire_script);
+    JournalWorker journal(ctx.journal); // every journal call of this pass goes through it
 
     // At most one batch is in flight: sent after its intent, settled (outcome journaled) before
     // the next batch's intent, so on_progress and a stop request still fall between batches.
@@ -838,8 +961,10 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         Batch batch;
         std::string action;
         Script* script = nullptr;
-        std::vector<std::string> head; // ARGV before the per-key values
-        std::string id;                // the intent's batch id
+        std::vector<std::string> head;   // ARGV before the per-key values
+        std::future<std::string> intent; // the intent's batch id, once durable
+        std::string id;
+        bool sent = false;
         std::uint64_t seq = 0;
     };
     std::optional<InFlight> in_flight;
@@ -866,12 +991,27 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
         f.seq = c.append(args);
         c.flush();
+        f.sent = true;
+    };
+    // Sends the batch in flight once its intent is durable: now if `wait`, else only if the
+    // journal is already done with it (checked between pages).
+    auto launch = [&](bool wait) {
+        if (!in_flight || in_flight->sent) {
+            return;
+        }
+        auto& f = *in_flight;
+        if (!wait && f.intent.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+            return;
+        }
+        f.id = f.intent.get(); // rethrows a failed intent: the batch is never sent
+        send(f, true);
     };
     // Reads the in-flight batch's per-key letters, journals its outcome.
     auto settle = [&] {
         if (!in_flight) {
             return;
         }
+        launch(true);
         InFlight f = std::move(*in_flight);
         in_flight.reset();
         auto r = c.reply(f.seq);
@@ -897,7 +1037,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
                     kept.push_back(f.batch.keys[i]);
                 }
             }
-            ctx.journal->outcome_except(f.id, done, kept);
+            journal.outcome_except(f.id, done, std::move(kept));
         }
         ++res.batches;
         if (f.action == "delete") {
@@ -908,7 +1048,8 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
             held += h;
             skipped += s;
             if (h + s > 0) {
-                journal_event("redis_not_deleted", {{"held", h}, {"changed_since_read", s}});
+                journal.event("redis_not_deleted",
+                              {{"rule", rule.name}, {"held", h}, {"changed_since_read", s}});
             }
         } else {
             expired += std::count(letters.begin(), letters.end(), 'E');
@@ -917,7 +1058,8 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
             ctx.on_progress(res.processed, std::max(res.due, res.processed));
         }
     };
-    // Journals the batch's intent (durable before anything is sent) and sends its script.
+    // Queues the batch's intent; the batch is sent once the intent is durable (launch), while
+    // the scan goes on.
     auto apply = [&](Batch& b, const std::string& action, Script& script,
                      std::vector<std::string> head) {
         settle();
@@ -930,18 +1072,18 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         f.action = action;
         f.script = &script;
         f.head = std::move(head);
+        BatchIntent intent;
         if (ctx.journal != nullptr) {
-            BatchIntent intent;
             intent.rule = rule.name;
             intent.datastore = rule.datastore;
             intent.target = spec.keys;
             intent.action = action;
             intent.cutoff = cutoff;
             intent.keys = f.batch.keys;
-            f.id = ctx.journal->intent(intent);
         }
-        send(f, true);
+        f.intent = journal.intent(std::move(intent));
         in_flight = std::move(f);
+        launch(false);
     };
     auto flush_delete = [&] {
         if (to_delete.keys.empty() || stopped) {
@@ -965,6 +1107,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     plan.hold = !idle && spec.hold.has_value();
     scan_all(c, rule, plan, now, tz,
              [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
+                 launch(false);
                  if (stop_now()) {
                      return false;
                  }
@@ -1004,7 +1147,8 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
              });
     flush_delete();
     flush_expire();
-    settle(); // also after a stop: the batch in flight ran, its outcome is due
+    settle(); // also after a stop: the batch in flight is finished, its outcome is due
+    journal.drain();
 
     if (!limits_apply) {
         res.due = found_due;

@@ -401,6 +401,34 @@ TEST_F(RedisEngineTest, PipelinedBatchesJournalBeforeDeletingAndSettleInOrder) {
     EXPECT_EQ(lines(cmd({"KEYS", m_prefix + "keep*"})).size(), 40U);
 }
 
+// Intents are written by a journal thread while the scan goes on; a batch is sent only once its
+// intent is durable. An intent that fails (audit log unwritable) stops the run with that batch
+// and every later one unsent.
+TEST_F(RedisEngineTest, FailedIntentSendsNoFurtherBatch) {
+    const auto old = std::to_string(now() - 100 * 86400);
+    for (int i = 0; i < 20; ++i) {
+        session("s" + std::to_string(i), old);
+    }
+    struct FailingJournal : RecordingJournal {
+        std::string intent(const BatchIntent& b) override {
+            if (!m_intents.empty()) {
+                throw std::runtime_error("audit log: disk full");
+            }
+            return RecordingJournal::intent(b);
+        }
+    } journal;
+    auto r = rule("30 days");
+    r.batch_size = 5;
+    auto ctx = context();
+    ctx.journal = &journal;
+    EXPECT_THROW(engine()->purge(r, ctx), std::runtime_error);
+    ASSERT_EQ(journal.m_intents.size(), 1U);
+    ASSERT_EQ(journal.m_outcomes.size(), 1U);
+    EXPECT_EQ(journal.m_outcomes[0].count, 5);
+    EXPECT_EQ(lines(cmd({"KEYS", m_prefix + "s*"})).size(), 15U)
+        << "a batch was sent without a durable intent";
+}
+
 // Batches call the scripts by SHA1; a script cache flushed mid-run (SCRIPT FLUSH, a failover)
 // answers NOSCRIPT, and the batch is sent again with the script's body.
 TEST_F(RedisEngineTest, ScriptCacheFlushedMidRunFallsBackToTheBody) {
