@@ -7,12 +7,20 @@
 //   LRU clock: it is used for hash_field clocks (where the idle time is not the clock) and for the
 //   hold field. With `clock: idle` a dry run therefore reads OBJECT IDLETIME and TTL only and does
 //   not evaluate the hold (noted in the report); GET/HGETALL are never used.
-// - Deletion is a Lua script per batch (EVAL is atomic): for each candidate it re-checks that the
-//   key is still due (idle mode: OBJECT IDLETIME >= the threshold; hash_field mode: the clock field
-//   still holds the exact value that was judged due), that it is not held, and only then UNLINKs
-//   it. A session touched between the scan and the batch survives. The script answers one letter
-//   per key (D deleted, H held, S skipped), so the outcome count is exact. The journal intent lists
-//   the candidates; keys the script kept are reported in a `redis_not_deleted` event (counts only).
+// - Deletion is a Lua script per batch (atomic): for each candidate it re-checks that the key is
+//   still due (idle mode: OBJECT IDLETIME >= the threshold, which does not touch the key inside
+//   Lua either; hash_field mode: the clock field still holds the exact value that was judged due),
+//   that it is not held (an HGET, which does touch a due key that turns out held), and only then
+//   UNLINKs it (one UNLINK per 1000 keys). A session touched between the scan and the batch
+//   survives. The script answers one letter per key (D deleted, H held, S skipped), so the outcome
+//   count is exact; keys it kept are named (digests) in the outcome and counted in a
+//   `redis_not_deleted` event. The scripts are loaded once (SCRIPT LOAD) and called by SHA1
+//   (EVALSHA); NOSCRIPT (cache flushed) resends the body.
+// - Pipelining: the server is kept a page ahead (the next SCAN and page reads are queued before
+//   this page is judged), and a batch's script travels behind the next page's reads. Journal calls
+//   run in order on one worker thread: a batch is sent only once its intent is durable (checked
+//   between pages), so the scan goes on during the fsyncs. At most one batch is in flight: it is
+//   settled (outcome journaled, on_progress) before the next batch's intent.
 // - max_ttl: a key with no TTL or a longer one gets EXPIRE max_ttl from a second script that
 //   re-reads TTL and the hold atomically (so it never lengthens a TTL the application shortened in
 //   between). EXPIRE itself touches the key (Redis looks it up for writing): with `clock: idle`, a
