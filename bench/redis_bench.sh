@@ -7,14 +7,25 @@
 #   3. the shell baseline an admin would write first:
 #        redis-cli --scan --pattern 'sess:*' | xargs redis-cli unlink
 #      (it deletes every matching key, due or not: it cannot read a clock),
-#   4. raw DEL throughput, the server's limit: `redis-benchmark -P 64 DEL sess:__rand_int__` and
-#      a `redis-cli --pipe` of DEL for exactly the due keys.
+#   4. raw DEL throughput, the server's limit: `redis-cli --pipe` of one DEL per due key (exactly
+#      the keys retentiond deletes, one connection, fully pipelined: the fair comparison), and
+#      `redis-benchmark -P 64 DEL sess:__rand_int__` (50 connections, random keys: hits and
+#      misses, misses are cheaper),
+#   5. the floor: the server's time to SCAN the keyspace alone (an EVAL loop of SCAN COUNT 1000,
+#      no round trips), which any purge that reads clocks pays before deleting anything.
+# "keys/s" for retentiond is due keys deleted per second of the whole purge (scan, reads,
+# journal, re-check, delete); for raw DEL, keys deleted per second when the keys are given.
 # Peak RSS of the retentiond driver comes from /usr/bin/time -v (Debian package `time`).
 #
 # usage: bench/redis_bench.sh [N]      env: BUILD_DIR (a configured build dir, default build),
-#                                           SCAN_COUNT (the rule's scan_count, default 1000)
-# The driver (bench/redis_purge_bench.cpp) is compiled here with -O2 from the engine sources, so
-# the figures do not depend on the build dir's build type.
+#                                           SCAN_COUNT (the rule's scan_count, default 1000),
+#                                           BATCH (the rule's batch_size, default 5000),
+#                                           JOURNAL (audit|digest|none, default audit)
+# The driver journals every batch as the CLI does: JOURNAL=audit (default) is the real AuditLog
+# in the bench's temp dir (HMAC digest of every key, pending-keys file, fsyncs), digest only
+# computes the digests, none counts batches.
+# The driver (bench/redis_purge_bench.cpp) is compiled here with -O2 with the engine source,
+# linked against BUILD_DIR's libretentiond_core.a for the rest (the audit log).
 set -euo pipefail
 
 N=${1:-1000000}
@@ -38,16 +49,18 @@ for tool in redis-server redis-cli redis-benchmark g++ pkg-config awk; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 69; }
 done
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 69; }
+[ -f "$BUILD_DIR/libretentiond_core.a" ] || { echo "build retentiond_core in $BUILD_DIR first" >&2; exit 69; }
+JOURNAL=${JOURNAL:-audit}
+BATCH=${BATCH:-5000}
 
 # --- the driver -------------------------------------------------------------------------------
 DRIVER=$WORK/redis_purge_bench
 echo "building the driver (-O2)..." >&2
-g++ -std=c++20 -O2 -DNDEBUG -DONLY_C_LOCALE=1 -DHAS_STRING_VIEW=1 -DUSE_OS_TZDB=1 \
-    -I"$ROOT/include" -I"$BUILD_DIR/generated" -I"$ROOT/daemon" \
+g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$BUILD_DIR/generated" \
     "$ROOT/bench/redis_purge_bench.cpp" "$ROOT/daemon/redis_engine.cpp" \
-    "$ROOT/daemon/redis_url.cpp" "$ROOT/daemon/timeutil.cpp" "$ROOT/daemon/duration.cpp" \
-    "$ROOT/daemon/errors.cpp" \
-    -o "$DRIVER" $(pkg-config --libs hiredis) -ldate-tz -lpthread
+    "$BUILD_DIR/libretentiond_core.a" \
+    -o "$DRIVER" $(pkg-config --libs libpqxx hiredis libsystemd yaml-cpp) -lpq -lspdlog -lfmt \
+    -ldate-tz -lcrypto -lpthread
 
 # --- the server -------------------------------------------------------------------------------
 redis-server --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --save "" --appendonly no \
@@ -99,7 +112,9 @@ run_driver() { # label, extra args...
     cli config resetstat >/dev/null
     CPU0=$(server_cpu)
     /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "unix://$SOCK" "$PATTERN" "12 hours" \
-        --max-ttl "1 day" --batch 5000 --scan-count "${SCAN_COUNT:-1000}" "$@" >"$WORK/out.txt"
+        --max-ttl "1 day" --batch "$BATCH" --scan-count "${SCAN_COUNT:-1000}" \
+        --journal "$JOURNAL" --dir "$WORK" "$@" >"$WORK/out.txt"
+    rm -rf "$WORK/bench-audit.jsonl" "$WORK/bench-audit.jsonl.pending"
     local rss wall
     SERVER_CPU=$(cpu_since "$CPU0")
     rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$WORK/time.txt")
@@ -111,7 +126,7 @@ run_driver() { # label, extra args...
     echo "  server time by command (calls/usec):$(cmdstats)"
 }
 
-echo "== $N keys, $((N / 2)) due, $((N / 10)) without TTL; scan_count ${SCAN_COUNT:-1000}; load $(cut -d' ' -f1-3 /proc/loadavg); redis $(redis-server --version | awk '{ print $3 }'); $(nproc) cores"
+echo "== $N keys, $((N / 2)) due, $((N / 10)) without TTL; scan_count ${SCAN_COUNT:-1000}, batch_size $BATCH, journal $JOURNAL; load $(cut -d' ' -f1-3 /proc/loadavg); redis $(redis-server --version | awk '{ print $3 }'); $(nproc) cores"
 
 load
 run_driver "retentiond dry run" --dry-run
@@ -152,13 +167,30 @@ DUE=$((N / 2))
 RAW_PIPE=$(rate "$DUE" "$PIPE_S")
 echo "raw DEL of the $DUE due keys (redis-cli --pipe): seconds=$PIPE_S deleted_per_s=$RAW_PIPE server_cpu_s=$CPU_PIPE after: $(keyspace)"
 
+load
+cli config resetstat >/dev/null
+CPU0=$(server_cpu)
+t0=$(now_s)
+cli eval 'local c, n = "0", 0
+repeat
+  local r = redis.call("SCAN", c, "MATCH", ARGV[1], "COUNT", 1000)
+  c, n = r[1], n + #r[2]
+until c == "0"
+return n' 0 "$PATTERN" >/dev/null
+t1=$(now_s)
+SCAN_S=$(elapsed "$t0" "$t1")
+CPU_SCAN=$(cpu_since "$CPU0")
+echo "floor: SCAN of the keyspace alone, server-side (EVAL loop, COUNT 1000): seconds=$SCAN_S server_cpu_s=$CPU_SCAN"
+
 echo "== summary"
-awk -v d="$DUE" -v def="$RETENTIOND_DEFAULT" -v force="$RETENTIOND_FORCE" -v sh="$SHELL_S" \
+awk -v d="$DUE" -v n="$N" -v def="$RETENTIOND_DEFAULT" -v force="$RETENTIOND_FORCE" -v sh="$SHELL_S" \
     -v bench="$RAW_BENCH" -v pipe="$RAW_PIPE" -v cd="$CPU_DEFAULT" -v cf="$CPU_FORCE" \
-    -v cs="$CPU_SHELL" -v cp="$CPU_PIPE" 'BEGIN {
-    printf "retentiond (limits) %.3f s = %.0f due keys/s; --force %.3f s = %.0f due keys/s\n", def, d / def, force, d / force
-    printf "shell baseline %.3f s: retentiond is %.2fx (limits) / %.2fx (--force) as fast\n", sh, sh / def, sh / force
-    printf "vs raw DEL (redis-benchmark %.0f/s): %.0f%% (limits), %.0f%% (--force)\n", bench, 100 * d / def / bench, 100 * d / force / bench
-    printf "vs raw DEL (--pipe of the due keys %.0f/s): %.0f%% (limits), %.0f%% (--force)\n", pipe, 100 * d / def / pipe, 100 * d / force / pipe
-    printf "server CPU s: retentiond %.3f (limits) / %.3f (--force), shell baseline %.3f, raw DEL --pipe %.3f\n", cd, cf, cs, cp
+    -v cs="$CPU_SHELL" -v cp="$CPU_PIPE" -v scan="$SCAN_S" -v cscan="$CPU_SCAN" 'BEGIN {
+    printf "retentiond (limits) %.3f s = %.0f due keys deleted/s; --force %.3f s = %.0f due keys deleted/s\n", def, d / def, force, d / force
+    printf "shell baseline %.3f s: retentiond is %.2fx (limits) / %.2fx (--force) the shell'"'"'s speed (>1 = faster)\n", sh, sh / def, sh / force
+    printf "vs raw DEL of the due keys (--pipe, 1 connection, %.0f keys/s): %.0f%% (limits), %.0f%% (--force)\n", pipe, 100 * d / def / pipe, 100 * d / force / pipe
+    printf "vs raw DEL (redis-benchmark -P 64, 50 connections, %.0f keys/s): %.0f%% (limits), %.0f%% (--force)\n", bench, 100 * d / def / bench, 100 * d / force / bench
+    printf "floor: SCAN alone %.3f s + raw DEL of the due keys %.3f s: a purge doing nothing else (no clock read, no re-check, no journal) would reach %.0f due keys/s = %.0f%% of raw DEL (--pipe)\n", scan, d / pipe, d / (scan + d / pipe), 100 / (1 + scan * pipe / d)
+    printf "server CPU s: retentiond %.3f (limits) / %.3f (--force), shell baseline %.3f, raw DEL --pipe %.3f, SCAN alone %.3f\n", cd, cf, cs, cp, cscan
+    printf "server CPU us per due key: retentiond %.1f (--force), raw DEL %.1f; per key examined: retentiond %.1f, SCAN alone %.1f\n", 1e6 * cf / d, 1e6 * cp / d, 1e6 * cf / n, 1e6 * cscan / n
 }'

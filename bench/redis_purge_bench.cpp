@@ -1,8 +1,10 @@
 // Bench driver: one purge (or dry run) of a kind: redis rule, timed, against a live Redis.
 //   redis_purge_bench URL PATTERN RETAIN [--max-ttl D] [--hash-field F | --idle] [--batch N]
 //                     [--scan-count N] [--max-fraction X] [--force] [--dry-run]
-// Prints one line of key=value figures. The journal only counts batches (no audit file): the
-// audit log's cost is measured by its own bench.
+//                     [--journal audit|digest|none] [--dir DIR]
+// Prints one line of key=value figures. The journal is, as the CLI runs it, the real AuditLog in
+// DIR (HMAC digest of every key, pending-keys file, fsyncs) unless --journal says otherwise:
+// digest only computes the digests, none counts batches. journal_s is the time spent inside it.
 #include "retentiond/audit.hpp"
 #include "retentiond/engines.hpp"
 #include "retentiond/timeutil.hpp"
@@ -12,33 +14,72 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 
 namespace {
 
 using namespace retentiond;
+using Clock = std::chrono::steady_clock;
 
-class CountingJournal : public BatchJournal {
+// Forwards to the real journal (or digests the keys itself, or nothing) and times every call.
+class TimedJournal final : public BatchJournal {
 public:
-    std::string intent(const BatchIntent& batch) override {
-        m_keys += static_cast<std::int64_t>(batch.keys.size());
-        return std::to_string(m_intents++);
-    }
-    void outcome(const std::string&, bool committed, std::int64_t) override {
-        m_committed += committed ? 1 : 0;
-    }
-    void event(const std::string&, const nlohmann::json&) override { ++m_events; }
+    TimedJournal(BatchJournal* inner, Secret key, bool digest)
+        : m_inner(inner), m_key(std::move(key)), m_digest(digest) {}
 
+    std::string intent(const BatchIntent& batch) override {
+        const auto t0 = Clock::now();
+        std::string id;
+        if (m_inner != nullptr) {
+            id = m_inner->intent(batch);
+        } else {
+            if (m_digest) {
+                for (const auto& k : batch.keys) {
+                    m_sink ^= record_digest(m_key, batch.rule, k).front();
+                }
+            }
+            id = std::to_string(m_intents);
+        }
+        ++m_intents;
+        m_spent += Clock::now() - t0;
+        return id;
+    }
+    void outcome(const std::string& batch_id, bool committed, std::int64_t count) override {
+        const auto t0 = Clock::now();
+        if (m_inner != nullptr) {
+            m_inner->outcome(batch_id, committed, count);
+        }
+        m_spent += Clock::now() - t0;
+    }
+    void outcome_except(const std::string& batch_id, std::int64_t count,
+                        const std::vector<std::string>& kept) override {
+        const auto t0 = Clock::now();
+        if (m_inner != nullptr) {
+            m_inner->outcome_except(batch_id, count, kept);
+        }
+        m_spent += Clock::now() - t0;
+    }
+    void event(const std::string& type, const nlohmann::json& fields) override {
+        if (m_inner != nullptr) {
+            m_inner->event(type, fields);
+        }
+    }
+    double spent() const { return std::chrono::duration<double>(m_spent).count(); }
+
+private:
+    BatchJournal* m_inner;
+    Secret m_key;
+    bool m_digest;
     std::int64_t m_intents = 0;
-    std::int64_t m_committed = 0;
-    std::int64_t m_keys = 0;
-    std::int64_t m_events = 0;
+    Clock::duration m_spent{};
+    char m_sink = 0;
 };
 
 [[noreturn]] void usage() {
     std::cerr << "usage: redis_purge_bench URL PATTERN RETAIN [--max-ttl D] [--hash-field F | "
                  "--idle] [--batch N] [--scan-count N] [--max-fraction X] [--force] "
-                 "[--dry-run]\n";
+                 "[--dry-run] [--journal audit|digest|none] [--dir DIR]\n";
     std::exit(64);
 }
 
@@ -65,6 +106,8 @@ int main(int argc, char** argv) {
     spec.clock.hash_field = "last_seen";
     bool force = false;
     bool dry = false;
+    std::string journal_kind = "audit";
+    std::string dir = "/tmp";
     for (int i = 4; i < argc; ++i) {
         const std::string a = argv[i];
         auto next = [&]() -> std::string {
@@ -89,6 +132,10 @@ int main(int argc, char** argv) {
             force = true;
         } else if (a == "--dry-run") {
             dry = true;
+        } else if (a == "--journal") {
+            journal_kind = next();
+        } else if (a == "--dir") {
+            dir = next();
         } else {
             usage();
         }
@@ -97,18 +144,26 @@ int main(int argc, char** argv) {
 
     Config config;
     auto engine = make_redis_engine(store, config);
-    CountingJournal journal;
+    if (journal_kind != "audit" && journal_kind != "digest" && journal_kind != "none") {
+        usage();
+    }
+    const Secret key(std::string(32, 'k'));
+    std::unique_ptr<AuditLog> audit;
+    if (journal_kind == "audit" && !dry) {
+        audit = std::make_unique<AuditLog>(dir + "/bench-audit.jsonl", key, new_run_id());
+    }
+    TimedJournal journal(audit.get(), key, journal_kind == "digest");
     RunContext ctx;
     ctx.run_id = "bench";
     ctx.force = force;
     ctx.tz = find_zone("UTC");
     ctx.journal = &journal;
+    ctx.audit_key = &key;
 
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     if (dry) {
         const auto d = engine->dry_run(rule, ctx);
-        const double secs =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const double secs = std::chrono::duration<double>(Clock::now() - start).count();
         std::printf(
             "mode=dry_run seconds=%.3f in_scope=%lld due=%lld no_ttl=%lld "
             "ttl_above_max=%lld keys_read_per_s=%.0f\n",
@@ -120,17 +175,16 @@ int main(int argc, char** argv) {
         return 0;
     }
     const auto r = engine->purge(rule, ctx);
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
     auto counter = [&](const char* name) -> long long {
         const auto it = r.counters.find(name);
         return it == r.counters.end() ? 0 : it->second;
     };
     std::printf("mode=purge status=%d seconds=%.3f deleted=%lld due=%lld expired=%lld "
-                "batches=%lld deleted_per_s=%.0f %s\n",
+                "batches=%lld deleted_per_s=%.0f journal=%s journal_s=%.3f %s\n",
                 static_cast<int>(r.status), secs, static_cast<long long>(r.processed),
                 static_cast<long long>(r.due), counter("expired"),
                 static_cast<long long>(r.batches), static_cast<double>(r.processed) / secs,
-                r.message.c_str());
+                journal_kind.c_str(), journal.spent(), r.message.c_str());
     return r.status == RunResult::Status::ok ? 0 : 1;
 }

@@ -7,12 +7,20 @@
 //   LRU clock: it is used for hash_field clocks (where the idle time is not the clock) and for the
 //   hold field. With `clock: idle` a dry run therefore reads OBJECT IDLETIME and TTL only and does
 //   not evaluate the hold (noted in the report); GET/HGETALL are never used.
-// - Deletion is a Lua script per batch (EVAL is atomic): for each candidate it re-checks that the
-//   key is still due (idle mode: OBJECT IDLETIME >= the threshold; hash_field mode: the clock field
-//   still holds the exact value that was judged due), that it is not held, and only then UNLINKs
-//   it. A session touched between the scan and the batch survives. The script answers one letter
-//   per key (D deleted, H held, S skipped), so the outcome count is exact. The journal intent lists
-//   the candidates; keys the script kept are reported in a `redis_not_deleted` event (counts only).
+// - Deletion is a Lua script per batch (atomic): for each candidate it re-checks that the key is
+//   still due (idle mode: OBJECT IDLETIME >= the threshold, which does not touch the key inside
+//   Lua either; hash_field mode: the clock field still holds the exact value that was judged due),
+//   that it is not held (an HGET, which does touch a due key that turns out held), and only then
+//   UNLINKs it (one UNLINK per 1000 keys). A session touched between the scan and the batch
+//   survives. The script answers one letter per key (D deleted, H held, S skipped), so the outcome
+//   count is exact; keys it kept are named (digests) in the outcome and counted in a
+//   `redis_not_deleted` event. The scripts are loaded once (SCRIPT LOAD) and called by SHA1
+//   (EVALSHA); NOSCRIPT (cache flushed) resends the body.
+// - Pipelining: the server is kept a page ahead (the next SCAN and page reads are queued before
+//   this page is judged), and a batch's script travels behind the next page's reads. Journal calls
+//   run in order on one worker thread: a batch is sent only once its intent is durable (checked
+//   between pages), so the scan goes on during the fsyncs. At most one batch is in flight: it is
+//   settled (outcome journaled, on_progress) before the next batch's intent.
 // - max_ttl: a key with no TTL or a longer one gets EXPIRE max_ttl from a second script that
 //   re-reads TTL and the hold atomically (so it never lengthens a TTL the application shortened in
 //   between). EXPIRE itself touches the key (Redis looks it up for writing): with `clock: idle`, a
@@ -31,15 +39,23 @@
 #include "retentiond/timeutil.hpp"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <condition_variable>
+#include <csignal>
+#include <deque>
+#include <functional>
+#include <future>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 
 namespace retentiond {
@@ -130,6 +146,40 @@ std::string_view text_of(const redisReply* r) {
     return {r->str, r->len};
 }
 
+// Writing to a connection the server closed (a restart) raises SIGPIPE, whose default action
+// kills the process; hiredis sends without MSG_NOSIGNAL. While a connection lives, SIGPIPE is
+// blocked in this thread (the write then fails with EPIPE: UnavailableError), and a SIGPIPE left
+// pending by such a write is consumed before the mask is restored.
+class SigpipeBlock {
+public:
+    SigpipeBlock() {
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, &m_old);
+    }
+    ~SigpipeBlock() {
+        if (sigismember(&m_old, SIGPIPE) == 1) {
+            return; // blocked by someone else already: theirs to handle
+        }
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        sigset_t pending;
+        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+            const timespec zero{};
+            while (sigtimedwait(&pipe, nullptr, &zero) == SIGPIPE) {
+            }
+        }
+        pthread_sigmask(SIG_SETMASK, &m_old, nullptr);
+    }
+    SigpipeBlock(const SigpipeBlock&) = delete;
+    SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+private:
+    sigset_t m_old{};
+};
+
 // One connection, AUTH and SELECT done. Every I/O failure throws UnavailableError.
 class Connection {
 public:
@@ -166,8 +216,14 @@ public:
 
     const std::string& where() const { return m_where; }
 
-    void append(std::initializer_list<std::string_view> args) { append(args.begin(), args.size()); }
-    void append(const std::string_view* args, std::size_t n) {
+    // Pipelining: append() queues a command and returns its sequence number; reply(seq) returns
+    // that command's reply, reading (and keeping) the replies of earlier commands not claimed
+    // yet. So a delete batch can be sent while a page's reads are still in flight, and each
+    // consumer claims its own replies in any order.
+    std::uint64_t append(std::initializer_list<std::string_view> args) {
+        return append(args.begin(), args.size());
+    }
+    std::uint64_t append(const std::string_view* args, std::size_t n) {
         m_argv.clear();
         m_lens.clear();
         for (std::size_t i = 0; i < n; ++i) {
@@ -178,9 +234,56 @@ public:
                                    m_lens.data()) != REDIS_OK) {
             lost();
         }
+        return m_sent++;
     }
-    // The next pipelined reply; error replies are returned, except those meaning "not available".
-    ReplyPtr read() {
+    std::uint64_t append(const std::vector<std::string_view>& args) {
+        return append(args.data(), args.size());
+    }
+    // Sends what is queued without waiting for a reply: the server works while we do.
+    void flush() {
+        int done = 0;
+        while (done == 0) {
+            if (redisBufferWrite(m_ctx.get(), &done) != REDIS_OK) {
+                lost();
+            }
+        }
+    }
+    // The reply to command `seq`; error replies are returned, except those meaning "not
+    // available" (thrown as UnavailableError).
+    ReplyPtr reply(std::uint64_t seq) {
+        if (seq < m_base || seq >= m_sent) {
+            throw std::logic_error("redis: reply " + std::to_string(seq) + " is not pending");
+        }
+        while (m_base + m_stash.size() <= seq) {
+            m_stash.push_back(read_next());
+        }
+        ReplyPtr r = std::move(m_stash[seq - m_base]);
+        if (!r) {
+            throw std::logic_error("redis: reply " + std::to_string(seq) + " claimed twice");
+        }
+        while (!m_stash.empty() && !m_stash.front()) {
+            m_stash.pop_front();
+            ++m_base;
+        }
+        return r;
+    }
+    ReplyPtr call(std::initializer_list<std::string_view> args) { return reply(append(args)); }
+    ReplyPtr call(const std::vector<std::string_view>& args) { return reply(append(args)); }
+    // A reply that must not be an error.
+    ReplyPtr call_ok(std::initializer_list<std::string_view> args) {
+        auto r = call(args);
+        if (r->type == REDIS_REPLY_ERROR) {
+            throw ReplyError(std::string(*args.begin()) + ": " + std::string(text_of(r.get())));
+        }
+        return r;
+    }
+
+private:
+    [[noreturn]] void lost() {
+        throw UnavailableError(m_where + ": connection lost: " + m_ctx->errstr);
+    }
+    // The next reply on the wire (redisGetReply first sends whatever is still queued).
+    ReplyPtr read_next() {
         void* raw = nullptr;
         if (redisGetReply(m_ctx.get(), &raw) != REDIS_OK || raw == nullptr) {
             lost();
@@ -197,32 +300,33 @@ public:
         }
         return r;
     }
-    ReplyPtr call(std::initializer_list<std::string_view> args) {
-        append(args);
-        return read();
-    }
-    ReplyPtr call(const std::vector<std::string_view>& args) {
-        append(args.data(), args.size());
-        return read();
-    }
-    // A reply that must not be an error.
-    ReplyPtr call_ok(std::initializer_list<std::string_view> args) {
-        auto r = call(args);
-        if (r->type == REDIS_REPLY_ERROR) {
-            throw ReplyError(std::string(*args.begin()) + ": " + std::string(text_of(r.get())));
-        }
-        return r;
-    }
 
-private:
-    [[noreturn]] void lost() {
-        throw UnavailableError(m_where + ": connection lost: " + m_ctx->errstr);
-    }
-
+    SigpipeBlock m_sigpipe; // first: outlives the context
     ContextPtr m_ctx;
     std::string m_where;
     std::vector<const char*> m_argv;
     std::vector<std::size_t> m_lens;
+    std::uint64_t m_sent = 0;     // commands appended
+    std::uint64_t m_base = 0;     // sequence number of m_stash.front()
+    std::deque<ReplyPtr> m_stash; // replies read, in order; claimed ones are null
+};
+
+// A batch script, loaded once (SCRIPT LOAD) and then called by its SHA1 (EVALSHA): the body is
+// not sent and hashed again for every batch. Without SCRIPT permission the body is sent (EVAL).
+class Script {
+public:
+    Script(Connection& c, std::string_view body) : m_body(body) {
+        auto r = c.call({"SCRIPT", "LOAD", body});
+        if (r->type == REDIS_REPLY_STRING) {
+            m_sha.assign(r->str, r->len);
+        }
+    }
+    std::string_view body() const { return m_body; }
+    const std::string& sha() const { return m_sha; }
+
+private:
+    std::string_view m_body;
+    std::string m_sha; // empty: use EVAL
 };
 
 // The server's clock (TIME): the datastore's now, as postgres uses now().
@@ -256,34 +360,45 @@ struct ReadPlan {
     bool hold = false; // hash_field mode only: HGET touches keys
 };
 
-void append_reads(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
-                  const ReadPlan& plan) {
+// Queues the page's reads; returns the sequence number of the first (the rest follow in order).
+std::uint64_t append_reads(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
+                           const ReadPlan& plan) {
     const auto& spec = rule.redis();
+    std::uint64_t first = 0;
+    bool any = false;
+    auto add = [&](std::initializer_list<std::string_view> args) {
+        const auto seq = c.append(args);
+        if (!any) {
+            first = seq;
+            any = true;
+        }
+    };
     const bool idle = spec.clock.kind == RedisClock::Kind::idle;
     for (const auto& key : keys) {
         // The clock first: nothing before it may touch the key.
         if (idle) {
-            c.append({"OBJECT", "IDLETIME", key});
+            add({"OBJECT", "IDLETIME", key});
         } else {
-            c.append({"HGET", key, spec.clock.hash_field});
+            add({"HGET", key, spec.clock.hash_field});
         }
         if (plan.hold) {
-            c.append({"HGET", key, spec.hold->hash_field});
+            add({"HGET", key, spec.hold->hash_field});
         }
         if (plan.ttl) {
-            c.append({"TTL", key});
+            add({"TTL", key});
         }
     }
+    return first;
 }
 
 void collect_reads(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
-                   const ReadPlan& plan, TimePoint now, const date::time_zone* tz,
-                   std::vector<Observed>& out) {
+                   std::uint64_t seq, const ReadPlan& plan, TimePoint now,
+                   const date::time_zone* tz, std::vector<Observed>& out) {
     const auto& spec = rule.redis();
     const bool idle = spec.clock.kind == RedisClock::Kind::idle;
     out.assign(keys.size(), Observed{});
     for (auto& o : out) {
-        auto r = c.read();
+        auto r = c.reply(seq++);
         if (idle) {
             if (r->type == REDIS_REPLY_INTEGER) {
                 o.exists = true;
@@ -307,11 +422,11 @@ void collect_reads(Connection& c, const Rule& rule, const std::vector<std::strin
             // NIL: no field (or no key); ERROR (WRONGTYPE): not a hash, so no clock
         }
         if (plan.hold) {
-            auto h = c.read();
+            auto h = c.reply(seq++);
             o.held = h->type == REDIS_REPLY_STRING && text_of(h.get()) == spec.hold->equals;
         }
         if (plan.ttl) {
-            auto t = c.read();
+            auto t = c.reply(seq++);
             if (t->type != REDIS_REPLY_INTEGER) {
                 throw ReplyError("TTL: unexpected reply");
             }
@@ -342,35 +457,51 @@ void read_scan_reply(const redisReply* r, std::string& cursor, std::vector<std::
 }
 
 // SCANs the whole keyspace for the rule's pattern and reads every key as `plan` says; calls
-// per_page(keys, observed) for every non-empty page, and stops when it returns false. The next
-// SCAN travels in the same pipeline as the page's reads: one round trip per page.
+// per_page(keys, observed) for every non-empty page, and stops when it returns false.
+// The server is kept a page ahead: a page's keys are known when the previous SCAN answers, and
+// the next SCAN is sent before the page's reads, so its cursor comes back while the server is
+// still reading; the following page's SCAN and reads are queued before per_page() judges this
+// page (and journals and sends its batches). Neither side waits for the other.
 template <class PerPage>
 void scan_all(Connection& c, const Rule& rule, const ReadPlan& plan, TimePoint now,
               const date::time_zone* tz, PerPage&& per_page) {
     const auto& spec = rule.redis();
     const auto count = std::to_string(std::max(1, spec.scan_count));
+    struct Page {
+        std::vector<std::string> keys;
+        std::uint64_t reads = 0;
+        std::optional<std::uint64_t> scan; // the next SCAN, when the cursor is not 0
+    };
+    auto send_page = [&](std::vector<std::string> keys, const std::string& cursor) {
+        Page p;
+        p.keys = std::move(keys);
+        if (cursor != "0") {
+            p.scan = c.append({"SCAN", cursor, "MATCH", spec.keys, "COUNT", count});
+        }
+        p.reads = append_reads(c, rule, p.keys, plan);
+        c.flush();
+        return p;
+    };
     std::string cursor;
     std::vector<std::string> keys;
     std::vector<Observed> seen;
     read_scan_reply(c.call({"SCAN", "0", "MATCH", spec.keys, "COUNT", count}).get(), cursor, keys);
+    Page page = send_page(std::move(keys), cursor);
     for (;;) {
-        append_reads(c, rule, keys, plan);
-        const bool more = cursor != "0";
-        if (more) {
-            c.append({"SCAN", cursor, "MATCH", spec.keys, "COUNT", count});
+        std::optional<Page> next;
+        if (page.scan) {
+            keys = {};
+            read_scan_reply(c.reply(*page.scan).get(), cursor, keys);
+            next = send_page(std::move(keys), cursor);
         }
-        collect_reads(c, rule, keys, plan, now, tz, seen);
-        ReplyPtr next;
-        if (more) {
-            next = c.read();
+        collect_reads(c, rule, page.keys, page.reads, plan, now, tz, seen);
+        if (!page.keys.empty() && !per_page(page.keys, seen)) {
+            return; // the next page's replies, if any, are left unclaimed
         }
-        if (!keys.empty() && !per_page(keys, seen)) {
+        if (!next) {
             return;
         }
-        if (!more) {
-            return;
-        }
-        read_scan_reply(next.get(), cursor, keys);
+        page = std::move(*next);
     }
 }
 
@@ -417,6 +548,123 @@ void require_redis(const Rule& rule) {
         throw std::invalid_argument("rule \"" + rule.name + "\" is not a redis rule");
     }
 }
+
+// Runs the journal's calls on one thread, in the order they are made, so the scan keeps reading
+// pages (and the server keeps working) while an intent is written and fsynced. A batch is sent
+// only once its intent() future is ready; a failed journal write fails every later call, so no
+// batch is sent after it. The destructor waits for the calls queued so far.
+class JournalWorker {
+public:
+    explicit JournalWorker(BatchJournal* journal) : m_journal(journal) {
+        if (m_journal != nullptr) {
+            m_thread = std::thread([this] { loop(); });
+        }
+    }
+    ~JournalWorker() {
+        if (m_thread.joinable()) {
+            {
+                const std::lock_guard lock(m_mutex);
+                m_closing = true;
+            }
+            m_wake.notify_one();
+            m_thread.join();
+        }
+    }
+    JournalWorker(const JournalWorker&) = delete;
+    JournalWorker& operator=(const JournalWorker&) = delete;
+
+    std::future<std::string> intent(BatchIntent batch) {
+        auto done = std::make_shared<std::promise<std::string>>();
+        auto id = done->get_future();
+        if (m_journal == nullptr) {
+            done->set_value("");
+            return id;
+        }
+        post([this, done, batch = std::move(batch)] { done->set_value(m_journal->intent(batch)); },
+             [done](std::exception_ptr e) { done->set_exception(e); });
+        return id;
+    }
+    void outcome_except(std::string id, std::int64_t count, std::vector<std::string> kept) {
+        if (m_journal != nullptr) {
+            post([this, id = std::move(id), count, kept = std::move(kept)] {
+                m_journal->outcome_except(id, count, kept);
+            });
+        }
+    }
+    void event(std::string type, nlohmann::json fields) {
+        if (m_journal != nullptr) {
+            post([this, type = std::move(type), fields = std::move(fields)] {
+                m_journal->event(type, fields);
+            });
+        }
+    }
+    // Waits until every call made so far has run; rethrows the first failure.
+    void drain() {
+        std::unique_lock lock(m_mutex);
+        m_idle.wait(lock, [this] { return m_tasks.empty() && !m_busy; });
+        if (m_error) {
+            std::rethrow_exception(m_error);
+        }
+    }
+
+private:
+    struct Task {
+        std::function<void()> run;
+        std::function<void(std::exception_ptr)> fail; // may be empty
+    };
+    void post(std::function<void()> run, std::function<void(std::exception_ptr)> fail = {}) {
+        {
+            const std::lock_guard lock(m_mutex);
+            m_tasks.push_back(Task{std::move(run), std::move(fail)});
+        }
+        m_wake.notify_one();
+    }
+    void loop() {
+        std::unique_lock lock(m_mutex);
+        for (;;) {
+            m_wake.wait(lock, [this] { return m_closing || !m_tasks.empty(); });
+            if (m_tasks.empty()) {
+                return; // closing, and everything queued has run
+            }
+            Task task = std::move(m_tasks.front());
+            m_tasks.pop_front();
+            m_busy = true;
+            const auto failed = m_error;
+            lock.unlock();
+            std::exception_ptr error;
+            if (failed) {
+                error = failed; // the log is unusable: later calls fail without writing
+            } else {
+                try {
+                    task.run();
+                } catch (...) {
+                    error = std::current_exception();
+                }
+            }
+            if (error && task.fail) {
+                task.fail(error);
+            }
+            lock.lock();
+            if (error && !m_error) {
+                m_error = error;
+            }
+            m_busy = false;
+            if (m_tasks.empty()) {
+                m_idle.notify_all();
+            }
+        }
+    }
+
+    BatchJournal* m_journal;
+    std::mutex m_mutex;
+    std::condition_variable m_wake;
+    std::condition_variable m_idle;
+    std::deque<Task> m_tasks;
+    bool m_busy = false;
+    bool m_closing = false;
+    std::exception_ptr m_error;
+    std::thread m_thread; // last: started once the members it uses exist
+};
 
 // A batch of keys waiting for one script call.
 struct Batch {
@@ -711,6 +959,23 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     Batch to_delete;
     Batch to_expire;
     std::vector<std::string_view> args;
+    Script delete_script(c, k_delete_script);
+    Script expire_script(c, k_expire_script);
+    JournalWorker journal(ctx.journal); // every journal call of this pass goes through it
+
+    // At most one batch is in flight: sent after its intent, settled (outcome journaled) before
+    // the next batch's intent, so on_progress and a stop request still fall between batches.
+    struct InFlight {
+        Batch batch;
+        std::string action;
+        Script* script = nullptr;
+        std::vector<std::string> head;   // ARGV before the per-key values
+        std::future<std::string> intent; // the intent's batch id, once durable
+        std::string id;
+        bool sent = false;
+        std::uint64_t seq = 0;
+    };
+    std::optional<InFlight> in_flight;
 
     auto stop_now = [&] {
         if (!stopped && ctx.stop_requested && ctx.stop_requested()) {
@@ -718,36 +983,58 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
         return stopped;
     };
-    // Runs one script over a batch, journaled. Returns the per-key letters.
-    auto apply = [&](Batch& b, const std::string& action, std::string_view script,
-                     std::initializer_list<std::string_view> head) -> std::string {
-        BatchIntent intent;
-        intent.rule = rule.name;
-        intent.datastore = rule.datastore;
-        intent.target = spec.keys;
-        intent.action = action;
-        intent.cutoff = cutoff;
-        intent.keys = b.keys;
-        std::string id;
-        if (ctx.journal != nullptr) {
-            id = ctx.journal->intent(intent);
+    auto send = [&](InFlight& f, bool by_sha) {
+        const auto numkeys = std::to_string(f.batch.keys.size());
+        args.clear();
+        if (by_sha && !f.script->sha().empty()) {
+            args.assign({"EVALSHA", f.script->sha(), numkeys});
+        } else {
+            args.assign({"EVAL", f.script->body(), numkeys});
         }
-        const auto numkeys = std::to_string(b.keys.size());
-        args.assign({"EVAL", script, numkeys});
-        args.insert(args.end(), b.keys.begin(), b.keys.end());
-        args.insert(args.end(), head.begin(), head.end());
-        if (!b.expect.empty()) {
-            args.push_back(b.flags);
-            args.insert(args.end(), b.expect.begin(), b.expect.end());
+        args.insert(args.end(), f.batch.keys.begin(), f.batch.keys.end());
+        args.insert(args.end(), f.head.begin(), f.head.end());
+        if (!f.batch.expect.empty()) {
+            args.push_back(f.batch.flags);
+            args.insert(args.end(), f.batch.expect.begin(), f.batch.expect.end());
         }
-        auto r = c.call(args);
+        f.seq = c.append(args);
+        c.flush();
+        f.sent = true;
+    };
+    // Sends the batch in flight once its intent is durable: now if `wait`, else only if the
+    // journal is already done with it (checked between pages).
+    auto launch = [&](bool wait) {
+        if (!in_flight || in_flight->sent) {
+            return;
+        }
+        auto& f = *in_flight;
+        if (!wait && f.intent.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+            return;
+        }
+        f.id = f.intent.get(); // rethrows a failed intent: the batch is never sent
+        send(f, true);
+    };
+    // Reads the in-flight batch's per-key letters, journals its outcome.
+    auto settle = [&] {
+        if (!in_flight) {
+            return;
+        }
+        launch(true);
+        InFlight f = std::move(*in_flight);
+        in_flight.reset();
+        auto r = c.reply(f.seq);
+        if (r->type == REDIS_REPLY_ERROR && text_of(r.get()).starts_with("NOSCRIPT")) {
+            // The script cache was flushed since SCRIPT LOAD: nothing ran; send the body.
+            send(f, false);
+            r = c.reply(f.seq);
+        }
         // No outcome on an error: the intent stays unresolved for crash recovery.
-        if (r->type != REDIS_REPLY_STRING || r->len != b.keys.size()) {
-            throw ReplyError("EVAL (" + action + " batch): " +
+        if (r->type != REDIS_REPLY_STRING || r->len != f.batch.keys.size()) {
+            throw ReplyError("EVAL (" + f.action + " batch): " +
                              (r->type == REDIS_REPLY_ERROR ? std::string(text_of(r.get()))
                                                            : std::string("unexpected reply")));
         }
-        std::string letters(text_of(r.get()));
+        const std::string_view letters = text_of(r.get());
         const auto done = std::count_if(letters.begin(), letters.end(),
                                         [](char l) { return l == 'D' || l == 'E'; });
         if (ctx.journal != nullptr) {
@@ -755,45 +1042,70 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
             std::vector<std::string> kept;
             for (std::size_t i = 0; i < letters.size(); ++i) {
                 if (letters[i] != 'D' && letters[i] != 'E') {
-                    kept.push_back(b.keys[i]);
+                    kept.push_back(f.batch.keys[i]);
                 }
             }
-            ctx.journal->outcome_except(id, done, kept);
+            journal.outcome_except(f.id, done, std::move(kept));
         }
         ++res.batches;
-        return letters;
-    };
-    auto flush_delete = [&] {
-        if (to_delete.keys.empty() || stop_now()) {
-            return;
+        if (f.action == "delete") {
+            const auto d = std::count(letters.begin(), letters.end(), 'D');
+            const auto h = std::count(letters.begin(), letters.end(), 'H');
+            const auto s = std::count(letters.begin(), letters.end(), 'S');
+            res.processed += d;
+            held += h;
+            skipped += s;
+            if (h + s > 0) {
+                journal.event("redis_not_deleted",
+                              {{"rule", rule.name}, {"held", h}, {"changed_since_read", s}});
+            }
+        } else {
+            expired += std::count(letters.begin(), letters.end(), 'E');
         }
-        const auto letters =
-            apply(to_delete, "delete", k_delete_script,
-                  {idle ? "idle" : "field",
-                   idle ? std::string_view(min_idle_text) : std::string_view(spec.clock.hash_field),
-                   hold_field, hold_value});
-        const auto d = std::count(letters.begin(), letters.end(), 'D');
-        const auto h = std::count(letters.begin(), letters.end(), 'H');
-        const auto s = std::count(letters.begin(), letters.end(), 'S');
-        res.processed += d;
-        held += h;
-        skipped += s;
-        if (h + s > 0) {
-            journal_event("redis_not_deleted", {{"held", h}, {"changed_since_read", s}});
-        }
-        to_delete.clear();
-        if (ctx.on_progress) {
+        if (f.action == "delete" && ctx.on_progress) {
             ctx.on_progress(res.processed, std::max(res.due, res.processed));
         }
     };
-    auto flush_expire = [&] {
-        if (to_expire.keys.empty() || stop_now()) {
+    // Queues the batch's intent; the batch is sent once the intent is durable (launch), while
+    // the scan goes on.
+    auto apply = [&](Batch& b, const std::string& action, Script& script,
+                     std::vector<std::string> head) {
+        settle();
+        if (stop_now()) {
             return;
         }
-        const auto letters =
-            apply(to_expire, "expire", k_expire_script, {max_ttl_text, hold_field, hold_value});
-        expired += std::count(letters.begin(), letters.end(), 'E');
-        to_expire.clear();
+        InFlight f;
+        f.batch = std::move(b);
+        b.clear();
+        f.action = action;
+        f.script = &script;
+        f.head = std::move(head);
+        BatchIntent intent;
+        if (ctx.journal != nullptr) {
+            intent.rule = rule.name;
+            intent.datastore = rule.datastore;
+            intent.target = spec.keys;
+            intent.action = action;
+            intent.cutoff = cutoff;
+            intent.keys = f.batch.keys;
+        }
+        f.intent = journal.intent(std::move(intent));
+        in_flight = std::move(f);
+        launch(false);
+    };
+    auto flush_delete = [&] {
+        if (to_delete.keys.empty() || stopped) {
+            return;
+        }
+        apply(to_delete, "delete", delete_script,
+              {idle ? "idle" : "field", idle ? min_idle_text : spec.clock.hash_field, hold_field,
+               hold_value});
+    };
+    auto flush_expire = [&] {
+        if (to_expire.keys.empty() || stopped) {
+            return;
+        }
+        apply(to_expire, "expire", expire_script, {max_ttl_text, hold_field, hold_value});
     };
 
     // TTL tells a vanished key from a hash without the clock field: needed for max_ttl and for
@@ -803,6 +1115,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     plan.hold = !idle && spec.hold.has_value();
     scan_all(c, rule, plan, now, tz,
              [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
+                 launch(false);
                  if (stop_now()) {
                      return false;
                  }
@@ -842,6 +1155,8 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
              });
     flush_delete();
     flush_expire();
+    settle(); // also after a stop: the batch in flight is finished, its outcome is due
+    journal.drain();
 
     if (!limits_apply) {
         res.due = found_due;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <sstream>
 
 namespace retentiond::test {
@@ -346,6 +347,148 @@ TEST_F(RedisEngineTest, TtlShortenedAfterTheReadIsNotClamped) {
     EXPECT_EQ(result.counters.at("expired"), 1);
     EXPECT_LE(ttl_of("a"), 30);
     EXPECT_GT(ttl_of("b"), 3500);
+}
+
+// Batches are pipelined behind the next page's reads: each intent must still be journaled
+// before its keys are touched, and settled (outcome) before the next intent.
+TEST_F(RedisEngineTest, PipelinedBatchesJournalBeforeDeletingAndSettleInOrder) {
+    const auto old = std::to_string(now() - 100 * 86400);
+    const auto recent = std::to_string(now() - 60);
+    for (int i = 0; i < 60; ++i) {
+        session("due" + std::to_string(i), old);
+    }
+    for (int i = 0; i < 40; ++i) {
+        session("keep" + std::to_string(i), recent);
+    }
+    struct CheckingJournal : RecordingJournal {
+        std::function<bool(const std::string&)> exists;
+        std::vector<std::string> order;
+        std::size_t present_at_intent = 0;
+        std::size_t gone_at_outcome = 0;
+        std::string intent(const BatchIntent& b) override {
+            order.push_back("I");
+            for (const auto& k : b.keys) {
+                present_at_intent += exists(k) ? 1 : 0;
+            }
+            return RecordingJournal::intent(b);
+        }
+        void outcome(const std::string& id, bool committed, std::int64_t count) override {
+            order.push_back("O");
+            for (const auto& k : m_intents.at(std::stoul(id)).keys) {
+                gone_at_outcome += exists(k) ? 0 : 1;
+            }
+            RecordingJournal::outcome(id, committed, count);
+        }
+    } journal;
+    journal.exists = [&](const std::string& k) { return cmd({"EXISTS", k}) == "1"; };
+    auto r = rule("30 days");
+    r.batch_size = 8;
+    std::get<RedisRule>(r.spec).scan_count = 7;
+    auto ctx = context();
+    ctx.journal = &journal;
+    const auto result = engine()->purge(r, ctx);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 60);
+    EXPECT_EQ(result.batches, 8); // 60 keys, 8 per batch
+    EXPECT_EQ(journal.present_at_intent, 60U) << "a key was deleted before its intent";
+    EXPECT_EQ(journal.gone_at_outcome, 60U) << "an outcome came before its batch ran";
+    ASSERT_EQ(journal.order.size(), 16U);
+    for (std::size_t i = 0; i < journal.order.size(); ++i) {
+        EXPECT_EQ(journal.order[i], i % 2 == 0 ? "I" : "O")
+            << "more than one batch in flight at " << i;
+    }
+    EXPECT_TRUE(lines(cmd({"KEYS", m_prefix + "due*"})).empty());
+    EXPECT_EQ(lines(cmd({"KEYS", m_prefix + "keep*"})).size(), 40U);
+}
+
+// Intents are written by a journal thread while the scan goes on; a batch is sent only once its
+// intent is durable. An intent that fails (audit log unwritable) stops the run with that batch
+// and every later one unsent.
+TEST_F(RedisEngineTest, FailedIntentSendsNoFurtherBatch) {
+    const auto old = std::to_string(now() - 100 * 86400);
+    for (int i = 0; i < 20; ++i) {
+        session("s" + std::to_string(i), old);
+    }
+    struct FailingJournal : RecordingJournal {
+        std::string intent(const BatchIntent& b) override {
+            if (!m_intents.empty()) {
+                throw std::runtime_error("audit log: disk full");
+            }
+            return RecordingJournal::intent(b);
+        }
+    } journal;
+    auto r = rule("30 days");
+    r.batch_size = 5;
+    auto ctx = context();
+    ctx.journal = &journal;
+    EXPECT_THROW(engine()->purge(r, ctx), std::runtime_error);
+    ASSERT_EQ(journal.m_intents.size(), 1U);
+    ASSERT_EQ(journal.m_outcomes.size(), 1U);
+    EXPECT_EQ(journal.m_outcomes[0].count, 5);
+    EXPECT_EQ(lines(cmd({"KEYS", m_prefix + "s*"})).size(), 15U)
+        << "a batch was sent without a durable intent";
+}
+
+// Batches call the scripts by SHA1; a script cache flushed mid-run (SCRIPT FLUSH, a failover)
+// answers NOSCRIPT, and the batch is sent again with the script's body.
+TEST_F(RedisEngineTest, ScriptCacheFlushedMidRunFallsBackToTheBody) {
+    const auto old = std::to_string(now() - 100 * 86400);
+    for (int i = 0; i < 12; ++i) {
+        session("s" + std::to_string(i), old);
+    }
+    session("no-ttl", std::to_string(now() - 60));
+    auto r = rule("30 days");
+    r.batch_size = 5;
+    auto& spec = std::get<RedisRule>(r.spec);
+    spec.max_ttl = parse_duration("1 hour");
+    auto ctx = context();
+    int flushes = 0;
+    ctx.stop_requested = [&] {
+        cmd({"SCRIPT", "FLUSH"}); // before every batch is sent
+        ++flushes;
+        return false;
+    };
+    const auto result = engine()->purge(r, ctx);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_GE(flushes, 4);
+    EXPECT_EQ(result.processed, 12);
+    EXPECT_EQ(result.counters.at("expired"), 1);
+    EXPECT_GT(ttl_of("no-ttl"), 3500);
+    ASSERT_EQ(m_journal.m_outcomes.size(), 4U);
+    std::int64_t total = 0;
+    for (const auto& o : m_journal.m_outcomes) {
+        EXPECT_TRUE(o.committed);
+        total += o.count;
+    }
+    EXPECT_EQ(total, 13);
+    EXPECT_EQ(lines(cmd({"KEYS", m_prefix + "s*"})).size(), 0U);
+}
+
+// The delete script re-reads idle times with OBJECT IDLETIME, which does not touch the key even
+// inside Lua: a key that became recent between the read and the batch is kept with its idle time
+// intact (not reset to 0).
+TEST_F(RedisEngineTest, IdleRecheckInTheScriptDoesNotTouchKeptKeys) {
+    idle_key("a", 7200);
+    idle_key("b", 7200);
+    auto r = rule("1 hour", true);
+    std::get<RedisRule>(r.spec).scan_count = 100;
+    auto ctx = context();
+    bool written = false;
+    ctx.stop_requested = [&] {
+        if (!written) {
+            written = true; // read as due; now idle 20 minutes only
+            const auto dump = cmd({"DUMP", key("b")});
+            cmd({"RESTORE", key("b"), "0", dump, "REPLACE", "IDLETIME", "1200"});
+        }
+        return false;
+    };
+    const auto result = engine()->purge(r, ctx);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_EQ(result.counters.at("skipped_changed"), 1);
+    EXPECT_FALSE(exists("a"));
+    ASSERT_TRUE(exists("b"));
+    EXPECT_GE(idle_of("b"), 1200) << "the script's re-check reset the idle time";
 }
 
 TEST_F(RedisEngineTest, AnonymizeIsRefusedClearly) {
