@@ -129,7 +129,6 @@ public:
             dup2(err, 2);
             unsetenv("JOURNAL_STREAM");
             unsetenv("NOTIFY_SOCKET");
-            setenv("RETENTIOND_SPLAY_SECONDS", "0", 1);
             for (const auto& [name, value] : env) {
                 setenv(name.c_str(), value.c_str(), 1);
             }
@@ -262,6 +261,9 @@ protected:
                metrics +
                "\n"
                "  store_down_unhealthy: 2 seconds\n"
+               "  splay: 0 seconds\n" // tests assert timing: no random delay
+               "  retry_backoff: { initial: 1 second, max: 2 seconds }\n" +
+               m_daemon_extra +
                "datastores:\n"
                "  app:\n"
                "    kind: postgres\n"
@@ -287,6 +289,7 @@ protected:
     TempDir m_dir;
     std::string m_dsn;
     std::string m_key;
+    std::string m_daemon_extra; // more daemon: keys
 };
 
 TEST_F(DaemonTest, RunsOnScheduleNotifiesServesMetricsAndStopsCleanly) {
@@ -357,11 +360,11 @@ TEST_F(DaemonTest, SighupWithBadConfigKeepsTheOldOne) {
     const auto ready = notify.find("READY=1");
     ASSERT_TRUE(ready);
 
-    // An unknown key in the rule: line 22 ("    colour: red"), column 5.
+    // An unknown key in the rule: line 24 ("    colour: red"), column 5.
     m_dir.write("retentiond.yaml", good + "    colour: red\n");
     d.signal(SIGHUP);
     ASSERT_TRUE(wait_for([&] { return d.log_has("keeping the previous one"); }, 10s)) << d.log();
-    EXPECT_TRUE(d.log_has(cfg + ":22:5")) << d.log();
+    EXPECT_TRUE(d.log_has(cfg + ":24:5")) << d.log();
     const auto reloading = notify.find("RELOADING=1", *ready + 1);
     ASSERT_TRUE(reloading);
     EXPECT_TRUE(notify.find("READY=1", *reloading + 1).has_value());
@@ -430,10 +433,7 @@ TEST_F(DaemonTest, OutageRetriesWithBackoffAndRecovers) {
     const auto audit = m_dir.file("audit.jsonl");
     const auto cfg = m_dir.write("retentiond.yaml", config(audit, "127.0.0.1:0"));
     NotifySocket notify(m_dir.file("notify.sock"));
-    Daemon d(cfg, m_dir.file("daemon.log"),
-             {{"NOTIFY_SOCKET", notify.path()},
-              {"RETENTIOND_BACKOFF_INITIAL_SECONDS", "1"},
-              {"RETENTIOND_BACKOFF_MAX_SECONDS", "2"}});
+    Daemon d(cfg, m_dir.file("daemon.log"), {{"NOTIFY_SOCKET", notify.path()}});
     ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 15s)) << d.log();
     const int port = d.metrics_port();
     ASSERT_NE(port, 0);
