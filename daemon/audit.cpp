@@ -854,14 +854,14 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
     std::vector<Candidate> candidates;
     for (const auto& entry : fs::directory_iterator(dir)) {
         const std::string file = entry.path().string();
+        if (entry.path().filename().string().rfind(sanitize_file_name(own_prefix), 0) == 0) {
+            continue; // ours, possibly still being written by another thread
+        }
         if (entry.path().extension() == ".tmp") {
             ::unlink(file.c_str()); // crashed before its rename: no intent can follow it
             continue;
         }
         if (entry.path().extension() != ".json") {
-            continue;
-        }
-        if (entry.path().filename().string().rfind(sanitize_file_name(own_prefix), 0) == 0) {
             continue;
         }
         Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
