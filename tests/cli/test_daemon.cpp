@@ -724,6 +724,18 @@ TEST_F(DaemonTest, RulesOfDifferentDatastoresRunConcurrently) {
 
 TEST_F(DaemonTest, TwoDaemonsRunEachSlotExactlyOnce) {
     // Fast runs that never overlap: the advisory lock alone let both daemons run every slot.
+    // The files rule coordinates through the postgres datastore (daemon.coordination).
+    m_daemon_extra = "  coordination: app\n";
+    m_dir.write("exports/rows.csv", "id,created_at\n1,2999-01-01 00:00:00\n");
+    m_extra_datastores = "  exports:\n    kind: files\n    root: " + m_dir.file("exports") + "\n";
+    m_extra_rules = "  - name: export-rows\n"
+                    "    datastore: exports\n"
+                    "    category: exports\n"
+                    "    files: \"*.csv\"\n"
+                    "    clock: { field: created_at }\n"
+                    "    retain: 1 day\n"
+                    "    action: delete\n"
+                    "    schedule: every 2 seconds\n";
     const auto audit_a = m_dir.file("a.jsonl");
     const auto audit_b = m_dir.file("b.jsonl");
     const auto cfg_a = m_dir.write("a.yaml", config(audit_a, "off", "", "every 2 seconds"));
@@ -731,7 +743,8 @@ TEST_F(DaemonTest, TwoDaemonsRunEachSlotExactlyOnce) {
     Daemon a(cfg_a, m_dir.file("a.log"), {});
     Daemon b(cfg_b, m_dir.file("b.log"), {});
     const auto slots_run = [&] {
-        return audit_of(audit_a, "rule_end").size() + audit_of(audit_b, "rule_end").size();
+        return audit_of(audit_a, "rule_end", "old-items").size() +
+               audit_of(audit_b, "rule_end", "old-items").size();
     };
     ASSERT_TRUE(wait_for([&] { return slots_run() >= 6; }, 30s)) << a.log() << b.log();
     insert_due(4); // deleted once, by whichever daemon runs the next slot
@@ -742,13 +755,21 @@ TEST_F(DaemonTest, TwoDaemonsRunEachSlotExactlyOnce) {
     ASSERT_EQ(b.wait_exit(10s), 0) << b.log();
 
     std::map<std::string, int> runs; // slot -> rule_end lines across both logs
+    std::map<std::string, int> file_runs;
     std::size_t skipped = 0;
     for (const auto& audit : {audit_a, audit_b}) {
         for (const auto& e : audit_of(audit, "rule_end", "old-items")) {
             ASSERT_TRUE(e.contains("slot")) << e.dump();
             ++runs[e.value("slot", "")];
         }
+        for (const auto& e : audit_of(audit, "rule_end", "export-rows")) {
+            ++file_runs[e.value("slot", "")];
+        }
         skipped += audit_of(audit, "skipped", "old-items").size();
+    }
+    ASSERT_GE(file_runs.size(), 4u);
+    for (const auto& [slot, n] : file_runs) {
+        EXPECT_EQ(n, 1) << "export-rows slot " << slot << " ran " << n << " times";
     }
     ASSERT_GE(runs.size(), 6u);
     for (const auto& [slot, n] : runs) {
@@ -764,8 +785,12 @@ TEST_F(DaemonTest, TwoDaemonsRunEachSlotExactlyOnce) {
         EXPECT_EQ(seconds[i] - seconds[i - 1], 2) << "between slot " << i - 1 << " and " << i;
     }
     // Each slot is recorded once in the database, by the daemon that ran it.
-    EXPECT_EQ(std::stoll(pg_scalar(m_dsn, "SELECT count(*) FROM retentiond.rule_runs")),
+    EXPECT_EQ(std::stoll(pg_scalar(m_dsn, "SELECT count(*) FROM retentiond.rule_runs WHERE "
+                                          "rule = 'old-items'")),
               static_cast<std::int64_t>(runs.size()));
+    EXPECT_EQ(std::stoll(pg_scalar(m_dsn, "SELECT count(*) FROM retentiond.rule_runs WHERE "
+                                          "rule = 'export-rows'")),
+              static_cast<std::int64_t>(file_runs.size()));
     EXPECT_EQ(committed_by_rule(audit_a)["old-items"] + committed_by_rule(audit_b)["old-items"], 4);
     EXPECT_EQ(run_retentiond({"--config", cfg_a, "audit", "verify"}).exit_code, 0);
     EXPECT_EQ(run_retentiond({"--config", cfg_b, "audit", "verify"}).exit_code, 0);
