@@ -705,6 +705,7 @@ void AuditLog::settle_lazy_outcomes() {
 }
 
 void AuditLog::sync() {
+    const std::lock_guard lock(m_mutex);
     if (m_lazy_outcomes.empty()) {
         return;
     }
@@ -730,7 +731,11 @@ void AuditLog::remove_pending(const std::string& batch_id) const {
 }
 
 std::string AuditLog::intent(const BatchIntent& batch) {
-    const std::string id = m_run_id + "-" + std::to_string(++m_batches);
+    std::string id;
+    {
+        const std::lock_guard lock(m_mutex);
+        id = m_run_id + "-" + std::to_string(++m_batches);
+    }
     std::string digests;
     digests.reserve(batch.keys.size() * 67);
     for (const auto& key : batch.keys) {
@@ -789,6 +794,7 @@ std::string AuditLog::intent(const BatchIntent& batch) {
     fsync_dir(dir);
 
     // If this throws, the pending file stays: the next start resolves it against the datastore.
+    const std::lock_guard lock(m_mutex);
     append(json{{"type", "intent"},
                 {"batch", id},
                 {"rule", batch.rule},
@@ -799,7 +805,6 @@ std::string AuditLog::intent(const BatchIntent& batch) {
                 {"count", batch.keys.size()},
                 {"digests", json::array()}},
            digests);
-    m_in_flight.insert(id);
     m_batch_rule[id] = batch.rule;
     return id;
 }
@@ -808,10 +813,10 @@ void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t
     // Not fsynced by itself: the next intent, event or run_end line (or sync()) makes it durable,
     // and until then the pending file stays, so a crash in between is settled by recovery like
     // any batch without an outcome. This saves one fsync per batch.
+    const std::lock_guard lock(m_mutex);
     append(
         json{{"type", "outcome"}, {"batch", batch_id}, {"committed", committed}, {"count", count}},
         {}, false);
-    m_in_flight.erase(batch_id);
     m_batch_rule.erase(batch_id);
     m_lazy_outcomes.push_back(batch_id);
 }
@@ -822,6 +827,7 @@ void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
         outcome(batch_id, true, count);
         return;
     }
+    const std::lock_guard lock(m_mutex);
     const auto rule = m_batch_rule.find(batch_id);
     if (rule == m_batch_rule.end()) {
         throw std::invalid_argument("audit: outcome for unknown batch " + batch_id);
@@ -836,7 +842,6 @@ void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
                 {"count", count},
                 {"kept", std::move(unapplied)}},
            {}, false);
-    m_in_flight.erase(batch_id);
     m_batch_rule.erase(rule);
     m_lazy_outcomes.push_back(batch_id);
 }
@@ -850,6 +855,7 @@ void AuditLog::event(const std::string& type, const json& fields) {
         line["detail"] = fields;
     }
     line["type"] = type;
+    const std::lock_guard lock(m_mutex);
     append(std::move(line));
 }
 
@@ -858,6 +864,7 @@ void AuditLog::run_start(const Config& config, const std::string& mode) {
     for (const auto& rule : config.rules) {
         rules.push_back(rule.name);
     }
+    const std::lock_guard lock(m_mutex);
     append(json{{"type", "run_start"},
                 {"config_sha256", config.sha256},
                 {"config_files", config.files},
@@ -867,11 +874,17 @@ void AuditLog::run_start(const Config& config, const std::string& mode) {
 }
 
 void AuditLog::run_end(const std::string& status, const json& summary) {
+    const std::lock_guard lock(m_mutex);
     append(json{{"type", "run_end"}, {"status", status}, {"summary", summary}});
 }
 
 std::vector<AuditLog::Pending> AuditLog::pending() const {
     namespace fs = std::filesystem;
+    // Two threads recovering at once would race on removing the same leftovers.
+    const std::lock_guard recovering(m_pending_mutex);
+    // This process's own batches (in flight, or abandoned by an engine error) are not crash
+    // leftovers. Every one of them carries this log's run id; another process never does.
+    const std::string own_prefix = m_run_id + "-";
     const std::string dir = pending_dir();
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) {
@@ -887,6 +900,9 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
     std::vector<Candidate> candidates;
     for (const auto& entry : fs::directory_iterator(dir)) {
         const std::string file = entry.path().string();
+        if (entry.path().filename().string().rfind(sanitize_file_name(own_prefix), 0) == 0) {
+            continue; // ours, possibly still being written by another thread
+        }
         if (entry.path().extension() == ".tmp") {
             ::unlink(file.c_str()); // crashed before its rename: no intent can follow it
             continue;
@@ -896,6 +912,9 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         }
         Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
         if (fd.get() < 0) {
+            if (errno == ENOENT) {
+                continue; // settled meanwhile
+            }
             throw_errno("cannot open pending batch file", file, errno);
         }
         std::string text;
@@ -932,7 +951,7 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
             // look (the file holds keys, so its content is not quoted here).
             throw std::runtime_error("unreadable pending batch file " + file);
         }
-        if (m_in_flight.count(c.pending.batch_id) != 0) {
+        if (c.pending.batch_id.rfind(own_prefix, 0) == 0) {
             continue;
         }
         c.needle = R"("batch":)" + json(c.pending.batch_id).dump();
@@ -1003,6 +1022,7 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
 
 void AuditLog::resolve(const Pending& p, bool committed, const std::string& how) {
     const auto count = committed ? static_cast<std::int64_t>(p.batch.keys.size()) : 0;
+    const std::lock_guard lock(m_mutex);
     append(json{{"type", "outcome"},
                 {"batch", p.batch_id},
                 {"committed", committed},
@@ -1175,6 +1195,58 @@ std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
         }
     }
     return out;
+}
+
+} // namespace retentiond
+
+// --- last successes --------------------------------------------------------------------------
+
+namespace retentiond {
+
+std::map<std::string, TimePoint> last_successes(const std::string& path,
+                                                const std::set<std::string>& rules) {
+    std::map<std::string, TimePoint> found;
+    const date::time_zone* utc = find_zone("UTC");
+    // Newest first: the current file, then the file logrotate renamed it to. Older files are
+    // normally compressed; a rule whose last success is that old runs at start anyway.
+    for (const std::string& file : {path, path + ".1"}) {
+        if (found.size() == rules.size()) {
+            break;
+        }
+        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+        if (fd.get() < 0) {
+            if (errno == ENOENT) {
+                continue;
+            }
+            throw_errno("cannot open audit log", file, errno);
+        }
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0) {
+            throw_errno("cannot stat audit log", file, errno);
+        }
+        ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, file), file);
+        std::string line;
+        while (found.size() < rules.size() && lines.previous(line)) {
+            // Keys are sorted and compact: a cheap filter before parsing the few lines that
+            // matter (intents with thousands of digests are never parsed).
+            if (line.find(R"("type":"rule_end")") == std::string::npos ||
+                line.find(R"("ok":true)") == std::string::npos) {
+                continue;
+            }
+            const json j = json::parse(line, nullptr, false);
+            if (!j.is_object() || j.value("type", "") != "rule_end" || !j.value("ok", false)) {
+                continue;
+            }
+            const auto rule = j.value("rule", "");
+            if (rules.count(rule) == 0 || found.count(rule) != 0) {
+                continue;
+            }
+            if (const auto at = parse_timestamp(j.value("ts", ""), "", utc)) {
+                found.emplace(rule, *at);
+            }
+        }
+    }
+    return found;
 }
 
 } // namespace retentiond

@@ -86,7 +86,8 @@ using Keys = std::vector<std::string_view>;
 
 const Keys k_main_keys = {"version", "daemon", "include", "datastores", "rules"};
 const Keys k_daemon_keys = {"audit_log", "audit_key",      "metrics",
-                            "timezone",  "max_clock_skew", "store_down_unhealthy"};
+                            "timezone",  "max_clock_skew", "store_down_unhealthy",
+                            "splay",     "retry_backoff",  "coordination"};
 const Keys k_common_rule_keys = {"name",        "datastore",   "category",   "legal_basis",
                                  "description", "retain",      "clock",      "action",
                                  "anonymize",   "hold",        "schedule",   "batch_size",
@@ -343,6 +344,7 @@ private:
     fs::path m_main_dir;
     std::vector<std::pair<YAML::Node, YAML::Mark>> m_null_values; // empty values: their key's mark
     std::set<std::string> m_kindless_datastores; // declared with a bad or missing kind
+    std::optional<YAML::Node> m_coordination;    // daemon.coordination, checked after datastores
 
     // --- diagnostics
     SourcePos pos(const YAML::Node& node) const {
@@ -840,6 +842,30 @@ void Loader::read_daemon(const YAML::Node& node) {
     }
     fixed_duration(*f, "max_clock_skew", d.max_clock_skew);
     fixed_duration(*f, "store_down_unhealthy", d.store_down_unhealthy);
+    fixed_duration(*f, "splay", d.splay);
+    if (const auto* v = f->get("retry_backoff")) {
+        if (auto b = map(*v, "retry_backoff")) {
+            check_keys(*b, {"initial", "max"});
+            fixed_duration(*b, "initial", d.retry_backoff_initial);
+            fixed_duration(*b, "max", d.retry_backoff_max);
+            // A zero delay would retry a down store in a tight loop.
+            if (const auto* i = b->get("initial"); i && d.retry_backoff_initial.count() < 1) {
+                error(*i, "retry_backoff.initial: must be at least 1 second");
+            }
+            if (const auto* m = b->get("max"); m && d.retry_backoff_max < d.retry_backoff_initial) {
+                error(*m, "retry_backoff.max: must not be shorter than retry_backoff.initial");
+            }
+            if (b->get("max") == nullptr) {
+                d.retry_backoff_max = std::max(d.retry_backoff_max, d.retry_backoff_initial);
+            }
+        }
+    }
+    if (const auto* v = f->get("coordination")) {
+        if (auto s = string(*v, "coordination")) {
+            d.coordination = *s;
+            m_coordination = *v;
+        }
+    }
 }
 
 void Loader::read_datastores(const YAML::Node& node) {
@@ -1650,6 +1676,25 @@ Config Loader::load(const std::string& path) {
                 read_rules(it->second);
                 break;
             }
+        }
+    }
+
+    if (m_coordination) {
+        // Only now are the datastores of every file known.
+        m_file = 0;
+        const auto& name = m_config.daemon.coordination;
+        const auto it = m_config.datastores.find(name);
+        if (it == m_config.datastores.end()) {
+            Keys names;
+            for (const auto& [n, ds] : m_config.datastores) {
+                names.push_back(n);
+            }
+            error(*m_coordination,
+                  "coordination: unknown datastore " + qt(name) + hint(name, names));
+        } else if (it->second.kind != DatastoreKind::postgres) {
+            error(*m_coordination, "coordination: datastore " + qt(name) + " is " +
+                                       std::string(to_string(it->second.kind)) +
+                                       "; coordination needs a postgres datastore");
         }
     }
 

@@ -21,12 +21,15 @@
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <ostream>
 #include <random>
+#include <set>
 #include <thread>
+#include <unistd.h>
 
 namespace retentiond {
 namespace {
@@ -41,10 +44,19 @@ double unix_seconds(TimePoint t) {
     return std::chrono::duration<double>(t.time_since_epoch()).count();
 }
 
-// What the worker hands back to the io thread after one rule.
-struct JobResult {
+// A scheduled run handed to a worker: the rule and the slot it stands for.
+struct Job {
     std::string rule;
-    std::string datastore;
+    TimePoint slot{};
+};
+
+// What a worker hands back to the io thread after one rule.
+struct JobResult {
+    std::string worker; // the worker's datastore (its activity line ends)
+    std::string rule;
+    std::string datastore;    // the rule's
+    std::string coordination; // the datastore holding the rule's lock and slots, if any
+    std::string down_store;   // the store found unavailable (the rule's or the coordination one)
     std::string action;
     RunOutcome outcome = RunOutcome::failed;
     RuleRun run;
@@ -72,17 +84,45 @@ RunOutcome outcome_of(const RuleRun& run) {
     return RunOutcome::failed;
 }
 
-// Executes rule runs one at a time, off the io thread, so timers, signals, the watchdog and
-// /metrics stay responsive during a long purge. One worker serializes every append to the audit
-// log (AuditLog is not thread-safe) and keeps rules of the same datastore from overlapping.
+// Where a rule takes its advisory lock and records its slots: its own datastore when postgres,
+// else daemon.coordination when set, else nowhere.
+const Datastore* coordination_store(const Config& config, const Rule& rule) {
+    const Datastore& own = config.datastores.at(rule.datastore);
+    if (own.kind == DatastoreKind::postgres) {
+        return &own;
+    }
+    if (!config.daemon.coordination.empty()) {
+        return &config.datastores.at(config.daemon.coordination);
+    }
+    return nullptr;
+}
+
+std::string host_id() {
+    char name[256] = {};
+    if (::gethostname(name, sizeof(name) - 1) != 0) {
+        std::snprintf(name, sizeof(name), "unknown");
+    }
+    return std::string(name) + ":" + std::to_string(::getpid());
+}
+
+struct WorkerHooks {
+    std::function<void(JobResult)> on_result;
+    // "purging RULE: done/total", for STATUS=.
+    std::function<void(const std::string& worker, std::string activity)> on_activity;
+    std::function<void(const std::string& worker)> on_exit;
+};
+
+// Executes the rule runs of ONE datastore, one at a time, off the io thread: rules of the same
+// datastore never overlap, rules of different datastores run in parallel on their own workers,
+// and timers, signals, the watchdog and /metrics stay responsive during a long purge. The audit
+// log is shared by all workers (AuditLog locks each append, so the chain stays linear).
 class Worker {
 public:
-    using ResultSink = std::function<void(JobResult)>;
-
-    Worker(std::shared_ptr<const Config> config, AuditLog& audit, Notifier& notifier,
-           const std::atomic<bool>& stop, ResultSink on_result, std::function<void()> on_exit)
-        : m_pending(std::move(config)), m_audit(audit), m_notifier(notifier), m_stop(stop),
-          m_on_result(std::move(on_result)), m_on_exit(std::move(on_exit)) {}
+    Worker(std::string datastore, bool recovers_orphans, std::shared_ptr<const Config> config,
+           AuditLog& audit, const std::atomic<bool>& stop, std::string host, WorkerHooks hooks)
+        : m_datastore(std::move(datastore)), m_recovers_orphans(recovers_orphans),
+          m_pending(std::move(config)), m_audit(audit), m_stop(stop), m_host(std::move(host)),
+          m_hooks(std::move(hooks)) {}
 
     ~Worker() { join(); }
     Worker(const Worker&) = delete;
@@ -96,10 +136,10 @@ public:
             m_thread.join();
         }
     }
-    void enqueue(const std::string& rule) {
+    void enqueue(Job job) {
         {
             const std::lock_guard lock(m_mutex);
-            m_queue.push_back(rule);
+            m_queue.push_back(std::move(job));
         }
         m_cv.notify_one();
     }
@@ -121,29 +161,30 @@ private:
         swap_config();
         recover();
         for (;;) {
-            std::string name;
+            Job job;
             {
                 std::unique_lock lock(m_mutex);
                 m_cv.wait(lock, [this] { return m_exit || !m_queue.empty(); });
                 if (m_exit) {
                     break;
                 }
-                name = m_queue.front();
+                job = std::move(m_queue.front());
                 m_queue.pop_front();
             }
             swap_config();
             JobResult result;
             try {
-                result = run_one(name);
+                result = run_one(job);
             } catch (const std::exception& e) {
                 // An audit write failure lands here: logged loudly, the rule counts as failed.
-                spdlog::error("rule {}: {}", name, e.what());
-                result.rule = name;
+                spdlog::error("rule {}: {}", job.rule, e.what());
+                result.rule = job.rule;
                 result.outcome = RunOutcome::failed;
             }
-            m_on_result(std::move(result));
+            result.worker = m_datastore;
+            m_hooks.on_result(std::move(result));
         }
-        m_on_exit();
+        m_hooks.on_exit(m_datastore);
     }
 
     void swap_config() {
@@ -160,9 +201,15 @@ private:
         }
     }
 
+    // Batches a crash left pending on this worker's datastore (and, for one worker, those of
+    // datastores no longer in the config).
     void recover() {
         try {
-            if (const int n = m_runner->recover(m_audit); n > 0) {
+            const auto mine = [this](const AuditLog::Pending& p) {
+                return p.batch.datastore == m_datastore ||
+                       (m_recovers_orphans && m_config->datastores.count(p.batch.datastore) == 0);
+            };
+            if (const int n = m_runner->recover(m_audit, mine); n > 0) {
                 spdlog::warn("resolved {} batch(es) left unresolved by a previous crash", n);
             }
         } catch (const std::exception& e) {
@@ -170,7 +217,24 @@ private:
         }
     }
 
-    JobResult run_one(const std::string& name) {
+    JobResult unavailable(JobResult result, const Rule& rule, const std::string& store,
+                          const std::string& message) {
+        result.outcome = RunOutcome::unavailable;
+        result.down_store = store;
+        result.run.rule = rule.name;
+        result.run.datastore = rule.datastore;
+        result.run.failure = RuleRun::Failure::unavailable;
+        result.run.error = message;
+        m_audit.event("error", {{"rule", rule.name},
+                                {"datastore", store},
+                                {"unavailable", true},
+                                {"message", message}});
+        spdlog::warn("rule {}: datastore {} unavailable: {}", rule.name, store, message);
+        return result;
+    }
+
+    JobResult run_one(const Job& job) {
+        const std::string& name = job.rule;
         JobResult result;
         result.rule = name;
         const Rule* rule = m_config->find_rule(name);
@@ -180,46 +244,63 @@ private:
         }
         result.datastore = rule->datastore;
         result.action = std::string(to_string(rule->action));
-        m_notifier.status("purging " + name);
+        m_hooks.on_activity(m_datastore, "purging " + name);
 
+        // Several hosts: one run at a time (advisory lock), and each slot once (rule_runs).
         std::unique_ptr<RunLock> lock;
-        const Datastore& store = m_config->datastores.at(rule->datastore);
-        if (store.kind == DatastoreKind::postgres) {
+        bool slot_checked = false;
+        if (const Datastore* coord = coordination_store(*m_config, *rule)) {
+            result.coordination = coord->name;
             try {
-                lock = RunLock::try_acquire(store.dsn.reveal(), name);
+                lock = RunLock::try_acquire(coord->dsn.reveal(), name);
             } catch (const UnavailableError& e) {
-                result.outcome = RunOutcome::unavailable;
-                result.run.rule = name;
-                result.run.datastore = rule->datastore;
-                result.run.failure = RuleRun::Failure::unavailable;
-                result.run.error = e.what();
-                m_audit.event("error", {{"rule", name},
-                                        {"datastore", rule->datastore},
-                                        {"unavailable", true},
-                                        {"message", e.what()}});
-                spdlog::warn("rule {}: datastore {} unavailable: {}", name, rule->datastore,
-                             e.what());
-                return result;
+                return unavailable(std::move(result), *rule, coord->name, e.what());
             }
             if (!lock) {
                 spdlog::info("rule {} is running on another host: skipped", name);
                 m_audit.event("skipped", {{"rule", name},
                                           {"datastore", rule->datastore},
+                                          {"slot", format_utc_seconds(job.slot)},
                                           {"reason", "running on another host (advisory lock)"}});
                 result.outcome = RunOutcome::skipped;
                 return result;
+            }
+            try {
+                if (const auto by = lock->slot_taken(name, job.slot)) {
+                    spdlog::info("rule {}: slot {} already run by {}: skipped", name,
+                                 format_utc_seconds(job.slot), *by);
+                    m_audit.event("skipped", {{"rule", name},
+                                              {"datastore", rule->datastore},
+                                              {"slot", format_utc_seconds(job.slot)},
+                                              {"reason", "slot already run by " + *by}});
+                    result.outcome = RunOutcome::skipped;
+                    return result;
+                }
+                slot_checked = true;
+            } catch (const UnavailableError& e) {
+                return unavailable(std::move(result), *rule, coord->name, e.what());
+            } catch (const std::exception& e) {
+                // No CREATE privilege, say: the lock alone still keeps runs from overlapping.
+                spdlog::warn("rule {}: retentiond.rule_runs unusable ({}): running under the "
+                             "advisory lock alone, another host may run this slot again",
+                             name, e.what());
             }
         }
 
         PurgeOptions options;
         options.mode = "daemon";
+        options.slot = job.slot;
         options.stop_requested = [this] { return m_stop.load(); };
         options.progress = [this](const Rule& r, std::int64_t done, std::int64_t total) {
-            m_notifier.status("purging " + r.name + ": " + std::to_string(done) + "/" +
-                              std::to_string(total));
+            m_hooks.on_activity(m_datastore, "purging " + r.name + ": " + std::to_string(done) +
+                                                 "/" + std::to_string(total));
         };
+        const TimePoint started = now_utc();
         result.run = m_runner->run_rule(*rule, m_audit, make_run_id(), options);
         result.outcome = outcome_of(result.run);
+        if (result.outcome == RunOutcome::unavailable) {
+            result.down_store = rule->datastore;
+        }
         const auto& run = result.run;
         switch (result.outcome) {
         case RunOutcome::success:
@@ -235,12 +316,26 @@ private:
             spdlog::error("rule {}: failed: {}", name,
                           run.error.empty() ? run.result.message : run.error);
         }
+        // A finished slot (a refusal would be refused again) is recorded for the other hosts; an
+        // outage or a stop leaves it to whoever runs it next.
+        if (slot_checked &&
+            (result.outcome == RunOutcome::success || result.outcome == RunOutcome::failed)) {
+            try {
+                lock->record_slot(name, job.slot, m_host, started, rule_run_status(run));
+            } catch (const std::exception& e) {
+                spdlog::warn("rule {}: slot {} not recorded ({}): another host may run it again",
+                             name, format_utc_seconds(job.slot), e.what());
+            }
+        }
         return result;
     }
 
+    const std::string m_datastore;
+    const bool m_recovers_orphans;
+
     std::mutex m_mutex;
     std::condition_variable m_cv;
-    std::deque<std::string> m_queue;
+    std::deque<Job> m_queue;
     std::shared_ptr<const Config> m_pending;
     bool m_exit = false;
 
@@ -249,27 +344,39 @@ private:
     std::unique_ptr<Runner> m_runner;
 
     AuditLog& m_audit;
-    Notifier& m_notifier;
     const std::atomic<bool>& m_stop;
-    ResultSink m_on_result;
-    std::function<void()> m_on_exit;
+    const std::string m_host;
+    WorkerHooks m_hooks;
     std::thread m_thread;
 };
 
-// The io thread's side: timers, signals, watchdog, metrics. Every member is touched only from
-// the io thread, except through Worker's locked methods.
+// The scheduler's knobs from the config (reloadable).
+SchedulerSettings settings_of(const DaemonSettings& d) {
+    SchedulerSettings s;
+    s.max_splay = d.splay;
+    s.backoff.initial = d.retry_backoff_initial;
+    s.backoff.max = d.retry_backoff_max;
+    return s;
+}
+
+// The io thread's side: timers, signals, watchdog, metrics, status. Every member is touched only
+// from the io thread; workers reach it by posting (WorkerHooks) or through their locked methods.
 class Daemon {
 public:
-    Daemon(std::string config_path, std::shared_ptr<const Config> config, AuditLog& audit,
-           SchedulerSettings settings)
-        : m_config_path(std::move(config_path)), m_config(std::move(config)), m_settings(settings),
-          m_signals(m_io, SIGHUP, SIGTERM, SIGINT), m_watchdog(m_io), m_rng(std::random_device{}()),
-          m_worker(
-              m_config, audit, m_notifier, m_stop,
-              [this](JobResult r) {
-                  asio::post(m_io, [this, r = std::move(r)]() mutable { on_result(std::move(r)); });
-              },
-              [this] { asio::post(m_io, [this] { on_worker_exit(); }); }) {}
+    Daemon(std::string config_path, std::shared_ptr<const Config> config, AuditLog& audit)
+        : m_config_path(std::move(config_path)), m_config(std::move(config)),
+          m_settings(settings_of(m_config->daemon)), m_audit(audit), m_host(host_id()),
+          m_signals(m_io, SIGHUP, SIGTERM, SIGINT), m_watchdog(m_io),
+          m_rng(std::random_device{}()) {}
+
+    ~Daemon() {
+        for (auto& [name, w] : m_workers) {
+            w->request_exit();
+        }
+        m_workers.clear(); // joins
+    }
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
 
     // Binds /metrics now, so a taken port fails the start rather than a later request.
     void start_metrics() {
@@ -290,6 +397,7 @@ public:
         for (const auto& [name, store] : m_config->datastores) {
             m_metrics.datastores[name] = DatastoreMetrics{};
         }
+        read_last_successes();
         plan_rules(true);
         m_signals.async_wait([this](auto ec, int sig) { on_signal(ec, sig); });
         if (const auto interval = Notifier::watchdog_interval()) {
@@ -298,13 +406,15 @@ public:
                          std::chrono::duration_cast<std::chrono::milliseconds>(*interval).count());
             arm_watchdog();
         }
-        m_worker.start();
+        ensure_workers(true);
         m_notifier.ready();
         spdlog::info("retentiond running: {} rules, {} datastores", m_config->rules.size(),
                      m_config->datastores.size());
         update_status();
         m_io.run();
-        m_worker.join();
+        for (auto& [name, w] : m_workers) {
+            w->join();
+        }
         return k_exit_ok;
     }
 
@@ -328,7 +438,7 @@ private:
         RuleSchedule state;
         TimePoint due{};
         std::unique_ptr<asio::system_timer> timer;
-        bool queued = false; // in the worker's queue or running
+        bool queued = false; // in a worker's queue or running
     };
 
     NextSlot next_slot(const Schedule& schedule) const {
@@ -336,8 +446,55 @@ private:
         return [schedule, tz](TimePoint after) { return next_run(schedule, after, tz); };
     }
 
-    // At start every rule runs once (missed-run policy, see docs/daemon.md); on reload only new
-    // or rescheduled rules are planned afresh, at their next slot.
+    // Missed runs: the last success of each rule, from the audit log (its tail, and path.1).
+    void read_last_successes() {
+        std::set<std::string> names;
+        for (const auto& rule : m_config->rules) {
+            names.insert(rule.name);
+        }
+        try {
+            m_last_success = last_successes(m_config->daemon.audit_log, names);
+        } catch (const std::exception& e) {
+            // Unknown last success = run at start: the safe side for a retention promise.
+            spdlog::warn("cannot read the last successes from the audit log ({}): every rule "
+                         "runs at start",
+                         e.what());
+        }
+    }
+
+    // One worker per datastore, created at start and for datastores a reload adds. Workers of
+    // datastores a reload removes stay idle until exit.
+    void ensure_workers(bool at_start) {
+        bool first = at_start;
+        for (const auto& [name, store] : m_config->datastores) {
+            if (m_workers.count(name) != 0) {
+                continue;
+            }
+            WorkerHooks hooks;
+            hooks.on_result = [this](JobResult r) {
+                asio::post(m_io, [this, r = std::move(r)]() mutable { on_result(std::move(r)); });
+            };
+            hooks.on_activity = [this](const std::string& worker, std::string text) {
+                asio::post(m_io, [this, worker, text = std::move(text)]() mutable {
+                    m_activity[worker] = std::move(text);
+                    update_status();
+                });
+            };
+            hooks.on_exit = [this](const std::string& worker) {
+                asio::post(m_io, [this, worker] { on_worker_exit(worker); });
+            };
+            auto worker = std::make_unique<Worker>(name, first, m_config, m_audit, m_stop, m_host,
+                                                   std::move(hooks));
+            first = false;
+            worker->start();
+            m_workers.emplace(name, std::move(worker));
+            ++m_live_workers;
+        }
+    }
+
+    // At start a rule runs at once when it never succeeded or a slot fell due since its last
+    // success (once, however many slots were missed); otherwise at its next slot. On reload
+    // only new or rescheduled rules are planned afresh, at their next slot.
     void plan_rules(bool at_start) {
         const TimePoint now = now_utc();
         std::map<std::string, Entry> next;
@@ -361,10 +518,31 @@ private:
                 e.queued = old->second.queued;
             }
             const auto slot = next_slot(rule.schedule);
-            e.due = at_start ? first_due(slot, now, std::nullopt)
-                             : slot(now) + random_splay(m_settings.max_splay, m_rng);
+            auto& m = m_metrics.rules[rule.name]; // failures_total 0 and overdue 0 from the start
+            if (at_start) {
+                std::optional<TimePoint> last;
+                if (const auto it = m_last_success.find(rule.name); it != m_last_success.end()) {
+                    last = it->second;
+                    m.last_success_timestamp = unix_seconds(it->second);
+                }
+                e.due = plan_at_start(e.state, slot, rule.schedule.period(), now, last);
+                e.state.watch_since = now; // overdue counts from the daemon's start
+                if (e.due <= now) {
+                    spdlog::info("rule {}: {}: runs now for slot {}", rule.name,
+                                 last ? "a slot was missed since its last success at " +
+                                            format_utc_seconds(*last)
+                                      : std::string("no success in the audit log"),
+                                 format_utc_seconds(e.state.slot));
+                } else {
+                    spdlog::info("rule {}: last success at {}: waiting for its next slot {}",
+                                 rule.name, format_utc_seconds(*last), format_utc_seconds(e.due));
+                }
+            } else {
+                e.state.slot = slot(now);
+                e.due = e.state.slot;
+            }
+            e.due += random_splay(m_settings.max_splay, m_rng);
             next.emplace(rule.name, std::move(e));
-            m_metrics.rules[rule.name]; // exposes failures_total 0 and overdue 0 from the start
         }
         for (auto& [name, e] : m_rules) {
             if (next.count(name) == 0 && e.timer) {
@@ -403,30 +581,48 @@ private:
         }
         if (e.queued) {
             // Still running from the previous slot: this slot is covered by it.
-            e.due = next_slot(e.schedule)(now_utc());
+            e.state.slot = next_slot(e.schedule)(now_utc());
+            e.due = e.state.slot;
             arm(name, e);
             return;
         }
         e.queued = true;
-        m_worker.enqueue(name);
+        ensure_workers(false);
+        m_workers.at(e.datastore)->enqueue(Job{name, e.state.slot});
+    }
+
+    void mark_store(const std::string& name, bool up, TimePoint now) {
+        auto it = m_metrics.datastores.find(name);
+        if (name.empty() || it == m_metrics.datastores.end()) {
+            return;
+        }
+        auto& store = it->second;
+        if (!up && store.up) {
+            store.down_since = now;
+        }
+        if (up) {
+            store.down_since.reset();
+        }
+        store.up = up;
     }
 
     void on_result(JobResult r) {
+        m_activity.erase(r.worker);
         if (r.removed) {
             spdlog::info("rule {} left the configuration before it could run", r.rule);
         }
         auto it = m_rules.find(r.rule);
         const TimePoint now = now_utc();
-        if (!r.datastore.empty()) {
-            auto& store = m_metrics.datastores[r.datastore];
-            if (r.outcome == RunOutcome::unavailable) {
-                if (store.up) {
-                    store.down_since = now;
-                }
-                store.up = false;
-            } else if (r.outcome != RunOutcome::stopped) {
-                store.up = true;
-                store.down_since.reset();
+        if (r.outcome == RunOutcome::unavailable) {
+            // The coordination store answered if the rule's own store is the one down.
+            if (r.down_store != r.coordination) {
+                mark_store(r.coordination, true, now);
+            }
+            mark_store(r.down_store, false, now);
+        } else if (r.outcome != RunOutcome::stopped) {
+            mark_store(r.coordination, true, now);
+            if (r.outcome != RunOutcome::skipped) {
+                mark_store(r.datastore, true, now);
             }
         }
         if (it == m_rules.end()) {
@@ -465,31 +661,34 @@ private:
         if (m_stopping) {
             return;
         }
-        for (const auto& [name, e] : m_rules) {
-            if (e.queued) {
-                return; // the worker reports its own activity
-            }
-        }
-        std::string text = "idle";
         std::string down;
         for (const auto& [name, d] : m_metrics.datastores) {
             if (!d.up) {
                 down += (down.empty() ? "" : ", ") + name;
             }
         }
+        std::string text;
+        for (const auto& [worker, activity] : m_activity) {
+            text += (text.empty() ? "" : "; ") + activity;
+        }
+        if (text.empty()) {
+            text = "idle";
+        }
         if (!down.empty()) {
             text += "; datastore down: " + down;
         }
-        const Entry* first = nullptr;
-        const std::string* first_name = nullptr;
-        for (const auto& [name, e] : m_rules) {
-            if (first == nullptr || e.due < first->due) {
-                first = &e;
-                first_name = &name;
+        if (m_activity.empty()) {
+            const Entry* first = nullptr;
+            const std::string* first_name = nullptr;
+            for (const auto& [name, e] : m_rules) {
+                if (first == nullptr || e.due < first->due) {
+                    first = &e;
+                    first_name = &name;
+                }
             }
-        }
-        if (first != nullptr) {
-            text += "; next: " + *first_name + " at " + format_utc_seconds(first->due);
+            if (first != nullptr) {
+                text += "; next: " + *first_name + " at " + format_utc_seconds(first->due);
+            }
         }
         m_notifier.status(text);
     }
@@ -525,7 +724,11 @@ private:
                 spdlog::warn("daemon.metrics changes take effect at the next restart");
             }
             m_config = fresh;
-            m_worker.set_config(fresh);
+            m_settings = settings_of(m_config->daemon);
+            for (auto& [name, w] : m_workers) {
+                w->set_config(fresh);
+            }
+            ensure_workers(false);
             for (const auto& [name, store] : m_config->datastores) {
                 m_metrics.datastores.try_emplace(name);
             }
@@ -554,7 +757,7 @@ private:
         if (m_stopping) {
             return;
         }
-        spdlog::info("{}: finishing the current batch, then stopping",
+        spdlog::info("{}: finishing the current batches, then stopping",
                      sig == SIGTERM ? "SIGTERM" : "SIGINT");
         m_stopping = true;
         m_stop = true;
@@ -562,10 +765,22 @@ private:
         for (auto& [name, e] : m_rules) {
             e.timer->cancel();
         }
-        m_worker.request_exit();
+        for (auto& [name, w] : m_workers) {
+            w->request_exit();
+        }
+        if (m_live_workers == 0) {
+            shut_down();
+        }
     }
 
-    void on_worker_exit() {
+    void on_worker_exit(const std::string& worker) {
+        spdlog::debug("worker {} stopped", worker);
+        if (--m_live_workers == 0 && m_stopping) {
+            shut_down();
+        }
+    }
+
+    void shut_down() {
         boost::system::error_code ignored;
         m_signals.cancel(ignored);
         m_watchdog.cancel();
@@ -606,6 +821,8 @@ private:
     std::string m_config_path;
     std::shared_ptr<const Config> m_config;
     SchedulerSettings m_settings;
+    AuditLog& m_audit;
+    const std::string m_host;
     asio::io_context m_io;
     asio::signal_set m_signals;
     asio::steady_timer m_watchdog;
@@ -615,11 +832,15 @@ private:
     std::atomic<bool> m_stop{false};
     bool m_stopping = false;
     TimePoint m_started{};
+    std::map<std::string, TimePoint> m_last_success; // from the audit log at start
     std::map<std::string, Entry> m_rules;
+    std::map<std::string, std::string> m_activity; // worker (datastore) -> what it is doing
     MetricsSnapshot m_metrics;
     std::string m_metrics_address;
     std::unique_ptr<MetricsServer> m_server;
-    Worker m_worker; // last: its thread uses the members above
+    int m_live_workers = 0;
+    // Last: their threads use the members above (the destructor joins them first anyway).
+    std::map<std::string, std::unique_ptr<Worker>> m_workers;
 };
 
 } // namespace
@@ -663,8 +884,7 @@ int run_daemon(const std::string& config_path, std::ostream& out, std::ostream& 
         return k_exit_ioerr;
     }
 
-    const auto settings = scheduler_settings_from_env();
-    Daemon daemon(config_path, config, *audit, settings);
+    Daemon daemon(config_path, config, *audit);
     try {
         daemon.start_metrics();
     } catch (const std::exception& e) {

@@ -61,9 +61,12 @@ void Runner::reset_engine(const std::string& datastore) {
     m_engines.erase(datastore);
 }
 
-int Runner::recover(AuditLog& audit) {
+int Runner::recover(AuditLog& audit, const std::function<bool(const AuditLog::Pending&)>& mine) {
     int resolved = 0;
     for (const auto& pending : audit.pending()) {
+        if (mine && !mine(pending)) {
+            continue;
+        }
         const Rule* rule = m_config.find_rule(pending.batch.rule);
         if (rule == nullptr) {
             audit.resolve(pending, false, "undetermined: rule no longer in the config");
@@ -164,13 +167,17 @@ RuleRun Runner::run_rule(const Rule& rule, AuditLog& audit, const std::string& r
     }
     // One line per rule run, even when nothing was due: the report tells "compliant, ran
     // today" from "never ran" and "failing" by it.
-    audit.event("rule_end", {{"rule", rule.name},
-                             {"datastore", rule.datastore},
-                             {"ok", run.ok()},
-                             {"status", rule_run_status(run)},
-                             {"due", run.result.due},
-                             {"processed", run.result.processed},
-                             {"elapsed_ms", run.elapsed.count()}});
+    nlohmann::json end{{"rule", rule.name},
+                       {"datastore", rule.datastore},
+                       {"ok", run.ok()},
+                       {"status", rule_run_status(run)},
+                       {"due", run.result.due},
+                       {"processed", run.result.processed},
+                       {"elapsed_ms", run.elapsed.count()}};
+    if (options.slot) {
+        end["slot"] = format_utc_seconds(*options.slot);
+    }
+    audit.event("rule_end", end);
     return run;
 }
 

@@ -1,26 +1,8 @@
 #include "retentiond/scheduler.hpp"
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 namespace retentiond {
-namespace {
-
-std::optional<long> env_seconds(const char* name) {
-    const char* value = std::getenv(name);
-    if (value == nullptr || *value == '\0') {
-        return std::nullopt;
-    }
-    char* end = nullptr;
-    const long parsed = std::strtol(value, &end, 10);
-    if (*end != '\0' || parsed < 0) {
-        return std::nullopt; // a typo falls back to the default rather than to zero
-    }
-    return parsed;
-}
-
-} // namespace
 
 std::chrono::seconds Backoff::delay(int failures) const {
     if (failures <= 0) {
@@ -31,21 +13,6 @@ std::chrono::seconds Backoff::delay(int failures) const {
         d *= 2;
     }
     return std::min(d, max);
-}
-
-SchedulerSettings scheduler_settings_from_env() {
-    SchedulerSettings s;
-    if (auto v = env_seconds("RETENTIOND_SPLAY_SECONDS")) {
-        s.max_splay = std::chrono::seconds{*v};
-    }
-    if (auto v = env_seconds("RETENTIOND_BACKOFF_INITIAL_SECONDS")) {
-        s.backoff.initial = std::chrono::seconds{std::max(1L, *v)};
-    }
-    if (auto v = env_seconds("RETENTIOND_BACKOFF_MAX_SECONDS")) {
-        s.backoff.max = std::chrono::seconds{std::max(1L, *v)};
-    }
-    s.backoff.max = std::max(s.backoff.max, s.backoff.initial);
-    return s;
 }
 
 std::chrono::milliseconds random_splay(std::chrono::seconds max_splay, std::mt19937_64& rng) {
@@ -64,8 +31,36 @@ TimePoint first_due(const NextSlot& next, TimePoint now, std::optional<TimePoint
     return next(now);
 }
 
+TimePoint latest_slot(const NextSlot& next, TimePoint now, std::chrono::seconds period) {
+    // Step back a period, then twice as far each time, until a slot lies at or before now; then
+    // walk forward to the last one. Irregular schedules (cron with gaps) cost a few more steps.
+    auto back =
+        std::chrono::duration_cast<TimePoint::duration>(std::max(period, std::chrono::seconds{1}));
+    constexpr auto k_max_lookback = std::chrono::hours{24 * 366 * 100};
+    for (; back <= k_max_lookback; back *= 2) {
+        TimePoint slot = next(now - back);
+        if (slot > now) {
+            continue;
+        }
+        for (TimePoint later = next(slot); later <= now; later = next(slot)) {
+            slot = later;
+        }
+        return slot;
+    }
+    return now;
+}
+
+TimePoint plan_at_start(RuleSchedule& state, const NextSlot& next, std::chrono::seconds period,
+                        TimePoint now, std::optional<TimePoint> last_success) {
+    state.last_success = last_success;
+    const TimePoint due = first_due(next, now, last_success);
+    state.slot = due <= now ? latest_slot(next, now, period) : due;
+    return due;
+}
+
 TimePoint after_run(RuleSchedule& state, RunOutcome outcome, const NextSlot& next, TimePoint now,
                     const Backoff& backoff) {
+    const TimePoint next_slot = next(now);
     switch (outcome) {
     case RunOutcome::success:
         state.last_success = now;
@@ -80,14 +75,19 @@ TimePoint after_run(RuleSchedule& state, RunOutcome outcome, const NextSlot& nex
     case RunOutcome::unavailable: {
         ++state.consecutive_unavailable;
         const TimePoint retry = now + backoff.delay(state.consecutive_unavailable);
-        return std::min(retry, next(now));
+        if (retry < next_slot) {
+            return retry; // the same slot, again
+        }
+        state.slot = next_slot;
+        return next_slot;
     }
     case RunOutcome::failed:
     case RunOutcome::stopped:
         state.consecutive_unavailable = 0;
         break;
     }
-    return next(now);
+    state.slot = next_slot;
+    return next_slot;
 }
 
 bool is_overdue(const RuleSchedule& state, std::chrono::seconds period, TimePoint now) {

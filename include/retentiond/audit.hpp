@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -114,9 +115,12 @@ private:
     off_t m_end = 0; // file size after our last write: a smaller file was truncated
     std::uint64_t m_batches = 0;
     bool m_broken = false; // a write or fsync failed: never chain onto a possibly torn line
-    std::set<std::string> m_in_flight;               // this run's batches: not crash leftovers
     std::map<std::string, std::string> m_batch_rule; // in-flight batch -> rule, for digests
     std::vector<std::string> m_lazy_outcomes; // outcome written, not yet fsynced: keep pending
+    // Appends come from several threads in the daemon (one worker per datastore): every line is
+    // chained under this lock, so the chain stays linear.
+    std::mutex m_mutex;
+    mutable std::mutex m_pending_mutex; // one pending() scan at a time
 };
 
 struct VerifyResult {
@@ -150,5 +154,11 @@ struct ProofEntry {
 // intent's ts (the commit happened between it and committed_at).
 std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
                               std::string_view rule, std::string_view key);
+
+// When each rule last succeeded: the `ts` of its newest `rule_end` line with `ok: true`, read
+// backwards from the end of `path`, then of `path.1`; stops as soon as every rule is found, so a
+// large log costs only its tail unless a rule never succeeded. Rules not found are absent.
+std::map<std::string, TimePoint> last_successes(const std::string& path,
+                                                const std::set<std::string>& rules);
 
 } // namespace retentiond

@@ -206,6 +206,13 @@ struct DaemonSettings {
     std::string timezone = "UTC";
     std::chrono::seconds max_clock_skew{300};
     std::chrono::seconds store_down_unhealthy{900}; // /healthz turns 503 after this long
+    std::chrono::seconds splay{30}; // max random delay added to each scheduled start
+    std::chrono::seconds retry_backoff_initial{30}; // after a store outage, doubled each time
+    std::chrono::seconds retry_backoff_max{900};
+    // A postgres datastore where rules of other kinds take their advisory lock and record their
+    // slots, so that several daemons run each slot once. Empty: only postgres rules coordinate
+    // (each on its own datastore).
+    std::string coordination;
 };
 
 struct Config {

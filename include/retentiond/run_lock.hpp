@@ -1,7 +1,10 @@
 #pragma once
 
+#include "retentiond/duration.hpp"
+
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,6 +22,16 @@ public:
     // UnavailableError when the database cannot be reached.
     static std::unique_ptr<RunLock> try_acquire(const std::string& dsn, std::string_view rule);
     ~RunLock();
+
+    // Exactly once per slot across hosts, checked and recorded under the lock in
+    // retentiond.rule_runs (created on first use). A slot is taken when it, or a later slot of the
+    // rule, finished somewhere: a later run covers an earlier one. Returns the row that covers it
+    // ("host at slot"), or nullopt. Throws UnavailableError when the connection is lost, another
+    // std::exception when the table cannot be created or read (e.g. no CREATE privilege).
+    std::optional<std::string> slot_taken(std::string_view rule, TimePoint slot);
+    // Records a finished slot (keeps the last 1000 per rule). Throws like slot_taken().
+    void record_slot(std::string_view rule, TimePoint slot, std::string_view host,
+                     TimePoint started, std::string_view status);
     RunLock(const RunLock&) = delete;
     RunLock& operator=(const RunLock&) = delete;
 

@@ -41,6 +41,8 @@ struct PurgeOptions {
     std::string mode = "purge"; // run_start's mode: purge | daemon
     std::function<bool()> stop_requested;
     std::function<void(const Rule&, std::int64_t done, std::int64_t total)> progress;
+    // The daemon's scheduled slot this run stands for: written as `slot` in the rule_end line.
+    std::optional<TimePoint> slot;
 };
 
 // The rules named (in config order), or all of them. Throws std::invalid_argument naming an
@@ -68,8 +70,10 @@ public:
     // One rule, with an audit log the caller opened (the daemon keeps one).
     RuleRun run_rule(const Rule& rule, AuditLog& audit, const std::string& run_id,
                      const PurgeOptions& options);
-    // Resolves pending batches left by a crash. Returns how many were resolved.
-    int recover(AuditLog& audit);
+    // Resolves pending batches left by a crash (only those `mine` accepts, when given: the
+    // daemon's per-datastore workers each take their own). Returns how many were resolved.
+    int recover(AuditLog& audit,
+                const std::function<bool(const AuditLog::Pending&)>& mine = nullptr);
 
     // Drops the engine of a datastore (after an outage, so the next use reconnects).
     void reset_engine(const std::string& datastore);

@@ -26,12 +26,11 @@ struct Backoff {
     std::chrono::seconds delay(int failures) const;
 };
 
-// Knobs the daemon reads from the environment until they become config keys.
+// The daemon's knobs, from `daemon.splay` and `daemon.retry_backoff` (config.cpp).
 struct SchedulerSettings {
-    std::chrono::seconds max_splay{30}; // RETENTIOND_SPLAY_SECONDS
-    Backoff backoff;                    // RETENTIOND_BACKOFF_INITIAL_SECONDS / _MAX_SECONDS
+    std::chrono::seconds max_splay{30};
+    Backoff backoff;
 };
-SchedulerSettings scheduler_settings_from_env();
 
 // A random delay in [0, max_splay], so that many rules scheduled at 03:00 do not start together.
 std::chrono::milliseconds random_splay(std::chrono::seconds max_splay, std::mt19937_64& rng);
@@ -39,6 +38,11 @@ std::chrono::milliseconds random_splay(std::chrono::seconds max_splay, std::mt19
 // Missed runs: a rule runs once at start when its last success is unknown or when a slot fell due
 // since it (however many slots were missed); otherwise at its next slot.
 TimePoint first_due(const NextSlot& next, TimePoint now, std::optional<TimePoint> last_success);
+
+// The latest slot at or before `now` (the one a catch-up run at start stands for). `period` is
+// the schedule's nominal period, a hint for how far back to look. Returns `now` when no slot is
+// found within a century.
+TimePoint latest_slot(const NextSlot& next, TimePoint now, std::chrono::seconds period);
 
 // How a run ended, as far as planning cares.
 enum class RunOutcome {
@@ -54,10 +58,19 @@ struct RuleSchedule {
     std::optional<TimePoint> last_success;
     TimePoint watch_since{}; // overdue is measured from here (daemon start or last success)
     int consecutive_unavailable = 0;
+    // The scheduled slot the next run stands for (without splay): what several daemons agree on
+    // to run each slot once. A retry after an outage keeps the slot it failed.
+    TimePoint slot{};
 };
 
-// The due time after a run that ended at `now`. An outage retries after the backoff delay, but
-// never later than the next regular slot.
+// Plans a rule at daemon start from its last success (read back from the audit log): returns
+// its first due time (without splay) and sets state.slot (the latest slot for a catch-up run,
+// else the next slot).
+TimePoint plan_at_start(RuleSchedule& state, const NextSlot& next, std::chrono::seconds period,
+                        TimePoint now, std::optional<TimePoint> last_success);
+
+// The due time after a run that ended at `now`, and state.slot. An outage retries after the
+// backoff delay (same slot), but never later than the next regular slot.
 TimePoint after_run(RuleSchedule& state, RunOutcome outcome, const NextSlot& next, TimePoint now,
                     const Backoff& backoff);
 

@@ -6,6 +6,7 @@
 #include "prometheus_text.hpp"
 #include "support/pg_cluster.hpp"
 #include "support/process.hpp"
+#include "support/redis_server.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -23,11 +24,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -58,7 +64,9 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
     return n;
 }
 
-// A unix datagram socket standing in for systemd's NOTIFY_SOCKET.
+// A unix datagram socket standing in for systemd's NOTIFY_SOCKET. Like systemd it reads
+// continuously (a thread): the kernel queues only max_dgram_qlen (often 10) datagrams, and a
+// sender whose messages are not read blocks in sd_notify().
 class NotifySocket {
 public:
     explicit NotifySocket(std::string path) : m_path(std::move(path)) {
@@ -72,8 +80,11 @@ public:
         if (bind(m_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
             throw std::runtime_error("bind " + m_path);
         }
+        m_reader = std::thread([this] { read_loop(); });
     }
     ~NotifySocket() {
+        m_done = true;
+        m_reader.join();
         close(m_fd);
         unlink(m_path.c_str());
     }
@@ -81,21 +92,14 @@ public:
     NotifySocket& operator=(const NotifySocket&) = delete;
     const std::string& path() const { return m_path; }
 
-    // Every message received so far (non-blocking drain).
-    const std::vector<std::string>& messages() {
-        char buf[4096];
-        for (;;) {
-            const auto n = recv(m_fd, buf, sizeof(buf), MSG_DONTWAIT);
-            if (n <= 0) {
-                break;
-            }
-            m_messages.emplace_back(buf, static_cast<std::size_t>(n));
-        }
+    // Every message received so far.
+    std::vector<std::string> messages() {
+        const std::lock_guard lock(m_mutex);
         return m_messages;
     }
     // Index of the first message at or after `from` with a line starting with `state`.
     std::optional<std::size_t> find(const std::string& state, std::size_t from = 0) {
-        const auto& all = messages();
+        const auto all = messages();
         for (std::size_t i = from; i < all.size(); ++i) {
             std::istringstream lines(all[i]);
             std::string line;
@@ -109,9 +113,27 @@ public:
     }
 
 private:
+    void read_loop() {
+        char buf[4096];
+        while (!m_done) {
+            pollfd p{m_fd, POLLIN, 0};
+            if (poll(&p, 1, 50) <= 0) {
+                continue;
+            }
+            const auto n = recv(m_fd, buf, sizeof(buf), MSG_DONTWAIT);
+            if (n > 0) {
+                const std::lock_guard lock(m_mutex);
+                m_messages.emplace_back(buf, static_cast<std::size_t>(n));
+            }
+        }
+    }
+
     std::string m_path;
     int m_fd = -1;
+    std::mutex m_mutex;
     std::vector<std::string> m_messages;
+    std::atomic<bool> m_done{false};
+    std::thread m_reader;
 };
 
 // The real binary in the background, stderr to a file.
@@ -129,7 +151,6 @@ public:
             dup2(err, 2);
             unsetenv("JOURNAL_STREAM");
             unsetenv("NOTIFY_SOCKET");
-            setenv("RETENTIOND_SPLAY_SECONDS", "0", 1);
             for (const auto& [name, value] : env) {
                 setenv(name.c_str(), value.c_str(), 1);
             }
@@ -218,6 +239,38 @@ std::map<std::string, std::int64_t> committed_by_rule(const std::string& audit_p
     return out;
 }
 
+// "2026-11-26T03:00:00Z" or "...00.123456Z" (UTC) as Unix seconds.
+std::int64_t unix_seconds_of(const std::string& utc) {
+    std::tm tm{};
+    if (strptime(utc.c_str(), "%Y-%m-%dT%H:%M:%S", &tm) == nullptr) {
+        throw std::runtime_error("not a UTC timestamp: " + utc);
+    }
+    return static_cast<std::int64_t>(timegm(&tm));
+}
+
+// Every line of an audit log, parsed.
+std::vector<nlohmann::json> audit_lines(const std::string& audit_path) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(audit_path);
+    std::string line;
+    while (std::getline(in, line)) {
+        out.push_back(nlohmann::json::parse(line));
+    }
+    return out;
+}
+
+// The lines of one type (and one rule, when given) of an audit log.
+std::vector<nlohmann::json> audit_of(const std::string& audit_path, const std::string& type,
+                                     const std::string& rule = "") {
+    std::vector<nlohmann::json> out;
+    for (auto& j : audit_lines(audit_path)) {
+        if (j.value("type", "") == type && (rule.empty() || j.value("rule", "") == rule)) {
+            out.push_back(std::move(j));
+        }
+    }
+    return out;
+}
+
 std::int64_t rows(const std::string& dsn, const std::string& table) {
     return std::stoll(pg_scalar(dsn, "SELECT count(*) FROM " + table));
 }
@@ -262,12 +315,14 @@ protected:
                metrics +
                "\n"
                "  store_down_unhealthy: 2 seconds\n"
+               "  splay: 0 seconds\n" // tests assert timing: no random delay
+               "  retry_backoff: { initial: 1 second, max: 2 seconds }\n" +
+               m_daemon_extra +
                "datastores:\n"
                "  app:\n"
                "    kind: postgres\n"
                "    dsn: \"" +
-               m_dsn +
-               "\"\n"
+               m_dsn + "\"\n" + m_extra_datastores +
                "rules:\n"
                "  - name: old-items\n"
                "    datastore: app\n"
@@ -281,12 +336,15 @@ protected:
                schedule +
                "\n"
                "    limits: { max_fraction: 1 }\n" +
-               extra_rule_keys;
+               extra_rule_keys + m_extra_rules;
     }
 
     TempDir m_dir;
     std::string m_dsn;
     std::string m_key;
+    std::string m_daemon_extra;     // more daemon: keys
+    std::string m_extra_datastores; // more entries under datastores:
+    std::string m_extra_rules;      // more rules after old-items
 };
 
 TEST_F(DaemonTest, RunsOnScheduleNotifiesServesMetricsAndStopsCleanly) {
@@ -357,11 +415,11 @@ TEST_F(DaemonTest, SighupWithBadConfigKeepsTheOldOne) {
     const auto ready = notify.find("READY=1");
     ASSERT_TRUE(ready);
 
-    // An unknown key in the rule: line 22 ("    colour: red"), column 5.
+    // An unknown key in the rule: line 24 ("    colour: red"), column 5.
     m_dir.write("retentiond.yaml", good + "    colour: red\n");
     d.signal(SIGHUP);
     ASSERT_TRUE(wait_for([&] { return d.log_has("keeping the previous one"); }, 10s)) << d.log();
-    EXPECT_TRUE(d.log_has(cfg + ":22:5")) << d.log();
+    EXPECT_TRUE(d.log_has(cfg + ":24:5")) << d.log();
     const auto reloading = notify.find("RELOADING=1", *ready + 1);
     ASSERT_TRUE(reloading);
     EXPECT_TRUE(notify.find("READY=1", *reloading + 1).has_value());
@@ -430,10 +488,7 @@ TEST_F(DaemonTest, OutageRetriesWithBackoffAndRecovers) {
     const auto audit = m_dir.file("audit.jsonl");
     const auto cfg = m_dir.write("retentiond.yaml", config(audit, "127.0.0.1:0"));
     NotifySocket notify(m_dir.file("notify.sock"));
-    Daemon d(cfg, m_dir.file("daemon.log"),
-             {{"NOTIFY_SOCKET", notify.path()},
-              {"RETENTIOND_BACKOFF_INITIAL_SECONDS", "1"},
-              {"RETENTIOND_BACKOFF_MAX_SECONDS", "2"}});
+    Daemon d(cfg, m_dir.file("daemon.log"), {{"NOTIFY_SOCKET", notify.path()}});
     ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 15s)) << d.log();
     const int port = d.metrics_port();
     ASSERT_NE(port, 0);
@@ -500,8 +555,348 @@ TEST_F(DaemonTest, TwoDaemonsShareARuleThroughTheAdvisoryLock) {
         committed_by_rule(audit_a)["old-items"] + committed_by_rule(audit_b)["old-items"];
     EXPECT_GE(total, 29);
     EXPECT_LE(total, 30);
+    ASSERT_TRUE(wait_for([&] { return b.log_has("rule old-items: ok"); }, 10s)) << b.log();
     b.signal(SIGTERM);
     EXPECT_EQ(b.wait_exit(10s), 0) << b.log();
+
+    // Each slot ran once across both daemons (a's interrupted run wrote no rule_end and recorded
+    // no slot), and every slot b finished is recorded in retentiond.rule_runs.
+    std::map<std::string, int> runs;
+    std::set<std::string> finished; // stopped by SIGTERM: left for whoever runs it next
+    for (const auto& audit : {audit_a, audit_b}) {
+        for (const auto& e : audit_of(audit, "rule_end", "old-items")) {
+            ++runs[e.value("slot", "")];
+            if (e.value("status", "") != "stopped") {
+                finished.insert(e.value("slot", ""));
+            }
+        }
+    }
+    ASSERT_FALSE(finished.empty());
+    for (const auto& [slot, n] : runs) {
+        EXPECT_EQ(n, 1) << "slot " << slot;
+    }
+    for (const auto& slot : finished) {
+        EXPECT_EQ(pg_scalar(m_dsn, "SELECT count(*) FROM retentiond.rule_runs WHERE rule = "
+                                   "'old-items' AND slot_start = '" +
+                                       slot + "'::timestamptz"),
+                  "1")
+            << slot;
+    }
+}
+
+TEST_F(DaemonTest, MissedRunsRunOnceAtStartOtherwiseTheRuleWaitsForItsSlot) {
+    // A daily slot 12 hours away (UTC): a restart now misses no slot.
+    const auto hour = std::chrono::floor<std::chrono::hours>(std::chrono::system_clock::now())
+                          .time_since_epoch()
+                          .count() %
+                      24;
+    const auto daily = "daily " + std::string((hour + 12) % 24 < 10 ? "0" : "") +
+                       std::to_string((hour + 12) % 24) + ":00";
+    const auto audit = m_dir.file("audit.jsonl");
+    const auto cfg = m_dir.write("retentiond.yaml", config(audit, "127.0.0.1:0", "", daily));
+
+    // Never run before: it runs at start.
+    insert_due(3);
+    {
+        Daemon d(cfg, m_dir.file("1.log"), {});
+        ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 15s)) << d.log();
+        EXPECT_TRUE(d.log_has("rule old-items: no success in the audit log: runs now")) << d.log();
+        d.signal(SIGTERM);
+        ASSERT_EQ(d.wait_exit(10s), 0) << d.log();
+    }
+    const auto first = audit_of(audit, "rule_end", "old-items");
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_TRUE(first[0].value("ok", false));
+
+    // Restarted before the next slot, after logrotate moved the log to .1: the last success is
+    // read back from audit.jsonl.1, no slot was missed, the rule waits.
+    ASSERT_EQ(std::rename(audit.c_str(), (audit + ".1").c_str()), 0);
+    insert_due(2);
+    {
+        Daemon d(cfg, m_dir.file("2.log"), {});
+        ASSERT_TRUE(wait_for([&] { return d.log_has("retentiond running"); }, 10s)) << d.log();
+        EXPECT_TRUE(d.log_has("rule old-items: last success at ")) << d.log();
+        EXPECT_TRUE(d.log_has("waiting for its next slot")) << d.log();
+        // /metrics carries the last success read back from the log.
+        const int port = d.metrics_port();
+        ASSERT_NE(port, 0) << d.log();
+        const auto p = parse_prometheus(http_get(port, "/metrics").body);
+        const auto ts = first[0].value("ts", "");
+        EXPECT_NEAR(p.value("retentiond_last_success_timestamp_seconds", {{"rule", "old-items"}}),
+                    static_cast<double>(unix_seconds_of(ts)), 1.0)
+            << ts;
+        // Nothing runs: the due rows stay (a run at start would take them within a second).
+        EXPECT_FALSE(wait_for([&] { return due_left() < 2; }, 2s)) << d.log();
+        d.signal(SIGTERM);
+        ASSERT_EQ(d.wait_exit(10s), 0) << d.log();
+    }
+    EXPECT_TRUE(audit_of(audit, "rule_end", "old-items").empty());
+    EXPECT_EQ(due_left(), 2);
+
+    // A slot fell since the last success (the rule now runs every 3 s): one run at start.
+    const auto cfg2 = m_dir.write("every.yaml", config(audit, "off", "", "every 3 seconds"));
+    {
+        Daemon d(cfg2, m_dir.file("3.log"), {});
+        ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 15s)) << d.log();
+        EXPECT_TRUE(d.log_has("rule old-items: a slot was missed since its last success at "))
+            << d.log();
+        d.signal(SIGTERM);
+        ASSERT_EQ(d.wait_exit(10s), 0) << d.log();
+    }
+    EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
+}
+
+TEST_F(DaemonTest, RulesOfDifferentDatastoresRunConcurrently) {
+    // old-items: 20 rows, one per batch, 300 ms apart (>= 6 s). recent-items shares its
+    // datastore (nothing due: fast); export-rows is on a files datastore, every second.
+    insert_due(20);
+    m_dir.write("exports/rows.csv",
+                "id,created_at\n1,2020-01-01 00:00:00\n2,2999-01-01 00:00:00\n");
+    m_extra_datastores = "  exports:\n    kind: files\n    root: " + m_dir.file("exports") + "\n";
+    m_extra_rules = "  - name: recent-items\n"
+                    "    datastore: app\n"
+                    "    category: test items\n"
+                    "    table: items\n"
+                    "    key: id\n"
+                    "    clock: created_at\n"
+                    "    retain: 10 days\n"
+                    "    action: delete\n"
+                    "    schedule: every 1s\n"
+                    "  - name: export-rows\n"
+                    "    datastore: exports\n"
+                    "    category: exports\n"
+                    "    files: \"*.csv\"\n"
+                    "    clock: { field: created_at }\n"
+                    "    retain: 1 day\n"
+                    "    action: delete\n"
+                    "    schedule: every 1s\n"
+                    "    limits: { max_fraction: 1 }\n";
+    const auto audit = m_dir.file("audit.jsonl");
+    const auto cfg =
+        m_dir.write("retentiond.yaml",
+                    config(audit, "off", "    batch_size: 1\n    sleep_between_batches: PT0.3S\n"));
+    NotifySocket notify(m_dir.file("notify.sock"));
+    Daemon d(cfg, m_dir.file("daemon.log"), {{"NOTIFY_SOCKET", notify.path()}});
+    ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 30s)) << d.log();
+    ASSERT_TRUE(wait_for([&] { return d.log_has("rule old-items: ok"); }, 5s)) << d.log();
+    // STATUS= names both activities while both stores work.
+    EXPECT_TRUE(wait_for(
+        [&] {
+            for (const auto& m : notify.messages()) {
+                if (m.find("purging old-items") != std::string::npos &&
+                    m.find("purging export-rows") != std::string::npos) {
+                    return true;
+                }
+            }
+            return false;
+        },
+        1s));
+    d.signal(SIGTERM);
+    ASSERT_EQ(d.wait_exit(10s), 0) << d.log();
+    EXPECT_EQ(read_file(m_dir.file("exports/rows.csv")), "id,created_at\n2,2999-01-01 00:00:00\n");
+
+    // The slow run's window, from its first intent to its rule_end (RFC 3339 UTC timestamps of
+    // one fixed width: they compare as strings).
+    const auto intents = audit_of(audit, "intent", "old-items");
+    const auto ends = audit_of(audit, "rule_end", "old-items");
+    ASSERT_FALSE(intents.empty());
+    ASSERT_FALSE(ends.empty());
+    const std::string from = intents.front().value("ts", "");
+    const std::string to = ends.front().value("ts", "");
+    ASSERT_GE(ends.front().value("processed", 0), 20);
+    std::size_t files_inside = 0;
+    for (const auto& e : audit_of(audit, "rule_end", "export-rows")) {
+        const auto ts = e.value("ts", "");
+        files_inside += (ts > from && ts < to) ? 1 : 0;
+    }
+    // The files rule kept its every-second timer while postgres was busy (>= 6 s).
+    EXPECT_GE(files_inside, 3u) << from << " .. " << to;
+    // The rule sharing the postgres datastore waited its turn: nothing of it inside the window.
+    for (const auto& type : {"intent", "rule_end"}) {
+        for (const auto& e : audit_of(audit, type, "recent-items")) {
+            const auto ts = e.value("ts", "");
+            EXPECT_FALSE(ts > from && ts < to) << type << " at " << ts;
+        }
+    }
+    EXPECT_FALSE(audit_of(audit, "rule_end", "recent-items").empty());
+    EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
+}
+
+TEST_F(DaemonTest, TwoDaemonsRunEachSlotExactlyOnce) {
+    // Fast runs that never overlap: the advisory lock alone let both daemons run every slot.
+    // The files rule coordinates through the postgres datastore (daemon.coordination).
+    m_daemon_extra = "  coordination: app\n";
+    m_dir.write("exports/rows.csv", "id,created_at\n1,2999-01-01 00:00:00\n");
+    m_extra_datastores = "  exports:\n    kind: files\n    root: " + m_dir.file("exports") + "\n";
+    m_extra_rules = "  - name: export-rows\n"
+                    "    datastore: exports\n"
+                    "    category: exports\n"
+                    "    files: \"*.csv\"\n"
+                    "    clock: { field: created_at }\n"
+                    "    retain: 1 day\n"
+                    "    action: delete\n"
+                    "    schedule: every 2 seconds\n";
+    const auto audit_a = m_dir.file("a.jsonl");
+    const auto audit_b = m_dir.file("b.jsonl");
+    const auto cfg_a = m_dir.write("a.yaml", config(audit_a, "off", "", "every 2 seconds"));
+    const auto cfg_b = m_dir.write("b.yaml", config(audit_b, "off", "", "every 2 seconds"));
+    Daemon a(cfg_a, m_dir.file("a.log"), {});
+    Daemon b(cfg_b, m_dir.file("b.log"), {});
+    const auto slots_run = [&] {
+        return audit_of(audit_a, "rule_end", "old-items").size() +
+               audit_of(audit_b, "rule_end", "old-items").size();
+    };
+    ASSERT_TRUE(wait_for([&] { return slots_run() >= 6; }, 30s)) << a.log() << b.log();
+    insert_due(4); // deleted once, by whichever daemon runs the next slot
+    ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 10s));
+    a.signal(SIGTERM);
+    b.signal(SIGTERM);
+    ASSERT_EQ(a.wait_exit(10s), 0) << a.log();
+    ASSERT_EQ(b.wait_exit(10s), 0) << b.log();
+
+    std::map<std::string, int> runs; // slot -> rule_end lines across both logs
+    std::map<std::string, int> file_runs;
+    std::size_t skipped = 0;
+    for (const auto& audit : {audit_a, audit_b}) {
+        for (const auto& e : audit_of(audit, "rule_end", "old-items")) {
+            ASSERT_TRUE(e.contains("slot")) << e.dump();
+            ++runs[e.value("slot", "")];
+        }
+        for (const auto& e : audit_of(audit, "rule_end", "export-rows")) {
+            ++file_runs[e.value("slot", "")];
+        }
+        skipped += audit_of(audit, "skipped", "old-items").size();
+    }
+    ASSERT_GE(file_runs.size(), 4u);
+    for (const auto& [slot, n] : file_runs) {
+        EXPECT_EQ(n, 1) << "export-rows slot " << slot << " ran " << n << " times";
+    }
+    ASSERT_GE(runs.size(), 6u);
+    for (const auto& [slot, n] : runs) {
+        EXPECT_EQ(n, 1) << "slot " << slot << " ran " << n << " times";
+    }
+    EXPECT_GT(skipped, 0u); // the other daemon did tick, and stood down
+    // No slot lost between the first and the last: consecutive slots are 2 s apart.
+    std::vector<std::int64_t> seconds;
+    for (const auto& [slot, n] : runs) {
+        seconds.push_back(unix_seconds_of(slot));
+    }
+    for (std::size_t i = 1; i < seconds.size(); ++i) {
+        EXPECT_EQ(seconds[i] - seconds[i - 1], 2) << "between slot " << i - 1 << " and " << i;
+    }
+    // Each slot is recorded once in the database, by the daemon that ran it.
+    EXPECT_EQ(std::stoll(pg_scalar(m_dsn, "SELECT count(*) FROM retentiond.rule_runs WHERE "
+                                          "rule = 'old-items'")),
+              static_cast<std::int64_t>(runs.size()));
+    EXPECT_EQ(std::stoll(pg_scalar(m_dsn, "SELECT count(*) FROM retentiond.rule_runs WHERE "
+                                          "rule = 'export-rows'")),
+              static_cast<std::int64_t>(file_runs.size()));
+    EXPECT_EQ(committed_by_rule(audit_a)["old-items"] + committed_by_rule(audit_b)["old-items"], 4);
+    EXPECT_EQ(run_retentiond({"--config", cfg_a, "audit", "verify"}).exit_code, 0);
+    EXPECT_EQ(run_retentiond({"--config", cfg_b, "audit", "verify"}).exit_code, 0);
+}
+
+TEST_F(DaemonTest, RedisOutageBacksOffWhileOtherStoresGoOn) {
+    auto& redis = RedisServer::shared();
+    constexpr int k_db = 3;
+    const auto rcmd = [&](const std::vector<std::string>& args) {
+        return redis_cmd(redis, args, k_db);
+    };
+    const auto seed = [&] {
+        const auto now = std::stoll(rcmd({"TIME"}).substr(0, rcmd({"TIME"}).find('\n')));
+        for (int i = 1; i <= 6; ++i) {
+            const auto seen = std::to_string(i <= 4 ? now - 3 * 86400 : now);
+            rcmd({"HSET", "sess:" + std::to_string(i), "last_seen", seen});
+        }
+    };
+    const auto sessions_left = [&] { return std::stoi(rcmd({"DBSIZE"})); };
+    rcmd({"FLUSHDB"});
+    seed();
+    m_extra_datastores = "  cache:\n    kind: redis\n    url: \"" + redis.url(k_db) + "\"\n";
+    m_extra_rules = "  - name: sessions\n"
+                    "    datastore: cache\n"
+                    "    category: sessions\n"
+                    "    keys: \"sess:*\"\n"
+                    "    clock: { hash_field: last_seen }\n"
+                    "    retain: 1 day\n"
+                    "    action: delete\n"
+                    "    schedule: every 1s\n"
+                    "    limits: { max_fraction: 1 }\n";
+    const auto audit = m_dir.file("audit.jsonl");
+    const auto cfg = m_dir.write("retentiond.yaml", config(audit, "127.0.0.1:0"));
+    NotifySocket notify(m_dir.file("notify.sock"));
+    Daemon d(cfg, m_dir.file("daemon.log"),
+             {{"NOTIFY_SOCKET", notify.path()}, {"WATCHDOG_USEC", "400000"}});
+    ASSERT_TRUE(wait_for([&] { return sessions_left() == 2; }, 15s)) << d.log();
+    const int port = d.metrics_port();
+    ASSERT_NE(port, 0) << d.log();
+
+    redis.stop();
+    struct Restart {
+        RedisServer& redis;
+        ~Restart() { redis.start(); } // the other tests need it, even if this one fails
+    } restart{redis};
+    const auto outage_start = notify.messages().size();
+    ASSERT_TRUE(wait_for([&] { return d.log_has("rule sessions: retrying at"); }, 10s)) << d.log();
+    ASSERT_TRUE(wait_for([&] { return d.log_has("(outage #3)"); }, 15s)) << d.log();
+    EXPECT_TRUE(d.log_has("(outage #1)"));
+    EXPECT_TRUE(wait_for(
+        [&] {
+            const auto p = parse_prometheus(http_get(port, "/metrics").body);
+            return p.value("retentiond_datastore_up", {{"datastore", "cache"}}) == 0 &&
+                   p.value("retentiond_datastore_up", {{"datastore", "app"}}) == 1 &&
+                   p.value("retentiond_rule_failures_total", {{"rule", "sessions"}}) >= 3 &&
+                   p.value("retentiond_rule_failures_total", {{"rule", "old-items"}}) == 0;
+        },
+        5s));
+    EXPECT_TRUE(wait_for(
+        [&] {
+            const auto& all = notify.messages();
+            for (auto i = outage_start; i < all.size(); ++i) {
+                if (all[i].rfind("STATUS=", 0) == 0 &&
+                    all[i].find("datastore down: cache") != std::string::npos) {
+                    return true;
+                }
+            }
+            return false;
+        },
+        5s));
+    ASSERT_TRUE(wait_for([&] { return http_get(port, "/healthz").status == 503; }, 10s));
+
+    // PostgreSQL's rule goes on meanwhile, and the watchdog keeps being fed.
+    const auto pg_runs = count_of(d.log(), "rule old-items: ok");
+    insert_due(3);
+    ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 10s)) << d.log();
+    EXPECT_TRUE(
+        wait_for([&] { return count_of(d.log(), "rule old-items: ok") >= pg_runs + 2; }, 5s));
+    std::size_t pings = 0;
+    for (auto i = notify.find("WATCHDOG=1", outage_start); i;
+         i = notify.find("WATCHDOG=1", *i + 1)) {
+        ++pings;
+    }
+    EXPECT_GE(pings, 5u); // every 0.2 s over several seconds of outage
+
+    // Redis comes back (empty: no persistence): the next retry succeeds.
+    redis.start();
+    seed();
+    ASSERT_TRUE(wait_for([&] { return sessions_left() == 2; }, 15s)) << d.log();
+    EXPECT_TRUE(wait_for(
+        [&] {
+            return parse_prometheus(http_get(port, "/metrics").body)
+                       .value("retentiond_datastore_up", {{"datastore", "cache"}}) == 1;
+        },
+        5s));
+    EXPECT_EQ(http_get(port, "/healthz").status, 200u);
+    d.signal(SIGTERM);
+    EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
+    EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
+    // The outage is in the audit log: unavailable errors for the redis rule only.
+    std::size_t unavailable = 0;
+    for (const auto& e : audit_of(audit, "error")) {
+        EXPECT_EQ(e.value("rule", ""), "sessions") << e.dump();
+        unavailable += e.value("unavailable", false) ? 1 : 0;
+    }
+    EXPECT_GE(unavailable, 3u);
 }
 
 } // namespace

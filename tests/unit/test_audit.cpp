@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <thread>
 
 namespace retentiond {
 namespace {
@@ -434,6 +435,50 @@ TEST(AuditRotation, ProveReadsRotatedFiles) {
     const auto r1 = verify_audit_log(path + ".1"); // its first line chains to path.2
     EXPECT_TRUE(r1.ok) << r1.reason;
     EXPECT_NE(r1.note.find("audit.jsonl.2"), std::string::npos) << r1.note;
+}
+
+// The daemon's workers (one per datastore) append to one AuditLog from several threads.
+TEST(AuditThreads, ConcurrentWritersKeepOneLinearVerifiableChain) {
+    TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    constexpr int k_threads = 4;
+    constexpr int k_batches = 40;
+    {
+        AuditLog log(path, k_key, "run-1");
+        log.run_start(make_config(), "daemon");
+        std::vector<std::thread> threads;
+        for (int t = 0; t < k_threads; ++t) {
+            threads.emplace_back([&log, t] {
+                for (int i = 0; i < k_batches; ++i) {
+                    const auto key = "t" + std::to_string(t) + "-" + std::to_string(i);
+                    const auto id = log.intent(make_batch("accounts", {key}));
+                    // Another worker's pending scan must never take this in-flight batch.
+                    EXPECT_TRUE(log.pending().empty());
+                    log.outcome(id, true, 1);
+                    log.event("rule_end", {{"rule", "accounts"}, {"ok", true}});
+                }
+            });
+        }
+        for (auto& th : threads) {
+            th.join();
+        }
+        EXPECT_EQ(log.last_seq(), 1u + 3u * k_threads * k_batches);
+    }
+    const auto result = verify_audit_log(path);
+    EXPECT_TRUE(result.ok) << result.reason << " at line " << result.bad_line;
+    EXPECT_EQ(result.lines, 1u + 3u * k_threads * k_batches);
+    EXPECT_EQ(result.records, static_cast<std::uint64_t>(k_threads * k_batches));
+    // Batch ids are unique: every key is proven by exactly one batch.
+    std::set<std::string> batches;
+    for (int t = 0; t < k_threads; ++t) {
+        for (int i = 0; i < k_batches; i += 13) {
+            const auto key = "t" + std::to_string(t) + "-" + std::to_string(i);
+            const auto proof = prove(path, k_key, "accounts", key);
+            ASSERT_EQ(proof.size(), 1u) << key;
+            EXPECT_TRUE(batches.insert(proof[0].batch).second);
+        }
+    }
+    EXPECT_FALSE(fs::exists(path + ".pending") && !fs::is_empty(path + ".pending"));
 }
 
 // --- crash consistency ----------------------------------------------------------------------

@@ -424,6 +424,57 @@ TEST_F(ConfigTest, VersionIsRequiredAndDaemonOnlyInTheMainFile) {
             inc + R"(:3:1: "include" is only allowed in the main file)"));
 }
 
+TEST_F(ConfigTest, DaemonSchedulingKeys) {
+    const Config defaults = load(write("defaults.yaml", k_base));
+    EXPECT_EQ(defaults.daemon.splay, std::chrono::seconds{30});
+    EXPECT_EQ(defaults.daemon.retry_backoff_initial, std::chrono::seconds{30});
+    EXPECT_EQ(defaults.daemon.retry_backoff_max, std::chrono::seconds{900});
+    EXPECT_EQ(defaults.daemon.coordination, "");
+
+    const Config config = load(write("retentiond.yaml", k_base + R"(daemon:
+  splay: 0 seconds
+  retry_backoff: { initial: 5 seconds, max: 1 hour }
+  coordination: dora
+)"));
+    EXPECT_EQ(config.daemon.splay, std::chrono::seconds{0});
+    EXPECT_EQ(config.daemon.retry_backoff_initial, std::chrono::seconds{5});
+    EXPECT_EQ(config.daemon.retry_backoff_max, std::chrono::seconds{3600});
+    EXPECT_EQ(config.daemon.coordination, "dora");
+
+    // An initial delay longer than the default cap raises the cap rather than being cut.
+    const Config long_initial = load(write("long.yaml", k_base + R"(daemon:
+  retry_backoff: { initial: 1 hour }
+)"));
+    EXPECT_EQ(long_initial.daemon.retry_backoff_max, std::chrono::seconds{3600});
+}
+
+TEST_F(ConfigTest, DaemonSchedulingKeysAreValidatedWithPositions) {
+    // The daemon block starts at line 18.
+    const auto path = write("retentiond.yaml", k_base + R"(daemon:
+  splay: 1 month
+  retry_backoff: { initial: 0 seconds, max: 1 hour, jitter: 1 }
+  coordination: exports
+)");
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(path + ":19:10: splay: months and years have no fixed length here; use "
+                           "seconds, minutes, hours, days or weeks",
+                    path + ":20:29: retry_backoff.initial: must be at least 1 second",
+                    path + ":20:53: unknown key \"jitter\"",
+                    path + ":21:17: coordination: datastore \"exports\" is files; coordination "
+                           "needs a postgres datastore"));
+
+    const auto shorter = write("shorter.yaml", k_base + R"(daemon:
+  retry_backoff: { initial: 10 minutes, max: 1 minute }
+  coordination: dorra
+)");
+    EXPECT_THAT(errors(shorter),
+                ElementsAre(shorter + ":19:46: retry_backoff.max: must not be shorter than "
+                                      "retry_backoff.initial",
+                            shorter + ":20:17: coordination: unknown datastore \"dorra\" (did "
+                                      "you mean \"dora\"?)"));
+}
+
 TEST_F(ConfigTest, KindSpecificRulesAreChecked) {
     m_env["REDIS_URL"] = "redis://127.0.0.1:6379/0";
     const auto path = write("retentiond.yaml", R"(version: 1

@@ -1,8 +1,12 @@
+#include "retentiond/audit.hpp"
 #include "retentiond/run_lock.hpp"
 #include "retentiond/scheduler.hpp"
+#include "retentiond/timeutil.hpp"
+#include "support/process.hpp"
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <set>
 
 namespace retentiond {
@@ -64,6 +68,57 @@ TEST(FirstDue, NoMissedSlotWaitsForTheNext) {
     EXPECT_EQ(first_due(every_hour, now, k_t0 + 1min), k_t0 + 1h);
 }
 
+// "daily 03:00" in UTC, as a bare function of the injected time.
+TimePoint daily_3am(TimePoint after) {
+    const auto day = std::chrono::floor<std::chrono::days>(after);
+    const TimePoint today = TimePoint{day + 3h};
+    return today > after ? today : today + std::chrono::days{1};
+}
+
+TEST(LatestSlot, IsTheLastSlotAtOrBeforeNow) {
+    EXPECT_EQ(latest_slot(every_hour, k_t0 + 5h + 10min, 3600s), k_t0 + 5h);
+    EXPECT_EQ(latest_slot(every_hour, k_t0 + 5h, 3600s), k_t0 + 5h); // a slot exactly now
+    EXPECT_EQ(latest_slot(daily_3am, k_t0 + 2h, 86400s), k_t0 - 21h);
+    EXPECT_EQ(latest_slot(daily_3am, k_t0 + 4h, 86400s), k_t0 + 3h);
+    // A nominal period far shorter than the real gap (a cron with weekend gaps, say): found by
+    // looking further back.
+    EXPECT_EQ(latest_slot(daily_3am, k_t0 + 2h, 60s), k_t0 - 21h);
+}
+
+TEST(PlanAtStart, NeverRunRunsNowForTheLatestSlot) {
+    RuleSchedule state;
+    const TimePoint now = k_t0 + 5h + 10min;
+    EXPECT_EQ(plan_at_start(state, every_hour, 3600s, now, std::nullopt), now);
+    EXPECT_EQ(state.slot, k_t0 + 5h);
+    EXPECT_FALSE(state.last_success);
+}
+
+TEST(PlanAtStart, MissedSlotsRunOnceNow) {
+    // Daemon stopped (or host asleep) from 00:01 to 05:10: five slots missed, one run now.
+    RuleSchedule state;
+    const TimePoint now = k_t0 + 5h + 10min;
+    EXPECT_EQ(plan_at_start(state, every_hour, 3600s, now, k_t0 + 1min), now);
+    EXPECT_EQ(state.slot, k_t0 + 5h);
+    ASSERT_TRUE(state.last_success);
+    EXPECT_EQ(*state.last_success, k_t0 + 1min);
+    // Then the regular slots, not a catch-up per missed slot.
+    EXPECT_EQ(after_run(state, RunOutcome::success, every_hour, now + 3s, Backoff{}), k_t0 + 6h);
+    EXPECT_EQ(state.slot, k_t0 + 6h);
+}
+
+TEST(PlanAtStart, NoMissedSlotWaitsForTheNext) {
+    // A daily rule that succeeded at 03:00:40 and a restart at 14:00: nothing missed.
+    RuleSchedule state;
+    const TimePoint now = k_t0 + 14h;
+    EXPECT_EQ(plan_at_start(state, daily_3am, 86400s, now, k_t0 + 3h + 40s),
+              k_t0 + std::chrono::days{1} + 3h);
+    EXPECT_EQ(state.slot, k_t0 + std::chrono::days{1} + 3h);
+    // The slot fell while the daemon was down (success the day before): one run now.
+    RuleSchedule late;
+    EXPECT_EQ(plan_at_start(late, daily_3am, 86400s, now, k_t0 - 21h + 40s), now);
+    EXPECT_EQ(late.slot, k_t0 + 3h);
+}
+
 TEST(AfterRun, SuccessPlansTheNextSlotAndRecordsIt) {
     RuleSchedule state;
     const TimePoint now = k_t0 + 3h + 2s;
@@ -85,12 +140,14 @@ TEST(AfterRun, OutagesBackOffButNeverPastTheNextSlot) {
     }
     const std::vector<std::chrono::seconds> expected{30s, 60s, 120s, 240s, 480s, 900s, 900s};
     EXPECT_EQ(delays, expected);
+    EXPECT_EQ(state.slot, TimePoint{}); // retries stand for the slot that failed
     EXPECT_EQ(state.consecutive_unavailable, 7);
     EXPECT_FALSE(state.last_success);
 
     // Close to the next slot the regular run comes first.
     const TimePoint late = k_t0 + 59min;
     EXPECT_EQ(after_run(state, RunOutcome::unavailable, every_hour, late, b), k_t0 + 1h);
+    EXPECT_EQ(state.slot, k_t0 + 1h);
 
     // Recovery resets the sequence.
     after_run(state, RunOutcome::success, every_hour, late, b);
@@ -120,6 +177,61 @@ TEST(Overdue, AfterTwicePeriodWithoutSuccess) {
     after_run(state, RunOutcome::failed, every_hour, k_t0 + 3h, Backoff{});
     after_run(state, RunOutcome::unavailable, every_hour, k_t0 + 4h, Backoff{});
     EXPECT_TRUE(is_overdue(state, 1h, k_t0 + 4h + 6s));
+}
+
+// The last successes the daemon plans from, read back from a real audit log.
+class LastSuccesses : public ::testing::Test {
+protected:
+    const Secret m_key{"0123456789abcdef0123456789abcdef"};
+    test::TempDir m_dir;
+    std::string m_path = m_dir.file("audit.jsonl");
+
+    void rule_end(AuditLog& log, const std::string& rule, bool ok) {
+        log.event("rule_end", {{"rule", rule}, {"ok", ok}, {"status", ok ? "ok" : "failed"}});
+    }
+};
+
+TEST_F(LastSuccesses, NewestSuccessPerRuleFailuresIgnored) {
+    TimePoint before_b;
+    TimePoint after_b;
+    {
+        AuditLog log(m_path, m_key, "run-1");
+        rule_end(log, "a", true);
+        before_b = now_utc();
+        rule_end(log, "b", true);
+        after_b = now_utc();
+        rule_end(log, "a", true);
+        rule_end(log, "b", false); // a failure is no success
+        log.event("skipped", {{"rule", "c"}, {"ok", true}});
+    }
+    const auto found = last_successes(m_path, {"a", "b", "c", "never"});
+    ASSERT_EQ(found.count("a"), 1u);
+    ASSERT_EQ(found.count("b"), 1u);
+    EXPECT_EQ(found.count("c"), 0u); // only rule_end lines count
+    EXPECT_EQ(found.count("never"), 0u);
+    // The newer of a's two successes (each line is fsynced: far more than a microsecond apart).
+    EXPECT_GE(found.at("a"), std::chrono::floor<std::chrono::microseconds>(after_b));
+    EXPECT_GE(found.at("b"), std::chrono::floor<std::chrono::microseconds>(before_b));
+    EXPECT_LE(found.at("b"), after_b);
+}
+
+TEST_F(LastSuccesses, ReadsTheRotatedFileForRulesNotInTheCurrentOne) {
+    {
+        AuditLog log(m_path, m_key, "run-1");
+        rule_end(log, "old", true);
+        rule_end(log, "both", true);
+    }
+    ASSERT_EQ(std::rename(m_path.c_str(), (m_path + ".1").c_str()), 0); // logrotate, create mode
+    const TimePoint rotated = now_utc();
+    {
+        AuditLog log(m_path, m_key, "run-2");
+        rule_end(log, "both", true);
+    }
+    const auto found = last_successes(m_path, {"old", "both"});
+    ASSERT_EQ(found.size(), 2u);
+    EXPECT_LT(found.at("old"), rotated);
+    EXPECT_GE(found.at("both"), std::chrono::floor<std::chrono::microseconds>(rotated));
+    EXPECT_TRUE(last_successes(m_dir.file("absent.jsonl"), {"old"}).empty());
 }
 
 TEST(AdvisoryLockKey, IsStableAndDistinct) {
