@@ -819,9 +819,9 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         }
 
         // Pages per range so that a range holds about 90% of batch_size due rows on average: every
-        // batch pays a synchronous commit (WAL flush), so fuller batches mean fewer of them, while
-        // a range that overflows batch_size is rolled back and split (measured: 80% -> 90% takes
-        // 126 -> ~112 batches for 1M due rows, overflow stays rare at page-level density noise).
+        // batch pays a commit, round trips and an intent, so fuller batches mean fewer of them,
+        // while a range that overflows batch_size is rolled back and split (measured: 80% -> 90%
+        // takes 126 -> ~112 batches for 1M due rows, overflow stays rare at page-level noise).
         const std::int64_t batch_size = std::max(1, rule.batch_size);
         std::int64_t span = std::clamp<std::int64_t>(
             batch_size * pages * 9 / (10 * std::max<std::int64_t>(1, result.due)), 1, pages);

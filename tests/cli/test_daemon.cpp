@@ -776,14 +776,20 @@ TEST_F(DaemonTest, TwoDaemonsRunEachSlotExactlyOnce) {
         EXPECT_EQ(n, 1) << "slot " << slot << " ran " << n << " times";
     }
     EXPECT_GT(skipped, 0u); // the other daemon did tick, and stood down
-    // No slot lost between the first and the last: consecutive slots are 2 s apart.
+    // Slots on the 2 s grid, and mostly consecutive. A slot may be coalesced into the next when
+    // the run before it ended after it (a loaded CI machine: "missed runs run once"), never run
+    // twice; seen once in CI with the daemons' first runs slow: one 4 s gap.
     std::vector<std::int64_t> seconds;
     for (const auto& [slot, n] : runs) {
         seconds.push_back(unix_seconds_of(slot));
     }
+    std::size_t gaps = 0;
     for (std::size_t i = 1; i < seconds.size(); ++i) {
-        EXPECT_EQ(seconds[i] - seconds[i - 1], 2) << "between slot " << i - 1 << " and " << i;
+        const auto gap = seconds[i] - seconds[i - 1];
+        EXPECT_TRUE(gap > 0 && gap % 2 == 0) << "between slot " << i - 1 << " and " << i;
+        gaps += gap > 2 ? 1 : 0;
     }
+    EXPECT_LE(gaps * 3, seconds.size()) << "most slots run";
     // Each slot is recorded once in the database, by the daemon that ran it.
     EXPECT_EQ(std::stoll(pg_scalar(m_dsn, "SELECT count(*) FROM retentiond.rule_runs WHERE "
                                           "rule = 'old-items'")),
