@@ -638,7 +638,13 @@ void AuditLog::reopen_if_rotated() {
     if (rotated) {
         if (!m_lazy_outcomes.empty()) {
             // The old file still holds outcome lines not yet fsynced: make them durable there.
-            fsync_or_throw(m_fd, m_path);
+            // A failed fsync may have dropped them (a retry would wrongly succeed): stop the log.
+            try {
+                fsync_or_throw(m_fd, m_path);
+            } catch (...) {
+                m_broken = true;
+                throw;
+            }
             settle_lazy_outcomes();
         }
         close_log();

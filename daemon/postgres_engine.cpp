@@ -738,8 +738,11 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                       retain +
                                       "::interval) * 1000000)::bigint, now()::text, "
                                       "(extract(epoch FROM now()) * 1000000)::bigint, "
-                                      "has_function_privilege('pg_logical_emit_message(boolean, "
-                                      "text, text)', 'EXECUTE'), " +
+                                      "EXISTS (SELECT FROM pg_catalog.pg_proc WHERE proname = "
+                                      "'pg_logical_emit_message' AND pronamespace = "
+                                      "'pg_catalog'::regnamespace AND proargtypes[2] = "
+                                      "'text'::regtype AND "
+                                      "has_function_privilege(oid, 'EXECUTE')), " +
                                       due_bounds_sql(retain),
                                   p)[0];
             plan.cutoff_text = row[0].c_str();
@@ -762,6 +765,8 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             }
             result.cutoff = from_micros(row[1].as<std::int64_t>());
             // Batches commit asynchronously only when the run can force the flush at its end.
+            // (The text variant, looked up by name: a bytea one exists too, and PostgreSQL 17
+            // added a fourth, defaulted argument.)
             plan.async_commit = row[4].as<bool>();
             Params c;
             const auto counts =
