@@ -633,7 +633,11 @@ TEST_F(DaemonTest, MissedRunsRunOnceAtStartOtherwiseTheRuleWaitsForItsSlot) {
     EXPECT_TRUE(audit_of(audit, "rule_end", "old-items").empty());
     EXPECT_EQ(due_left(), 2);
 
-    // A slot fell since the last success (the rule now runs every 3 s): one run at start.
+    // A slot fell since the last success (the rule now runs every 3 s): one run at start. More
+    // than one period after that success, so that a slot did fall whatever the timing so far.
+    const auto last_success = std::chrono::system_clock::time_point(
+        std::chrono::seconds(unix_seconds_of(first[0].value("ts", ""))));
+    std::this_thread::sleep_until(last_success + std::chrono::seconds(4));
     const auto cfg2 = m_dir.write("every.yaml", config(audit, "off", "", "every 3 seconds"));
     {
         Daemon d(cfg2, m_dir.file("3.log"), {});
