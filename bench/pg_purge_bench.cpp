@@ -123,7 +123,6 @@ int main(int argc, char** argv) {
                 "journal_s %.3f (overlapped) %s\n",
                 static_cast<long long>(result.processed), static_cast<long long>(result.batches),
                 took.count(), static_cast<int>(result.status), journal_kind.c_str(),
-                journal.first_intent(), journal.spent(),
-                result.message.c_str());
+                journal.first_intent(), journal.spent(), result.message.c_str());
     return result.status == RunResult::Status::ok ? 0 : 1;
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <sys/file.h>
@@ -505,6 +506,26 @@ std::string predecessor_of(const std::string& path) {
     return path + ".1";
 }
 
+// Hands the complete lines of an audit log file to `visit`, newest first, while it returns true.
+// A missing file has no lines.
+void visit_lines_backwards(const std::string& file,
+                           const std::function<bool(const std::string&)>& visit) {
+    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) {
+        if (errno == ENOENT) {
+            return;
+        }
+        throw_errno("cannot open audit log", file, errno);
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) {
+        throw_errno("cannot stat audit log", file, errno);
+    }
+    ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, file), file);
+    std::string line;
+    while (lines.previous(line) && visit(line)) {
+    }
+}
 } // namespace
 
 std::string record_digest(const Secret& audit_key, std::string_view rule, std::string_view key) {
@@ -976,20 +997,7 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         if (unresolved == 0) {
             break;
         }
-        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-        if (fd.get() < 0) {
-            if (errno == ENOENT) {
-                continue;
-            }
-            throw_errno("cannot open audit log", file, errno);
-        }
-        struct stat st {};
-        if (::fstat(fd.get(), &st) != 0) {
-            throw_errno("cannot stat audit log", file, errno);
-        }
-        ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, file), file);
-        std::string line;
-        while (unresolved > 0 && lines.previous(line)) {
+        visit_lines_backwards(file, [&](const std::string& line) {
             for (auto& c : candidates) {
                 if (c.intent || line.find(c.needle) == std::string::npos) {
                     continue;
@@ -1005,7 +1013,8 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
                     --unresolved;
                 }
             }
-        }
+            return unresolved > 0;
+        });
     }
 
     std::vector<Pending> out;
@@ -1219,38 +1228,26 @@ std::map<std::string, TimePoint> last_successes(const std::string& path,
         if (found.size() == rules.size()) {
             break;
         }
-        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-        if (fd.get() < 0) {
-            if (errno == ENOENT) {
-                continue;
-            }
-            throw_errno("cannot open audit log", file, errno);
-        }
-        struct stat st {};
-        if (::fstat(fd.get(), &st) != 0) {
-            throw_errno("cannot stat audit log", file, errno);
-        }
-        ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, file), file);
-        std::string line;
-        while (found.size() < rules.size() && lines.previous(line)) {
+        visit_lines_backwards(file, [&](const std::string& line) {
             // Keys are sorted and compact: a cheap filter before parsing the few lines that
             // matter (intents with thousands of digests are never parsed).
             if (line.find(R"("type":"rule_end")") == std::string::npos ||
                 line.find(R"("ok":true)") == std::string::npos) {
-                continue;
+                return true;
             }
             const json j = json::parse(line, nullptr, false);
             if (!j.is_object() || j.value("type", "") != "rule_end" || !j.value("ok", false)) {
-                continue;
+                return true;
             }
             const auto rule = j.value("rule", "");
             if (rules.count(rule) == 0 || found.count(rule) != 0) {
-                continue;
+                return true;
             }
             if (const auto at = parse_timestamp(j.value("ts", ""), "", utc)) {
                 found.emplace(rule, *at);
             }
-        }
+            return found.size() < rules.size();
+        });
     }
     return found;
 }
