@@ -228,25 +228,35 @@ private:
     bool m_eof = false;
 };
 
-// The last complete line of a file; nullopt when the file does not exist or has no line.
-std::optional<std::string> last_line_of(const std::string& path) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+// Hands the complete lines of an audit log file to `visit`, newest first, while it returns true.
+// A missing file has no lines.
+void visit_lines_backwards(const std::string& file,
+                           const std::function<bool(const std::string&)>& visit) {
+    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0) {
         if (errno == ENOENT) {
-            return std::nullopt;
+            return;
         }
-        throw_errno("cannot open audit log", path, errno);
+        throw_errno("cannot open audit log", file, errno);
     }
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) {
-        throw_errno("cannot stat audit log", path, errno);
+        throw_errno("cannot stat audit log", file, errno);
     }
-    ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, path), path);
+    ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, file), file);
     std::string line;
-    if (!lines.previous(line)) {
-        return std::nullopt;
+    while (lines.previous(line) && visit(line)) {
     }
-    return line;
+}
+
+// The last complete line of a file; nullopt when the file does not exist or has no line.
+std::optional<std::string> last_line_of(const std::string& path) {
+    std::optional<std::string> last;
+    visit_lines_backwards(path, [&](const std::string& line) {
+        last = line;
+        return false;
+    });
+    return last;
 }
 
 // The top-level fields verify needs, read with the SAX interface so that an intent line's
@@ -506,26 +516,6 @@ std::string predecessor_of(const std::string& path) {
     return path + ".1";
 }
 
-// Hands the complete lines of an audit log file to `visit`, newest first, while it returns true.
-// A missing file has no lines.
-void visit_lines_backwards(const std::string& file,
-                           const std::function<bool(const std::string&)>& visit) {
-    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) {
-        if (errno == ENOENT) {
-            return;
-        }
-        throw_errno("cannot open audit log", file, errno);
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) {
-        throw_errno("cannot stat audit log", file, errno);
-    }
-    ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, file), file);
-    std::string line;
-    while (lines.previous(line) && visit(line)) {
-    }
-}
 } // namespace
 
 std::string record_digest(const Secret& audit_key, std::string_view rule, std::string_view key) {
