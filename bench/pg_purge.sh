@@ -6,6 +6,8 @@
 #   (b) retentiond's engine purge of the same rows, batch_size 10000, and the ratio b/a
 #   (c) one plain  UPDATE ... SET email = NULL, first_name = ''  of the same rows
 #   (d) retentiond's anonymize (same two fields, in SQL), and the ratio d/c
+#   (f) the floor: the same page ranges deleted by one psql statement each, without and with
+#       RETURNING id (the keys the audit digests need), and their ratios to (a)
 #   (e) pgbench (read-write, TPC-B-like, on its own tables) TPS and p99 latency: idle, during
 #       retentiond's purge, during the plain DELETE.
 # Peak RSS of the driver comes from /usr/bin/time -v (Debian package `time`).
@@ -105,6 +107,26 @@ DUE="last_login < now() - interval '12 months'"
 
 fresh m1; PLAIN_DEL=$(timed_sql m1 "DELETE FROM accounts WHERE $DUE")
 fresh m2; run_driver m2 delete; ENG_DEL=$DRV_SECS; RSS_DEL=$DRV_RSS_KB; ROWS_DEL=$DRV_ROWS
+# (f) The floor of any batched purge that must name the rows it deleted: the same page ranges as
+#     retentiond's (about 90% of batch_size due rows each), one DELETE per range sent by psql
+#     (autocommit, synchronous_commit off as retentiond's batches, output to /dev/null, cutoff as
+#     a constant): without RETURNING, and with RETURNING id (what the audit digests need).
+floor_file() { # db returning-clause -> SQL file
+    local pages due cutoff span
+    pages=$(psql -X -qtA "$(dsn "$1")" -c "SELECT pg_relation_size('accounts') / 8192")
+    cutoff=$(psql -X -qtA "$(dsn "$1")" -c "SELECT (now() - interval '12 months')::text")
+    due=$(psql -X -qtA "$(dsn "$1")" -c "SELECT count(*) FROM accounts WHERE $DUE")
+    span=$(( pages * 9000 / (due > 0 ? due : 1) )); [ "$span" -ge 1 ] || span=1
+    awk -v pages="$pages" -v span="$span" -v cutoff="$cutoff" -v ret="$2" 'BEGIN {
+        print "SET synchronous_commit = off;"
+        for (p = 0; p < pages; p += span)
+            printf "DELETE FROM accounts WHERE ctid >= '\''(%d,0)'\''::tid AND ctid < '\''(%d,0)'\''::tid AND last_login < '\''%s'\''::timestamptz%s;\n", p, p + span, cutoff, ret
+    }' >"$WORK/floor.sql"
+}
+timed_file() { local t0; t0=$(now); psql -X -q -v ON_ERROR_STOP=1 -o /dev/null "$(dsn "$1")" -f "$WORK/floor.sql"; awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
+fresh m8; floor_file m8 ""; sql m8 "CHECKPOINT"; FLOOR_NORET=$(timed_file m8)
+fresh m9; floor_file m9 " RETURNING id"; sql m9 "CHECKPOINT"; FLOOR_RET=$(timed_file m9)
+
 fresh m3; PLAIN_UPD=$(timed_sql m3 "UPDATE accounts SET email = NULL, first_name = '' WHERE $DUE")
 fresh m4; run_driver m4 anonymize; ENG_UPD=$DRV_SECS; RSS_UPD=$DRV_RSS_KB; ROWS_UPD=$DRV_ROWS
 
@@ -138,6 +160,8 @@ echo
 echo "rows: $N, due: $ROWS_DEL (purge) / $ROWS_UPD (anonymize), batch_size 10000, journal $JOURNAL"
 printf "purge:     plain DELETE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PLAIN_DEL" "$ENG_DEL" "$(ratio "$PLAIN_DEL" "$ENG_DEL")"
+printf "floor:     range DELETEs from psql, no RETURNING %.3f s (ratio %s), RETURNING id %.3f s (ratio %s)\n" \
+    "$FLOOR_NORET" "$(ratio "$PLAIN_DEL" "$FLOOR_NORET")" "$FLOOR_RET" "$(ratio "$PLAIN_DEL" "$FLOOR_RET")"
 printf "anonymize: plain UPDATE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PLAIN_UPD" "$ENG_UPD" "$(ratio "$PLAIN_UPD" "$ENG_UPD")"
 printf "peak RSS:  purge %d KiB, anonymize %d KiB (target < 65536)\n" "$RSS_DEL" "$RSS_UPD"
