@@ -822,7 +822,7 @@ std::string AuditLog::intent(const BatchIntent& batch) {
                 {"count", batch.keys.size()},
                 {"digests", json::array()}},
            digests);
-    m_batch_rule[id] = batch.rule;
+    m_in_flight[id] = {batch.rule, batch.datastore};
     return id;
 }
 
@@ -834,7 +834,7 @@ void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t
     append(
         json{{"type", "outcome"}, {"batch", batch_id}, {"committed", committed}, {"count", count}},
         {}, false);
-    m_batch_rule.erase(batch_id);
+    m_in_flight.erase(batch_id);
     m_lazy_outcomes.push_back(batch_id);
 }
 
@@ -845,13 +845,13 @@ void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
         return;
     }
     const std::lock_guard lock(m_mutex);
-    const auto rule = m_batch_rule.find(batch_id);
-    if (rule == m_batch_rule.end()) {
+    const auto rule = m_in_flight.find(batch_id);
+    if (rule == m_in_flight.end()) {
         throw std::invalid_argument("audit: outcome for unknown batch " + batch_id);
     }
     json unapplied = json::array();
     for (const auto& key : unapplied_keys) {
-        unapplied.push_back(record_digest(m_key, rule->second, key));
+        unapplied.push_back(record_digest(m_key, rule->second.rule, key));
     }
     append(json{{"type", "outcome"},
                 {"batch", batch_id},
@@ -859,7 +859,7 @@ void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
                 {"count", count},
                 {"kept", std::move(unapplied)}},
            {}, false);
-    m_batch_rule.erase(rule);
+    m_in_flight.erase(rule);
     m_lazy_outcomes.push_back(batch_id);
 }
 
@@ -895,6 +895,54 @@ void AuditLog::run_end(const std::string& status, const json& summary) {
     append(json{{"type", "run_end"}, {"status", status}, {"summary", summary}});
 }
 
+namespace {
+
+// One pending-keys file (written to a temp file and renamed, so whole). False when it is gone.
+bool read_pending_file(const std::string& file, AuditLog::Pending& out) {
+    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) {
+        if (errno == ENOENT) {
+            return false; // settled meanwhile
+        }
+        throw_errno("cannot open pending batch file", file, errno);
+    }
+    std::string text;
+    ForwardLines reader(fd.get(), file);
+    std::string_view part;
+    bool terminated = false;
+    while (reader.next(part, terminated)) {
+        text.append(part);
+        if (terminated) {
+            text += '\n';
+        }
+    }
+    try {
+        const json j = parse_json(text);
+        out.batch_id = j.at("batch").get<std::string>();
+        BatchIntent& b = out.batch;
+        b.rule = j.at("rule").get<std::string>();
+        b.datastore = j.at("datastore").get<std::string>();
+        b.target = j.contains("target_hex") ? from_hex(j.at("target_hex").get<std::string>())
+                                            : j.at("target").get<std::string>();
+        b.action = j.at("action").get<std::string>();
+        b.cutoff = TimePoint(std::chrono::microseconds(j.at("cutoff_us").get<std::int64_t>()));
+        if (j.contains("keys_hex")) {
+            for (const auto& h : j.at("keys_hex")) {
+                b.keys.push_back(from_hex(h.get<std::string>()));
+            }
+        } else {
+            b.keys = j.at("keys").get<std::vector<std::string>>();
+        }
+    } catch (const json::exception&) {
+        // Written to a temp file and renamed, so this is damage, not a crash: a human must
+        // look (the file holds keys, so its content is not quoted here).
+        throw std::runtime_error("unreadable pending batch file " + file);
+    }
+    return true;
+}
+
+} // namespace
+
 std::vector<AuditLog::Pending> AuditLog::pending() const {
     namespace fs = std::filesystem;
     // Two threads recovering at once would race on removing the same leftovers.
@@ -927,46 +975,10 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         if (entry.path().extension() != ".json") {
             continue;
         }
-        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-        if (fd.get() < 0) {
-            if (errno == ENOENT) {
-                continue; // settled meanwhile
-            }
-            throw_errno("cannot open pending batch file", file, errno);
-        }
-        std::string text;
-        ForwardLines reader(fd.get(), file);
-        std::string_view part;
-        bool terminated = false;
-        while (reader.next(part, terminated)) {
-            text.append(part);
-            if (terminated) {
-                text += '\n';
-            }
-        }
         Candidate c;
         c.file = file;
-        try {
-            const json j = parse_json(text);
-            c.pending.batch_id = j.at("batch").get<std::string>();
-            BatchIntent& b = c.pending.batch;
-            b.rule = j.at("rule").get<std::string>();
-            b.datastore = j.at("datastore").get<std::string>();
-            b.target = j.contains("target_hex") ? from_hex(j.at("target_hex").get<std::string>())
-                                                : j.at("target").get<std::string>();
-            b.action = j.at("action").get<std::string>();
-            b.cutoff = TimePoint(std::chrono::microseconds(j.at("cutoff_us").get<std::int64_t>()));
-            if (j.contains("keys_hex")) {
-                for (const auto& h : j.at("keys_hex")) {
-                    b.keys.push_back(from_hex(h.get<std::string>()));
-                }
-            } else {
-                b.keys = j.at("keys").get<std::vector<std::string>>();
-            }
-        } catch (const json::exception&) {
-            // Written to a temp file and renamed, so this is damage, not a crash: a human must
-            // look (the file holds keys, so its content is not quoted here).
-            throw std::runtime_error("unreadable pending batch file " + file);
+        if (!read_pending_file(file, c.pending)) {
+            continue; // settled meanwhile
         }
         if (c.pending.batch_id.rfind(own_prefix, 0) == 0) {
             continue;
@@ -1025,6 +1037,26 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
     return out;
 }
 
+std::vector<AuditLog::Pending> AuditLog::abandoned(const std::string& datastore) {
+    std::vector<std::string> ids;
+    {
+        const std::lock_guard lock(m_mutex);
+        for (const auto& [id, batch] : m_in_flight) {
+            if (batch.datastore == datastore) {
+                ids.push_back(id);
+            }
+        }
+    }
+    std::vector<Pending> out;
+    for (const auto& id : ids) {
+        Pending p;
+        if (read_pending_file(pending_file(id), p)) {
+            out.push_back(std::move(p));
+        }
+    }
+    return out;
+}
+
 void AuditLog::resolve(const Pending& p, bool committed, const std::string& how) {
     const auto count = committed ? static_cast<std::int64_t>(p.batch.keys.size()) : 0;
     const std::lock_guard lock(m_mutex);
@@ -1033,6 +1065,7 @@ void AuditLog::resolve(const Pending& p, bool committed, const std::string& how)
                 {"committed", committed},
                 {"count", count},
                 {"recovered", how}});
+    m_in_flight.erase(p.batch_id);
     remove_pending(p.batch_id);
 }
 

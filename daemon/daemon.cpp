@@ -172,6 +172,12 @@ private:
                 m_queue.pop_front();
             }
             swap_config();
+            if (m_unresolved) {
+                // A run that lost its datastore mid-batch (or a crash's batches the store could not
+                // be asked about yet) left intents without outcomes: settled here, once the store
+                // answers again, not only at the next start.
+                recover();
+            }
             JobResult result;
             try {
                 result = run_one(job);
@@ -180,6 +186,9 @@ private:
                 spdlog::error("rule {}: {}", job.rule, e.what());
                 result.rule = job.rule;
                 result.outcome = RunOutcome::failed;
+            }
+            if (result.outcome == RunOutcome::unavailable || result.outcome == RunOutcome::failed) {
+                m_unresolved = true; // cheap to check: the pending directory is read, that is all
             }
             result.worker = m_datastore;
             m_hooks.on_result(std::move(result));
@@ -202,18 +211,28 @@ private:
     }
 
     // Batches a crash left pending on this worker's datastore (and, for one worker, those of
-    // datastores no longer in the config).
+    // datastores no longer in the config), and this process's own batches that a run abandoned
+    // when the datastore went away. Sets m_unresolved when some remain (the store is still down).
     void recover() {
         try {
             const auto mine = [this](const AuditLog::Pending& p) {
                 return p.batch.datastore == m_datastore ||
                        (m_recovers_orphans && m_config->datastores.count(p.batch.datastore) == 0);
             };
-            if (const int n = m_runner->recover(m_audit, mine); n > 0) {
-                spdlog::warn("resolved {} batch(es) left unresolved by a previous crash", n);
+            int n = m_runner->recover(m_audit, mine);
+            // This process's own batches a run abandoned when its datastore went away: none of
+            // them is in flight, the worker runs one rule at a time.
+            n += m_runner->resolve(m_audit, m_audit.abandoned(m_datastore));
+            if (n > 0) {
+                spdlog::warn("resolved {} batch(es) left unresolved by a crash or an outage", n);
+            }
+            m_unresolved = !m_audit.abandoned(m_datastore).empty();
+            for (const auto& p : m_audit.pending()) {
+                m_unresolved = m_unresolved || mine(p);
             }
         } catch (const std::exception& e) {
             spdlog::error("crash recovery: {}", e.what());
+            m_unresolved = true;
         }
     }
 
@@ -332,6 +351,8 @@ private:
 
     const std::string m_datastore;
     const bool m_recovers_orphans;
+    // Intents of this worker's datastore may be waiting for an outcome (see loop()).
+    bool m_unresolved = false;
 
     std::mutex m_mutex;
     std::condition_variable m_cv;

@@ -62,11 +62,18 @@ void Runner::reset_engine(const std::string& datastore) {
 }
 
 int Runner::recover(AuditLog& audit, const std::function<bool(const AuditLog::Pending&)>& mine) {
-    int resolved = 0;
-    for (const auto& pending : audit.pending()) {
-        if (mine && !mine(pending)) {
-            continue;
+    std::vector<AuditLog::Pending> batches;
+    for (auto& pending : audit.pending()) {
+        if (!mine || mine(pending)) {
+            batches.push_back(std::move(pending));
         }
+    }
+    return resolve(audit, batches);
+}
+
+int Runner::resolve(AuditLog& audit, const std::vector<AuditLog::Pending>& batches) {
+    int resolved = 0;
+    for (const auto& pending : batches) {
         const Rule* rule = m_config.find_rule(pending.batch.rule);
         if (rule == nullptr) {
             audit.resolve(pending, false, "undetermined: rule no longer in the config");

@@ -85,6 +85,11 @@ public:
         BatchIntent batch;
     };
     std::vector<Pending> pending() const;
+    // This process's own batches of `datastore` whose intent was written and no outcome followed:
+    // left by a run that lost its datastore mid-batch (pending() leaves them out: they carry this
+    // log's run id). Call only when none of them can still be in flight: the daemon's worker of
+    // that datastore, between two runs.
+    std::vector<Pending> abandoned(const std::string& datastore);
     void resolve(const Pending& p, bool committed, const std::string& how);
 
     const std::string& path() const { return m_path; }
@@ -115,8 +120,12 @@ private:
     off_t m_end = 0; // file size after our last write: a smaller file was truncated
     std::uint64_t m_batches = 0;
     bool m_broken = false; // a write or fsync failed: never chain onto a possibly torn line
-    std::map<std::string, std::string> m_batch_rule; // in-flight batch -> rule, for digests
-    std::vector<std::string> m_lazy_outcomes; // outcome written, not yet fsynced: keep pending
+    struct InFlight {
+        std::string rule; // for the digests of outcome_except
+        std::string datastore;
+    };
+    std::map<std::string, InFlight> m_in_flight; // this process's batches without an outcome
+    std::vector<std::string> m_lazy_outcomes;    // outcome written, not yet fsynced: keep pending
     // Appends come from several threads in the daemon (one worker per datastore): every line is
     // chained under this lock, so the chain stays linear.
     std::mutex m_mutex;

@@ -74,6 +74,9 @@ public:
     // daemon's per-datastore workers each take their own). Returns how many were resolved.
     int recover(AuditLog& audit,
                 const std::function<bool(const AuditLog::Pending&)>& mine = nullptr);
+    // Resolves these batches against their datastores (a store that is down keeps its batches
+    // pending). Returns how many were resolved.
+    int resolve(AuditLog& audit, const std::vector<AuditLog::Pending>& batches);
 
     // Drops the engine of a datastore (after an outage, so the next use reconnects).
     void reset_engine(const std::string& datastore);

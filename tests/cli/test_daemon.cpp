@@ -4,6 +4,7 @@
 // assert timing.
 
 #include "prometheus_text.hpp"
+#include "retentiond/audit.hpp"
 #include "support/pg_cluster.hpp"
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
@@ -28,6 +29,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -911,6 +913,69 @@ TEST_F(DaemonTest, RedisOutageBacksOffWhileOtherStoresGoOn) {
         unavailable += e.value("unavailable", false) ? 1 : 0;
     }
     EXPECT_GE(unavailable, 3u);
+}
+
+TEST_F(DaemonTest, BatchLeftPendingWhileItsStoreIsDownIsResolvedWhenItReturns) {
+    // A crash left an intent without outcome for the Redis store, and the store is down when the
+    // daemon starts: recovery cannot ask it then. Once Redis answers again, the batch is settled
+    // by the running daemon, not only at its next start.
+    auto& redis = RedisServer::shared();
+    constexpr int k_db = 4;
+    redis_cmd(redis, {"FLUSHDB"}, k_db);
+    m_extra_datastores = "  cache:\n    kind: redis\n    url: \"" + redis.url(k_db) + "\"\n";
+    m_extra_rules = "  - name: sessions\n"
+                    "    datastore: cache\n"
+                    "    category: sessions\n"
+                    "    keys: \"sess:*\"\n"
+                    "    clock: { hash_field: last_seen }\n"
+                    "    retain: 1 day\n"
+                    "    action: delete\n"
+                    "    schedule: every 1s\n";
+    const auto audit = m_dir.file("audit.jsonl");
+    std::string batch_id;
+    {
+        AuditLog crashed(audit, Secret("0123456789abcdef0123456789abcdef"), "crashed-run");
+        BatchIntent b;
+        b.rule = "sessions";
+        b.datastore = "cache";
+        b.target = "sess:*";
+        b.action = "delete";
+        b.keys = {"sess:gone-1", "sess:gone-2"};
+        batch_id = crashed.intent(b);
+    } // no outcome: the process died between intent and UNLINK
+    const auto resolutions = [&] {
+        std::vector<nlohmann::json> out;
+        for (auto& o : audit_of(audit, "outcome")) {
+            if (o.value("batch", "") == batch_id) {
+                out.push_back(std::move(o));
+            }
+        }
+        return out;
+    };
+
+    redis.stop();
+    struct Restart {
+        RedisServer& redis;
+        ~Restart() { redis.start(); } // the other tests need it, even if this one fails
+    } restart{redis};
+    const auto cfg = m_dir.write("retentiond.yaml", config(audit, "off"));
+    Daemon d(cfg, m_dir.file("daemon.log"), {});
+    ASSERT_TRUE(wait_for([&] { return d.log_has("cannot resolve batch " + batch_id); }, 15s))
+        << d.log();
+    ASSERT_TRUE(wait_for([&] { return d.log_has("rule sessions: retrying at"); }, 15s)) << d.log();
+    EXPECT_TRUE(resolutions().empty());
+
+    redis.start();
+    ASSERT_TRUE(wait_for([&] { return !resolutions().empty(); }, 20s)) << d.log();
+    const auto r = resolutions();
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].value("committed", false), true);
+    EXPECT_EQ(r[0].value("recovered", ""), "records gone: committed");
+    EXPECT_FALSE(std::filesystem::exists(audit + ".pending/" + batch_id + ".json"));
+    EXPECT_TRUE(d.log_has("resolved 1 batch(es)")) << d.log();
+    d.signal(SIGTERM);
+    EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
+    EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
 }
 
 } // namespace

@@ -530,6 +530,42 @@ TEST(AuditCrash, IntentWithoutOutcomeIsPendingWithItsKeys) {
     EXPECT_EQ(proof[0].recovered, "records gone: committed");
 }
 
+TEST(AuditCrash, OwnBatchesWithoutOutcomeAreAbandonedPerDatastore) {
+    // A run that lost its datastore mid-batch leaves intents without outcomes in this process:
+    // pending() skips them (they carry this run id), abandoned() hands them to the daemon's worker.
+    TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    AuditLog log(path, k_key, "run-1");
+    log.run_start(make_config(), "purge");
+    auto other = make_batch("sessions", {"sess:1"});
+    other.datastore = "cache";
+    const auto settled = log.intent(make_batch("accounts", {"carol@example.org"}));
+    const auto lost = log.intent(make_batch("accounts", {"alice@example.org", "bob@example.org"}));
+    const auto elsewhere = log.intent(other);
+    log.outcome(settled, true, 1);
+
+    EXPECT_TRUE(log.pending().empty());
+    const auto abandoned = log.abandoned("dora");
+    ASSERT_EQ(abandoned.size(), 1u);
+    EXPECT_EQ(abandoned[0].batch_id, lost);
+    EXPECT_EQ(abandoned[0].batch.rule, "accounts");
+    EXPECT_EQ(abandoned[0].batch.target, "accounts_user");
+    EXPECT_EQ(abandoned[0].batch.keys,
+              (std::vector<std::string>{"alice@example.org", "bob@example.org"}));
+    ASSERT_EQ(log.abandoned("cache").size(), 1u);
+    EXPECT_EQ(log.abandoned("cache")[0].batch_id, elsewhere);
+
+    log.resolve(abandoned[0], false, "records still present: rolled back");
+    EXPECT_TRUE(log.abandoned("dora").empty());
+    EXPECT_FALSE(fs::exists(log.pending_dir() + "/" + lost + ".json"));
+    EXPECT_EQ(log.abandoned("cache").size(), 1u);
+    const auto last = json::parse(read_lines(path).back());
+    EXPECT_EQ(last.at("batch"), lost);
+    EXPECT_EQ(last.at("committed"), false);
+    EXPECT_EQ(last.at("recovered"), "records still present: rolled back");
+    EXPECT_TRUE(verify_audit_log(path).ok);
+}
+
 TEST(AuditCrash, RolledBackResolutionProvesNothing) {
     TempDir dir;
     const auto path = dir.file("audit.jsonl");
