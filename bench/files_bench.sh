@@ -19,7 +19,8 @@ echo "== building (g++ -O2) in $work/bin"
 $cxx $flags -o "$work/bin/files_gen" "$src/bench/files_gen.cpp"
 # The driver links the engine's sources directly, so the bench needs no CMake build dir.
 $cxx $flags -I"$src/include" -o "$work/bin/files_driver" "$src/bench/files_driver.cpp" \
-    "$src/daemon/files_engine.cpp" "$src/daemon/csv.cpp" "$src/daemon/timestamp_memo.cpp" \
+    "$src/daemon/files_engine.cpp" "$src/daemon/files_writer.cpp" "$src/daemon/csv.cpp" \
+    "$src/daemon/timestamp_memo.cpp" \
     "$src/daemon/anonymize.cpp" \
     "$src/daemon/timeutil.cpp" "$src/daemon/duration.cpp" "$src/daemon/crypto.cpp" \
     -ldate-tz -lcrypto
