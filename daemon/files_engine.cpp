@@ -1382,7 +1382,9 @@ private:
                     try {
                         staged->tmp.emplace(f.abs);
                         copy_prefix(in.get(), staged->tmp->fd(), static_cast<off_t>(offset));
-                        out.emplace(staged->tmp->fd(), static_cast<off_t>(offset));
+                        files::WriterOptions wo;
+                        wo.drop_behind_fd = in.get(); // this file is being replaced
+                        out.emplace(staged->tmp->fd(), static_cast<off_t>(offset), wo);
                     } catch (const std::exception&) {
                         give_up();
                     }
@@ -1396,6 +1398,9 @@ private:
                         put(p->anonymize(&changed) ? std::string_view(changed) : raw);
                     } else if (v != Verdict::due) {
                         put(raw);
+                    }
+                    if (out) { // put() drops it on a write error
+                        out->consumed(static_cast<off_t>(offset));
                     }
                 }
                 offset += raw.size();

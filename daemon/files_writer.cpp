@@ -1,6 +1,8 @@
 #include "retentiond/files_writer.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +23,27 @@ namespace {
 
 // Buffered mode: start the write-back every this many bytes.
 constexpr off_t k_writeback_step = off_t{8} << 20;
+
+// drop_behind_fd: drop the input's page cache this many bytes at a time.
+constexpr off_t k_drop_step = off_t{8} << 20;
+
+// Local block-device file systems, where O_DIRECT writes go from our buffer to the disk. Elsewhere
+// the page cache stays: tmpfs copies anyway, and on NFS each O_DIRECT write would wait for the
+// server, one at a time.
+bool direct_gains(int fd) {
+    struct statfs st {};
+    if (::fstatfs(fd, &st) != 0) {
+        return false;
+    }
+    switch (static_cast<unsigned long>(st.f_type)) {
+    case EXT4_SUPER_MAGIC: // also ext2 and ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+        return true;
+    default:
+        return false;
+    }
+}
 
 // aligned_alloc wants a size that is a multiple of the alignment.
 std::size_t round_up(std::size_t n) {
@@ -45,6 +68,9 @@ Writer::Writer(int fd, off_t start, WriterOptions options)
         throw_errno("fcntl");
     }
     m_direct = (m_flags & O_DIRECT) != 0;
+    if (m_options.direct && !direct_gains(fd)) {
+        m_options.direct = false;
+    }
     auto* mem = static_cast<char*>(std::aligned_alloc(k_buffer_align, round_up(m_options.block)));
     if (mem == nullptr) {
         throw std::bad_alloc();
@@ -144,6 +170,7 @@ void Writer::run() {
         std::exception_ptr error;
         try {
             write_block(m_pending);
+            drop_behind();
         } catch (...) {
             error = std::current_exception();
         }
@@ -151,6 +178,17 @@ void Writer::run() {
         m_error = error != nullptr ? error : m_error;
         m_busy = false;
         m_cv.notify_all();
+    }
+}
+
+void Writer::drop_behind() {
+    if (m_options.drop_behind_fd < 0) {
+        return;
+    }
+    const off_t upto = m_consumed.load(std::memory_order_relaxed) & ~off_t{4095};
+    if (upto - m_dropped >= k_drop_step) {
+        ::posix_fadvise(m_options.drop_behind_fd, m_dropped, upto - m_dropped, POSIX_FADV_DONTNEED);
+        m_dropped = upto;
     }
 }
 

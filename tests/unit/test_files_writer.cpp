@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,8 +88,14 @@ protected:
         EXPECT_EQ(::close(fd), 0);
         return expected;
     }
-    // Whether this file system takes O_DIRECT at all.
+    // Whether this file system takes O_DIRECT, and is one where the writer uses it.
     bool direct_supported() {
+        struct statfs sfs {};
+        if (::statfs(m_dir.c_str(), &sfs) != 0 ||
+            (sfs.f_type != EXT4_SUPER_MAGIC && sfs.f_type != XFS_SUPER_MAGIC &&
+             sfs.f_type != BTRFS_SUPER_MAGIC)) {
+            return false;
+        }
         const int fd = open_with("probe", "");
         const int flags = ::fcntl(fd, F_GETFL);
         const bool ok = ::fcntl(fd, F_SETFL, flags | O_DIRECT) == 0;
@@ -147,6 +156,64 @@ TEST_F(FilesWriter, AnAlignmentTheFileSystemRefusesFallsBackToBuffered) {
         const auto expected = write_file(name, std::string(head, 'P'), parts, o);
         EXPECT_EQ(slurp(m_dir / name), expected) << "prefix " << head;
     }
+}
+
+// drop_behind_fd: the writer thread drops the cache of the consumed input (the file about to be
+// replaced), never more than consumed, and changes no byte of either file.
+TEST_F(FilesWriter, TheConsumedInputLeavesThePageCache) {
+    const auto parts = pieces(std::size_t{24} << 20, 300000, 13);
+    std::string input;
+    for (const auto& p : parts) {
+        input += p;
+    }
+    const int in = open_with("input", input);
+    ASSERT_EQ(::fsync(in), 0); // clean pages: DONTNEED leaves dirty ones
+    ::close(in);
+    const int rd = ::open((m_dir / "input").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(rd, 0);
+    const auto resident = [&](std::size_t from, std::size_t to) {
+        void* map = ::mmap(nullptr, input.size(), PROT_READ, MAP_SHARED, rd, 0);
+        EXPECT_NE(map, MAP_FAILED);
+        std::vector<unsigned char> vec((input.size() + 4095) / 4096);
+        EXPECT_EQ(::mincore(map, input.size(), vec.data()), 0);
+        ::munmap(map, input.size());
+        std::size_t n = 0;
+        for (std::size_t i = from / 4096; i < to / 4096; ++i) {
+            n += vec[i] & 1U;
+        }
+        return n;
+    };
+    EXPECT_EQ(slurp(m_dir / "input"), input); // now in the page cache
+    const std::size_t cut = std::size_t{12} << 20;
+    const bool cached_before = resident(0, cut) == cut / 4096;
+    WriterOptions o;
+    o.block = 256 * 1024;
+    o.drop_behind_fd = rd;
+    const int fd = open_with("out", "");
+    std::string expected;
+    {
+        Writer w(fd, 0, o);
+        std::size_t consumed = 0;
+        for (const auto& p : parts) {
+            w.write(p);
+            expected += p;
+            consumed += p.size();
+            w.consumed(static_cast<off_t>(std::min(consumed, cut)));
+        }
+        w.flush();
+    }
+    ::close(fd);
+    EXPECT_EQ(slurp(m_dir / "out"), expected);
+    struct statfs sfs {};
+    ASSERT_EQ(::fstatfs(rd, &sfs), 0);
+    if (cached_before && sfs.f_type != TMPFS_MAGIC) {
+        EXPECT_LT(resident(0, cut), cut / 4096 / 2) << "most of the consumed part dropped";
+    }
+    EXPECT_EQ(resident(cut + 4096, input.size() - 4096),
+              (input.size() - 4096) / 4096 - (cut + 4096) / 4096)
+        << "nothing past what was consumed";
+    ::close(rd);
+    EXPECT_EQ(slurp(m_dir / "input"), input);
 }
 
 TEST_F(FilesWriter, BadOptionsAreRefused) {
