@@ -14,6 +14,7 @@
 #include "retentiond/crypto.hpp"
 #include "retentiond/csv.hpp"
 #include "retentiond/engines.hpp"
+#include "retentiond/files_writer.hpp"
 #include "retentiond/timestamp_memo.hpp"
 #include "retentiond/timeutil.hpp"
 
@@ -26,15 +27,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <mutex>
 #include <regex>
 #include <set>
 #include <system_error>
-#include <thread>
 #include <unordered_set>
 
 namespace retentiond {
@@ -160,127 +158,7 @@ private:
     bool m_committed = false;
 };
 
-// Buffered writes to the temp file. Once a file's output passes one block, the write(2) calls
-// (the kernel's copy into the page cache, as costly as our parsing) go to a thread of their
-// own, so that they run on another core while the next block is parsed: two blocks in flight
-// at most. Errors surface on the next write() or flush().
-class Writer {
-public:
-    // start: where the fd's offset is (bytes already in the file, copied by other means).
-    explicit Writer(int fd, off_t start = 0) : m_fd(fd), m_written(start), m_kicked(start) {
-        m_buf.reserve(k_write_block);
-    }
-    ~Writer() {
-        if (m_thread.joinable()) {
-            {
-                const std::lock_guard lock(m_mutex);
-                m_stop = true;
-            }
-            m_cv.notify_all();
-            m_thread.join();
-        }
-    }
-    Writer(const Writer&) = delete;
-    Writer& operator=(const Writer&) = delete;
-
-    void write(std::string_view bytes) {
-        if (m_buf.size() + bytes.size() > k_write_block) {
-            hand_over();
-            if (bytes.size() >= k_write_block) {
-                wait_idle();
-                write_all(bytes); // a record of a megabyte or more: rare, written here
-                return;
-            }
-        }
-        m_buf.append(bytes);
-    }
-    void flush() {
-        wait_idle();
-        write_all(m_buf);
-        m_buf.clear();
-    }
-
-private:
-    // Gives the full buffer to the thread (started on first use) and takes the spare one.
-    void hand_over() {
-        if (!m_thread.joinable()) {
-            m_thread = std::thread([this] { run(); });
-        }
-        wait_idle();
-        {
-            const std::lock_guard lock(m_mutex);
-            m_pending.swap(m_buf);
-            m_busy = true;
-        }
-        m_cv.notify_all();
-        m_buf.clear();
-        m_buf.reserve(k_write_block);
-    }
-    // Waits until the thread has written what it was given; rethrows its error.
-    void wait_idle() {
-        if (!m_thread.joinable()) {
-            return;
-        }
-        std::unique_lock lock(m_mutex);
-        m_cv.wait(lock, [this] { return !m_busy; });
-        if (m_error) {
-            std::rethrow_exception(m_error);
-        }
-    }
-    void run() {
-        std::unique_lock lock(m_mutex);
-        for (;;) {
-            m_cv.wait(lock, [this] { return m_busy || m_stop; });
-            if (m_stop) {
-                return;
-            }
-            lock.unlock();
-            std::exception_ptr error;
-            try {
-                write_all(m_pending);
-            } catch (...) {
-                error = std::current_exception();
-            }
-            lock.lock();
-            m_error = error != nullptr ? error : m_error;
-            m_busy = false;
-            m_cv.notify_all();
-        }
-    }
-    // Called by one thread at a time: the writer thread while busy, else the owner.
-    void write_all(std::string_view bytes) {
-        while (!bytes.empty()) {
-            const ssize_t n = ::write(m_fd, bytes.data(), bytes.size());
-            if (n < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                throw_errno("write");
-            }
-            bytes.remove_prefix(static_cast<std::size_t>(n));
-            m_written += static_cast<off_t>(n);
-        }
-        // Start the write-back of what is written so far, so that the disk works while we parse
-        // and the final fsync has little left to do. A hint only: fsync reports the errors.
-        if (m_written - m_kicked >= k_writeback_step) {
-            ::sync_file_range(m_fd, m_kicked, m_written - m_kicked, SYNC_FILE_RANGE_WRITE);
-            m_kicked = m_written;
-        }
-    }
-    static constexpr off_t k_writeback_step = off_t{8} << 20;
-    int m_fd;
-    std::string m_buf;
-    off_t m_written = 0;
-    off_t m_kicked = 0;
-    // The thread's side: m_pending, m_busy, m_error, m_stop under m_mutex.
-    std::thread m_thread;
-    std::mutex m_mutex;
-    std::condition_variable m_cv;
-    std::string m_pending;
-    bool m_busy = false;
-    bool m_stop = false;
-    std::exception_ptr m_error;
-};
+using files::Writer;
 
 // Copies the first n bytes of in (read at explicit offsets: in's file offset does not move) to
 // out's current offset: in the kernel when it can (copy_file_range), else through a buffer.
@@ -1504,7 +1382,9 @@ private:
                     try {
                         staged->tmp.emplace(f.abs);
                         copy_prefix(in.get(), staged->tmp->fd(), static_cast<off_t>(offset));
-                        out.emplace(staged->tmp->fd(), static_cast<off_t>(offset));
+                        files::WriterOptions wo;
+                        wo.drop_behind_fd = in.get(); // this file is being replaced
+                        out.emplace(staged->tmp->fd(), static_cast<off_t>(offset), wo);
                     } catch (const std::exception&) {
                         give_up();
                     }
@@ -1518,6 +1398,9 @@ private:
                         put(p->anonymize(&changed) ? std::string_view(changed) : raw);
                     } else if (v != Verdict::due) {
                         put(raw);
+                    }
+                    if (out) { // put() drops it on a write error
+                        out->consumed(static_cast<off_t>(offset));
                     }
                 }
                 offset += raw.size();
