@@ -79,18 +79,28 @@ constexpr std::size_t k_exists_chunk = 1000;
 // One letter per key: D deleted, H held, S skipped (no longer due, changed, or gone).
 // ARGV: mode (idle | field), min idle seconds or the clock field, hold field ('' = none), hold
 // value, then in field mode one flag per key ('=' the field held ARGV[5 + i], '-' no clock) and
-// the expected values. UNLINK runs once per 1000 keys (per-call overhead dominates in Lua).
+// the expected values. In field mode the clock and the hold are one HMGET (one lookup of the
+// key). UNLINK runs once per 1000 keys (per-call overhead dominates in Lua).
 constexpr std::string_view k_delete_script = R"lua(
 local mode, arg, hold_field, hold_value, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local min_idle = tonumber(arg)
 local out, del = {}, {}
 for i, key in ipairs(KEYS) do
-  local due = false
+  local due, held = false, false
   if mode == 'idle' then
     local idle = redis.call('OBJECT', 'IDLETIME', key)
     due = idle and idle >= min_idle
+    if due and hold_field ~= '' then
+      held = redis.pcall('HGET', key, hold_field) == hold_value
+    end
   else
-    local v = redis.pcall('HGET', key, arg)
+    local v
+    if hold_field ~= '' then
+      local r = redis.pcall('HMGET', key, arg, hold_field)
+      if r.err then v = r else v, held = r[1], r[2] == hold_value end
+    else
+      v = redis.pcall('HGET', key, arg)
+    end
     if string.byte(flags, i) == 61 then -- '='
       due = v == ARGV[5 + i]
     elseif type(v) == 'table' then
@@ -101,7 +111,7 @@ for i, key in ipairs(KEYS) do
   end
   local s = 'S'
   if due then
-    if hold_field ~= '' and redis.pcall('HGET', key, hold_field) == hold_value then
+    if held then
       s = 'H'
     else
       del[#del + 1] = key
@@ -114,6 +124,89 @@ for i = 1, #del, 1000 do
   redis.call('UNLINK', unpack(del, i, math.min(i + 999, #del)))
 end
 return table.concat(out)
+)lua";
+
+// One SCAN page read and judged server-side (read-only), so the keys' reads cost no round trip
+// and no reply per key, and only what the client needs comes back. ARGV: cursor, pattern, count,
+// mode (idle | field), min idle seconds or the clock field, hold field ('' = not read), hold
+// value, max_ttl seconds ('' = TTL not read), the cutoff in whole epoch seconds (field mode),
+// clock_null_due ('1'), collect ('1': return the keys; '0': counts only).
+// Per key, the clock is read first and nothing touches the key before it: OBJECT IDLETIME and
+// TTL do not touch; in field mode one HMGET reads the clock and the hold. A clock of 1 to 12
+// decimal digits (epoch seconds) is judged here: due when <= the cutoff. Any other text is
+// "open": returned with the key for the client to parse and judge exactly as before.
+// Returns {cursor, {in_scope, due, held, no_ttl, ttl_above_max}, due keys as pairs (key, '='
+// clock value | '-' no clock | '' idle), keys to clamp (not due, TTL none or above max_ttl),
+// open keys as quadruples (key, clock text, TTL or -3 when not read, held 1/0)}.
+constexpr std::string_view k_page_script = R"lua(
+local mode, arg, hold_field, hold_value = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local max_ttl, cutoff = tonumber(ARGV[8]), tonumber(ARGV[9])
+local null_due, collect = ARGV[10] == '1', ARGV[11] == '1'
+local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local in_scope, due_n, held_n, no_ttl, above = 0, 0, 0, 0, 0
+local due, clamp, open = {}, {}, {}
+local idle = mode == 'idle'
+local min_idle = idle and tonumber(arg)
+for _, key in ipairs(page[2]) do
+  local exists, verdict, tag, held, ttl = true, 'not', '', false, -3
+  local v
+  if idle then
+    local t = redis.call('OBJECT', 'IDLETIME', key)
+    if not t then
+      exists = false
+    elseif t >= min_idle then
+      verdict = 'due'
+    end
+  else
+    if hold_field ~= '' then
+      local r = redis.pcall('HMGET', key, arg, hold_field)
+      if r.err then v = r else v, held = r[1], r[2] == hold_value end
+    else
+      v = redis.pcall('HGET', key, arg)
+    end
+    if type(v) == 'string' then
+      if #v <= 12 and string.find(v, '^%d+$') then
+        if tonumber(v) <= cutoff then
+          verdict, tag = 'due', '=' .. v
+        end
+      else
+        verdict = 'open'
+      end
+    elseif null_due then
+      verdict, tag = 'due', '-' -- no clock field, or not a hash
+    end
+  end
+  if exists and max_ttl then
+    ttl = redis.call('TTL', key)
+    exists = ttl ~= -2
+  elseif exists and v == false then
+    exists = redis.call('EXISTS', key) == 1 -- no field, or no key any more
+  end
+  if exists then
+    in_scope = in_scope + 1
+    local long = ttl == -1 or (max_ttl and ttl > max_ttl)
+    if ttl == -1 then no_ttl = no_ttl + 1 elseif long then above = above + 1 end
+    if verdict == 'open' then
+      open[#open + 1] = key
+      open[#open + 1] = v
+      open[#open + 1] = ttl
+      open[#open + 1] = held and 1 or 0
+    elseif verdict == 'due' then
+      if held then
+        held_n = held_n + 1
+      else
+        due_n = due_n + 1
+        if collect then
+          due[#due + 1] = key
+          due[#due + 1] = tag
+        end
+      end
+    elseif long and collect then
+      clamp[#clamp + 1] = key
+    end
+  end
+end
+return {page[1], {in_scope, due_n, held_n, no_ttl, above}, due, clamp, open}
 )lua";
 
 // One letter per key: E expired, H held, S skipped (TTL already short enough, or key gone).
@@ -505,6 +598,122 @@ void scan_all(Connection& c, const Rule& rule, const ReadPlan& plan, TimePoint n
     }
 }
 
+// Bounds the work of one page script call (SCAN COUNT plus a read per key), so a large
+// scan_count cannot hold the server for long: about 10-50 ms per call.
+constexpr int k_page_count_max = 10000;
+
+// The arguments of the page script after the cursor (see k_page_script).
+struct PageQuery {
+    std::vector<std::string> argv;
+};
+
+bool integers(const redisReply* r, std::size_t n) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        return false;
+    }
+    return std::all_of(r->element, r->element + n,
+                       [](const redisReply* e) { return e->type == REDIS_REPLY_INTEGER; });
+}
+
+bool strings(const redisReply* r) {
+    return r->type == REDIS_REPLY_ARRAY &&
+           std::all_of(r->element, r->element + r->elements,
+                       [](const redisReply* e) { return e->type == REDIS_REPLY_STRING; });
+}
+
+// SCANs the whole keyspace with the page script (k_page_script: one EVALSHA per page reads and
+// judges the page's keys on the server); calls per_page(reply) for every page, and stops when it
+// returns false. The next page's call is sent as soon as this page's cursor is known, before
+// per_page() judges this page (and journals and sends its batches): the server reads a page
+// while the client works on the previous one. NOSCRIPT (script cache flushed) resends the body.
+template <class PerPage>
+void scan_pages(Connection& c, const Script& script, const PageQuery& query, PerPage&& per_page) {
+    std::vector<std::string_view> args;
+    auto send = [&](const std::string& cursor, bool by_sha) {
+        if (by_sha && !script.sha().empty()) {
+            args.assign({"EVALSHA", script.sha(), "0", cursor});
+        } else {
+            args.assign({"EVAL", script.body(), "0", cursor});
+        }
+        args.insert(args.end(), query.argv.begin(), query.argv.end());
+        const auto seq = c.append(args);
+        c.flush();
+        return seq;
+    };
+    std::string cursor = "0";
+    auto seq = send(cursor, true);
+    for (;;) {
+        auto r = c.reply(seq);
+        if (r->type == REDIS_REPLY_ERROR && text_of(r.get()).starts_with("NOSCRIPT")) {
+            r = c.reply(send(cursor, false));
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            throw ReplyError("EVAL (read page): " + std::string(text_of(r.get())));
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
+            r->element[0]->type != REDIS_REPLY_STRING || !integers(r->element[1], 5) ||
+            !strings(r->element[2]) || !strings(r->element[3]) ||
+            r->element[4]->type != REDIS_REPLY_ARRAY || r->element[2]->elements % 2 != 0 ||
+            r->element[4]->elements % 4 != 0) {
+            throw ReplyError("EVAL (read page): unexpected reply");
+        }
+        cursor = std::string(text_of(r->element[0]));
+        const bool more = cursor != "0";
+        if (more) {
+            seq = send(cursor, true);
+        }
+        if (!per_page(*r) || !more) {
+            return; // the next page's reply, if any, is left unclaimed
+        }
+    }
+}
+
+// The page script's query for a rule. `ttl`: read TTLs (max_ttl); `collect`: return the due keys
+// and the keys to clamp, not only counts.
+PageQuery page_query(const Rule& rule, long long min_idle, TimePoint cutoff,
+                     std::optional<long long> max_ttl, bool collect) {
+    const auto& spec = rule.redis();
+    const bool idle = spec.clock.kind == RedisClock::Kind::idle;
+    // Reading the hold touches the key (HGET): only where the clock is a field read anyway.
+    const bool hold = !idle && spec.hold.has_value();
+    const auto cutoff_s = std::chrono::floor<std::chrono::seconds>(cutoff.time_since_epoch());
+    PageQuery q;
+    q.argv = {spec.keys,
+              std::to_string(std::clamp(spec.scan_count, 1, k_page_count_max)),
+              idle ? "idle" : "field",
+              idle ? std::to_string(min_idle) : spec.clock.hash_field,
+              hold ? spec.hold->hash_field : "",
+              hold ? spec.hold->equals : "",
+              max_ttl ? std::to_string(*max_ttl) : "",
+              std::to_string(cutoff_s.count()),
+              rule.clock_null_due ? "1" : "0",
+              collect ? "1" : "0"};
+    return q;
+}
+
+// An "open" key of a page (a clock the script did not judge) as the pipelined reads see it.
+Observed open_key(const redisReply* const* e, const date::time_zone* tz) {
+    if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
+        e[2]->type != REDIS_REPLY_INTEGER || e[3]->type != REDIS_REPLY_INTEGER) {
+        throw ReplyError("EVAL (read page): unexpected reply");
+    }
+    Observed o;
+    o.exists = true;
+    o.raw.assign(e[1]->str, e[1]->len);
+    if (auto t = parse_epoch_or_iso(o.raw, tz)) {
+        o.clock = Observed::Clock::parsed;
+        o.at = *t;
+    } else {
+        o.clock = Observed::Clock::unparseable;
+    }
+    if (e[2]->integer >= -1) {
+        o.ttl_known = true;
+        o.ttl = e[2]->integer;
+    }
+    o.held = e[3]->integer == 1;
+    return o;
+}
+
 enum class Verdict { gone, unparseable, no_clock, not_due, due, held };
 
 Verdict judge(const Observed& o, const Rule& rule, TimePoint cutoff) {
@@ -894,21 +1103,24 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     // Counting pass: limits are checked before the first UNLINK.
     const bool limits_apply =
         !ctx.force && (rule.limits.max_rows.has_value() || rule.limits.max_fraction < 1.0);
+    Script page_script(c, k_page_script);
     if (limits_apply) {
-        ReadPlan plan;
-        plan.ttl = !idle;
-        plan.hold = !idle && spec.hold.has_value();
+        // Counts only: the page script answers numbers, plus the clocks it cannot judge.
         std::int64_t in_scope = 0;
         std::int64_t due = 0;
-        scan_all(c, rule, plan, now, tz,
-                 [&](const std::vector<std::string>&, const std::vector<Observed>& seen) {
-                     for (const auto& o : seen) {
-                         const auto v = judge(o, rule, cutoff);
-                         in_scope += v != Verdict::gone ? 1 : 0;
-                         due += v == Verdict::due ? 1 : 0;
-                     }
-                     return true;
-                 });
+        scan_pages(c, page_script, page_query(rule, min_idle, cutoff, std::nullopt, false),
+                   [&](const redisReply& page) {
+                       in_scope += page.element[1]->element[0]->integer;
+                       due += page.element[1]->element[1]->integer;
+                       const auto* open = page.element[4];
+                       for (std::size_t i = 0; i < open->elements; i += 4) {
+                           due +=
+                               judge(open_key(open->element + i, tz), rule, cutoff) == Verdict::due
+                                   ? 1
+                                   : 0;
+                       }
+                       return true;
+                   });
         res.due = due;
         std::string reason;
         if (rule.limits.max_rows && due > *rule.limits.max_rows) {
@@ -1108,51 +1320,61 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         apply(to_expire, "expire", expire_script, {max_ttl_text, hold_field, hold_value});
     };
 
-    // TTL tells a vanished key from a hash without the clock field: needed for max_ttl and for
-    // clock_null_due only (the delete script re-checks existence anyway).
-    ReadPlan plan;
-    plan.ttl = max_ttl.has_value() || (!idle && rule.clock_null_due);
-    plan.hold = !idle && spec.hold.has_value();
-    scan_all(c, rule, plan, now, tz,
-             [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
-                 launch(false);
-                 if (stop_now()) {
-                     return false;
-                 }
-                 for (std::size_t i = 0; i < keys.size(); ++i) {
-                     const auto& o = seen[i];
-                     const auto v = judge(o, rule, cutoff);
-                     if (v == Verdict::gone) {
-                         continue;
-                     }
-                     no_ttl += o.ttl_known && o.ttl == -1 ? 1 : 0;
-                     const bool clamp = ttl_above_max(o, max_ttl);
-                     above_max += clamp && o.ttl != -1 ? 1 : 0;
-                     if (v == Verdict::due) {
-                         if (to_delete.add(keys[i])) {
-                             ++found_due;
-                             to_delete.keys.push_back(keys[i]);
-                             if (!idle) {
-                                 const bool none = o.clock == Observed::Clock::none;
-                                 to_delete.flags += none ? '-' : '=';
-                                 to_delete.expect.push_back(none ? std::string() : o.raw);
-                             }
-                         }
-                         if (to_delete.keys.size() >= batch_size) {
-                             flush_delete();
-                         }
-                     } else if (clamp && v != Verdict::held && to_expire.add(keys[i])) {
-                         to_expire.keys.push_back(keys[i]);
-                         if (to_expire.keys.size() >= batch_size) {
-                             flush_expire();
-                         }
-                     }
-                     if (stopped) {
-                         return false;
-                     }
-                 }
-                 return true;
-             });
+    auto add_due = [&](std::string_view key, char flag, std::string_view expect) {
+        std::string k(key);
+        if (to_delete.add(k)) {
+            ++found_due;
+            if (!idle) {
+                to_delete.flags += flag;
+                to_delete.expect.emplace_back(expect);
+            }
+            to_delete.keys.push_back(std::move(k));
+        }
+        if (to_delete.keys.size() >= batch_size) {
+            flush_delete();
+        }
+    };
+    auto add_clamp = [&](std::string_view key) {
+        std::string k(key);
+        if (to_expire.add(k)) {
+            to_expire.keys.push_back(std::move(k));
+            if (to_expire.keys.size() >= batch_size) {
+                flush_expire();
+            }
+        }
+    };
+    scan_pages(c, page_script, page_query(rule, min_idle, cutoff, max_ttl, true),
+               [&](const redisReply& page) {
+                   launch(false);
+                   if (stop_now()) {
+                       return false;
+                   }
+                   const auto* const* stats = page.element[1]->element;
+                   no_ttl += stats[3]->integer;
+                   above_max += stats[4]->integer;
+                   const auto* due = page.element[2];
+                   for (std::size_t i = 0; i < due->elements && !stopped; i += 2) {
+                       const auto tag = text_of(due->element[i + 1]);
+                       add_due(text_of(due->element[i]), tag.empty() ? '-' : tag[0],
+                               tag.empty() ? tag : tag.substr(1));
+                   }
+                   const auto* clamp = page.element[3];
+                   for (std::size_t i = 0; i < clamp->elements && !stopped; ++i) {
+                       add_clamp(text_of(clamp->element[i]));
+                   }
+                   const auto* open = page.element[4];
+                   for (std::size_t i = 0; i < open->elements && !stopped; i += 4) {
+                       const auto o = open_key(open->element + i, tz);
+                       const auto key = text_of(open->element[i]);
+                       const auto v = judge(o, rule, cutoff);
+                       if (v == Verdict::due) {
+                           add_due(key, '=', o.raw);
+                       } else if (v != Verdict::held && ttl_above_max(o, max_ttl)) {
+                           add_clamp(key);
+                       }
+                   }
+                   return !stopped;
+               });
     flush_delete();
     flush_expire();
     settle(); // also after a stop: the batch in flight is finished, its outcome is due
