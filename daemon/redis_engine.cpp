@@ -78,11 +78,15 @@ constexpr std::size_t k_exists_chunk = 1000;
 
 // One letter per key: D deleted, H held, S skipped (no longer due, changed, or gone).
 // ARGV: mode (idle | field), min idle seconds or the clock field, hold field ('' = none), hold
-// value, then in field mode one flag per key ('=' the field held ARGV[5 + i], '-' no clock) and
-// the expected values. In field mode the clock and the hold are one HMGET (one lookup of the
-// key). UNLINK runs once per 1000 keys (per-call overhead dominates in Lua).
+// value, the cutoff in whole epoch seconds (field mode), then in field mode one flag per key and
+// the expected values of the '=' keys, in order. Flags: 'n' the clock is still 1 to 12 decimal
+// digits (epoch seconds) at or before the cutoff (the due condition itself, evaluated now); '='
+// the field still holds exactly the text judged due (clocks Lua cannot parse: ISO 8601,
+// fractions); '-' still no clock. In field mode the clock and the hold are one HMGET (one lookup
+// of the key). UNLINK runs once per 1000 keys (per-call overhead dominates in Lua).
 constexpr std::string_view k_delete_script = R"lua(
-local mode, arg, hold_field, hold_value, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local mode, arg, hold_field, hold_value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local cutoff, flags, j = tonumber(ARGV[5]), ARGV[6], 6
 local min_idle = tonumber(arg)
 local out, del = {}, {}
 for i, key in ipairs(KEYS) do
@@ -101,8 +105,13 @@ for i, key in ipairs(KEYS) do
     else
       v = redis.pcall('HGET', key, arg)
     end
-    if string.byte(flags, i) == 61 then -- '='
-      due = v == ARGV[5 + i]
+    local f = string.byte(flags, i)
+    if f == 110 then -- 'n'
+      due = type(v) == 'string' and #v <= 12 and string.find(v, '^%d+$') ~= nil and
+        tonumber(v) <= cutoff
+    elseif f == 61 then -- '='
+      j = j + 1
+      due = v == ARGV[j]
     elseif type(v) == 'table' then
       due = true -- not a hash: no clock
     else
@@ -124,89 +133,6 @@ for i = 1, #del, 1000 do
   redis.call('UNLINK', unpack(del, i, math.min(i + 999, #del)))
 end
 return table.concat(out)
-)lua";
-
-// One SCAN page read and judged server-side (read-only), so the keys' reads cost no round trip
-// and no reply per key, and only what the client needs comes back. ARGV: cursor, pattern, count,
-// mode (idle | field), min idle seconds or the clock field, hold field ('' = not read), hold
-// value, max_ttl seconds ('' = TTL not read), the cutoff in whole epoch seconds (field mode),
-// clock_null_due ('1'), collect ('1': return the keys; '0': counts only).
-// Per key, the clock is read first and nothing touches the key before it: OBJECT IDLETIME and
-// TTL do not touch; in field mode one HMGET reads the clock and the hold. A clock of 1 to 12
-// decimal digits (epoch seconds) is judged here: due when <= the cutoff. Any other text is
-// "open": returned with the key for the client to parse and judge exactly as before.
-// Returns {cursor, {in_scope, due, held, no_ttl, ttl_above_max}, due keys as pairs (key, '='
-// clock value | '-' no clock | '' idle), keys to clamp (not due, TTL none or above max_ttl),
-// open keys as quadruples (key, clock text, TTL or -3 when not read, held 1/0)}.
-constexpr std::string_view k_page_script = R"lua(
-local mode, arg, hold_field, hold_value = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local max_ttl, cutoff = tonumber(ARGV[8]), tonumber(ARGV[9])
-local null_due, collect = ARGV[10] == '1', ARGV[11] == '1'
-local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local in_scope, due_n, held_n, no_ttl, above = 0, 0, 0, 0, 0
-local due, clamp, open = {}, {}, {}
-local idle = mode == 'idle'
-local min_idle = idle and tonumber(arg)
-for _, key in ipairs(page[2]) do
-  local exists, verdict, tag, held, ttl = true, 'not', '', false, -3
-  local v
-  if idle then
-    local t = redis.call('OBJECT', 'IDLETIME', key)
-    if not t then
-      exists = false
-    elseif t >= min_idle then
-      verdict = 'due'
-    end
-  else
-    if hold_field ~= '' then
-      local r = redis.pcall('HMGET', key, arg, hold_field)
-      if r.err then v = r else v, held = r[1], r[2] == hold_value end
-    else
-      v = redis.pcall('HGET', key, arg)
-    end
-    if type(v) == 'string' then
-      if #v <= 12 and string.find(v, '^%d+$') then
-        if tonumber(v) <= cutoff then
-          verdict, tag = 'due', '=' .. v
-        end
-      else
-        verdict = 'open'
-      end
-    elseif null_due then
-      verdict, tag = 'due', '-' -- no clock field, or not a hash
-    end
-  end
-  if exists and max_ttl then
-    ttl = redis.call('TTL', key)
-    exists = ttl ~= -2
-  elseif exists and v == false then
-    exists = redis.call('EXISTS', key) == 1 -- no field, or no key any more
-  end
-  if exists then
-    in_scope = in_scope + 1
-    local long = ttl == -1 or (max_ttl and ttl > max_ttl)
-    if ttl == -1 then no_ttl = no_ttl + 1 elseif long then above = above + 1 end
-    if verdict == 'open' then
-      open[#open + 1] = key
-      open[#open + 1] = v
-      open[#open + 1] = ttl
-      open[#open + 1] = held and 1 or 0
-    elseif verdict == 'due' then
-      if held then
-        held_n = held_n + 1
-      else
-        due_n = due_n + 1
-        if collect then
-          due[#due + 1] = key
-          due[#due + 1] = tag
-        end
-      end
-    elseif long and collect then
-      clamp[#clamp + 1] = key
-    end
-  end
-end
-return {page[1], {in_scope, due_n, held_n, no_ttl, above}, due, clamp, open}
 )lua";
 
 // One letter per key: E expired, H held, S skipped (TTL already short enough, or key gone).
@@ -598,120 +524,11 @@ void scan_all(Connection& c, const Rule& rule, const ReadPlan& plan, TimePoint n
     }
 }
 
-// Bounds the work of one page script call (SCAN COUNT plus a read per key), so a large
-// scan_count cannot hold the server for long: about 10-50 ms per call.
-constexpr int k_page_count_max = 10000;
-
-// The arguments of the page script after the cursor (see k_page_script).
-struct PageQuery {
-    std::vector<std::string> argv;
-};
-
-bool integers(const redisReply* r, std::size_t n) {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
-        return false;
-    }
-    return std::all_of(r->element, r->element + n,
-                       [](const redisReply* e) { return e->type == REDIS_REPLY_INTEGER; });
-}
-
-bool strings(const redisReply* r) {
-    return r->type == REDIS_REPLY_ARRAY &&
-           std::all_of(r->element, r->element + r->elements,
-                       [](const redisReply* e) { return e->type == REDIS_REPLY_STRING; });
-}
-
-// SCANs the whole keyspace with the page script (k_page_script: one EVALSHA per page reads and
-// judges the page's keys on the server); calls per_page(reply) for every page, and stops when it
-// returns false. The next page's call is sent as soon as this page's cursor is known, before
-// per_page() judges this page (and journals and sends its batches): the server reads a page
-// while the client works on the previous one. NOSCRIPT (script cache flushed) resends the body.
-template <class PerPage>
-void scan_pages(Connection& c, const Script& script, const PageQuery& query, PerPage&& per_page) {
-    std::vector<std::string_view> args;
-    auto send = [&](const std::string& cursor, bool by_sha) {
-        if (by_sha && !script.sha().empty()) {
-            args.assign({"EVALSHA", script.sha(), "0", cursor});
-        } else {
-            args.assign({"EVAL", script.body(), "0", cursor});
-        }
-        args.insert(args.end(), query.argv.begin(), query.argv.end());
-        const auto seq = c.append(args);
-        c.flush();
-        return seq;
-    };
-    std::string cursor = "0";
-    auto seq = send(cursor, true);
-    for (;;) {
-        auto r = c.reply(seq);
-        if (r->type == REDIS_REPLY_ERROR && text_of(r.get()).starts_with("NOSCRIPT")) {
-            r = c.reply(send(cursor, false));
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            throw ReplyError("EVAL (read page): " + std::string(text_of(r.get())));
-        }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
-            r->element[0]->type != REDIS_REPLY_STRING || !integers(r->element[1], 5) ||
-            !strings(r->element[2]) || !strings(r->element[3]) ||
-            r->element[4]->type != REDIS_REPLY_ARRAY || r->element[2]->elements % 2 != 0 ||
-            r->element[4]->elements % 4 != 0) {
-            throw ReplyError("EVAL (read page): unexpected reply");
-        }
-        cursor = std::string(text_of(r->element[0]));
-        const bool more = cursor != "0";
-        if (more) {
-            seq = send(cursor, true);
-        }
-        if (!per_page(*r) || !more) {
-            return; // the next page's reply, if any, is left unclaimed
-        }
-    }
-}
-
-// The page script's query for a rule. `ttl`: read TTLs (max_ttl); `collect`: return the due keys
-// and the keys to clamp, not only counts.
-PageQuery page_query(const Rule& rule, long long min_idle, TimePoint cutoff,
-                     std::optional<long long> max_ttl, bool collect) {
-    const auto& spec = rule.redis();
-    const bool idle = spec.clock.kind == RedisClock::Kind::idle;
-    // Reading the hold touches the key (HGET): only where the clock is a field read anyway.
-    const bool hold = !idle && spec.hold.has_value();
-    const auto cutoff_s = std::chrono::floor<std::chrono::seconds>(cutoff.time_since_epoch());
-    PageQuery q;
-    q.argv = {spec.keys,
-              std::to_string(std::clamp(spec.scan_count, 1, k_page_count_max)),
-              idle ? "idle" : "field",
-              idle ? std::to_string(min_idle) : spec.clock.hash_field,
-              hold ? spec.hold->hash_field : "",
-              hold ? spec.hold->equals : "",
-              max_ttl ? std::to_string(*max_ttl) : "",
-              std::to_string(cutoff_s.count()),
-              rule.clock_null_due ? "1" : "0",
-              collect ? "1" : "0"};
-    return q;
-}
-
-// An "open" key of a page (a clock the script did not judge) as the pipelined reads see it.
-Observed open_key(const redisReply* const* e, const date::time_zone* tz) {
-    if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
-        e[2]->type != REDIS_REPLY_INTEGER || e[3]->type != REDIS_REPLY_INTEGER) {
-        throw ReplyError("EVAL (read page): unexpected reply");
-    }
-    Observed o;
-    o.exists = true;
-    o.raw.assign(e[1]->str, e[1]->len);
-    if (auto t = parse_epoch_or_iso(o.raw, tz)) {
-        o.clock = Observed::Clock::parsed;
-        o.at = *t;
-    } else {
-        o.clock = Observed::Clock::unparseable;
-    }
-    if (e[2]->integer >= -1) {
-        o.ttl_known = true;
-        o.ttl = e[2]->integer;
-    }
-    o.held = e[3]->integer == 1;
-    return o;
+// A clock the scripts judge themselves: 1 to 12 decimal digits, epoch seconds (the same value
+// parse_epoch_or_iso gives: due when <= the cutoff's whole seconds).
+bool epoch_digits(std::string_view v) {
+    return !v.empty() && v.size() <= 12 &&
+           std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
 }
 
 enum class Verdict { gone, unparseable, no_clock, not_due, due, held };
@@ -757,6 +574,84 @@ void require_redis(const Rule& rule) {
         throw std::invalid_argument("rule \"" + rule.name + "\" is not a redis rule");
     }
 }
+
+// The due keys and the keys to clamp found by the limits' pass, kept so that the purge needs no
+// second scan, up to a budget of bytes (16 MiB, like the files engine's staged keys; past it the
+// keys are dropped and the purge scans again). Chunks of 1 MiB, never reallocated, so the peak
+// memory is the budget. Entry: kind ('n' '=' '-' a due key with its delete flag, 'i' a due key
+// in idle mode, 'e' a key to clamp), the key's length (LEB128) and bytes, and for '=' the clock
+// text the same way.
+std::size_t g_remember_budget = std::size_t{16} << 20;
+
+class Remembered {
+public:
+    // False once over the budget: everything is dropped and later adds are ignored.
+    bool add(char kind, std::string_view key, std::string_view value) {
+        if (m_overflow) {
+            return false;
+        }
+        const std::size_t need = 1 + 10 + key.size() + (kind == '=' ? 10 + value.size() : 0);
+        if (m_chunks.empty() || m_chunks.back().capacity() - m_chunks.back().size() < need) {
+            const std::size_t size = std::max(need, k_chunk);
+            if (m_bytes + size > g_remember_budget) {
+                m_overflow = true;
+                m_chunks = {};
+                return false;
+            }
+            m_chunks.emplace_back().reserve(size);
+            m_bytes += size;
+        }
+        auto& c = m_chunks.back();
+        c += kind;
+        put(c, key);
+        if (kind == '=') {
+            put(c, value);
+        }
+        return true;
+    }
+    bool overflowed() const { return m_overflow; }
+    // f(kind, key, value) for every entry, in order, until it returns false.
+    template <class F> void each(F&& f) const {
+        for (const auto& c : m_chunks) {
+            std::size_t at = 0;
+            while (at < c.size()) {
+                const char kind = c[at++];
+                const auto key = get(c, at);
+                const auto value = kind == '=' ? get(c, at) : std::string_view();
+                if (!f(kind, key, value)) {
+                    return;
+                }
+            }
+        }
+    }
+
+private:
+    static constexpr std::size_t k_chunk = std::size_t{1} << 20;
+    static void put(std::string& c, std::string_view s) {
+        auto n = s.size();
+        do {
+            c += static_cast<char>((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+            n >>= 7;
+        } while (n != 0);
+        c.append(s);
+    }
+    static std::string_view get(const std::string& c, std::size_t& at) {
+        std::size_t n = 0;
+        for (int shift = 0;; shift += 7) {
+            const auto b = static_cast<unsigned char>(c[at++]);
+            n |= static_cast<std::size_t>(b & 0x7f) << shift;
+            if ((b & 0x80) == 0) {
+                break;
+            }
+        }
+        const std::string_view s(c.data() + at, n);
+        at += n;
+        return s;
+    }
+    std::vector<std::string> m_chunks;
+    std::size_t m_bytes = 0;
+    bool m_overflow = false;
+};
 
 // Runs the journal's calls on one thread, in the order they are made, so the scan keeps reading
 // pages (and the server keeps working) while an intent is written and fsynced. A batch is sent
@@ -878,8 +773,8 @@ private:
 // A batch of keys waiting for one script call.
 struct Batch {
     std::vector<std::string> keys;
-    std::string flags;                    // delete, hash_field mode: '=' clock value, '-' no clock
-    std::vector<std::string> expect;      // the clock values ("" for '-')
+    std::string flags;               // delete, hash_field mode: 'n', '=' or '-' (k_delete_script)
+    std::vector<std::string> expect; // the clock values of the '=' keys
     std::unordered_set<std::string> seen; // SCAN may return a key twice
 
     bool add(const std::string& key) { return seen.insert(key).second; }
@@ -1100,27 +995,62 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
     };
 
-    // Counting pass: limits are checked before the first UNLINK.
+    // TTL tells a vanished key from a hash without the clock field: needed for max_ttl and for
+    // clock_null_due only (the delete script re-checks existence anyway).
+    ReadPlan plan;
+    plan.ttl = max_ttl.has_value() || (!idle && rule.clock_null_due);
+    plan.hold = !idle && spec.hold.has_value();
+    // The delete flag of a due key (hash_field mode; see k_delete_script).
+    auto flag_of = [](const Observed& o) {
+        return o.clock == Observed::Clock::none ? '-' : epoch_digits(o.raw) ? 'n' : '=';
+    };
+    std::int64_t no_ttl = 0;
+    std::int64_t above_max = 0;
+    // Counts the TTL figures of a key; true when it is to be clamped.
+    auto count_ttl = [&](const Observed& o) {
+        no_ttl += o.ttl_known && o.ttl == -1 ? 1 : 0;
+        const bool clamp = ttl_above_max(o, max_ttl);
+        above_max += clamp && o.ttl != -1 ? 1 : 0;
+        return clamp;
+    };
+
+    // Limits are checked before the first UNLINK: a first pass reads every key as the purge
+    // does and counts; the due keys and the keys to clamp it finds are kept (Remembered, up to
+    // its budget), so the purge then needs no second scan. Past the budget, it only counts and
+    // the purge scans again.
     const bool limits_apply =
         !ctx.force && (rule.limits.max_rows.has_value() || rule.limits.max_fraction < 1.0);
-    Script page_script(c, k_page_script);
+    std::optional<Remembered> remembered;
     if (limits_apply) {
-        // Counts only: the page script answers numbers, plus the clocks it cannot judge.
+        Remembered found;
         std::int64_t in_scope = 0;
         std::int64_t due = 0;
-        scan_pages(c, page_script, page_query(rule, min_idle, cutoff, std::nullopt, false),
-                   [&](const redisReply& page) {
-                       in_scope += page.element[1]->element[0]->integer;
-                       due += page.element[1]->element[1]->integer;
-                       const auto* open = page.element[4];
-                       for (std::size_t i = 0; i < open->elements; i += 4) {
-                           due +=
-                               judge(open_key(open->element + i, tz), rule, cutoff) == Verdict::due
-                                   ? 1
-                                   : 0;
-                       }
-                       return true;
-                   });
+        scan_all(c, rule, plan, now, tz,
+                 [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
+                     for (std::size_t i = 0; i < keys.size(); ++i) {
+                         const auto& o = seen[i];
+                         const auto v = judge(o, rule, cutoff);
+                         if (v == Verdict::gone) {
+                             continue;
+                         }
+                         ++in_scope;
+                         const bool clamp = count_ttl(o);
+                         if (v == Verdict::due) {
+                             ++due;
+                             const char kind = idle ? 'i' : flag_of(o);
+                             found.add(kind, keys[i], kind == '=' ? o.raw : std::string());
+                         } else if (clamp && v != Verdict::held) {
+                             found.add('e', keys[i], {});
+                         }
+                     }
+                     return true;
+                 });
+        if (!found.overflowed()) {
+            remembered = std::move(found);
+        } else {
+            no_ttl = 0; // counted again by the purge's scan
+            above_max = 0;
+        }
         res.due = due;
         std::string reason;
         if (rule.limits.max_rows && due > *rule.limits.max_rows) {
@@ -1159,14 +1089,14 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     const std::string hold_field = spec.hold ? spec.hold->hash_field : "";
     const std::string hold_value = spec.hold ? spec.hold->equals : "";
     const std::string min_idle_text = std::to_string(min_idle);
+    const std::string cutoff_s_text =
+        std::to_string(std::chrono::floor<std::chrono::seconds>(cutoff.time_since_epoch()).count());
     const std::string max_ttl_text = max_ttl ? std::to_string(*max_ttl) : "";
     const std::size_t batch_size = static_cast<std::size_t>(std::max(1, rule.batch_size));
     std::int64_t found_due = 0;
     std::int64_t held = 0;
     std::int64_t skipped = 0;
     std::int64_t expired = 0;
-    std::int64_t no_ttl = 0;
-    std::int64_t above_max = 0;
     bool stopped = false;
     Batch to_delete;
     Batch to_expire;
@@ -1205,7 +1135,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
         args.insert(args.end(), f.batch.keys.begin(), f.batch.keys.end());
         args.insert(args.end(), f.head.begin(), f.head.end());
-        if (!f.batch.expect.empty()) {
+        if (!f.batch.flags.empty()) {
             args.push_back(f.batch.flags);
             args.insert(args.end(), f.batch.expect.begin(), f.batch.expect.end());
         }
@@ -1311,7 +1241,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
         apply(to_delete, "delete", delete_script,
               {idle ? "idle" : "field", idle ? min_idle_text : spec.clock.hash_field, hold_field,
-               hold_value});
+               hold_value, cutoff_s_text});
     };
     auto flush_expire = [&] {
         if (to_expire.keys.empty() || stopped) {
@@ -1324,11 +1254,13 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         std::string k(key);
         if (to_delete.add(k)) {
             ++found_due;
+            to_delete.keys.push_back(std::move(k));
             if (!idle) {
                 to_delete.flags += flag;
-                to_delete.expect.emplace_back(expect);
+                if (flag == '=') {
+                    to_delete.expect.emplace_back(expect);
+                }
             }
-            to_delete.keys.push_back(std::move(k));
         }
         if (to_delete.keys.size() >= batch_size) {
             flush_delete();
@@ -1343,38 +1275,39 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
             }
         }
     };
-    scan_pages(c, page_script, page_query(rule, min_idle, cutoff, max_ttl, true),
-               [&](const redisReply& page) {
-                   launch(false);
-                   if (stop_now()) {
-                       return false;
-                   }
-                   const auto* const* stats = page.element[1]->element;
-                   no_ttl += stats[3]->integer;
-                   above_max += stats[4]->integer;
-                   const auto* due = page.element[2];
-                   for (std::size_t i = 0; i < due->elements && !stopped; i += 2) {
-                       const auto tag = text_of(due->element[i + 1]);
-                       add_due(text_of(due->element[i]), tag.empty() ? '-' : tag[0],
-                               tag.empty() ? tag : tag.substr(1));
-                   }
-                   const auto* clamp = page.element[3];
-                   for (std::size_t i = 0; i < clamp->elements && !stopped; ++i) {
-                       add_clamp(text_of(clamp->element[i]));
-                   }
-                   const auto* open = page.element[4];
-                   for (std::size_t i = 0; i < open->elements && !stopped; i += 4) {
-                       const auto o = open_key(open->element + i, tz);
-                       const auto key = text_of(open->element[i]);
-                       const auto v = judge(o, rule, cutoff);
-                       if (v == Verdict::due) {
-                           add_due(key, '=', o.raw);
-                       } else if (v != Verdict::held && ttl_above_max(o, max_ttl)) {
-                           add_clamp(key);
-                       }
-                   }
-                   return !stopped;
-               });
+    if (remembered) {
+        // The keys the limits' pass found; the scripts re-check each one as after a scan.
+        remembered->each([&](char kind, std::string_view key, std::string_view value) {
+            if (kind == 'e') {
+                add_clamp(key);
+            } else {
+                add_due(key, kind, value);
+            }
+            return !stopped;
+        });
+    } else {
+        scan_all(c, rule, plan, now, tz,
+                 [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
+                     launch(false);
+                     if (stop_now()) {
+                         return false;
+                     }
+                     for (std::size_t i = 0; i < keys.size() && !stopped; ++i) {
+                         const auto& o = seen[i];
+                         const auto v = judge(o, rule, cutoff);
+                         if (v == Verdict::gone) {
+                             continue;
+                         }
+                         const bool clamp = count_ttl(o);
+                         if (v == Verdict::due) {
+                             add_due(keys[i], idle ? 'i' : flag_of(o), o.raw);
+                         } else if (clamp && v != Verdict::held) {
+                             add_clamp(keys[i]);
+                         }
+                     }
+                     return !stopped;
+                 });
+    }
     flush_delete();
     flush_expire();
     settle(); // also after a stop: the batch in flight is finished, its outcome is due
@@ -1430,6 +1363,10 @@ Presence RedisEngine::records_present(const Rule& rule, const std::string&,
 
 std::unique_ptr<Engine> make_redis_engine(const Datastore& store, const Config&) {
     return std::make_unique<RedisEngine>(store);
+}
+
+void set_redis_remember_budget(std::size_t bytes) {
+    g_remember_budget = bytes;
 }
 
 } // namespace retentiond
