@@ -31,7 +31,8 @@
 // - Limits need the number of due keys before the first UNLINK: when a limit can refuse the run
 //   (no --force, and max_rows set or max_fraction < 1), a counting pass scans and reads
 //   everything first (the same reads as the purge), and keeps the due keys and the keys to clamp
-//   in memory (Remembered, up to 16 MiB: about 500 000 keys of 20 bytes). Within that budget the
+//   in memory (Remembered, up to 16 MiB: a key costs its length + 2 bytes, + its clock text for
+//   clocks that are not epoch seconds; 1M due keys of 17 bytes fit). Within that budget the
 //   purge then sends its batches from them without a second scan; every batch re-checks each key
 //   atomically as after a scan, so a key refreshed in between is kept. Past the budget the pass
 //   only counts and the purge scans again. With `clock: idle` and a hold, the counting pass
@@ -41,8 +42,9 @@
 //   memory latency of key lookups (dictFind in the keyspace and in the expires table), about
 //   equal parts SCAN, the read of each key, and the delete script's re-read + UNLINK of each due
 //   key. Moving the page reads into a Lua script per SCAN page (one EVALSHA per page, only due
-//   keys returned) was tried and cost more server CPU (10.1-10.8 s vs 8.4 s): each redis.call
-//   from Lua costs about what a pipelined command does, plus the interpreter's work per key.
+//   keys returned) was tried and cost more server CPU (10.1-10.8 s vs 8.4 s at load 3-4): each
+//   redis.call from Lua costs about what a pipelined command does, plus the interpreter's work per
+//   key.
 // - A lost connection (Redis restarted mid-scan) throws UnavailableError: the rule fails this run.
 //   The batch in flight, if any, was applied atomically or not at all; its intent stays unresolved
 //   for crash recovery (records_present), and the next run re-checks every key, so nothing is
