@@ -32,7 +32,7 @@
 //   (no --force, and max_rows set or max_fraction < 1), a counting pass scans and reads
 //   everything first (the same reads as the purge), and keeps the due keys and the keys to clamp
 //   in memory (Remembered, up to 16 MiB: a key costs its length + 2 bytes, + its clock text for
-//   clocks that are not epoch seconds; 1M due keys of 17 bytes fit). Within that budget the
+//   clocks that are not epoch seconds; 800 000 due keys of 17 bytes fit). Within that budget the
 //   purge then sends its batches from them without a second scan; every batch re-checks each key
 //   atomically as after a scan, so a key refreshed in between is kept. Past the budget the pass
 //   only counts and the purge scans again. With `clock: idle` and a hold, the counting pass
