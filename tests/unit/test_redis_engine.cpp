@@ -550,6 +550,49 @@ TEST_F(RedisEngineTest, LimitsPassKeepsTheDueKeysAndThePurgeDoesNotScanAgain) {
     EXPECT_EQ(journaled, 8U);
 }
 
+// clock: idle with limits and a hold: the counting pass reads idle times only (no touch), keeps
+// the idle-due keys, held ones included (it cannot read the hold); the batches from them re-check
+// the idle time and read the hold. A key used again after the counting pass is kept, and neither
+// it nor the kept idle key has its idle time reset.
+TEST_F(RedisEngineTest, IdleLimitsPassKeepsKeysAndTheBatchesRecheck) {
+    idle_key("old", 7200);
+    idle_key("old-used-again", 7200);
+    idle_key("held", 7200);
+    cmd({"HSET", key("held"), "legal_hold", "yes"}); // HSET resets idle: set it again
+    const auto dump = cmd({"DUMP", key("held")});
+    cmd({"RESTORE", key("held"), "0", dump, "REPLACE", "IDLETIME", "7200"});
+    idle_key("young", 600);
+    auto r = rule("1 hour", true);
+    r.limits = Limits{std::nullopt, 0.8};
+    auto& spec = std::get<RedisRule>(r.spec);
+    spec.scan_count = 1000;
+    spec.hold = RedisHold{"legal_hold", "yes"};
+    auto ctx = context();
+    bool written = false;
+    ctx.stop_requested = [&] {
+        if (!written) {
+            written = true;
+            const auto d = cmd({"DUMP", key("old-used-again")});
+            cmd({"RESTORE", key("old-used-again"), "0", d, "REPLACE", "IDLETIME", "1200"});
+        }
+        return false;
+    };
+    cmd({"CONFIG", "RESETSTAT"});
+    const auto result = engine()->purge(r, ctx);
+    const auto stats = cmd({"INFO", "commandstats"});
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.due, 3) << "held keys count as due in idle mode";
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_EQ(result.counters.at("held"), 1);
+    EXPECT_EQ(result.counters.at("skipped_changed"), 1);
+    EXPECT_FALSE(exists("old"));
+    EXPECT_TRUE(exists("held"));
+    ASSERT_TRUE(exists("old-used-again"));
+    EXPECT_GE(idle_of("old-used-again"), 1200) << "the re-check reset the idle time";
+    EXPECT_GE(idle_of("young"), 600) << "the counting pass reset the idle time";
+    EXPECT_NE(stats.find("cmdstat_scan:calls=1,"), std::string::npos) << stats;
+}
+
 // Past the budget of kept keys the counting pass only counts, and the purge scans again: same
 // result.
 TEST_F(RedisEngineTest, LimitsPassOverItsBudgetScansAgain) {
