@@ -2,7 +2,8 @@
 # Redis session purge bench (issue 7): N session hashes (default 1,000,000) in a private local
 # redis-server, half with a `last_seen` clock past the 12 h limit, a tenth without a TTL (the rest
 # 12 h). Measures, each time on a freshly loaded keyspace:
-#   1. retentiond's purge with default limits (max_fraction 0.5: counting pass + purge pass),
+#   1. retentiond's purge with default limits (max_fraction 0.5: a counting pass that reads every
+#      key and keeps the due keys, up to 16 MiB, then the batches from them without a second scan),
 #   2. retentiond's purge with --force (purge pass only),
 #   3. the shell baseline an admin would write first:
 #        redis-cli --scan --pattern 'sess:*' | xargs redis-cli unlink
@@ -130,7 +131,7 @@ echo "== $N keys, $((N / 2)) due, $((N / 10)) without TTL; scan_count ${SCAN_COU
 
 load
 run_driver "retentiond dry run" --dry-run
-run_driver "retentiond purge (limits: counting pass + purge pass)"
+run_driver "retentiond purge (limits: counting pass keeping the due keys, then the batches)"
 CPU_DEFAULT=$SERVER_CPU
 RETENTIOND_DEFAULT=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^seconds=/) { sub("seconds=", "", $i); print $i } }' "$WORK/out.txt")
 

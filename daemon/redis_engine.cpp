@@ -9,8 +9,11 @@
 //   not evaluate the hold (noted in the report); GET/HGETALL are never used.
 // - Deletion is a Lua script per batch (atomic): for each candidate it re-checks that the key is
 //   still due (idle mode: OBJECT IDLETIME >= the threshold, which does not touch the key inside
-//   Lua either; hash_field mode: the clock field still holds the exact value that was judged due),
-//   that it is not held (an HGET, which does touch a due key that turns out held), and only then
+//   Lua either; hash_field mode: a clock of epoch seconds (1 to 12 digits) is still at or before
+//   the cutoff, i.e. the due condition itself; any other clock text (ISO 8601, fractions, which
+//   Lua does not parse) still holds the exact value that was judged due), that it is not held
+//   (read with the clock by one HMGET in hash_field mode; an HGET in idle mode, which does touch
+//   a due key that turns out held), and only then
 //   UNLINKs it (one UNLINK per 1000 keys). A session touched between the scan and the batch
 //   survives. The script answers one letter per key (D deleted, H held, S skipped), so the outcome
 //   count is exact; keys it kept are named (digests) in the outcome and counted in a
@@ -26,9 +29,24 @@
 //   between). EXPIRE itself touches the key (Redis looks it up for writing): with `clock: idle`, a
 //   clamped key's idle time restarts, which is bounded by the TTL just given.
 // - Limits need the number of due keys before the first UNLINK: when a limit can refuse the run
-//   (no --force, and max_rows set or max_fraction < 1), a counting pass scans everything first,
-//   then the purge pass scans again. With `clock: idle` and a hold, the counting pass cannot read
-//   the hold without touching keys, so it counts held keys as due (a conservative upper bound).
+//   (no --force, and max_rows set or max_fraction < 1), a counting pass scans and reads
+//   everything first (the same reads as the purge), and keeps the due keys and the keys to clamp
+//   in memory (Remembered, up to 16 MiB: a key costs its length + 2 bytes, + its clock text for
+//   clocks that are not epoch seconds; 800 000 due keys of 17 bytes fit). Within that budget the
+//   purge then sends its batches from them without a second scan; every batch re-checks each key
+//   atomically as after a scan, so a key refreshed in between is kept. Past the budget the pass
+//   only counts and the purge scans again. With `clock: idle` and a hold, the counting pass
+//   cannot read the hold without touching keys, so it counts held keys as due (a conservative
+//   upper bound; the delete script reads the hold).
+// - Where the server's time goes (INFO commandstats, 1M keys, bench/redis_bench.sh): the cost is
+//   memory latency of key lookups (dictFind in the keyspace and in the expires table), about
+//   equal parts SCAN, the read of each key, and the delete script's re-read + UNLINK of each due
+//   key. Moving the page reads into a Lua script per SCAN page (one EVALSHA per page, only due
+//   keys returned) was tried and cost more server CPU (10.1-10.8 s vs 8.4 s at load 3-4): each
+//   redis.call from Lua costs about what a pipelined command does, plus the interpreter's work per
+//   key. The delete script costs its two lookups per key and little more: on the bench's 500 000
+//   due keys, 100 batches cost 2.3-3.0 s of server CPU, the same batches doing only the HGET
+//   1.06 s, only the UNLINK 1.01 s (a pipelined DEL of the same keys: 0.78-0.93 s).
 // - A lost connection (Redis restarted mid-scan) throws UnavailableError: the rule fails this run.
 //   The batch in flight, if any, was applied atomically or not at all; its intent stays unresolved
 //   for crash recovery (records_present), and the next run re-checks every key, so nothing is
@@ -78,21 +96,40 @@ constexpr std::size_t k_exists_chunk = 1000;
 
 // One letter per key: D deleted, H held, S skipped (no longer due, changed, or gone).
 // ARGV: mode (idle | field), min idle seconds or the clock field, hold field ('' = none), hold
-// value, then in field mode one flag per key ('=' the field held ARGV[5 + i], '-' no clock) and
-// the expected values. UNLINK runs once per 1000 keys (per-call overhead dominates in Lua).
+// value, the cutoff in whole epoch seconds (field mode), then in field mode one flag per key and
+// the expected values of the '=' keys, in order. Flags: 'n' the clock is still 1 to 12 decimal
+// digits (epoch seconds) at or before the cutoff (the due condition itself, evaluated now); '='
+// the field still holds exactly the text judged due (clocks Lua cannot parse: ISO 8601,
+// fractions); '-' still no clock. In field mode the clock and the hold are one HMGET (one lookup
+// of the key). UNLINK runs once per 1000 keys (per-call overhead dominates in Lua).
 constexpr std::string_view k_delete_script = R"lua(
-local mode, arg, hold_field, hold_value, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local mode, arg, hold_field, hold_value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local cutoff, flags, j = tonumber(ARGV[5]), ARGV[6], 6
 local min_idle = tonumber(arg)
 local out, del = {}, {}
 for i, key in ipairs(KEYS) do
-  local due = false
+  local due, held = false, false
   if mode == 'idle' then
     local idle = redis.call('OBJECT', 'IDLETIME', key)
     due = idle and idle >= min_idle
+    if due and hold_field ~= '' then
+      held = redis.pcall('HGET', key, hold_field) == hold_value
+    end
   else
-    local v = redis.pcall('HGET', key, arg)
-    if string.byte(flags, i) == 61 then -- '='
-      due = v == ARGV[5 + i]
+    local v
+    if hold_field ~= '' then
+      local r = redis.pcall('HMGET', key, arg, hold_field)
+      if r.err then v = r else v, held = r[1], r[2] == hold_value end
+    else
+      v = redis.pcall('HGET', key, arg)
+    end
+    local f = string.byte(flags, i)
+    if f == 110 then -- 'n'
+      due = type(v) == 'string' and #v <= 12 and string.find(v, '^%d+$') ~= nil and
+        tonumber(v) <= cutoff
+    elseif f == 61 then -- '='
+      j = j + 1
+      due = v == ARGV[j]
     elseif type(v) == 'table' then
       due = true -- not a hash: no clock
     else
@@ -101,7 +138,7 @@ for i, key in ipairs(KEYS) do
   end
   local s = 'S'
   if due then
-    if hold_field ~= '' and redis.pcall('HGET', key, hold_field) == hold_value then
+    if held then
       s = 'H'
     else
       del[#del + 1] = key
@@ -505,6 +542,13 @@ void scan_all(Connection& c, const Rule& rule, const ReadPlan& plan, TimePoint n
     }
 }
 
+// A clock the scripts judge themselves: 1 to 12 decimal digits, epoch seconds (the same value
+// parse_epoch_or_iso gives: due when <= the cutoff's whole seconds).
+bool epoch_digits(std::string_view v) {
+    return !v.empty() && v.size() <= 12 &&
+           std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
 enum class Verdict { gone, unparseable, no_clock, not_due, due, held };
 
 Verdict judge(const Observed& o, const Rule& rule, TimePoint cutoff) {
@@ -548,6 +592,84 @@ void require_redis(const Rule& rule) {
         throw std::invalid_argument("rule \"" + rule.name + "\" is not a redis rule");
     }
 }
+
+// The due keys and the keys to clamp found by the limits' pass, kept so that the purge needs no
+// second scan, up to a budget of bytes (16 MiB, like the files engine's staged keys; past it the
+// keys are dropped and the purge scans again). Chunks of 1 MiB, never reallocated, so the peak
+// memory is the budget. Entry: kind ('n' '=' '-' a due key with its delete flag, 'i' a due key
+// in idle mode, 'e' a key to clamp), the key's length (LEB128) and bytes, and for '=' the clock
+// text the same way.
+std::size_t g_remember_budget = std::size_t{16} << 20;
+
+class Remembered {
+public:
+    // False once over the budget: everything is dropped and later adds are ignored.
+    bool add(char kind, std::string_view key, std::string_view value) {
+        if (m_overflow) {
+            return false;
+        }
+        const std::size_t need = 1 + 10 + key.size() + (kind == '=' ? 10 + value.size() : 0);
+        if (m_chunks.empty() || m_chunks.back().capacity() - m_chunks.back().size() < need) {
+            const std::size_t size = std::max(need, k_chunk);
+            if (m_bytes + size > g_remember_budget) {
+                m_overflow = true;
+                m_chunks = {};
+                return false;
+            }
+            m_chunks.emplace_back().reserve(size);
+            m_bytes += size;
+        }
+        auto& c = m_chunks.back();
+        c += kind;
+        put(c, key);
+        if (kind == '=') {
+            put(c, value);
+        }
+        return true;
+    }
+    bool overflowed() const { return m_overflow; }
+    // f(kind, key, value) for every entry, in order, until it returns false.
+    template <class F> void each(F&& f) const {
+        for (const auto& c : m_chunks) {
+            std::size_t at = 0;
+            while (at < c.size()) {
+                const char kind = c[at++];
+                const auto key = get(c, at);
+                const auto value = kind == '=' ? get(c, at) : std::string_view();
+                if (!f(kind, key, value)) {
+                    return;
+                }
+            }
+        }
+    }
+
+private:
+    static constexpr std::size_t k_chunk = std::size_t{1} << 20;
+    static void put(std::string& c, std::string_view s) {
+        auto n = s.size();
+        do {
+            c += static_cast<char>((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+            n >>= 7;
+        } while (n != 0);
+        c.append(s);
+    }
+    static std::string_view get(const std::string& c, std::size_t& at) {
+        std::size_t n = 0;
+        for (int shift = 0;; shift += 7) {
+            const auto b = static_cast<unsigned char>(c[at++]);
+            n |= static_cast<std::size_t>(b & 0x7f) << shift;
+            if ((b & 0x80) == 0) {
+                break;
+            }
+        }
+        const std::string_view s(c.data() + at, n);
+        at += n;
+        return s;
+    }
+    std::vector<std::string> m_chunks;
+    std::size_t m_bytes = 0;
+    bool m_overflow = false;
+};
 
 // Runs the journal's calls on one thread, in the order they are made, so the scan keeps reading
 // pages (and the server keeps working) while an intent is written and fsynced. A batch is sent
@@ -669,8 +791,8 @@ private:
 // A batch of keys waiting for one script call.
 struct Batch {
     std::vector<std::string> keys;
-    std::string flags;                    // delete, hash_field mode: '=' clock value, '-' no clock
-    std::vector<std::string> expect;      // the clock values ("" for '-')
+    std::string flags;               // delete, hash_field mode: 'n', '=' or '-' (k_delete_script)
+    std::vector<std::string> expect; // the clock values of the '=' keys
     std::unordered_set<std::string> seen; // SCAN may return a key twice
 
     bool add(const std::string& key) { return seen.insert(key).second; }
@@ -891,24 +1013,62 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
     };
 
-    // Counting pass: limits are checked before the first UNLINK.
+    // TTL tells a vanished key from a hash without the clock field: needed for max_ttl and for
+    // clock_null_due only (the delete script re-checks existence anyway).
+    ReadPlan plan;
+    plan.ttl = max_ttl.has_value() || (!idle && rule.clock_null_due);
+    plan.hold = !idle && spec.hold.has_value();
+    // The delete flag of a due key (hash_field mode; see k_delete_script).
+    auto flag_of = [](const Observed& o) {
+        return o.clock == Observed::Clock::none ? '-' : epoch_digits(o.raw) ? 'n' : '=';
+    };
+    std::int64_t no_ttl = 0;
+    std::int64_t above_max = 0;
+    // Counts the TTL figures of a key; true when it is to be clamped.
+    auto count_ttl = [&](const Observed& o) {
+        no_ttl += o.ttl_known && o.ttl == -1 ? 1 : 0;
+        const bool clamp = ttl_above_max(o, max_ttl);
+        above_max += clamp && o.ttl != -1 ? 1 : 0;
+        return clamp;
+    };
+
+    // Limits are checked before the first UNLINK: a first pass reads every key as the purge
+    // does and counts; the due keys and the keys to clamp it finds are kept (Remembered, up to
+    // its budget), so the purge then needs no second scan. Past the budget, it only counts and
+    // the purge scans again.
     const bool limits_apply =
         !ctx.force && (rule.limits.max_rows.has_value() || rule.limits.max_fraction < 1.0);
+    std::optional<Remembered> remembered;
     if (limits_apply) {
-        ReadPlan plan;
-        plan.ttl = !idle;
-        plan.hold = !idle && spec.hold.has_value();
+        Remembered found;
         std::int64_t in_scope = 0;
         std::int64_t due = 0;
         scan_all(c, rule, plan, now, tz,
-                 [&](const std::vector<std::string>&, const std::vector<Observed>& seen) {
-                     for (const auto& o : seen) {
+                 [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
+                     for (std::size_t i = 0; i < keys.size(); ++i) {
+                         const auto& o = seen[i];
                          const auto v = judge(o, rule, cutoff);
-                         in_scope += v != Verdict::gone ? 1 : 0;
-                         due += v == Verdict::due ? 1 : 0;
+                         if (v == Verdict::gone) {
+                             continue;
+                         }
+                         ++in_scope;
+                         const bool clamp = count_ttl(o);
+                         if (v == Verdict::due) {
+                             ++due;
+                             const char kind = idle ? 'i' : flag_of(o);
+                             found.add(kind, keys[i], kind == '=' ? o.raw : std::string());
+                         } else if (clamp && v != Verdict::held) {
+                             found.add('e', keys[i], {});
+                         }
                      }
                      return true;
                  });
+        if (!found.overflowed()) {
+            remembered = std::move(found);
+        } else {
+            no_ttl = 0; // counted again by the purge's scan
+            above_max = 0;
+        }
         res.due = due;
         std::string reason;
         if (rule.limits.max_rows && due > *rule.limits.max_rows) {
@@ -947,14 +1107,14 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     const std::string hold_field = spec.hold ? spec.hold->hash_field : "";
     const std::string hold_value = spec.hold ? spec.hold->equals : "";
     const std::string min_idle_text = std::to_string(min_idle);
+    const std::string cutoff_s_text =
+        std::to_string(std::chrono::floor<std::chrono::seconds>(cutoff.time_since_epoch()).count());
     const std::string max_ttl_text = max_ttl ? std::to_string(*max_ttl) : "";
     const std::size_t batch_size = static_cast<std::size_t>(std::max(1, rule.batch_size));
     std::int64_t found_due = 0;
     std::int64_t held = 0;
     std::int64_t skipped = 0;
     std::int64_t expired = 0;
-    std::int64_t no_ttl = 0;
-    std::int64_t above_max = 0;
     bool stopped = false;
     Batch to_delete;
     Batch to_expire;
@@ -993,7 +1153,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
         args.insert(args.end(), f.batch.keys.begin(), f.batch.keys.end());
         args.insert(args.end(), f.head.begin(), f.head.end());
-        if (!f.batch.expect.empty()) {
+        if (!f.batch.flags.empty()) {
             args.push_back(f.batch.flags);
             args.insert(args.end(), f.batch.expect.begin(), f.batch.expect.end());
         }
@@ -1099,7 +1259,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
         apply(to_delete, "delete", delete_script,
               {idle ? "idle" : "field", idle ? min_idle_text : spec.clock.hash_field, hold_field,
-               hold_value});
+               hold_value, cutoff_s_text});
     };
     auto flush_expire = [&] {
         if (to_expire.keys.empty() || stopped) {
@@ -1108,51 +1268,64 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         apply(to_expire, "expire", expire_script, {max_ttl_text, hold_field, hold_value});
     };
 
-    // TTL tells a vanished key from a hash without the clock field: needed for max_ttl and for
-    // clock_null_due only (the delete script re-checks existence anyway).
-    ReadPlan plan;
-    plan.ttl = max_ttl.has_value() || (!idle && rule.clock_null_due);
-    plan.hold = !idle && spec.hold.has_value();
-    scan_all(c, rule, plan, now, tz,
-             [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
-                 launch(false);
-                 if (stop_now()) {
-                     return false;
-                 }
-                 for (std::size_t i = 0; i < keys.size(); ++i) {
-                     const auto& o = seen[i];
-                     const auto v = judge(o, rule, cutoff);
-                     if (v == Verdict::gone) {
-                         continue;
-                     }
-                     no_ttl += o.ttl_known && o.ttl == -1 ? 1 : 0;
-                     const bool clamp = ttl_above_max(o, max_ttl);
-                     above_max += clamp && o.ttl != -1 ? 1 : 0;
-                     if (v == Verdict::due) {
-                         if (to_delete.add(keys[i])) {
-                             ++found_due;
-                             to_delete.keys.push_back(keys[i]);
-                             if (!idle) {
-                                 const bool none = o.clock == Observed::Clock::none;
-                                 to_delete.flags += none ? '-' : '=';
-                                 to_delete.expect.push_back(none ? std::string() : o.raw);
-                             }
-                         }
-                         if (to_delete.keys.size() >= batch_size) {
-                             flush_delete();
-                         }
-                     } else if (clamp && v != Verdict::held && to_expire.add(keys[i])) {
-                         to_expire.keys.push_back(keys[i]);
-                         if (to_expire.keys.size() >= batch_size) {
-                             flush_expire();
-                         }
-                     }
-                     if (stopped) {
+    auto add_due = [&](std::string_view key, char flag, std::string_view expect) {
+        std::string k(key);
+        if (to_delete.add(k)) {
+            ++found_due;
+            to_delete.keys.push_back(std::move(k));
+            if (!idle) {
+                to_delete.flags += flag;
+                if (flag == '=') {
+                    to_delete.expect.emplace_back(expect);
+                }
+            }
+        }
+        if (to_delete.keys.size() >= batch_size) {
+            flush_delete();
+        }
+    };
+    auto add_clamp = [&](std::string_view key) {
+        std::string k(key);
+        if (to_expire.add(k)) {
+            to_expire.keys.push_back(std::move(k));
+            if (to_expire.keys.size() >= batch_size) {
+                flush_expire();
+            }
+        }
+    };
+    if (remembered) {
+        // The keys the limits' pass found; the scripts re-check each one as after a scan.
+        remembered->each([&](char kind, std::string_view key, std::string_view value) {
+            if (kind == 'e') {
+                add_clamp(key);
+            } else {
+                add_due(key, kind, value);
+            }
+            return !stopped;
+        });
+    } else {
+        scan_all(c, rule, plan, now, tz,
+                 [&](const std::vector<std::string>& keys, const std::vector<Observed>& seen) {
+                     launch(false);
+                     if (stop_now()) {
                          return false;
                      }
-                 }
-                 return true;
-             });
+                     for (std::size_t i = 0; i < keys.size() && !stopped; ++i) {
+                         const auto& o = seen[i];
+                         const auto v = judge(o, rule, cutoff);
+                         if (v == Verdict::gone) {
+                             continue;
+                         }
+                         const bool clamp = count_ttl(o);
+                         if (v == Verdict::due) {
+                             add_due(keys[i], idle ? 'i' : flag_of(o), o.raw);
+                         } else if (clamp && v != Verdict::held) {
+                             add_clamp(keys[i]);
+                         }
+                     }
+                     return !stopped;
+                 });
+    }
     flush_delete();
     flush_expire();
     settle(); // also after a stop: the batch in flight is finished, its outcome is due
@@ -1208,6 +1381,10 @@ Presence RedisEngine::records_present(const Rule& rule, const std::string&,
 
 std::unique_ptr<Engine> make_redis_engine(const Datastore& store, const Config&) {
     return std::make_unique<RedisEngine>(store);
+}
+
+void set_redis_remember_budget(std::size_t bytes) {
+    g_remember_budget = bytes;
 }
 
 } // namespace retentiond

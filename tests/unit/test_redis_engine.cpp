@@ -491,6 +491,163 @@ TEST_F(RedisEngineTest, IdleRecheckInTheScriptDoesNotTouchKeptKeys) {
     EXPECT_GE(idle_of("b"), 1200) << "the script's re-check reset the idle time";
 }
 
+// With limits (no --force) the counting pass reads every key as the purge does and keeps the
+// due keys (and keys to clamp), so the purge runs from them without a second SCAN; each batch
+// still re-checks atomically: a key refreshed after the counting pass is kept. Long keys and
+// clock texts (several LEB128 length bytes), ISO clocks, no-clock keys and clamps go through it.
+TEST_F(RedisEngineTest, LimitsPassKeepsTheDueKeysAndThePurgeDoesNotScanAgain) {
+    const auto t = now();
+    const std::string long_name = "long-" + std::string(300, 'x');
+    for (int i = 0; i < 6; ++i) {
+        session("old" + std::to_string(i), std::to_string(t - 40 * 86400));
+    }
+    session(long_name, format_utc_seconds(TimePoint(std::chrono::seconds(t - 90 * 86400))) +
+                           std::string(200, ' '));
+    session("recent", std::to_string(t - 60));
+    session("recent-no-ttl", std::to_string(t - 60));
+    cmd({"SET", key("plain"), "x"});
+    cmd({"EXPIRE", key("recent"), "60"});
+    auto r = rule("30 days");
+    r.limits = Limits{std::nullopt, 0.9};
+    r.clock_null_due = true; // "plain" (no clock) is due too
+    r.batch_size = 3;
+    auto& spec = std::get<RedisRule>(r.spec);
+    spec.scan_count = 1000;
+    spec.max_ttl = parse_duration("1 hour");
+    auto ctx = context();
+    bool written = false;
+    ctx.stop_requested = [&] { // runs before each batch, after the counting pass
+        if (!written) {
+            written = true;
+            cmd({"HSET", key("old5"), "last_seen", std::to_string(now())});
+            cmd({"HSET", key("old4"), "last_seen", std::to_string(now() - 50 * 86400)});
+        }
+        return false;
+    };
+    cmd({"CONFIG", "RESETSTAT"});
+    const auto result = engine()->purge(r, ctx);
+    const auto stats = cmd({"INFO", "commandstats"});
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.due, 8);
+    EXPECT_EQ(result.processed, 7) << "old5 was refreshed after the counting pass";
+    EXPECT_EQ(result.counters.at("skipped_changed"), 1);
+    EXPECT_EQ(result.counters.at("expired"), 1);
+    EXPECT_EQ(result.counters.at("no_ttl"), 9);
+    EXPECT_TRUE(exists("old5"));
+    EXPECT_FALSE(exists("old4")) << "a clock changed to another due epoch is still due";
+    EXPECT_FALSE(exists(long_name));
+    EXPECT_FALSE(exists("plain"));
+    EXPECT_TRUE(exists("recent"));
+    EXPECT_LE(ttl_of("recent"), 60);
+    EXPECT_GT(ttl_of("recent-no-ttl"), 3500);
+    EXPECT_NE(stats.find("cmdstat_scan:calls=1,"), std::string::npos)
+        << "the purge scanned again:\n"
+        << stats;
+    std::size_t journaled = 0;
+    for (const auto& i : m_journal.m_intents) {
+        journaled += i.action == "delete" ? i.keys.size() : 0;
+    }
+    EXPECT_EQ(journaled, 8U);
+}
+
+// clock: idle with limits and a hold: the counting pass reads idle times only (no touch), keeps
+// the idle-due keys, held ones included (it cannot read the hold); the batches from them re-check
+// the idle time and read the hold. A key used again after the counting pass is kept, and neither
+// it nor the kept idle key has its idle time reset.
+TEST_F(RedisEngineTest, IdleLimitsPassKeepsKeysAndTheBatchesRecheck) {
+    idle_key("old", 7200);
+    idle_key("old-used-again", 7200);
+    idle_key("held", 7200);
+    cmd({"HSET", key("held"), "legal_hold", "yes"}); // HSET resets idle: set it again
+    const auto dump = cmd({"DUMP", key("held")});
+    cmd({"RESTORE", key("held"), "0", dump, "REPLACE", "IDLETIME", "7200"});
+    idle_key("young", 600);
+    auto r = rule("1 hour", true);
+    r.limits = Limits{std::nullopt, 0.8};
+    auto& spec = std::get<RedisRule>(r.spec);
+    spec.scan_count = 1000;
+    spec.hold = RedisHold{"legal_hold", "yes"};
+    auto ctx = context();
+    bool written = false;
+    ctx.stop_requested = [&] {
+        if (!written) {
+            written = true;
+            const auto d = cmd({"DUMP", key("old-used-again")});
+            cmd({"RESTORE", key("old-used-again"), "0", d, "REPLACE", "IDLETIME", "1200"});
+        }
+        return false;
+    };
+    cmd({"CONFIG", "RESETSTAT"});
+    const auto result = engine()->purge(r, ctx);
+    const auto stats = cmd({"INFO", "commandstats"});
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.due, 3) << "held keys count as due in idle mode";
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_EQ(result.counters.at("held"), 1);
+    EXPECT_EQ(result.counters.at("skipped_changed"), 1);
+    EXPECT_FALSE(exists("old"));
+    EXPECT_TRUE(exists("held"));
+    ASSERT_TRUE(exists("old-used-again"));
+    EXPECT_GE(idle_of("old-used-again"), 1200) << "the re-check reset the idle time";
+    EXPECT_GE(idle_of("young"), 600) << "the counting pass reset the idle time";
+    EXPECT_NE(stats.find("cmdstat_scan:calls=1,"), std::string::npos) << stats;
+}
+
+// Past the budget of kept keys the counting pass only counts, and the purge scans again: same
+// result.
+TEST_F(RedisEngineTest, LimitsPassOverItsBudgetScansAgain) {
+    const auto t = now();
+    for (int i = 0; i < 5; ++i) {
+        session("old" + std::to_string(i), std::to_string(t - 40 * 86400));
+    }
+    session("recent", std::to_string(t - 60));
+    auto r = rule("30 days");
+    r.limits = Limits{std::nullopt, 0.9};
+    std::get<RedisRule>(r.spec).scan_count = 1000;
+    set_redis_remember_budget(0);
+    cmd({"CONFIG", "RESETSTAT"});
+    const auto result = purge(r);
+    const auto stats = cmd({"INFO", "commandstats"});
+    set_redis_remember_budget(std::size_t{16} << 20);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.due, 5);
+    EXPECT_EQ(result.processed, 5);
+    EXPECT_TRUE(exists("recent"));
+    EXPECT_NE(stats.find("cmdstat_scan:calls=2,"), std::string::npos) << stats;
+}
+
+// The delete script re-checks an epoch-seconds clock by the due condition itself, and any other
+// clock text (ISO 8601, fractions) by its exact value: a clock rewritten to another text is kept.
+TEST_F(RedisEngineTest, RecheckByDueConditionForEpochSecondsByValueOtherwise) {
+    const auto t = now();
+    session("epoch", std::to_string(t - 40 * 86400));
+    session("epoch-refreshed", std::to_string(t - 40 * 86400));
+    session("iso", format_utc_seconds(TimePoint(std::chrono::seconds(t - 90 * 86400))));
+    session("fraction", std::to_string(t - 40 * 86400) + ".5");
+    auto r = rule("30 days");
+    std::get<RedisRule>(r.spec).scan_count = 1000;
+    auto ctx = context();
+    bool written = false;
+    ctx.stop_requested = [&] {
+        if (!written) {
+            written = true;
+            cmd({"HSET", key("epoch"), "last_seen", std::to_string(t - 41 * 86400)});
+            cmd({"HSET", key("epoch-refreshed"), "last_seen", std::to_string(t)});
+            cmd({"HSET", key("iso"), "last_seen",
+                 format_utc_seconds(TimePoint(std::chrono::seconds(t - 91 * 86400)))});
+            cmd({"HSET", key("fraction"), "last_seen", std::to_string(t - 41 * 86400) + ".5"});
+        }
+        return false;
+    };
+    const auto result = engine()->purge(r, ctx);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_FALSE(exists("epoch"));
+    EXPECT_TRUE(exists("epoch-refreshed"));
+    EXPECT_TRUE(exists("iso")) << "changed text: not the value judged due";
+    EXPECT_TRUE(exists("fraction"));
+}
+
 TEST_F(RedisEngineTest, AnonymizeIsRefusedClearly) {
     session("x", std::to_string(now() - 100 * 86400));
     auto r = rule("1 day");
