@@ -9,7 +9,8 @@
 #   (f) the floor: the same page ranges deleted by one psql statement each, without and with
 #       RETURNING id (the keys the audit digests need), and their ratios to (a)
 #   (e) pgbench (read-write, TPC-B-like, on its own tables) TPS and p99 latency: idle, within
-#       retentiond's purge, during the plain DELETE.
+#       retentiond's purge, within the same purge throttled by sleep_between_batches
+#       (THROTTLE_MS), within the plain DELETE.
 # Peak RSS of the driver comes from /usr/bin/time -v (Debian package `time`).
 # The driver (bench/pg_purge_bench.cpp) is compiled here with -O2 together with the engine source,
 # linked against BUILD_DIR's libretentiond_core.a for the rest.
@@ -17,16 +18,19 @@
 # The driver journals every batch like the CLI: JOURNAL=audit (default) is the real AuditLog (HMAC
 # digest of every key, fsyncs), JOURNAL=digest only computes the digests, JOURNAL=none attaches none.
 #
-# usage: bench/pg_purge.sh [N]     env: BUILD_DIR (default build), PGBENCH_SECONDS (default 10),
-#                                       JOURNAL (audit|digest|none, default audit)
+# usage: bench/pg_purge.sh [N]     env: BUILD_DIR (default build), PGBENCH_SECONDS (default 15),
+#                                       JOURNAL (audit|digest|none, default audit),
+#                                       THROTTLE_MS (sleep_between_batches of the throttled run,
+#                                       default 40)
 set -euo pipefail
 
 N=${1:-2000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 PGBIN=/usr/lib/postgresql/15/bin
-SECS=${PGBENCH_SECONDS:-10}
+SECS=${PGBENCH_SECONDS:-15}
 JOURNAL=${JOURNAL:-audit}
+THROTTLE_MS=${THROTTLE_MS:-40}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/retentiond-pg-bench-XXXXXX")
 chmod 755 "$WORK"
 DATA=$WORK/data
@@ -96,8 +100,8 @@ fresh() { # a copy of the template, so every measure starts from the same table
     sql "$1" "CHECKPOINT"
 }
 timed_sql() { local t0; t0=$(now); sql "$1" "$2"; awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
-run_driver() { # db action -> sets DRV_SECS, DRV_RSS_KB
-    /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "$(dsn "$1")" accounts "$2" 10000 "$JOURNAL" "$WORK" >"$WORK/drv.txt"
+run_driver() { # db action [sleep_between_batches ms] -> sets DRV_SECS, DRV_RSS_KB
+    /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "$(dsn "$1")" accounts "$2" 10000 "$JOURNAL" "$WORK" ${3:+"$3"} >"$WORK/drv.txt"
     echo "  driver ($1 $2): $(cat "$WORK/drv.txt")" >&2
     DRV_SECS=$(awk '{for(i=1;i<NF;i++) if($i=="seconds") print $(i+1)}' "$WORK/drv.txt")
     DRV_RSS_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
@@ -108,9 +112,10 @@ DUE="last_login < now() - interval '12 months'"
 fresh m1; PLAIN_DEL=$(timed_sql m1 "DELETE FROM accounts WHERE $DUE")
 fresh m2; run_driver m2 delete; ENG_DEL=$DRV_SECS; RSS_DEL=$DRV_RSS_KB; ROWS_DEL=$DRV_ROWS
 # (f) The floor of any batched purge that must name the rows it deleted: the same page ranges as
-#     retentiond's (about 90% of batch_size due rows each), one DELETE per range sent by psql
-#     (autocommit, synchronous_commit off as retentiond's batches, output to /dev/null, cutoff as
-#     a constant): without RETURNING, and with RETURNING id (what the audit digests need).
+#     retentiond's (about 90% of batch_size due rows each), one DELETE per range sent by pgbench
+#     as a plain client (autocommit, synchronous_commit off as retentiond's batches, results read
+#     and discarded, cutoff as a constant): without RETURNING, and with RETURNING id (what the
+#     audit digests need).
 floor_file() { # db returning-clause -> SQL file
     local pages due cutoff span
     pages=$(psql -X -qtA "$(dsn "$1")" -c "SELECT pg_relation_size('accounts') / 8192")
@@ -123,7 +128,11 @@ floor_file() { # db returning-clause -> SQL file
             printf "DELETE FROM accounts WHERE ctid >= '\''(%d,0)'\''::tid AND ctid < '\''(%d,0)'\''::tid AND last_login < '\''%s'\''::timestamptz%s;\n", p, p + span, cutoff, ret
     }' >"$WORK/floor.sql"
 }
-timed_file() { local t0; t0=$(now); psql -X -q -v ON_ERROR_STOP=1 -o /dev/null "$(dsn "$1")" -f "$WORK/floor.sql"; awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
+timed_file() { # pgbench as the client: it reads every result and discards it, formatting nothing
+    local t0; t0=$(now)
+    pgbench -n -t 1 -c 1 -f "$WORK/floor.sql" "$(dsn "$1")" >"$WORK/floor.txt" 2>&1 || { cat "$WORK/floor.txt" >&2; exit 70; }
+    awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'
+}
 fresh m8; floor_file m8 ""; sql m8 "CHECKPOINT"; FLOOR_NORET=$(timed_file m8)
 fresh m9; floor_file m9 " RETURNING id"; sql m9 "CHECKPOINT"; FLOOR_RET=$(timed_file m9)
 
@@ -154,6 +163,12 @@ PB=$!
 sleep 2
 T0=$(now); run_driver m6 delete; T1=$(now); DURING_ENG=$DRV_SECS
 wait $PB; read -r PURGE_TPS PURGE_P99 < <(pgbench_stats purge "$T0" "$T1")
+fresh m10
+pgbench_run m10 throttled &
+PB=$!
+sleep 2
+T0=$(now); run_driver m10 delete "$THROTTLE_MS"; T1=$(now); DURING_THR=$DRV_SECS
+wait $PB; read -r THR_TPS THR_P99 < <(pgbench_stats throttled "$T0" "$T1")
 fresh m7
 pgbench_run m7 delete &
 PB=$!
@@ -174,4 +189,7 @@ printf "peak RSS:  purge %d KiB, anonymize %d KiB (target < 65536)\n" "$RSS_DEL"
 printf "pgbench (-c 4, %ss runs): idle %s tps p99 %s ms | within retentiond's purge (%ss) %s tps p99 %s ms | within the plain DELETE (%ss) %s tps p99 %s ms\n" \
     "$SECS" "$IDLE_TPS" "$IDLE_P99" "$DURING_ENG" "$PURGE_TPS" "$PURGE_P99" \
     "$DURING_PLAIN" "$DEL_TPS" "$DEL_P99"
+printf "throttled: retentiond with sleep_between_batches %s ms took %s s (%s x the plain DELETE); pgbench within it %s tps p99 %s ms\n" \
+    "$THROTTLE_MS" "$DURING_THR" "$(ratio "$PLAIN_DEL" "$DURING_THR")" "$THR_TPS" "$THR_P99"
+awk -v i="$IDLE_TPS" -v t="$THR_TPS" 'BEGIN{printf "TPS during the throttled purge / idle: %.0f%%\n", 100*t/i}'
 awk -v i="$IDLE_TPS" -v p="$PURGE_TPS" -v d="$DEL_TPS" 'BEGIN{printf "TPS during the purge / idle: %.0f%% (target >= 80%%); during the plain DELETE / idle: %.0f%%\n", 100*p/i, 100*d/i}'

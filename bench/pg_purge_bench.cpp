@@ -72,9 +72,10 @@ private:
 
 int main(int argc, char** argv) {
     using namespace retentiond;
-    if (argc < 5 || argc > 7) {
+    if (argc < 5 || argc > 8) {
         std::fprintf(stderr,
-                     "usage: %s DSN TABLE delete|anonymize BATCH_SIZE [audit|digest|none [DIR]]\n",
+                     "usage: %s DSN TABLE delete|anonymize BATCH_SIZE [audit|digest|none [DIR "
+                     "[SLEEP_MS]]]\n",
                      argv[0]);
         return 64;
     }
@@ -95,6 +96,9 @@ int main(int argc, char** argv) {
     pg.table = argv[2];
     pg.key = {"id"};
     pg.clock = {"last_login"};
+    if (argc > 7) { // the rule's sleep_between_batches
+        pg.sleep_between_batches = std::chrono::milliseconds(std::atoi(argv[7]));
+    }
     rule.spec = pg;
     if (std::string(argv[3]) == "anonymize") {
         rule.action = Action::anonymize;
