@@ -215,21 +215,23 @@ private:
     // when the datastore went away. Sets m_unresolved when some remain (the store is still down).
     void recover() {
         try {
-            const auto mine = [this](const AuditLog::Pending& p) {
-                return p.batch.datastore == m_datastore ||
-                       (m_recovers_orphans && m_config->datastores.count(p.batch.datastore) == 0);
-            };
-            int n = m_runner->recover(m_audit, mine);
+            std::vector<AuditLog::Pending> batches;
+            for (auto& p : m_audit.pending()) {
+                if (p.batch.datastore == m_datastore ||
+                    (m_recovers_orphans && m_config->datastores.count(p.batch.datastore) == 0)) {
+                    batches.push_back(std::move(p));
+                }
+            }
             // This process's own batches a run abandoned when its datastore went away: none of
             // them is in flight, the worker runs one rule at a time.
-            n += m_runner->resolve(m_audit, m_audit.abandoned(m_datastore));
+            for (auto& p : m_audit.abandoned(m_datastore)) {
+                batches.push_back(std::move(p));
+            }
+            const int n = m_runner->resolve(m_audit, batches);
             if (n > 0) {
                 spdlog::warn("resolved {} batch(es) left unresolved by a crash or an outage", n);
             }
-            m_unresolved = !m_audit.abandoned(m_datastore).empty();
-            for (const auto& p : m_audit.pending()) {
-                m_unresolved = m_unresolved || mine(p);
-            }
+            m_unresolved = n < static_cast<int>(batches.size());
         } catch (const std::exception& e) {
             spdlog::error("crash recovery: {}", e.what());
             m_unresolved = true;

@@ -61,14 +61,8 @@ void Runner::reset_engine(const std::string& datastore) {
     m_engines.erase(datastore);
 }
 
-int Runner::recover(AuditLog& audit, const std::function<bool(const AuditLog::Pending&)>& mine) {
-    std::vector<AuditLog::Pending> batches;
-    for (auto& pending : audit.pending()) {
-        if (!mine || mine(pending)) {
-            batches.push_back(std::move(pending));
-        }
-    }
-    return resolve(audit, batches);
+int Runner::recover(AuditLog& audit) {
+    return resolve(audit, audit.pending());
 }
 
 int Runner::resolve(AuditLog& audit, const std::vector<AuditLog::Pending>& batches) {

@@ -70,10 +70,9 @@ public:
     // One rule, with an audit log the caller opened (the daemon keeps one).
     RuleRun run_rule(const Rule& rule, AuditLog& audit, const std::string& run_id,
                      const PurgeOptions& options);
-    // Resolves pending batches left by a crash (only those `mine` accepts, when given: the
-    // daemon's per-datastore workers each take their own). Returns how many were resolved.
-    int recover(AuditLog& audit,
-                const std::function<bool(const AuditLog::Pending&)>& mine = nullptr);
+    // Resolves the pending batches a crash left (`purge`; the daemon's per-datastore workers
+    // pick theirs and call resolve()). Returns how many were resolved.
+    int recover(AuditLog& audit);
     // Resolves these batches against their datastores (a store that is down keeps its batches
     // pending). Returns how many were resolved.
     int resolve(AuditLog& audit, const std::vector<AuditLog::Pending>& batches);

@@ -341,6 +341,22 @@ protected:
                extra_rule_keys + m_extra_rules;
     }
 
+    // A datastore `cache` on db `db` of the shared Redis server, and a rule `sessions` on it
+    // (sessions idle for a day by their `last_seen` field, every second), plus extra rule keys.
+    void add_redis_sessions(int db, const std::string& extra_rule_keys = "") {
+        m_extra_datastores =
+            "  cache:\n    kind: redis\n    url: \"" + RedisServer::shared().url(db) + "\"\n";
+        m_extra_rules = "  - name: sessions\n"
+                        "    datastore: cache\n"
+                        "    category: sessions\n"
+                        "    keys: \"sess:*\"\n"
+                        "    clock: { hash_field: last_seen }\n"
+                        "    retain: 1 day\n"
+                        "    action: delete\n"
+                        "    schedule: every 1s\n" +
+                        extra_rule_keys;
+    }
+
     TempDir m_dir;
     std::string m_dsn;
     std::string m_key;
@@ -828,16 +844,7 @@ TEST_F(DaemonTest, RedisOutageBacksOffWhileOtherStoresGoOn) {
     const auto sessions_left = [&] { return std::stoi(rcmd({"DBSIZE"})); };
     rcmd({"FLUSHDB"});
     seed();
-    m_extra_datastores = "  cache:\n    kind: redis\n    url: \"" + redis.url(k_db) + "\"\n";
-    m_extra_rules = "  - name: sessions\n"
-                    "    datastore: cache\n"
-                    "    category: sessions\n"
-                    "    keys: \"sess:*\"\n"
-                    "    clock: { hash_field: last_seen }\n"
-                    "    retain: 1 day\n"
-                    "    action: delete\n"
-                    "    schedule: every 1s\n"
-                    "    limits: { max_fraction: 1 }\n";
+    add_redis_sessions(k_db, "    limits: { max_fraction: 1 }\n");
     const auto audit = m_dir.file("audit.jsonl");
     const auto cfg = m_dir.write("retentiond.yaml", config(audit, "127.0.0.1:0"));
     NotifySocket notify(m_dir.file("notify.sock"));
@@ -922,15 +929,7 @@ TEST_F(DaemonTest, BatchLeftPendingWhileItsStoreIsDownIsResolvedWhenItReturns) {
     auto& redis = RedisServer::shared();
     constexpr int k_db = 4;
     redis_cmd(redis, {"FLUSHDB"}, k_db);
-    m_extra_datastores = "  cache:\n    kind: redis\n    url: \"" + redis.url(k_db) + "\"\n";
-    m_extra_rules = "  - name: sessions\n"
-                    "    datastore: cache\n"
-                    "    category: sessions\n"
-                    "    keys: \"sess:*\"\n"
-                    "    clock: { hash_field: last_seen }\n"
-                    "    retain: 1 day\n"
-                    "    action: delete\n"
-                    "    schedule: every 1s\n";
+    add_redis_sessions(k_db);
     const auto audit = m_dir.file("audit.jsonl");
     std::string batch_id;
     {
