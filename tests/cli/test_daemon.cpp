@@ -970,8 +970,10 @@ TEST_F(DaemonTest, BatchLeftPendingWhileItsStoreIsDownIsResolvedWhenItReturns) {
     ASSERT_EQ(r.size(), 1u);
     EXPECT_EQ(r[0].value("committed", false), true);
     EXPECT_EQ(r[0].value("recovered", ""), "records gone: committed");
-    EXPECT_FALSE(std::filesystem::exists(audit + ".pending/" + batch_id + ".json"));
-    EXPECT_TRUE(d.log_has("resolved 1 batch(es)")) << d.log();
+    // The outcome line comes first; the pending file's removal and the log message follow it.
+    EXPECT_TRUE(wait_for(
+        [&] { return !std::filesystem::exists(audit + ".pending/" + batch_id + ".json"); }, 5s));
+    EXPECT_TRUE(wait_for([&] { return d.log_has("resolved 1 batch(es)"); }, 5s)) << d.log();
     d.signal(SIGTERM);
     EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
     EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
