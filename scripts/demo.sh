@@ -15,7 +15,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 demo=$repo/.demo
 rm -rf "$demo"
-mkdir -p "$demo/etc/policies.d" "$demo/tally-exports/2023" "$demo/tally-exports/2026"
+mkdir -p "$demo/etc/policies.d" "$demo/tally-exports/2023" "$demo/tally-exports/2025" \
+  "$demo/tally-exports/2026"
 # PostgreSQL refuses to run as root and must reach its data dir: keep it under /tmp, owned by
 # the postgres user.
 pgdir=$(mktemp -d /tmp/retentiond-demo-pg-XXXXXX)
@@ -108,6 +109,7 @@ gen_export() { # $1 = file, $2 = first day (YYYY-MM-DD), $3 = count
 }
 gen_export "$demo/tally-exports/2023/Satisfaction_Submissions_2023-06-30.csv" 2023-06-01 120
 gen_export "$demo/tally-exports/2023/Satisfaction_Submissions_2024-12-31.csv" 2024-11-20 150
+gen_export "$demo/tally-exports/2025/Satisfaction_Submissions_2025-06-30.csv" 2025-06-01 150
 gen_export "$demo/tally-exports/2026/Satisfaction_Submissions_2026-10-31.csv" 2026-10-01 80
 
 # Redis: 2000 sessions with a last_seen field; a tenth written without a TTL (the usual leak).
