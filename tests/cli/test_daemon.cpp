@@ -223,6 +223,19 @@ HttpAnswer http_get(int port, const std::string& target) {
     return {res.result_int(), res.body()};
 }
 
+// After an outage: the store is reported up again, /healthz answers 200, and SIGTERM exits 0.
+void expect_up_again_then_stop(Daemon& d, int port, const std::string& store) {
+    EXPECT_TRUE(wait_for(
+        [&] {
+            return parse_prometheus(http_get(port, "/metrics").body)
+                       .value("retentiond_datastore_up", {{"datastore", store}}) == 1;
+        },
+        5s));
+    EXPECT_EQ(http_get(port, "/healthz").status, 200u);
+    d.signal(SIGTERM);
+    EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
+}
+
 // Committed records per rule, from the outcome lines of an audit log (intents name the rule).
 std::map<std::string, std::int64_t> committed_by_rule(const std::string& audit_path) {
     std::map<std::string, std::string> batch_rule;
@@ -531,15 +544,7 @@ TEST_F(DaemonTest, OutageRetriesWithBackoffAndRecovers) {
     insert_due(2);
     ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 15s)) << d.log();
     // The rows go before the run's result reaches the io thread: wait for the metrics too.
-    EXPECT_TRUE(wait_for(
-        [&] {
-            return parse_prometheus(http_get(port, "/metrics").body)
-                       .value("retentiond_datastore_up", {{"datastore", "app"}}) == 1;
-        },
-        5s));
-    EXPECT_EQ(http_get(port, "/healthz").status, 200u);
-    d.signal(SIGTERM);
-    EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
+    expect_up_again_then_stop(d, port, "app");
 }
 
 TEST_F(DaemonTest, TwoDaemonsShareARuleThroughTheAdvisoryLock) {
@@ -903,15 +908,7 @@ TEST_F(DaemonTest, RedisOutageBacksOffWhileOtherStoresGoOn) {
     redis.start();
     seed();
     ASSERT_TRUE(wait_for([&] { return sessions_left() == 2; }, 15s)) << d.log();
-    EXPECT_TRUE(wait_for(
-        [&] {
-            return parse_prometheus(http_get(port, "/metrics").body)
-                       .value("retentiond_datastore_up", {{"datastore", "cache"}}) == 1;
-        },
-        5s));
-    EXPECT_EQ(http_get(port, "/healthz").status, 200u);
-    d.signal(SIGTERM);
-    EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
+    expect_up_again_then_stop(d, port, "cache");
     EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
     // The outage is in the audit log: unavailable errors for the redis rule only.
     std::size_t unavailable = 0;
