@@ -6,11 +6,11 @@
 #   (b) retentiond's engine purge of the same rows, batch_size 10000, and the ratio b/a
 #   (c) one plain  UPDATE ... SET email = NULL, first_name = ''  of the same rows
 #   (d) retentiond's anonymize (same two fields, in SQL), and the ratio d/c
-#   (f) the floor: the same page ranges deleted by one psql statement each, without and with
-#       RETURNING id (the keys the audit digests need), and their ratios to (a)
 #   (e) pgbench (read-write, TPC-B-like, on its own tables) TPS and p99 latency: idle, within
 #       retentiond's purge, within the same purge throttled by sleep_between_batches
 #       (THROTTLE_MS), within the plain DELETE.
+#   (f) the floor: the same page ranges deleted by one statement each (sent by pgbench as a plain
+#       client), without and with RETURNING id (the keys the audit digests need), ratios to (a)
 # Peak RSS of the driver comes from /usr/bin/time -v (Debian package `time`).
 # The driver (bench/pg_purge_bench.cpp) is compiled here with -O2 together with the engine source,
 # linked against BUILD_DIR's libretentiond_core.a for the rest.
@@ -181,7 +181,7 @@ echo
 echo "rows: $N, due: $ROWS_DEL (purge) / $ROWS_UPD (anonymize), batch_size 10000, journal $JOURNAL"
 printf "purge:     plain DELETE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PLAIN_DEL" "$ENG_DEL" "$(ratio "$PLAIN_DEL" "$ENG_DEL")"
-printf "floor:     range DELETEs from psql, no RETURNING %.3f s (ratio %s), RETURNING id %.3f s (ratio %s)\n" \
+printf "floor:     range DELETEs sent by pgbench, no RETURNING %.3f s (ratio %s), RETURNING id %.3f s (ratio %s)\n" \
     "$FLOOR_NORET" "$(ratio "$PLAIN_DEL" "$FLOOR_NORET")" "$FLOOR_RET" "$(ratio "$PLAIN_DEL" "$FLOOR_RET")"
 printf "anonymize: plain UPDATE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PLAIN_UPD" "$ENG_UPD" "$(ratio "$PLAIN_UPD" "$ENG_UPD")"
