@@ -68,9 +68,24 @@ protected:
     // ttl_seconds 0 = no TTL. EXPIRE would reset the idle time: RESTORE sets both.
     void idle_key(const std::string& k, long long idle_seconds, long long ttl_seconds = 0) {
         cmd({"HSET", key(k), "user", "u-" + k});
+        set_idle(k, idle_seconds, ttl_seconds);
+    }
+    // Gives an existing key this idle time (a write resets it), and this TTL (0: none).
+    void set_idle(const std::string& k, long long idle_seconds, long long ttl_seconds = 0) {
         const auto dump = cmd({"DUMP", key(k)});
         cmd({"RESTORE", key(k), std::to_string(ttl_seconds * 1000), dump, "REPLACE", "IDLETIME",
              std::to_string(idle_seconds)});
+    }
+    // Runs `write` once, between the scan's reads (and the limits' counting pass) and the first
+    // delete batch: the engine calls stop_requested before each batch.
+    static void once_before_first_batch(RunContext& ctx, std::function<void()> write) {
+        ctx.stop_requested = [write = std::move(write), done = false]() mutable {
+            if (!done) {
+                done = true;
+                write();
+            }
+            return false;
+        };
     }
     long long idle_of(const std::string& k) {
         return std::stoll(cmd({"OBJECT", "IDLETIME", key(k)}));
@@ -201,8 +216,7 @@ TEST_F(RedisEngineTest, DryRunDoesNotResetIdleTime) {
 TEST_F(RedisEngineTest, IdleClockRespectsTheHold) {
     idle_key("held", 7200);
     cmd({"HSET", key("held"), "legal_hold", "yes"}); // HSET resets idle: set it again
-    const auto dump = cmd({"DUMP", key("held")});
-    cmd({"RESTORE", key("held"), "0", dump, "REPLACE", "IDLETIME", "7200"});
+    set_idle("held", 7200);
     idle_key("free", 7200);
     auto r = rule("1 hour", true);
     std::get<RedisRule>(r.spec).hold = RedisHold{"legal_hold", "yes"};
@@ -303,15 +317,10 @@ TEST_F(RedisEngineTest, WriteBetweenReadAndDeleteIsRechecked) {
     spec.scan_count = 100;
     spec.hold = RedisHold{"legal_hold", "yes"};
     auto ctx = context();
-    bool written = false;
-    ctx.stop_requested = [&] {
-        if (!written) {
-            written = true;
-            cmd({"HSET", key("s1"), "last_seen", std::to_string(now())});
-            cmd({"HSET", key("s2"), "legal_hold", "yes"});
-        }
-        return false;
-    };
+    once_before_first_batch(ctx, [&] {
+        cmd({"HSET", key("s1"), "last_seen", std::to_string(now())});
+        cmd({"HSET", key("s2"), "legal_hold", "yes"});
+    });
     const auto result = engine()->purge(r, ctx);
     EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
     EXPECT_EQ(result.processed, 3);
@@ -334,14 +343,7 @@ TEST_F(RedisEngineTest, TtlShortenedAfterTheReadIsNotClamped) {
     spec.scan_count = 100;
     spec.max_ttl = parse_duration("1 hour");
     auto ctx = context();
-    bool written = false;
-    ctx.stop_requested = [&] {
-        if (!written) {
-            written = true;
-            cmd({"EXPIRE", key("a"), "30"});
-        }
-        return false;
-    };
+    once_before_first_batch(ctx, [&] { cmd({"EXPIRE", key("a"), "30"}); });
     const auto result = engine()->purge(r, ctx);
     EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
     EXPECT_EQ(result.counters.at("expired"), 1);
@@ -473,15 +475,8 @@ TEST_F(RedisEngineTest, IdleRecheckInTheScriptDoesNotTouchKeptKeys) {
     auto r = rule("1 hour", true);
     std::get<RedisRule>(r.spec).scan_count = 100;
     auto ctx = context();
-    bool written = false;
-    ctx.stop_requested = [&] {
-        if (!written) {
-            written = true; // read as due; now idle 20 minutes only
-            const auto dump = cmd({"DUMP", key("b")});
-            cmd({"RESTORE", key("b"), "0", dump, "REPLACE", "IDLETIME", "1200"});
-        }
-        return false;
-    };
+    // read as due; now idle 20 minutes only
+    once_before_first_batch(ctx, [&] { set_idle("b", 1200); });
     const auto result = engine()->purge(r, ctx);
     EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
     EXPECT_EQ(result.processed, 1);
@@ -515,15 +510,11 @@ TEST_F(RedisEngineTest, LimitsPassKeepsTheDueKeysAndThePurgeDoesNotScanAgain) {
     spec.scan_count = 1000;
     spec.max_ttl = parse_duration("1 hour");
     auto ctx = context();
-    bool written = false;
-    ctx.stop_requested = [&] { // runs before each batch, after the counting pass
-        if (!written) {
-            written = true;
-            cmd({"HSET", key("old5"), "last_seen", std::to_string(now())});
-            cmd({"HSET", key("old4"), "last_seen", std::to_string(now() - 50 * 86400)});
-        }
-        return false;
-    };
+    // runs before each batch, after the counting pass
+    once_before_first_batch(ctx, [&] {
+        cmd({"HSET", key("old5"), "last_seen", std::to_string(now())});
+        cmd({"HSET", key("old4"), "last_seen", std::to_string(now() - 50 * 86400)});
+    });
     cmd({"CONFIG", "RESETSTAT"});
     const auto result = engine()->purge(r, ctx);
     const auto stats = cmd({"INFO", "commandstats"});
@@ -559,8 +550,7 @@ TEST_F(RedisEngineTest, IdleLimitsPassKeepsKeysAndTheBatchesRecheck) {
     idle_key("old-used-again", 7200);
     idle_key("held", 7200);
     cmd({"HSET", key("held"), "legal_hold", "yes"}); // HSET resets idle: set it again
-    const auto dump = cmd({"DUMP", key("held")});
-    cmd({"RESTORE", key("held"), "0", dump, "REPLACE", "IDLETIME", "7200"});
+    set_idle("held", 7200);
     idle_key("young", 600);
     auto r = rule("1 hour", true);
     r.limits = Limits{std::nullopt, 0.8};
@@ -568,15 +558,7 @@ TEST_F(RedisEngineTest, IdleLimitsPassKeepsKeysAndTheBatchesRecheck) {
     spec.scan_count = 1000;
     spec.hold = RedisHold{"legal_hold", "yes"};
     auto ctx = context();
-    bool written = false;
-    ctx.stop_requested = [&] {
-        if (!written) {
-            written = true;
-            const auto d = cmd({"DUMP", key("old-used-again")});
-            cmd({"RESTORE", key("old-used-again"), "0", d, "REPLACE", "IDLETIME", "1200"});
-        }
-        return false;
-    };
+    once_before_first_batch(ctx, [&] { set_idle("old-used-again", 1200); });
     cmd({"CONFIG", "RESETSTAT"});
     const auto result = engine()->purge(r, ctx);
     const auto stats = cmd({"INFO", "commandstats"});
@@ -627,18 +609,13 @@ TEST_F(RedisEngineTest, RecheckByDueConditionForEpochSecondsByValueOtherwise) {
     auto r = rule("30 days");
     std::get<RedisRule>(r.spec).scan_count = 1000;
     auto ctx = context();
-    bool written = false;
-    ctx.stop_requested = [&] {
-        if (!written) {
-            written = true;
-            cmd({"HSET", key("epoch"), "last_seen", std::to_string(t - 41 * 86400)});
-            cmd({"HSET", key("epoch-refreshed"), "last_seen", std::to_string(t)});
-            cmd({"HSET", key("iso"), "last_seen",
-                 format_utc_seconds(TimePoint(std::chrono::seconds(t - 91 * 86400)))});
-            cmd({"HSET", key("fraction"), "last_seen", std::to_string(t - 41 * 86400) + ".5"});
-        }
-        return false;
-    };
+    once_before_first_batch(ctx, [&] {
+        cmd({"HSET", key("epoch"), "last_seen", std::to_string(t - 41 * 86400)});
+        cmd({"HSET", key("epoch-refreshed"), "last_seen", std::to_string(t)});
+        cmd({"HSET", key("iso"), "last_seen",
+             format_utc_seconds(TimePoint(std::chrono::seconds(t - 91 * 86400)))});
+        cmd({"HSET", key("fraction"), "last_seen", std::to_string(t - 41 * 86400) + ".5"});
+    });
     const auto result = engine()->purge(r, ctx);
     ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
     EXPECT_EQ(result.processed, 1);
