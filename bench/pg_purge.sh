@@ -3,12 +3,13 @@
 # table of N rows (default 2,000,000; half with last_login older than 12 months, index on
 # last_login) into a template database, and measures on a fresh copy each time:
 #   (a) one plain  DELETE FROM accounts WHERE last_login < now() - interval '12 months'
-#   (b) retentiond's engine purge of the same rows, batch_size 10000, and the ratio b/a
+#   (b) retentiond's engine purge of the same rows, batch_size 10000, and the ratio b/a; once
+#       with one stream (the default) and once with `parallel: PARALLEL` streams
 #   (c) one plain  UPDATE ... SET email = NULL, first_name = ''  of the same rows
 #   (d) retentiond's anonymize (same two fields, in SQL), and the ratio d/c
 #   (e) pgbench (read-write, TPC-B-like, on its own tables) TPS and p99 latency: idle, within
-#       retentiond's purge, within the same purge throttled by sleep_between_batches
-#       (THROTTLE_MS), within the plain DELETE.
+#       retentiond's purge, within the parallel purge, within the same purge throttled by
+#       sleep_between_batches (THROTTLE_MS), within the plain DELETE.
 #   (f) the floor: the same page ranges deleted by one statement each (sent by pgbench as a plain
 #       client), without and with RETURNING id (the keys the audit digests need), ratios to (a)
 # Peak RSS of the driver comes from /usr/bin/time -v (Debian package `time`).
@@ -21,7 +22,8 @@
 # usage: bench/pg_purge.sh [N]     env: BUILD_DIR (default build), PGBENCH_SECONDS (default 15),
 #                                       JOURNAL (audit|digest|none, default audit),
 #                                       THROTTLE_MS (sleep_between_batches of the throttled run,
-#                                       default 40)
+#                                       default 40), PARALLEL (streams of the parallel run,
+#                                       default 2)
 set -euo pipefail
 
 N=${1:-2000000}
@@ -31,6 +33,7 @@ PGBIN=/usr/lib/postgresql/15/bin
 SECS=${PGBENCH_SECONDS:-15}
 JOURNAL=${JOURNAL:-audit}
 THROTTLE_MS=${THROTTLE_MS:-40}
+PARALLEL=${PARALLEL:-2}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/retentiond-pg-bench-XXXXXX")
 chmod 755 "$WORK"
 DATA=$WORK/data
@@ -100,9 +103,9 @@ fresh() { # a copy of the template, so every measure starts from the same table
     sql "$1" "CHECKPOINT"
 }
 timed_sql() { local t0; t0=$(now); sql "$1" "$2"; awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
-run_driver() { # db action [sleep_between_batches ms] -> sets DRV_SECS, DRV_RSS_KB
-    /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "$(dsn "$1")" accounts "$2" 10000 "$JOURNAL" "$WORK" ${3:+"$3"} >"$WORK/drv.txt"
-    echo "  driver ($1 $2): $(cat "$WORK/drv.txt")" >&2
+run_driver() { # db action [sleep_between_batches ms [parallel]] -> sets DRV_SECS, DRV_RSS_KB
+    /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "$(dsn "$1")" accounts "$2" 10000 "$JOURNAL" "$WORK" ${3:+"$3"} ${4:+"$4"} >"$WORK/drv.txt"
+    echo "  driver ($1 $2 ${3:-0} ${4:-1}): $(cat "$WORK/drv.txt")" >&2
     DRV_SECS=$(awk '{for(i=1;i<NF;i++) if($i=="seconds") print $(i+1)}' "$WORK/drv.txt")
     DRV_RSS_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
     DRV_ROWS=$(awk '{print $2}' "$WORK/drv.txt")
@@ -111,6 +114,7 @@ DUE="last_login < now() - interval '12 months'"
 
 fresh m1; PLAIN_DEL=$(timed_sql m1 "DELETE FROM accounts WHERE $DUE")
 fresh m2; run_driver m2 delete; ENG_DEL=$DRV_SECS; RSS_DEL=$DRV_RSS_KB; ROWS_DEL=$DRV_ROWS
+fresh m11; run_driver m11 delete 0 "$PARALLEL"; ENG_PAR=$DRV_SECS; RSS_PAR=$DRV_RSS_KB; ROWS_PAR=$DRV_ROWS
 # (f) The floor of any batched purge that must name the rows it deleted: the same page ranges as
 #     retentiond's (about 90% of batch_size due rows each), one DELETE per range sent by pgbench
 #     as a plain client (autocommit, synchronous_commit off as retentiond's batches, results read
@@ -163,6 +167,12 @@ PB=$!
 sleep 2
 T0=$(now); run_driver m6 delete; T1=$(now); DURING_ENG=$DRV_SECS
 wait $PB; read -r PURGE_TPS PURGE_P99 < <(pgbench_stats purge "$T0" "$T1")
+fresh m12
+pgbench_run m12 parallel &
+PB=$!
+sleep 2
+T0=$(now); run_driver m12 delete 0 "$PARALLEL"; T1=$(now); DURING_PAR=$DRV_SECS
+wait $PB; read -r PAR_TPS PAR_P99 < <(pgbench_stats parallel "$T0" "$T1")
 fresh m10
 pgbench_run m10 throttled &
 PB=$!
@@ -178,18 +188,23 @@ wait $PB; read -r DEL_TPS DEL_P99 < <(pgbench_stats delete "$T0" "$T1")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b/a}'; }
 echo
-echo "rows: $N, due: $ROWS_DEL (purge) / $ROWS_UPD (anonymize), batch_size 10000, journal $JOURNAL"
+echo "rows: $N, due: $ROWS_DEL (purge) / $ROWS_PAR (parallel purge) / $ROWS_UPD (anonymize), batch_size 10000, journal $JOURNAL"
 printf "purge:     plain DELETE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PLAIN_DEL" "$ENG_DEL" "$(ratio "$PLAIN_DEL" "$ENG_DEL")"
+printf "parallel:  retentiond with parallel: %s  %8.3f s   ratio %s (target <= 1.5)\n" \
+    "$PARALLEL" "$ENG_PAR" "$(ratio "$PLAIN_DEL" "$ENG_PAR")"
 printf "floor:     range DELETEs sent by pgbench, no RETURNING %.3f s (ratio %s), RETURNING id %.3f s (ratio %s)\n" \
     "$FLOOR_NORET" "$(ratio "$PLAIN_DEL" "$FLOOR_NORET")" "$FLOOR_RET" "$(ratio "$PLAIN_DEL" "$FLOOR_RET")"
 printf "anonymize: plain UPDATE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PLAIN_UPD" "$ENG_UPD" "$(ratio "$PLAIN_UPD" "$ENG_UPD")"
-printf "peak RSS:  purge %d KiB, anonymize %d KiB (target < 65536)\n" "$RSS_DEL" "$RSS_UPD"
+printf "peak RSS:  purge %d KiB, parallel purge %d KiB, anonymize %d KiB (target < 65536)\n" "$RSS_DEL" "$RSS_PAR" "$RSS_UPD"
 printf "pgbench (-c 4, %ss runs): idle %s tps p99 %s ms | within retentiond's purge (%ss) %s tps p99 %s ms | within the plain DELETE (%ss) %s tps p99 %s ms\n" \
     "$SECS" "$IDLE_TPS" "$IDLE_P99" "$DURING_ENG" "$PURGE_TPS" "$PURGE_P99" \
     "$DURING_PLAIN" "$DEL_TPS" "$DEL_P99"
 printf "throttled: retentiond with sleep_between_batches %s ms took %s s (%s x the plain DELETE); pgbench within it %s tps p99 %s ms\n" \
     "$THROTTLE_MS" "$DURING_THR" "$(ratio "$PLAIN_DEL" "$DURING_THR")" "$THR_TPS" "$THR_P99"
+printf "parallel:  pgbench within the purge with parallel: %s (%ss) %s tps p99 %s ms\n" \
+    "$PARALLEL" "$DURING_PAR" "$PAR_TPS" "$PAR_P99"
 awk -v i="$IDLE_TPS" -v t="$THR_TPS" 'BEGIN{printf "TPS during the throttled purge / idle: %.0f%%\n", 100*t/i}'
+awk -v i="$IDLE_TPS" -v t="$PAR_TPS" 'BEGIN{printf "TPS during the parallel purge / idle: %.0f%%\n", 100*t/i}'
 awk -v i="$IDLE_TPS" -v p="$PURGE_TPS" -v d="$DEL_TPS" 'BEGIN{printf "TPS during the purge / idle: %.0f%% (target >= 80%%); during the plain DELETE / idle: %.0f%%\n", 100*p/i, 100*d/i}'

@@ -1,5 +1,5 @@
 // Bench driver for bench/pg_purge.sh: runs the postgres engine's purge once and prints the time.
-// usage: pg_purge_bench DSN TABLE delete|anonymize BATCH_SIZE [JOURNAL [DIR]]
+// usage: pg_purge_bench DSN TABLE delete|anonymize BATCH_SIZE [JOURNAL [DIR [SLEEP_MS [PARALLEL]]]]
 //   JOURNAL: audit (default: the real AuditLog in DIR, fsyncs included, as the CLI runs it),
 //            digest (in memory: HMAC digest of every key, no file I/O), none (no journal).
 // Prints on one line: processed, batches, seconds, status, then the phases: time until the first
@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace {
@@ -28,18 +29,25 @@ public:
 
     std::string intent(const retentiond::BatchIntent& batch) override {
         const auto t0 = Clock::now();
-        if (!m_first_intent) {
-            m_first_intent = std::chrono::duration<double>(t0 - m_start).count();
+        {
+            const std::lock_guard<std::mutex> lock(m_mutex);
+            if (!m_first_intent) {
+                m_first_intent = std::chrono::duration<double>(t0 - m_start).count();
+            }
         }
         std::string id;
         if (m_inner != nullptr) {
             id = m_inner->intent(batch);
         } else {
+            char sink = 0;
             for (const auto& k : batch.keys) {
-                m_sink ^= retentiond::record_digest(m_key, batch.rule, k).front();
+                sink ^= retentiond::record_digest(m_key, batch.rule, k).front();
             }
+            const std::lock_guard<std::mutex> lock(m_mutex);
+            m_sink ^= sink;
             id = std::to_string(++m_batches);
         }
+        const std::lock_guard<std::mutex> lock(m_mutex);
         m_spent += Clock::now() - t0;
         return id;
     }
@@ -48,6 +56,7 @@ public:
         if (m_inner != nullptr) {
             m_inner->outcome(batch_id, committed, count);
         }
+        const std::lock_guard<std::mutex> lock(m_mutex);
         m_spent += Clock::now() - t0;
     }
     void event(const std::string& type, const nlohmann::json& fields) override {
@@ -55,6 +64,8 @@ public:
             m_inner->event(type, fields);
         }
     }
+    // Bookkeeping under its own lock; the inner journal decides (AuditLog is thread-safe).
+    bool thread_safe() const override { return m_inner == nullptr || m_inner->thread_safe(); }
     double spent() const { return std::chrono::duration<double>(m_spent).count(); }
     double first_intent() const { return m_first_intent.value_or(0.0); }
 
@@ -66,16 +77,17 @@ private:
     std::optional<double> m_first_intent;
     std::uint64_t m_batches = 0;
     char m_sink = 0;
+    std::mutex m_mutex;
 };
 
 } // namespace
 
 int main(int argc, char** argv) {
     using namespace retentiond;
-    if (argc < 5 || argc > 8) {
+    if (argc < 5 || argc > 9) {
         std::fprintf(stderr,
                      "usage: %s DSN TABLE delete|anonymize BATCH_SIZE [audit|digest|none [DIR "
-                     "[SLEEP_MS]]]\n",
+                     "[SLEEP_MS [PARALLEL]]]]\n",
                      argv[0]);
         return 64;
     }
@@ -98,6 +110,9 @@ int main(int argc, char** argv) {
     pg.clock = {"last_login"};
     if (argc > 7) { // the rule's sleep_between_batches
         pg.sleep_between_batches = std::chrono::milliseconds(std::atoi(argv[7]));
+    }
+    if (argc > 8) { // the rule's parallel (streams)
+        pg.parallel = std::atoi(argv[8]);
     }
     rule.spec = pg;
     if (std::string(argv[3]) == "anonymize") {

@@ -99,6 +99,7 @@ const Keys k_postgres_rule_keys = {"table",
                                    "lock_timeout",
                                    "statement_timeout",
                                    "sleep_between_batches",
+                                   "parallel",
                                    "notice"};
 const Keys k_files_rule_keys = {"files", "format", "delimiter", "key_field"};
 const Keys k_redis_rule_keys = {"keys", "max_ttl", "scan_count"};
@@ -1218,6 +1219,21 @@ void Loader::read_postgres(const Fields& f, Rule& rule, PostgresRule& pg) {
     fixed_duration(f, "lock_timeout", pg.lock_timeout);
     fixed_duration(f, "statement_timeout", pg.statement_timeout);
     fixed_duration(f, "sleep_between_batches", pg.sleep_between_batches);
+    if (const auto* v = f.get("parallel")) {
+        if (auto n = integer(*v, "parallel")) {
+            if (*n < 1 || *n > 8) {
+                error(*v, "parallel: expected an integer from 1 to 8, got " + qt(v->Scalar()));
+            } else if (*n > 1 && rule.action != Action::remove) {
+                error(*v, "parallel: only with action: delete (an anonymized row may move to "
+                          "pages another stream reads)");
+            } else if (*n > 1 && !pg.dependents.empty()) {
+                error(*v, "parallel: not with dependents (two streams could wait on each "
+                          "other's row locks)");
+            } else {
+                pg.parallel = static_cast<int>(*n);
+            }
+        }
+    }
     if (const auto* v = f.get("notice")) {
         pg.notice = read_notice(*v);
     }

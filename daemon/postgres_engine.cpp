@@ -29,9 +29,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <deque>
 #include <future>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -655,6 +657,33 @@ struct UnsettledBatch {
     std::optional<std::uint64_t> lsn; // WAL position past the commit record, once known
 };
 
+// Serializes the calls to a journal that is not thread-safe, for parallel streams.
+class LockedJournal final : public BatchJournal {
+public:
+    explicit LockedJournal(BatchJournal* inner) : m_inner(inner) {}
+    std::string intent(const BatchIntent& batch) override {
+        const std::lock_guard<std::mutex> lock(m_mutex);
+        return m_inner->intent(batch);
+    }
+    void outcome(const std::string& batch_id, bool committed, std::int64_t count) override {
+        const std::lock_guard<std::mutex> lock(m_mutex);
+        m_inner->outcome(batch_id, committed, count);
+    }
+    void outcome_except(const std::string& batch_id, std::int64_t count,
+                        const std::vector<std::string>& unapplied_keys) override {
+        const std::lock_guard<std::mutex> lock(m_mutex);
+        m_inner->outcome_except(batch_id, count, unapplied_keys);
+    }
+    void event(const std::string& type, const nlohmann::json& fields) override {
+        const std::lock_guard<std::mutex> lock(m_mutex);
+        m_inner->event(type, fields);
+    }
+
+private:
+    BatchJournal* m_inner;
+    std::mutex m_mutex;
+};
+
 class CommitRefused : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
@@ -828,7 +857,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         // while a range that overflows batch_size is rolled back and split (measured: 80% -> 90%
         // takes 126 -> ~112 batches for 1M due rows, overflow stays rare at page-level noise).
         const std::int64_t batch_size = std::max(1, rule.batch_size);
-        std::int64_t span = std::clamp<std::int64_t>(
+        const std::int64_t initial_span = std::clamp<std::int64_t>(
             batch_size * pages * 9 / (10 * std::max<std::int64_t>(1, result.due)), 1, pages);
         const bool lock_first = !plan.dependents.empty() || plan.client_side;
         // Pipelined batches: batch i stays applied but uncommitted on one connection while batch
@@ -837,376 +866,489 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         // database's. Not with dependents: a referencing row may point at the parents of two
         // batches, and the second batch would wait on the first's row locks.
         const bool pipelined = plan.dependents.empty();
-        std::array<std::unique_ptr<pqxx::connection>, 2> conns{std::move(conn), nullptr};
-        std::optional<OpenBatch> open;
-        std::deque<UnsettledBatch> unsettled;
-        WalPosition wal;
-        bool need_sync = false; // commits the server may not have flushed yet
-
-        // Outcome lines only for commits the server has flushed (batches commit asynchronously).
-        const auto settle = [&](bool all) {
-            while (!unsettled.empty() &&
-                   (all || (unsettled.front().lsn && *unsettled.front().lsn <= wal.flushed))) {
-                ctx.journal->outcome(unsettled.front().batch_id, true, unsettled.front().done);
-                unsettled.pop_front();
+        // Parallel streams (`parallel: N`, deletes without dependents only: an anonymized row may
+        // move to a page another stream reads, and dependents could deadlock on each other's
+        // locks). Each stream claims the next pages from one shared cursor, so streams share the
+        // work wherever the due rows lie, and runs the loop below on its own connections.
+        const int streams = rule.action == Action::remove && pipelined && !plan.client_side
+                                ? std::max(1, pg.parallel)
+                                : 1;
+        std::mutex shared_mutex; // next_page, on_progress
+        std::int64_t next_page = 0;
+        std::atomic<std::int64_t> processed_all{0};
+        std::atomic<bool> abort_streams{false}; // a sibling stream failed
+        LockedJournal locked_journal(ctx.journal);
+        BatchJournal* const journal =
+            streams > 1 && ctx.journal != nullptr && !ctx.journal->thread_safe() ? &locked_journal
+                                                                                 : ctx.journal;
+        const auto stream_event = [&](const std::string& type, nlohmann::json fields) {
+            if (journal != nullptr) {
+                fields["rule"] = rule.name;
+                fields["datastore"] = m_name;
+                journal->event(type, fields);
             }
         };
-        // Commits the open batch once its intent is durable. A refused commit fails the rule.
-        const auto finish_open = [&]() {
-            if (!open) {
-                return;
-            }
-            OpenBatch o = std::move(*open);
-            open.reset();
-            std::optional<std::string> batch_id;
-            if (o.intent.valid()) {
-                batch_id = o.intent.get(); // not durable: o.tx rolls back as the error unwinds
-            }
-            try {
-                o.tx->commit();
-            } catch (const pqxx::broken_connection&) {
-                throw; // outcome unknown: crash recovery resolves the intent
-            } catch (const pqxx::in_doubt_error&) {
-                throw;
-            } catch (const std::exception& e) {
-                if (batch_id) {
-                    ctx.journal->outcome(*batch_id, false, 0);
-                }
-                throw CommitRefused(first_line(e.what()));
-            }
-            need_sync = plan.async_commit;
-            if (o.counts) {
-                ++result.batches;
-            }
-            result.processed += o.done;
-            // The journal thread is idle here: earlier batches the server has flushed get their
-            // outcome lines.
-            settle(false);
-            if (batch_id && plan.async_commit) {
-                unsettled.push_back({*batch_id, o.done, std::nullopt});
-            } else if (batch_id) {
-                ctx.journal->outcome(*batch_id, true, o.done); // flushed by its own commit
-            }
+        const auto progress = [&](std::int64_t done) {
+            const std::lock_guard<std::mutex> lock(shared_mutex); // totals reported in order
+            const std::int64_t total = processed_all += done;
             if (ctx.on_progress) {
-                ctx.on_progress(result.processed, result.due);
+                ctx.on_progress(total, result.due);
             }
         };
-        // Waits for the server to flush every commit so far (a synchronous commit flushes the WAL
-        // up to its own commit record, which follows all of ours), then writes their outcomes.
-        const auto make_durable = [&]() {
-            finish_open();
-            if (!need_sync) {
-                settle(true); // nothing committed asynchronously since the last flush
-                return;
-            }
-            pqxx::work tx(*conns[0]);
-            // A transaction that writes no WAL of its own commits without a flush, whatever
-            // synchronous_commit says: a transactional logical message (no table, any wal_level)
-            // is the smallest record that makes this commit flush.
-            tx.exec("SELECT set_config('synchronous_commit', 'on', true), "
-                    "pg_logical_emit_message(true, 'retentiond', 'durable')");
-            tx.commit();
-            need_sync = false;
-            settle(true);
-        };
-        const auto journal_now = [&](const std::string& type, nlohmann::json fields) {
-            make_durable(); // the journal thread is idle and earlier lines come first
-            journal_event(type, std::move(fields));
-        };
+        // One stream: batches over the pages it claims. Fills `sr` (processed, batches, counters,
+        // status, message); throws what the single-stream loop throws.
+        const auto run_stream = [&](std::unique_ptr<pqxx::connection> own, RunResult& sr) {
+            std::int64_t span = initial_span;
+            std::array<std::unique_ptr<pqxx::connection>, 2> conns{std::move(own), nullptr};
+            std::optional<OpenBatch> open;
+            std::deque<UnsettledBatch> unsettled;
+            WalPosition wal;
+            bool need_sync = false; // commits the server may not have flushed yet
 
-        std::int64_t range_start = 0;
-        std::string after_tid;     // keyset within the current range
-        bool force_select = false; // a single page holds more than batch_size due rows
-        bool first = true;
-        try {
-            while (range_start < pages) {
-                if (!first && ctx.stop_requested && ctx.stop_requested()) {
-                    make_durable();
-                    result.status = RunResult::Status::stopped;
-                    result.message =
-                        "stopped on request after " + std::to_string(result.processed) + " rows";
-                    return result;
+            // Outcome lines only for commits the server has flushed (batches commit
+            // asynchronously).
+            const auto settle = [&](bool all) {
+                while (!unsettled.empty() &&
+                       (all || (unsettled.front().lsn && *unsettled.front().lsn <= wal.flushed))) {
+                    journal->outcome(unsettled.front().batch_id, true, unsettled.front().done);
+                    unsettled.pop_front();
                 }
-                const std::int64_t range_end = std::min(pages, range_start + span);
-                // The connection the open batch does not hold.
-                const int slot = open ? 1 - open->slot : 0;
-                if (!conns[slot]) {
-                    conns[slot] = connect();
+            };
+            // Commits the open batch once its intent is durable. A refused commit fails the rule.
+            const auto finish_open = [&]() {
+                if (!open) {
+                    return;
                 }
-                Batch batch;
-                for (int attempt = 1;; ++attempt) {
-                    bool pushed_xid = false;
-                    try {
-                        auto tx = std::make_unique<pqxx::work>(*conns[slot]);
-                        wal = begin_batch(*tx, plan);
-                        for (auto& u : unsettled) {
-                            if (!u.lsn) {
-                                u.lsn = wal.inserted; // its commit returned before this point
-                            }
-                        }
-                        if (rule.action == Action::anonymize && !plan.mark) {
-                            plan.own_xids.push_back(std::to_string(
-                                tx
-                                    ->exec(
-                                        "SELECT pg_current_xact_id()::text::bigint % 4294967296")[0]
-                                                                                                 [0]
-                                    .as<std::int64_t>()));
-                            pushed_xid = true;
-                        }
-                        // Without dependents or client-side values, one statement per page range
-                        // reads the heap once, like the plain DELETE. Otherwise (or when one page
-                        // overflows batch_size) a selection pass picks the next due rows in
-                        // physical order.
-                        batch.by_range = !lock_first && after_tid.empty() && !force_select;
-                        Params m;
-                        std::string rows_sql;
-                        std::string tid_array;
-                        pqxx::result selected;
-                        if (batch.by_range) {
-                            rows_sql =
-                                "ctid >= " + m.add("(" + std::to_string(range_start) + ",0)") +
-                                "::tid AND ctid < " +
-                                m.add("(" + std::to_string(range_end) + ",0)") + "::tid";
-                        } else {
-                            Params s;
-                            std::string extra_cols;
-                            for (const auto& fs : rule.anonymize) {
-                                if (needs_client(fs.strategy)) {
-                                    extra_cols += ", " + tx->quote_name(fs.field) + "::text";
-                                }
-                            }
-                            const std::string lower =
-                                after_tid.empty()
-                                    ? "ctid >= " +
-                                          s.add("(" + std::to_string(range_start) + ",0)") + "::tid"
-                                    : "ctid > " + s.add(after_tid) + "::tid";
-                            selected = exec(
-                                *tx,
-                                "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " +
-                                    plan.table + " WHERE " + lower + " AND ctid < " +
-                                    s.add("(" + std::to_string(range_end) + ",0)") + "::tid AND " +
-                                    due_sql(plan, *tx, s) + " ORDER BY ctid LIMIT " +
-                                    s.add(std::to_string(batch_size)) + "::bigint" +
-                                    (lock_first ? " FOR UPDATE" : ""),
-                                s);
-                            batch.selected = static_cast<std::int64_t>(selected.size());
-                            if (selected.empty()) {
-                                tx->commit();
-                                break;
-                            }
-                            batch.last_tid = selected[selected.size() - 1][0].c_str();
-                            std::vector<std::string> tids;
-                            tids.reserve(selected.size());
-                            for (const auto& row : selected) {
-                                tids.emplace_back(row[0].c_str());
-                            }
-                            tid_array = array_literal(tids);
+                OpenBatch o = std::move(*open);
+                open.reset();
+                std::optional<std::string> batch_id;
+                if (o.intent.valid()) {
+                    batch_id = o.intent.get(); // not durable: o.tx rolls back as the error unwinds
+                }
+                try {
+                    o.tx->commit();
+                } catch (const pqxx::broken_connection&) {
+                    throw; // outcome unknown: crash recovery resolves the intent
+                } catch (const pqxx::in_doubt_error&) {
+                    throw;
+                } catch (const std::exception& e) {
+                    if (batch_id) {
+                        journal->outcome(*batch_id, false, 0);
+                    }
+                    throw CommitRefused(first_line(e.what()));
+                }
+                need_sync = plan.async_commit;
+                if (o.counts) {
+                    ++sr.batches;
+                }
+                sr.processed += o.done;
+                // The journal thread is idle here: earlier batches the server has flushed get their
+                // outcome lines.
+                settle(false);
+                if (batch_id && plan.async_commit) {
+                    unsettled.push_back({*batch_id, o.done, std::nullopt});
+                } else if (batch_id) {
+                    journal->outcome(*batch_id, true, o.done); // flushed by its own commit
+                }
+                progress(o.done);
+            };
+            // Waits for the server to flush every commit so far (a synchronous commit flushes the
+            // WAL up to its own commit record, which follows all of ours), then writes their
+            // outcomes.
+            const auto make_durable = [&]() {
+                finish_open();
+                if (!need_sync) {
+                    settle(true); // nothing committed asynchronously since the last flush
+                    return;
+                }
+                pqxx::work tx(*conns[0]);
+                // A transaction that writes no WAL of its own commits without a flush, whatever
+                // synchronous_commit says: a transactional logical message (no table, any
+                // wal_level) is the smallest record that makes this commit flush.
+                tx.exec("SELECT set_config('synchronous_commit', 'on', true), "
+                        "pg_logical_emit_message(true, 'retentiond', 'durable')");
+                tx.commit();
+                need_sync = false;
+                settle(true);
+            };
+            const auto journal_now = [&](const std::string& type, nlohmann::json fields) {
+                make_durable(); // the journal thread is idle and earlier lines come first
+                stream_event(type, std::move(fields));
+            };
 
-                            if (!plan.dependents.empty()) {
-                                Params dp;
-                                const std::string parent_set = "SELECT %REF% FROM " + plan.table +
-                                                               " WHERE ctid = ANY(" +
-                                                               dp.add(tid_array) + "::tid[])";
-                                for (const auto& d : plan.dependents) {
-                                    std::string set = parent_set;
-                                    set.replace(set.find("%REF%"), 5, d.reference);
-                                    apply_dependents(*tx, std::vector<DepPlan>{d}, set, dp,
-                                                     result.counters);
-                                }
-                            }
-                            if (!plan.client_side) { // the client path joins on its own tid list
-                                rows_sql = "ctid = ANY(" + m.add(tid_array) + "::tid[])";
-                            }
-                        }
-
-                        std::string sql;
-                        if (rule.action == Action::remove) {
-                            sql = "DELETE FROM " + plan.table + " WHERE " + rows_sql + " AND " +
-                                  due_sql(plan, *tx, m) + " RETURNING " + keys_text_sql(plan);
-                        } else if (!plan.client_side) {
-                            std::string set = set_list(rule.anonymize, plan.columns, *tx, m);
-                            if (plan.mark) {
-                                set += ", " + *plan.mark + " = " +
-                                       (plan.mark_is_bool ? "true" : "now()");
-                            }
-                            sql = "UPDATE " + plan.table + " SET " + set + " WHERE " + rows_sql +
-                                  " AND " + due_sql(plan, *tx, m) + " RETURNING " +
-                                  keys_text_sql(plan);
-                        } else {
-                            // hmac / email_domain computed here, joined back by ctid.
-                            std::vector<std::vector<std::optional<std::string>>> client_values;
-                            int column = 1;
-                            for (const auto& fs : rule.anonymize) {
-                                if (!needs_client(fs.strategy)) {
-                                    continue;
-                                }
-                                if (ctx.audit_key == nullptr || ctx.audit_key->empty()) {
-                                    throw PlanError(
-                                        "strategy hmac/email_domain needs daemon.audit_key");
-                                }
-                                std::vector<std::optional<std::string>> values;
-                                for (const auto& row : selected) {
-                                    const auto f = row[column];
-                                    values.push_back(f.is_null()
-                                                         ? std::nullopt
-                                                         : anonymize_text(fs.strategy, f.c_str(),
-                                                                          *ctx.audit_key, ctx.tz));
-                                }
-                                client_values.push_back(std::move(values));
-                                ++column;
-                            }
-                            std::string set = set_list(rule.anonymize, plan.columns, *tx, m);
-                            if (plan.mark) {
-                                set += ", " + *plan.mark + " = " +
-                                       (plan.mark_is_bool ? "true" : "now()");
-                            }
-                            std::string unnest = "unnest(" + m.add(tid_array) + "::tid[]";
-                            std::string names = "retentiond_tid";
-                            for (std::size_t i = 0; i < client_values.size(); ++i) {
-                                unnest +=
-                                    ", " + m.add(array_literal(client_values[i])) + "::text[]";
-                                names += ", retentiond_f" + std::to_string(i + 1);
-                            }
-                            sql = "UPDATE " + plan.table + " AS t SET " + set + " FROM " + unnest +
-                                  ") AS v(" + names + ") WHERE t.ctid = v.retentiond_tid AND " +
-                                  due_sql(plan, *tx, m) + " RETURNING " + keys_text_sql(plan, "t");
-                        }
-                        const auto touched = exec(*tx, sql, m);
-                        batch.done = static_cast<std::int64_t>(touched.size());
-                        if (batch.by_range) {
-                            if (batch.done > batch_size) {
-                                batch.overflow = true; // rolled back by tx's destructor
-                                if (pushed_xid) {
-                                    plan.own_xids.pop_back();
-                                }
-                                break;
-                            }
-                            batch.selected = batch.done;
-                        }
-                        // The previous batch commits now that this one's statement has run.
-                        finish_open();
-                        OpenBatch next;
-                        next.slot = slot;
-                        next.done = batch.done;
-                        next.counts = batch.selected > 0 || (batch.by_range && batch.done > 0);
-                        if (ctx.journal != nullptr && batch.done > 0) {
-                            BatchIntent intent;
-                            intent.rule = rule.name;
-                            intent.datastore = m_name;
-                            intent.target = pg.table;
-                            intent.action = action_name;
-                            intent.cutoff = result.cutoff;
-                            intent.keys.reserve(touched.size());
-                            for (const auto& row : touched) {
-                                std::vector<std::string> values;
-                                for (std::size_t i = 0; i < plan.keys.size(); ++i) {
-                                    values.emplace_back(row[static_cast<int>(i)].c_str());
-                                }
-                                intent.keys.push_back(canonical_key(values));
-                            }
-                            // The journal is touched by one thread at a time: this task runs while
-                            // nothing else calls it (finish_open waits for it first).
-                            next.intent = std::async(
-                                std::launch::async, [journal = ctx.journal, b = std::move(intent)] {
-                                    return journal->intent(b);
-                                });
-                        }
-                        next.tx = std::move(tx);
-                        open = std::move(next);
-                        if (!pipelined) {
-                            finish_open();
-                        }
+            std::int64_t range_start = 0;
+            std::int64_t claim_end = 0; // this stream's pages: [range_start, claim_end)
+            std::string after_tid;      // keyset within the current range
+            bool force_select = false;  // a single page holds more than batch_size due rows
+            bool first = true;
+            try {
+                for (;;) {
+                    if (range_start >= claim_end) {
+                        const std::lock_guard<std::mutex> lock(shared_mutex);
+                        range_start = next_page;
+                        claim_end = std::min(pages, next_page + span);
+                        next_page = claim_end;
+                    }
+                    if (range_start >= pages) {
                         break;
-                    } catch (const pqxx::broken_connection&) {
-                        throw; // outcome unknown: crash recovery resolves the intents
-                    } catch (const pqxx::in_doubt_error&) {
-                        throw;
-                    } catch (const CommitRefused&) {
-                        throw;
-                    } catch (const AuditWriteError&) {
-                        throw; // the batch rolled back; the run stops before touching more
-                    } catch (const std::exception& e) {
-                        if (pushed_xid) {
-                            plan.own_xids.pop_back();
-                        }
-                        std::string state;
-                        bool retry = false;
-                        if (const auto* se = dynamic_cast<const pqxx::sql_error*>(&e)) {
-                            state = se->sqlstate();
-                            retry = retryable(*se);
-                        } else if (dynamic_cast<const pqxx::transaction_rollback*>(&e) != nullptr) {
-                            state = "40000";
-                            retry = true;
-                        }
-                        if (!retry) {
-                            const std::string what = first_line(e.what());
-                            journal_now("error",
-                                        {{"sqlstate", state}, {"processed", result.processed}});
-                            result.status = RunResult::Status::failed;
-                            result.message = "batch on " + pg.table + " failed" +
+                    }
+                    if (abort_streams) {
+                        make_durable();
+                        sr.status = RunResult::Status::stopped;
+                        return;
+                    }
+                    if (!first && ctx.stop_requested && ctx.stop_requested()) {
+                        make_durable();
+                        sr.status = RunResult::Status::stopped;
+                        sr.message = "stopped on request after " +
+                                     std::to_string(processed_all.load()) + " rows";
+                        return;
+                    }
+                    const std::int64_t range_end = std::min(claim_end, range_start + span);
+                    // The connection the open batch does not hold.
+                    const int slot = open ? 1 - open->slot : 0;
+                    if (!conns[slot]) {
+                        conns[slot] = connect();
+                    }
+                    Batch batch;
+                    for (int attempt = 1;; ++attempt) {
+                        bool pushed_xid = false;
+                        try {
+                            auto tx = std::make_unique<pqxx::work>(*conns[slot]);
+                            wal = begin_batch(*tx, plan);
+                            for (auto& u : unsettled) {
+                                if (!u.lsn) {
+                                    u.lsn = wal.inserted; // its commit returned before this point
+                                }
+                            }
+                            if (rule.action == Action::anonymize && !plan.mark) {
+                                plan.own_xids.push_back(std::to_string(
+                                    tx->exec(
+                                          "SELECT pg_current_xact_id()::text::bigint % 4294967296")
+                                        [0][0]
+                                            .as<std::int64_t>()));
+                                pushed_xid = true;
+                            }
+                            // Without dependents or client-side values, one statement per page
+                            // range reads the heap once, like the plain DELETE. Otherwise (or when
+                            // one page overflows batch_size) a selection pass picks the next due
+                            // rows in physical order.
+                            batch.by_range = !lock_first && after_tid.empty() && !force_select;
+                            Params m;
+                            std::string rows_sql;
+                            std::string tid_array;
+                            pqxx::result selected;
+                            if (batch.by_range) {
+                                rows_sql =
+                                    "ctid >= " + m.add("(" + std::to_string(range_start) + ",0)") +
+                                    "::tid AND ctid < " +
+                                    m.add("(" + std::to_string(range_end) + ",0)") + "::tid";
+                            } else {
+                                Params s;
+                                std::string extra_cols;
+                                for (const auto& fs : rule.anonymize) {
+                                    if (needs_client(fs.strategy)) {
+                                        extra_cols += ", " + tx->quote_name(fs.field) + "::text";
+                                    }
+                                }
+                                const std::string lower =
+                                    after_tid.empty()
+                                        ? "ctid >= " +
+                                              s.add("(" + std::to_string(range_start) + ",0)") +
+                                              "::tid"
+                                        : "ctid > " + s.add(after_tid) + "::tid";
+                                selected = exec(*tx,
+                                                "SELECT ctid::text AS retentiond_tid" + extra_cols +
+                                                    " FROM " + plan.table + " WHERE " + lower +
+                                                    " AND ctid < " +
+                                                    s.add("(" + std::to_string(range_end) + ",0)") +
+                                                    "::tid AND " + due_sql(plan, *tx, s) +
+                                                    " ORDER BY ctid LIMIT " +
+                                                    s.add(std::to_string(batch_size)) + "::bigint" +
+                                                    (lock_first ? " FOR UPDATE" : ""),
+                                                s);
+                                batch.selected = static_cast<std::int64_t>(selected.size());
+                                if (selected.empty()) {
+                                    tx->commit();
+                                    break;
+                                }
+                                batch.last_tid = selected[selected.size() - 1][0].c_str();
+                                std::vector<std::string> tids;
+                                tids.reserve(selected.size());
+                                for (const auto& row : selected) {
+                                    tids.emplace_back(row[0].c_str());
+                                }
+                                tid_array = array_literal(tids);
+
+                                if (!plan.dependents.empty()) {
+                                    Params dp;
+                                    const std::string parent_set =
+                                        "SELECT %REF% FROM " + plan.table + " WHERE ctid = ANY(" +
+                                        dp.add(tid_array) + "::tid[])";
+                                    for (const auto& d : plan.dependents) {
+                                        std::string set = parent_set;
+                                        set.replace(set.find("%REF%"), 5, d.reference);
+                                        apply_dependents(*tx, std::vector<DepPlan>{d}, set, dp,
+                                                         sr.counters);
+                                    }
+                                }
+                                if (!plan.client_side) { // the client path joins on its own tid
+                                                         // list
+                                    rows_sql = "ctid = ANY(" + m.add(tid_array) + "::tid[])";
+                                }
+                            }
+
+                            std::string sql;
+                            if (rule.action == Action::remove) {
+                                sql = "DELETE FROM " + plan.table + " WHERE " + rows_sql + " AND " +
+                                      due_sql(plan, *tx, m) + " RETURNING " + keys_text_sql(plan);
+                            } else if (!plan.client_side) {
+                                std::string set = set_list(rule.anonymize, plan.columns, *tx, m);
+                                if (plan.mark) {
+                                    set += ", " + *plan.mark + " = " +
+                                           (plan.mark_is_bool ? "true" : "now()");
+                                }
+                                sql = "UPDATE " + plan.table + " SET " + set + " WHERE " +
+                                      rows_sql + " AND " + due_sql(plan, *tx, m) + " RETURNING " +
+                                      keys_text_sql(plan);
+                            } else {
+                                // hmac / email_domain computed here, joined back by ctid.
+                                std::vector<std::vector<std::optional<std::string>>> client_values;
+                                int column = 1;
+                                for (const auto& fs : rule.anonymize) {
+                                    if (!needs_client(fs.strategy)) {
+                                        continue;
+                                    }
+                                    if (ctx.audit_key == nullptr || ctx.audit_key->empty()) {
+                                        throw PlanError(
+                                            "strategy hmac/email_domain needs daemon.audit_key");
+                                    }
+                                    std::vector<std::optional<std::string>> values;
+                                    for (const auto& row : selected) {
+                                        const auto f = row[column];
+                                        values.push_back(
+                                            f.is_null() ? std::nullopt
+                                                        : anonymize_text(fs.strategy, f.c_str(),
+                                                                         *ctx.audit_key, ctx.tz));
+                                    }
+                                    client_values.push_back(std::move(values));
+                                    ++column;
+                                }
+                                std::string set = set_list(rule.anonymize, plan.columns, *tx, m);
+                                if (plan.mark) {
+                                    set += ", " + *plan.mark + " = " +
+                                           (plan.mark_is_bool ? "true" : "now()");
+                                }
+                                std::string unnest = "unnest(" + m.add(tid_array) + "::tid[]";
+                                std::string names = "retentiond_tid";
+                                for (std::size_t i = 0; i < client_values.size(); ++i) {
+                                    unnest +=
+                                        ", " + m.add(array_literal(client_values[i])) + "::text[]";
+                                    names += ", retentiond_f" + std::to_string(i + 1);
+                                }
+                                sql = "UPDATE " + plan.table + " AS t SET " + set + " FROM " +
+                                      unnest + ") AS v(" + names +
+                                      ") WHERE t.ctid = v.retentiond_tid AND " +
+                                      due_sql(plan, *tx, m) + " RETURNING " +
+                                      keys_text_sql(plan, "t");
+                            }
+                            const auto touched = exec(*tx, sql, m);
+                            batch.done = static_cast<std::int64_t>(touched.size());
+                            if (batch.by_range) {
+                                if (batch.done > batch_size) {
+                                    batch.overflow = true; // rolled back by tx's destructor
+                                    if (pushed_xid) {
+                                        plan.own_xids.pop_back();
+                                    }
+                                    break;
+                                }
+                                batch.selected = batch.done;
+                            }
+                            // The previous batch commits now that this one's statement has run.
+                            finish_open();
+                            OpenBatch next;
+                            next.slot = slot;
+                            next.done = batch.done;
+                            next.counts = batch.selected > 0 || (batch.by_range && batch.done > 0);
+                            if (journal != nullptr && batch.done > 0) {
+                                BatchIntent intent;
+                                intent.rule = rule.name;
+                                intent.datastore = m_name;
+                                intent.target = pg.table;
+                                intent.action = action_name;
+                                intent.cutoff = result.cutoff;
+                                intent.keys.reserve(touched.size());
+                                for (const auto& row : touched) {
+                                    std::vector<std::string> values;
+                                    for (std::size_t i = 0; i < plan.keys.size(); ++i) {
+                                        values.emplace_back(row[static_cast<int>(i)].c_str());
+                                    }
+                                    intent.keys.push_back(canonical_key(values));
+                                }
+                                // The journal is touched by one thread at a time: this task runs
+                                // while nothing else calls it (finish_open waits for it first).
+                                next.intent = std::async(std::launch::async,
+                                                         [journal, b = std::move(intent)] {
+                                                             return journal->intent(b);
+                                                         });
+                            }
+                            next.tx = std::move(tx);
+                            open = std::move(next);
+                            if (!pipelined) {
+                                finish_open();
+                            }
+                            break;
+                        } catch (const pqxx::broken_connection&) {
+                            throw; // outcome unknown: crash recovery resolves the intents
+                        } catch (const pqxx::in_doubt_error&) {
+                            throw;
+                        } catch (const CommitRefused&) {
+                            throw;
+                        } catch (const AuditWriteError&) {
+                            throw; // the batch rolled back; the run stops before touching more
+                        } catch (const std::exception& e) {
+                            if (pushed_xid) {
+                                plan.own_xids.pop_back();
+                            }
+                            std::string state;
+                            bool retry = false;
+                            if (const auto* se = dynamic_cast<const pqxx::sql_error*>(&e)) {
+                                state = se->sqlstate();
+                                retry = retryable(*se);
+                            } else if (dynamic_cast<const pqxx::transaction_rollback*>(&e) !=
+                                       nullptr) {
+                                state = "40000";
+                                retry = true;
+                            }
+                            if (!retry) {
+                                const std::string what = first_line(e.what());
+                                journal_now("error", {{"sqlstate", state},
+                                                      {"processed", processed_all.load()}});
+                                sr.status = RunResult::Status::failed;
+                                sr.message = "batch on " + pg.table + " failed" +
                                              (state.empty() ? "" : " (SQLSTATE " + state + ")") +
                                              ": " + what + "; stopped after " +
-                                             std::to_string(result.processed) + " rows";
-                            return result;
+                                             std::to_string(processed_all.load()) + " rows";
+                                return;
+                            }
+                            make_durable(); // nothing stays open while this batch waits
+                            if (attempt >= k_max_attempts) {
+                                sr.status = RunResult::Status::failed;
+                                sr.message = "batch on " + pg.table + " timed out " +
+                                             std::to_string(attempt) + " times (lock_timeout " +
+                                             ms(pg.lock_timeout) + ", statement_timeout " +
+                                             ms(pg.statement_timeout) + ", SQLSTATE " + state +
+                                             "); stopped after " +
+                                             std::to_string(processed_all.load()) +
+                                             " rows, nothing of that batch applied";
+                                stream_event("error", {{"sqlstate", state},
+                                                       {"attempts", attempt},
+                                                       {"processed", processed_all.load()}});
+                                return;
+                            }
+                            std::this_thread::sleep_for(
+                                std::min(k_max_backoff, k_first_backoff * (1 << (attempt - 1))));
                         }
-                        make_durable(); // nothing stays open while this batch waits
-                        if (attempt >= k_max_attempts) {
-                            result.status = RunResult::Status::failed;
-                            result.message =
-                                "batch on " + pg.table + " timed out " + std::to_string(attempt) +
-                                " times (lock_timeout " + ms(pg.lock_timeout) +
-                                ", statement_timeout " + ms(pg.statement_timeout) + ", SQLSTATE " +
-                                state + "); stopped after " + std::to_string(result.processed) +
-                                " rows, nothing of that batch applied";
-                            journal_event("error", {{"sqlstate", state},
-                                                    {"attempts", attempt},
-                                                    {"processed", result.processed}});
-                            return result;
-                        }
-                        std::this_thread::sleep_for(
-                            std::min(k_max_backoff, k_first_backoff * (1 << (attempt - 1))));
                     }
-                }
-                if (batch.overflow) {
-                    if (span > 1) {
-                        span = std::max<std::int64_t>(1, span / 2);
+                    if (batch.overflow) {
+                        if (span > 1) {
+                            span = std::max<std::int64_t>(1, span / 2);
+                        } else {
+                            force_select = true;
+                        }
+                        continue; // the same range again, smaller
+                    }
+                    if (batch.selected > 0) {
+                        first = false;
+                    }
+                    if (!batch.by_range && batch.selected >= batch_size) {
+                        after_tid = batch.last_tid; // more in this range
                     } else {
-                        force_select = true;
+                        range_start = range_end;
+                        after_tid.clear();
+                        force_select = false;
+                        if (batch.by_range) {
+                            // Follow the density of due rows: aim at 90% of batch_size per range.
+                            const std::int64_t target =
+                                std::max<std::int64_t>(1, batch_size * 9 / 10);
+                            const std::int64_t next =
+                                batch.done == 0 ? span * 2 : span * target / batch.done;
+                            span = std::clamp<std::int64_t>(
+                                std::clamp<std::int64_t>(next, std::max<std::int64_t>(1, span / 2),
+                                                         span * 2),
+                                1, pages);
+                        }
                     }
-                    continue; // the same range again, smaller
-                }
-                if (batch.selected > 0) {
-                    first = false;
-                }
-                if (!batch.by_range && batch.selected >= batch_size) {
-                    after_tid = batch.last_tid; // more in this range
-                } else {
-                    range_start = range_end;
-                    after_tid.clear();
-                    force_select = false;
-                    if (batch.by_range) {
-                        // Follow the density of due rows: aim at 90% of batch_size per range.
-                        const std::int64_t target = std::max<std::int64_t>(1, batch_size * 9 / 10);
-                        const std::int64_t next =
-                            batch.done == 0 ? span * 2 : span * target / batch.done;
-                        span = std::clamp<std::int64_t>(
-                            std::clamp<std::int64_t>(next, std::max<std::int64_t>(1, span / 2),
-                                                     span * 2),
-                            1, pages);
+                    if (batch.selected > 0 && pg.sleep_between_batches.count() > 0 &&
+                        range_start < pages) {
+                        make_durable(); // no row locks held, no outcome left waiting while
+                                        // throttled
+                        std::this_thread::sleep_for(pg.sleep_between_batches);
                     }
                 }
-                if (batch.selected > 0 && pg.sleep_between_batches.count() > 0 &&
-                    range_start < pages) {
-                    make_durable(); // no row locks held, no outcome left waiting while throttled
-                    std::this_thread::sleep_for(pg.sleep_between_batches);
+                make_durable();
+            } catch (const CommitRefused& e) {
+                sr.status = RunResult::Status::failed;
+                sr.message = "commit on " + pg.table + " refused: " + e.what() +
+                             "; stopped after " + std::to_string(processed_all.load()) + " rows";
+                journal_now("error", {{"processed", processed_all.load()}});
+                return;
+            }
+        };
+
+        std::vector<RunResult> parts(static_cast<std::size_t>(streams));
+        if (streams == 1) {
+            run_stream(std::move(conn), parts[0]);
+        } else {
+            std::vector<std::exception_ptr> errors(parts.size());
+            std::vector<std::thread> threads;
+            for (std::size_t i = 0; i < parts.size(); ++i) {
+                threads.emplace_back([&, i, own = i == 0 ? std::move(conn) : nullptr]() mutable {
+                    try {
+                        if (!own) {
+                            own = connect();
+                        }
+                        run_stream(std::move(own), parts[i]);
+                    } catch (...) {
+                        errors[i] = std::current_exception();
+                    }
+                    if (errors[i] || parts[i].status == RunResult::Status::failed) {
+                        abort_streams = true; // the others finish their batch and stop
+                    }
+                });
+            }
+            for (auto& t : threads) {
+                t.join();
+            }
+            for (const auto& e : errors) {
+                if (e) {
+                    std::rethrow_exception(e);
                 }
             }
-            make_durable();
-        } catch (const CommitRefused& e) {
-            result.status = RunResult::Status::failed;
-            result.message = "commit on " + pg.table + " refused: " + e.what() +
-                             "; stopped after " + std::to_string(result.processed) + " rows";
-            journal_now("error", {{"processed", result.processed}});
+        }
+        const RunResult* failed = nullptr;
+        const RunResult* stopped = nullptr;
+        for (const auto& part : parts) {
+            result.processed += part.processed;
+            result.batches += part.batches;
+            for (const auto& [name, n] : part.counters) {
+                result.counters[name] += n;
+            }
+            if (part.status == RunResult::Status::failed && failed == nullptr) {
+                failed = &part;
+            } else if (part.status == RunResult::Status::stopped && stopped == nullptr) {
+                stopped = &part;
+            }
+        }
+        if (failed != nullptr) {
+            result.status = failed->status;
+            result.message = failed->message;
+            return result;
+        }
+        if (stopped != nullptr) {
+            result.status = stopped->status;
+            result.message =
+                "stopped on request after " + std::to_string(result.processed) + " rows";
             return result;
         }
     } catch (const pqxx::broken_connection& e) {

@@ -45,6 +45,9 @@ public:
     }
     // A refusal (limits, holds, clock skew) or an error, with the numbers; never a key or value.
     virtual void event(const std::string& type, const nlohmann::json& fields) = 0;
+    // Whether several threads may call it at once (parallel batch streams); an engine serializes
+    // the calls to a journal that is not.
+    virtual bool thread_safe() const { return false; }
 };
 
 // HMAC-SHA256(audit_key, rule + "\n" + key), hex. `audit prove` recomputes it.
@@ -71,6 +74,7 @@ public:
     void outcome_except(const std::string& batch_id, std::int64_t count,
                         const std::vector<std::string>& unapplied_keys) override;
     void event(const std::string& type, const nlohmann::json& fields) override;
+    bool thread_safe() const override { return true; } // every line is chained under m_mutex
 
     // Outcome lines are written without their own fsync (the next line that is fsynced covers
     // them); sync() makes them durable now. Called by the destructor, best effort.

@@ -113,6 +113,7 @@ struct PostgresRule {
     std::chrono::milliseconds lock_timeout{2000};
     std::chrono::milliseconds statement_timeout{60000};
     std::chrono::milliseconds sleep_between_batches{0};
+    int parallel = 1; // concurrent batch streams (action: delete without dependents)
     std::optional<Notice> notice;
 };
 

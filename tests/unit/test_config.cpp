@@ -593,6 +593,45 @@ TEST_F(ConfigTest, ExtensionsAndStrategiesAreParsed) {
     EXPECT_EQ(dep.dependents[0].action, Dependent::Action::set_null);
 }
 
+// `parallel` (an extension): concurrent batch streams, only where they cannot meet each other.
+TEST_F(ConfigTest, ParallelStreamsOnlyForDeletesWithoutDependents) {
+    const auto ok = write("ok.yaml", k_base + "    parallel: 2\n");
+    EXPECT_EQ(load(ok).rules.at(0).pg().parallel, 2);
+    EXPECT_EQ(load(write("default.yaml", k_base)).rules.at(0).pg().parallel, 1);
+
+    const auto path = write("retentiond.yaml", k_base + R"(    parallel: 9
+  - name: anon
+    datastore: dora
+    category: "Comptes"
+    table: t
+    key: id
+    clock: c
+    retain: 1 year
+    action: anonymize
+    anonymize: { email: null }
+    parallel: 2
+  - name: deps
+    datastore: dora
+    category: "Comptes"
+    table: t
+    key: id
+    clock: c
+    retain: 1 year
+    action: delete
+    dependents: [{ table: d, column: t_id, action: delete }]
+    parallel: 3
+)");
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path +
+                R"(:18:15: rule "dora-accounts": parallel: expected an integer from 1 to 8, got "9")",
+            path +
+                R"(:28:15: rule "anon": parallel: only with action: delete (an anonymized row may move to pages another stream reads))",
+            path +
+                R"(:38:15: rule "deps": parallel: not with dependents (two streams could wait on each other's row locks))"));
+}
+
 TEST_F(ConfigTest, UnknownStrategyGetsAHint) {
     std::string yaml = k_base;
     yaml.replace(yaml.find("action: delete"), 14,

@@ -1,9 +1,11 @@
 // The postgres engine against a DORA-shaped schema on a real PostgreSQL (one database per test).
 #include "contract/contract.hpp"
 #include "retentiond/anonymize.hpp"
+#include "retentiond/audit.hpp"
 #include "retentiond/engines.hpp"
 #include "retentiond/timeutil.hpp"
 #include "support/pg_cluster.hpp"
+#include "support/process.hpp"
 
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
@@ -616,6 +618,143 @@ TEST_F(PostgresEngineTest, DurableWithoutLogicalMessagesToo) {
     PgCluster::shared().start();
     EXPECT_EQ(count("SELECT count(*) FROM accounts"), 100);
     ASSERT_EQ(m_journal.m_outcomes.size(), m_journal.m_intents.size());
+}
+
+// Every intent has exactly one committed outcome counting its keys, and the journaled keys are
+// exactly `expected` (no key twice).
+void expect_each_key_journaled_once(const RecordingJournal& journal, std::int64_t expected) {
+    std::map<std::size_t, int> outcomes;
+    for (const auto& o : journal.m_outcomes) {
+        ++outcomes[o.intent];
+        EXPECT_TRUE(o.committed);
+        ASSERT_LT(o.intent, journal.m_intents.size());
+        EXPECT_EQ(o.count, static_cast<std::int64_t>(journal.m_intents[o.intent].keys.size()));
+    }
+    EXPECT_EQ(outcomes.size(), journal.m_intents.size());
+    for (const auto& [intent, n] : outcomes) {
+        EXPECT_EQ(n, 1) << "intent " << intent;
+    }
+    std::set<std::string> keys;
+    std::size_t journaled = 0;
+    for (const auto& intent : journal.m_intents) {
+        keys.insert(intent.keys.begin(), intent.keys.end());
+        journaled += intent.keys.size();
+    }
+    EXPECT_EQ(journaled, keys.size()) << "a key journaled twice";
+    EXPECT_EQ(static_cast<std::int64_t>(keys.size()), expected);
+}
+
+// `parallel: 3`: three streams claim page ranges from one cursor. Every due row is deleted once,
+// every batch gets one committed outcome (RecordingJournal is not thread-safe: the engine
+// serializes the calls), progress never goes back, and the purge is durable when it returns.
+TEST_F(PostgresEngineTest, ParallelStreamsDeleteEveryDueRowOnceAndDurably) {
+    auto rule = plain_rule("accounts", 5000, 1000);
+    rule.batch_size = 300;
+    pg_of(rule).parallel = 3;
+    RunContext ctx;
+    ctx.tz = find_zone("UTC");
+    ctx.journal = &m_journal;
+    std::int64_t last_progress = 0;
+    bool progress_ok = true;
+    ctx.on_progress = [&](std::int64_t done, std::int64_t total) {
+        progress_ok = progress_ok && total == 5000 && done >= last_progress;
+        last_progress = done;
+    };
+    const auto result = m_engine->purge(rule, ctx);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 5000);
+    EXPECT_GE(result.batches, 17); // 5000 / 300
+    EXPECT_TRUE(progress_ok);
+    EXPECT_EQ(last_progress, 5000);
+    PgCluster::shared().stop(); // immediate: WAL not yet written by the server is lost
+    PgCluster::shared().start();
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id <= 5000"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 1000);
+    expect_each_key_journaled_once(m_journal, 5000);
+    for (const auto& intent : m_journal.m_intents) {
+        for (const auto& key : intent.keys) {
+            EXPECT_LE(std::stoll(key), 5000) << "journaled a row that was not due";
+        }
+    }
+}
+
+// The real audit log takes the streams' calls concurrently (it is thread-safe): its chain stays
+// valid and it records every row once.
+TEST_F(PostgresEngineTest, ParallelStreamsWriteAValidAuditLog) {
+    auto rule = plain_rule("accounts", 4000, 500);
+    rule.batch_size = 200;
+    pg_of(rule).parallel = 2;
+    TempDir dir;
+    RunResult result;
+    {
+        AuditLog audit(dir.file("audit.jsonl"), m_key, new_run_id());
+        RunContext ctx;
+        ctx.tz = find_zone("UTC");
+        ctx.journal = &audit;
+        result = m_engine->purge(rule, ctx);
+    }
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 4000);
+    const auto verified = verify_audit_log(dir.file("audit.jsonl"));
+    EXPECT_TRUE(verified.ok) << verified.reason;
+    EXPECT_EQ(verified.records, 4000U);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 500);
+}
+
+// While one stream waits on a locked row, the others go on through the rest of the table (one
+// stream would wait there with everything behind it).
+TEST_F(PostgresEngineTest, ParallelStreamsGoOnWhileOneWaitsOnALock) {
+    auto rule = plain_rule("accounts", 5000, 0);
+    rule.batch_size = 300;
+    pg_of(rule).parallel = 2;
+    pg_of(rule).lock_timeout = 30s;
+    pqxx::connection other(m_dsn);
+    pqxx::work tx(other);
+    tx.exec("SELECT * FROM accounts WHERE id = 1 FOR UPDATE");
+    RunResult result;
+    std::thread purge_thread([&] { result = purge(rule); });
+    bool went_on = false; // every row beyond the locked row's pages deleted meanwhile
+    for (int i = 0; i < 400 && !went_on; ++i) {
+        went_on = count("SELECT count(*) FROM accounts WHERE id > 1000") == 0;
+        if (!went_on) {
+            std::this_thread::sleep_for(50ms);
+        }
+    }
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id = 1"), 1);
+    tx.commit();
+    purge_thread.join();
+    EXPECT_TRUE(went_on) << "the other stream waited too";
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 5000);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 0);
+    expect_each_key_journaled_once(m_journal, 5000);
+}
+
+// A stream that fails (a lock held past every retry) stops the others after their current batch:
+// the rule fails, the failed batch is whole, and what is gone is exactly what was journaled.
+TEST_F(PostgresEngineTest, ParallelStreamFailureStopsTheOthersAndLosesNothing) {
+    auto rule = plain_rule("accounts", 5000, 0);
+    rule.batch_size = 300;
+    pg_of(rule).parallel = 2;
+    pg_of(rule).lock_timeout = 20ms;
+    pqxx::connection other(m_dsn);
+    pqxx::work tx(other);
+    tx.exec("SELECT * FROM accounts WHERE id = 2500 FOR UPDATE");
+    const auto result = purge(rule);
+    tx.commit();
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_NE(result.message.find("timed out 5 times"), std::string::npos) << result.message;
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id = 2500"), 1);
+    const auto gone = 5000 - count("SELECT count(*) FROM accounts");
+    EXPECT_EQ(result.processed, gone);
+    expect_each_key_journaled_once(m_journal, gone);
+    std::string list;
+    for (const auto& intent : m_journal.m_intents) {
+        for (const auto& key : intent.keys) {
+            list += (list.empty() ? "" : ",") + key;
+        }
+    }
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id::text = ANY('{" + list + "}')"), 0);
 }
 
 // A journal that cannot make the Nth intent durable: that batch must not commit, the earlier ones
