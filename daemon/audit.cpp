@@ -780,10 +780,30 @@ std::string AuditLog::intent(const BatchIntent& batch) {
                  {"action", batch.action},
                  {"cutoff", cutoff},
                  {"cutoff_us", batch.cutoff.time_since_epoch().count()}};
-    pending["keys"] = batch.keys;
     std::string text;
     try {
-        text = pending.dump(); // strict: a key that is not UTF-8 must survive byte for byte
+        // strict: a key that is not UTF-8 must survive byte for byte (dump() throws).
+        // The keys are appended by hand: a batch holds thousands, mostly plain ASCII, and a json
+        // array of them costs an allocation per key to build and to free.
+        text = pending.dump();
+        text.pop_back(); // '}'
+        text += ",\"keys\":[";
+        for (std::size_t i = 0; i < batch.keys.size(); ++i) {
+            const auto& key = batch.keys[i];
+            if (i > 0) {
+                text += ',';
+            }
+            if (std::all_of(key.begin(), key.end(), [](char c) {
+                    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+                })) {
+                text += '"';
+                text += key;
+                text += '"';
+            } else {
+                text += json(key).dump();
+            }
+        }
+        text += "]}";
     } catch (const json::type_error&) {
         // Not UTF-8: what recovery hands back to the engine is kept as hex, exactly.
         pending.erase("keys");

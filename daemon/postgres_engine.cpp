@@ -1179,14 +1179,18 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                 intent.cutoff = result.cutoff;
                                 intent.keys.reserve(touched.size());
                                 for (const auto& row : touched) {
+                                    if (plan.keys.size() == 1) { // its canonical form: itself
+                                        intent.keys.emplace_back(row[0].c_str(), row[0].size());
+                                        continue;
+                                    }
                                     std::vector<std::string> values;
                                     for (std::size_t i = 0; i < plan.keys.size(); ++i) {
                                         values.emplace_back(row[static_cast<int>(i)].c_str());
                                     }
                                     intent.keys.push_back(canonical_key(values));
                                 }
-                                // The journal is touched by one thread at a time: this task runs
-                                // while nothing else calls it (finish_open waits for it first).
+                                // A stream's journal calls come one at a time (finish_open waits
+                                // for this task first); streams share a thread-safe journal.
                                 next.intent = std::async(std::launch::async,
                                                          [journal, b = std::move(intent)] {
                                                              return journal->intent(b);

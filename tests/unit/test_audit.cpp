@@ -630,6 +630,23 @@ TEST(AuditCrash, LeftoversThatNeedNoResolution) {
     EXPECT_TRUE(verify_audit_log(path).ok);
 }
 
+// Keys are written to the pending file by hand when plain ASCII, through the JSON library when
+// they need escaping: both kinds come back exactly.
+TEST(AuditCrash, KeysNeedingEscapesSurviveExactly) {
+    TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    const std::vector<std::string> keys = {
+        "plain-1", "quo\"te", "back\\slash", "tab\there", "caf\xc3\xa9", "[\"7\",\"x\"]", ""};
+    {
+        AuditLog crashed(path, k_key, "run-1");
+        crashed.intent(make_batch("accounts", keys));
+    }
+    AuditLog log(path, k_key, "run-2");
+    const auto pending = log.pending();
+    ASSERT_EQ(pending.size(), 1u);
+    EXPECT_EQ(pending[0].batch.keys, keys);
+}
+
 TEST(AuditCrash, NonUtf8KeysSurviveExactly) {
     TempDir dir;
     const auto path = dir.file("audit.jsonl");
