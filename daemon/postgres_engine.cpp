@@ -1015,6 +1015,14 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                         bool pushed_xid = false;
                         try {
                             auto tx = std::make_unique<pqxx::work>(*conns[slot]);
+                            // Deletes by page range read the keys, then delete, in one
+                            // REPEATABLE READ snapshot (see below).
+                            const bool read_then_delete = rule.action == Action::remove &&
+                                                          !lock_first && after_tid.empty() &&
+                                                          !force_select;
+                            if (read_then_delete) {
+                                tx->exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+                            }
                             wal = begin_batch(*tx, plan);
                             for (auto& u : unsettled) {
                                 if (!u.lsn) {
@@ -1029,10 +1037,10 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                             .as<std::int64_t>()));
                                 pushed_xid = true;
                             }
-                            // Without dependents or client-side values, one statement per page
-                            // range reads the heap once, like the plain DELETE. Otherwise (or when
-                            // one page overflows batch_size) a selection pass picks the next due
-                            // rows in physical order.
+                            // Without dependents or client-side values, a batch works on a page
+                            // range, reading it like the plain DELETE. Otherwise (or when one
+                            // page overflows batch_size) a selection pass picks the next due rows
+                            // in physical order.
                             batch.by_range = !lock_first && after_tid.empty() && !force_select;
                             Params m;
                             std::string rows_sql;
@@ -1099,7 +1107,34 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                             }
 
                             std::string sql;
-                            if (rule.action == Action::remove) {
+                            pqxx::result touched;
+                            if (read_then_delete) {
+                                // The keys the audit needs, then the same rows deleted, both in
+                                // the batch's snapshot: two scans of the range cost the server
+                                // less than `DELETE ... RETURNING`, which fetches every deleted
+                                // row once more. A row changed after the snapshot (a login)
+                                // makes the DELETE fail with 40001 and the batch is retried in
+                                // a new snapshot, where it is judged again; so the DELETE removes
+                                // exactly the rows the SELECT returned (checked).
+                                const std::string where =
+                                    rows_sql + " AND " + due_sql(plan, *tx, m);
+                                touched = exec(*tx,
+                                               "SELECT " + keys_text_sql(plan) + " FROM " +
+                                                   plan.table + " WHERE " + where,
+                                               m);
+                                if (static_cast<std::int64_t>(touched.size()) <= batch_size) {
+                                    const auto deleted =
+                                        exec(*tx, "DELETE FROM " + plan.table + " WHERE " + where,
+                                             m)
+                                            .affected_rows();
+                                    if (deleted != touched.size()) {
+                                        throw pqxx::sql_error(
+                                            "deleted " + std::to_string(deleted) + " rows of the " +
+                                                std::to_string(touched.size()) + " read",
+                                            "", "40001");
+                                    }
+                                }
+                            } else if (rule.action == Action::remove) {
                                 sql = "DELETE FROM " + plan.table + " WHERE " + rows_sql + " AND " +
                                       due_sql(plan, *tx, m) + " RETURNING " + keys_text_sql(plan);
                             } else if (!plan.client_side) {
@@ -1152,7 +1187,9 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                       due_sql(plan, *tx, m) + " RETURNING " +
                                       keys_text_sql(plan, "t");
                             }
-                            const auto touched = exec(*tx, sql, m);
+                            if (!read_then_delete) {
+                                touched = exec(*tx, sql, m);
+                            }
                             batch.done = static_cast<std::int64_t>(touched.size());
                             if (batch.by_range) {
                                 if (batch.done > batch_size) {
