@@ -11,7 +11,9 @@
 #       retentiond's purge, within the parallel purge, within the same purge throttled by
 #       sleep_between_batches (THROTTLE_MS), within the plain DELETE.
 #   (f) the floor: the same page ranges deleted by one statement each (sent by pgbench as a plain
-#       client), without and with RETURNING id (the keys the audit digests need), ratios to (a)
+#       client), without and with RETURNING id (the keys the audit digests need), and as
+#       retentiond does it (SELECT id, then DELETE, in one REPEATABLE READ transaction), ratios
+#       to (a)
 # Peak RSS of the driver comes from /usr/bin/time -v (Debian package `time`).
 # The driver (bench/pg_purge_bench.cpp) is compiled here with -O2 together with the engine source,
 # linked against BUILD_DIR's libretentiond_core.a for the rest.
@@ -120,7 +122,7 @@ fresh m11; run_driver m11 delete 0 "$PARALLEL"; ENG_PAR=$DRV_SECS; RSS_PAR=$DRV_
 #     as a plain client (autocommit, synchronous_commit off as retentiond's batches, results read
 #     and discarded, cutoff as a constant): without RETURNING, and with RETURNING id (what the
 #     audit digests need).
-floor_file() { # db returning-clause -> SQL file
+floor_file() { # db returning-clause|read-then-delete -> SQL file
     local pages due cutoff span
     pages=$(psql -X -qtA "$(dsn "$1")" -c "SELECT pg_relation_size('accounts') / 8192")
     cutoff=$(psql -X -qtA "$(dsn "$1")" -c "SELECT (now() - interval '12 months')::text")
@@ -128,8 +130,13 @@ floor_file() { # db returning-clause -> SQL file
     span=$(( pages * 9000 / (due > 0 ? due : 1) )); [ "$span" -ge 1 ] || span=1
     awk -v pages="$pages" -v span="$span" -v cutoff="$cutoff" -v ret="$2" 'BEGIN {
         print "SET synchronous_commit = off;"
-        for (p = 0; p < pages; p += span)
-            printf "DELETE FROM accounts WHERE ctid >= '\''(%d,0)'\''::tid AND ctid < '\''(%d,0)'\''::tid AND last_login < '\''%s'\''::timestamptz%s;\n", p, p + span, cutoff, ret
+        for (p = 0; p < pages; p += span) {
+            w = sprintf("ctid >= '\''(%d,0)'\''::tid AND ctid < '\''(%d,0)'\''::tid AND last_login < '\''%s'\''::timestamptz", p, p + span, cutoff)
+            if (ret == "read-then-delete")
+                printf "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT id FROM accounts WHERE %s; DELETE FROM accounts WHERE %s; COMMIT;\n", w, w
+            else
+                printf "DELETE FROM accounts WHERE %s%s;\n", w, ret
+        }
     }' >"$WORK/floor.sql"
 }
 timed_file() { # pgbench as the client: it reads every result and discards it, formatting nothing
@@ -139,6 +146,7 @@ timed_file() { # pgbench as the client: it reads every result and discards it, f
 }
 fresh m8; floor_file m8 ""; sql m8 "CHECKPOINT"; FLOOR_NORET=$(timed_file m8)
 fresh m9; floor_file m9 " RETURNING id"; sql m9 "CHECKPOINT"; FLOOR_RET=$(timed_file m9)
+fresh m13; floor_file m13 read-then-delete; sql m13 "CHECKPOINT"; FLOOR_RTD=$(timed_file m13)
 
 fresh m3; PLAIN_UPD=$(timed_sql m3 "UPDATE accounts SET email = NULL, first_name = '' WHERE $DUE")
 fresh m4; run_driver m4 anonymize; ENG_UPD=$DRV_SECS; RSS_UPD=$DRV_RSS_KB; ROWS_UPD=$DRV_ROWS
@@ -193,8 +201,9 @@ printf "purge:     plain DELETE %8.3f s   retentiond %8.3f s   ratio %s (target 
     "$PLAIN_DEL" "$ENG_DEL" "$(ratio "$PLAIN_DEL" "$ENG_DEL")"
 printf "parallel:  retentiond with parallel: %s  %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PARALLEL" "$ENG_PAR" "$(ratio "$PLAIN_DEL" "$ENG_PAR")"
-printf "floor:     range DELETEs sent by pgbench, no RETURNING %.3f s (ratio %s), RETURNING id %.3f s (ratio %s)\n" \
-    "$FLOOR_NORET" "$(ratio "$PLAIN_DEL" "$FLOOR_NORET")" "$FLOOR_RET" "$(ratio "$PLAIN_DEL" "$FLOOR_RET")"
+printf "floor:     range DELETEs sent by pgbench, no RETURNING %.3f s (ratio %s), RETURNING id %.3f s (ratio %s), SELECT id + DELETE in REPEATABLE READ %.3f s (ratio %s)\n" \
+    "$FLOOR_NORET" "$(ratio "$PLAIN_DEL" "$FLOOR_NORET")" "$FLOOR_RET" "$(ratio "$PLAIN_DEL" "$FLOOR_RET")" \
+    "$FLOOR_RTD" "$(ratio "$PLAIN_DEL" "$FLOOR_RTD")"
 printf "anonymize: plain UPDATE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \
     "$PLAIN_UPD" "$ENG_UPD" "$(ratio "$PLAIN_UPD" "$ENG_UPD")"
 printf "peak RSS:  purge %d KiB, parallel purge %d KiB, anonymize %d KiB (target < 65536)\n" "$RSS_DEL" "$RSS_PAR" "$RSS_UPD"
