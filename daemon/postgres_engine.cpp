@@ -1011,6 +1011,10 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                         conns[slot] = connect();
                     }
                     Batch batch;
+                    // A row changed under a REPEATABLE READ batch: the retry deletes in READ
+                    // COMMITTED (DELETE ... RETURNING, which re-judges a changed row without
+                    // failing), so a busy table cannot use up the attempts.
+                    bool conflicted = false;
                     for (int attempt = 1;; ++attempt) {
                         bool pushed_xid = false;
                         try {
@@ -1019,7 +1023,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                             // REPEATABLE READ snapshot (see below).
                             const bool read_then_delete = rule.action == Action::remove &&
                                                           !lock_first && after_tid.empty() &&
-                                                          !force_select;
+                                                          !force_select && !conflicted;
                             if (read_then_delete) {
                                 tx->exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
                             }
@@ -1258,9 +1262,16 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                 retry = retryable(*se);
                             } else if (dynamic_cast<const pqxx::transaction_rollback*>(&e) !=
                                        nullptr) {
-                                state = "40000";
+                                // libpqxx 6.4 throws these without their SQLSTATE.
+                                state =
+                                    dynamic_cast<const pqxx::serialization_failure*>(&e) != nullptr
+                                        ? "40001"
+                                    : dynamic_cast<const pqxx::deadlock_detected*>(&e) != nullptr
+                                        ? "40P01"
+                                        : "40000";
                                 retry = true;
                             }
+                            conflicted = conflicted || state == "40001";
                             if (!retry) {
                                 const std::string what = first_line(e.what());
                                 journal_now("error", {{"sqlstate", state},

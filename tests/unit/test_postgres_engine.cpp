@@ -474,6 +474,30 @@ void wait_for_lock_wait(const std::string& dsn) {
     FAIL() << "retentiond never waited for the lock";
 }
 
+// Every intent has exactly one committed outcome counting its keys, and the journaled keys are
+// exactly `expected` (no key twice).
+void expect_each_key_journaled_once(const RecordingJournal& journal, std::int64_t expected) {
+    std::map<std::size_t, int> outcomes;
+    for (const auto& o : journal.m_outcomes) {
+        ++outcomes[o.intent];
+        EXPECT_TRUE(o.committed);
+        ASSERT_LT(o.intent, journal.m_intents.size());
+        EXPECT_EQ(o.count, static_cast<std::int64_t>(journal.m_intents[o.intent].keys.size()));
+    }
+    EXPECT_EQ(outcomes.size(), journal.m_intents.size());
+    for (const auto& [intent, n] : outcomes) {
+        EXPECT_EQ(n, 1) << "intent " << intent;
+    }
+    std::set<std::string> keys;
+    std::size_t journaled = 0;
+    for (const auto& intent : journal.m_intents) {
+        keys.insert(intent.keys.begin(), intent.keys.end());
+        journaled += intent.keys.size();
+    }
+    EXPECT_EQ(journaled, keys.size()) << "a key journaled twice";
+    EXPECT_EQ(static_cast<std::int64_t>(keys.size()), expected);
+}
+
 // A login between the selection of a batch and its deletion: the user is kept.
 void login_during_purge(PostgresEngineTest& t, const std::string& dsn, const Rule& rule,
                         std::int64_t id, RunResult& result,
@@ -499,6 +523,35 @@ TEST_F(PostgresEngineTest, LoginBetweenSelectionAndDeletionKeepsTheUser) {
     for (const auto& i : m_journal.m_intents) {
         EXPECT_EQ(std::count(i.keys.begin(), i.keys.end(), "3"), 0) << "journaled a kept user";
     }
+}
+
+// A due row the application keeps updating (not its clock) while the purge runs: the REPEATABLE
+// READ batch fails with 40001 every time, so the retry deletes in READ COMMITTED, which waits for
+// the update and judges the row again (still due): the rule does not run out of attempts.
+TEST_F(PostgresEngineTest, RowUpdatedOverAndOverIsStillPurged) {
+    auto rule = plain_rule("accounts", 5, 0);
+    std::atomic<bool> stop{false};
+    std::atomic<int> updates{0};
+    std::thread app([&] {
+        pqxx::connection c(m_dsn);
+        while (!stop) {
+            pqxx::work tx(c);
+            tx.exec0("UPDATE accounts SET note = note || 'x' WHERE id = 3");
+            ++updates;
+            std::this_thread::sleep_for(40ms);
+            tx.commit();
+        }
+    });
+    while (updates == 0) {
+        std::this_thread::sleep_for(5ms);
+    }
+    const auto result = purge(rule);
+    stop = true;
+    app.join();
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 5);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 0);
+    expect_each_key_journaled_once(m_journal, 5);
 }
 
 TEST_F(PostgresEngineTest, LoginDuringPurgeWithDependentsKeepsTheUserAndItsRows) {
@@ -618,30 +671,6 @@ TEST_F(PostgresEngineTest, DurableWithoutLogicalMessagesToo) {
     PgCluster::shared().start();
     EXPECT_EQ(count("SELECT count(*) FROM accounts"), 100);
     ASSERT_EQ(m_journal.m_outcomes.size(), m_journal.m_intents.size());
-}
-
-// Every intent has exactly one committed outcome counting its keys, and the journaled keys are
-// exactly `expected` (no key twice).
-void expect_each_key_journaled_once(const RecordingJournal& journal, std::int64_t expected) {
-    std::map<std::size_t, int> outcomes;
-    for (const auto& o : journal.m_outcomes) {
-        ++outcomes[o.intent];
-        EXPECT_TRUE(o.committed);
-        ASSERT_LT(o.intent, journal.m_intents.size());
-        EXPECT_EQ(o.count, static_cast<std::int64_t>(journal.m_intents[o.intent].keys.size()));
-    }
-    EXPECT_EQ(outcomes.size(), journal.m_intents.size());
-    for (const auto& [intent, n] : outcomes) {
-        EXPECT_EQ(n, 1) << "intent " << intent;
-    }
-    std::set<std::string> keys;
-    std::size_t journaled = 0;
-    for (const auto& intent : journal.m_intents) {
-        keys.insert(intent.keys.begin(), intent.keys.end());
-        journaled += intent.keys.size();
-    }
-    EXPECT_EQ(journaled, keys.size()) << "a key journaled twice";
-    EXPECT_EQ(static_cast<std::int64_t>(keys.size()), expected);
 }
 
 // `parallel: 3`: three streams claim page ranges from one cursor. Every due row is deleted once,
