@@ -176,7 +176,7 @@ protected:
         m_keep = kept_digest();
     }
 
-    void write_config(int batch_size, const std::string& sleep) {
+    void write_config(int batch_size, const std::string& sleep, const std::string& extra = "") {
         m_dir.write("retentiond.yaml",
                     "version: 1\n" + daemon_block(m_dir) +
                         "datastores:\n  app:\n    kind: postgres\n    dsn: \"" + m_dsn +
@@ -192,7 +192,7 @@ protected:
                         "    hold: { column: held, equals: true }\n"
                         "    batch_size: " +
                         std::to_string(batch_size) + "\n    sleep_between_batches: " + sleep +
-                        "\n    limits: { max_fraction: 1 }\n");
+                        "\n    limits: { max_fraction: 1 }\n" + extra);
     }
     std::vector<std::string> args(const std::vector<std::string>& verb) const {
         std::vector<std::string> a = {"--config", m_dir.file("retentiond.yaml")};
@@ -281,6 +281,26 @@ TEST_F(PgFaults, SigkillAtRandomMomentsThenTheNextRunCompletes) {
         }
     }
     finish("seed " + std::to_string(seed()));
+}
+
+// The same with three streams (`parallel: 3`): their batches interleave in one audit log, and a
+// kill leaves several of them in flight at once.
+TEST_F(PgFaults, SigkillDuringParallelStreamsThenTheNextRunCompletes) {
+    write_config(5, "0", "    parallel: 3\n");
+    std::mt19937_64 rng(seed() + 1);
+    for (int i = 0; i < 6; ++i) {
+        const auto where = "seed " + std::to_string(seed() + 1) + " kill " + std::to_string(i);
+        Child child(args({"purge", "--now"}), m_dir);
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 200)(rng)));
+        child.kill();
+        child.wait();
+        check_invariants(where, false);
+        if (HasFailure()) {
+            return;
+        }
+    }
+    finish("parallel, seed " + std::to_string(seed() + 1));
 }
 
 TEST_F(PgFaults, PostgresKilledMidBatchThenTheNextRunCompletes) {
