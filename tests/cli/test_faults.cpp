@@ -248,6 +248,25 @@ protected:
         check_invariants(where + " (after the next run)", true);
     }
 
+    // `purge --now` SIGKILLed `kills` times 5-200 ms after its start, the invariants checked after
+    // each kill, then a run to completion.
+    void kill_at_random_moments(int kills, std::uint64_t seed_value) {
+        std::mt19937_64 rng(seed_value);
+        for (int i = 0; i < kills; ++i) {
+            const auto where = "seed " + std::to_string(seed_value) + " kill " + std::to_string(i);
+            Child child(args({"purge", "--now"}), m_dir);
+            std::this_thread::sleep_for(
+                std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 200)(rng)));
+            child.kill();
+            child.wait();
+            check_invariants(where, false);
+            if (::testing::Test::HasFailure()) {
+                return;
+            }
+        }
+        finish("seed " + std::to_string(seed_value));
+    }
+
     static constexpr int k_due = 400;
     TempDir m_dir;
     std::string m_dsn;
@@ -267,40 +286,14 @@ TEST_F(PgFaults, AuditLogNotWritableExits74AndTouchesNothing) {
 
 TEST_F(PgFaults, SigkillAtRandomMomentsThenTheNextRunCompletes) {
     write_config(5, "0");
-    std::mt19937_64 rng(seed());
-    for (int i = 0; i < 8; ++i) {
-        const auto where = "seed " + std::to_string(seed()) + " kill " + std::to_string(i);
-        Child child(args({"purge", "--now"}), m_dir);
-        std::this_thread::sleep_for(
-            std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 200)(rng)));
-        child.kill();
-        child.wait();
-        check_invariants(where, false);
-        if (HasFailure()) {
-            return;
-        }
-    }
-    finish("seed " + std::to_string(seed()));
+    kill_at_random_moments(8, seed());
 }
 
 // The same with three streams (`parallel: 3`): their batches interleave in one audit log, and a
 // kill leaves several of them in flight at once.
 TEST_F(PgFaults, SigkillDuringParallelStreamsThenTheNextRunCompletes) {
     write_config(5, "0", "    parallel: 3\n");
-    std::mt19937_64 rng(seed() + 1);
-    for (int i = 0; i < 6; ++i) {
-        const auto where = "seed " + std::to_string(seed() + 1) + " kill " + std::to_string(i);
-        Child child(args({"purge", "--now"}), m_dir);
-        std::this_thread::sleep_for(
-            std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 200)(rng)));
-        child.kill();
-        child.wait();
-        check_invariants(where, false);
-        if (HasFailure()) {
-            return;
-        }
-    }
-    finish("parallel, seed " + std::to_string(seed() + 1));
+    kill_at_random_moments(6, seed() + 1);
 }
 
 TEST_F(PgFaults, PostgresKilledMidBatchThenTheNextRunCompletes) {

@@ -197,6 +197,14 @@ protected:
         return rule;
     }
 
+    // 5000 due rows, batches of 300, `streams` streams.
+    Rule parallel_rule(int streams, std::chrono::milliseconds lock_timeout) {
+        auto rule = plain_rule("accounts", 5000, 0);
+        rule.batch_size = 300;
+        std::get<PostgresRule>(rule.spec).parallel = streams;
+        std::get<PostgresRule>(rule.spec).lock_timeout = lock_timeout;
+        return rule;
+    }
     static std::string quote(const std::string& name) {
         std::string out = "\"";
         for (const char c : name) {
@@ -463,6 +471,16 @@ TEST_F(PostgresEngineTest, MaxRowsRefusalGivesTheNumbersAndIsJournaled) {
 }
 
 // Waits until a retentiond backend is blocked on a lock.
+// Another session holding one row of `table` FOR UPDATE until tx ends.
+struct RowLock {
+    RowLock(const std::string& dsn, const std::string& table, std::int64_t id)
+        : conn(dsn), tx(conn) {
+        tx.exec("SELECT * FROM " + table + " WHERE id = " + std::to_string(id) + " FOR UPDATE");
+    }
+    pqxx::connection conn;
+    pqxx::work tx;
+};
+
 void wait_for_lock_wait(const std::string& dsn) {
     for (int i = 0; i < 2000; ++i) {
         if (pg_scalar(dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
@@ -575,9 +593,8 @@ TEST_F(PostgresEngineTest, LoginDuringPurgeWithDependentsKeepsTheUserAndItsRows)
 TEST_F(PostgresEngineTest, LockTimeoutIsRetriedWithBackoff) {
     auto rule = plain_rule("accounts", 5, 0);
     pg_of(rule).lock_timeout = 50ms;
-    pqxx::connection other(m_dsn);
-    pqxx::work tx(other);
-    tx.exec("SELECT * FROM accounts WHERE id = 2 FOR UPDATE");
+    RowLock lock(m_dsn, "accounts", 2);
+    auto& tx = lock.tx;
     // Released while the engine backs off: the batch is retried and goes through.
     std::thread release([&] {
         std::this_thread::sleep_for(300ms);
@@ -593,9 +610,7 @@ TEST_F(PostgresEngineTest, LockTimeoutIsRetriedWithBackoff) {
 TEST_F(PostgresEngineTest, LockHeldTooLongFailsTheRuleWithNothingHalfDone) {
     auto rule = plain_rule("accounts", 5, 0);
     pg_of(rule).lock_timeout = 20ms;
-    pqxx::connection other(m_dsn);
-    pqxx::work tx(other);
-    tx.exec("SELECT * FROM accounts WHERE id = 4 FOR UPDATE");
+    RowLock lock(m_dsn, "accounts", 4);
     const auto result = purge(rule);
     EXPECT_EQ(result.status, RunResult::Status::failed);
     EXPECT_NE(result.message.find("timed out 5 times"), std::string::npos) << result.message;
@@ -733,13 +748,8 @@ TEST_F(PostgresEngineTest, ParallelStreamsWriteAValidAuditLog) {
 // While one stream waits on a locked row, the others go on through the rest of the table (one
 // stream would wait there with everything behind it).
 TEST_F(PostgresEngineTest, ParallelStreamsGoOnWhileOneWaitsOnALock) {
-    auto rule = plain_rule("accounts", 5000, 0);
-    rule.batch_size = 300;
-    pg_of(rule).parallel = 2;
-    pg_of(rule).lock_timeout = 30s;
-    pqxx::connection other(m_dsn);
-    pqxx::work tx(other);
-    tx.exec("SELECT * FROM accounts WHERE id = 1 FOR UPDATE");
+    auto rule = parallel_rule(2, 30s);
+    RowLock lock(m_dsn, "accounts", 1);
     RunResult result;
     std::thread purge_thread([&] { result = purge(rule); });
     bool went_on = false; // every row beyond the locked row's pages deleted meanwhile
@@ -750,7 +760,7 @@ TEST_F(PostgresEngineTest, ParallelStreamsGoOnWhileOneWaitsOnALock) {
         }
     }
     EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id = 1"), 1);
-    tx.commit();
+    lock.tx.commit();
     purge_thread.join();
     EXPECT_TRUE(went_on) << "the other stream waited too";
     EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
@@ -762,15 +772,10 @@ TEST_F(PostgresEngineTest, ParallelStreamsGoOnWhileOneWaitsOnALock) {
 // A stream that fails (a lock held past every retry) stops the others after their current batch:
 // the rule fails, the failed batch is whole, and what is gone is exactly what was journaled.
 TEST_F(PostgresEngineTest, ParallelStreamFailureStopsTheOthersAndLosesNothing) {
-    auto rule = plain_rule("accounts", 5000, 0);
-    rule.batch_size = 300;
-    pg_of(rule).parallel = 2;
-    pg_of(rule).lock_timeout = 20ms;
-    pqxx::connection other(m_dsn);
-    pqxx::work tx(other);
-    tx.exec("SELECT * FROM accounts WHERE id = 2500 FOR UPDATE");
+    auto rule = parallel_rule(2, 20ms);
+    RowLock lock(m_dsn, "accounts", 2500);
     const auto result = purge(rule);
-    tx.commit();
+    lock.tx.commit();
     EXPECT_EQ(result.status, RunResult::Status::failed);
     EXPECT_NE(result.message.find("timed out 5 times"), std::string::npos) << result.message;
     EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id = 2500"), 1);
