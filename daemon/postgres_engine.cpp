@@ -703,12 +703,19 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
     RunResult result;
     const auto& pg = rule.pg();
     const auto action_name = std::string(rule.action == Action::anonymize ? "anonymize" : "delete");
-    const auto journal_event = [&](const std::string& type, nlohmann::json fields) {
-        if (ctx.journal != nullptr) {
+    const auto event_to = [&](BatchJournal* journal, const std::string& type,
+                              nlohmann::json fields) {
+        if (journal != nullptr) {
             fields["rule"] = rule.name;
             fields["datastore"] = m_name;
-            ctx.journal->event(type, fields);
+            journal->event(type, fields);
         }
+    };
+    const auto journal_event = [&](const std::string& type, nlohmann::json fields) {
+        event_to(ctx.journal, type, std::move(fields));
+    };
+    const auto stopped_after = [](std::int64_t rows) {
+        return "stopped on request after " + std::to_string(rows) + " rows";
     };
     // A failed notifier does not stop deletions of records noticed earlier, but fails the run.
     std::string notice_error;
@@ -882,11 +889,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             streams > 1 && ctx.journal != nullptr && !ctx.journal->thread_safe() ? &locked_journal
                                                                                  : ctx.journal;
         const auto stream_event = [&](const std::string& type, nlohmann::json fields) {
-            if (journal != nullptr) {
-                fields["rule"] = rule.name;
-                fields["datastore"] = m_name;
-                journal->event(type, fields);
-            }
+            event_to(journal, type, std::move(fields));
         };
         const auto progress = [&](std::int64_t done) {
             const std::lock_guard<std::mutex> lock(shared_mutex); // totals reported in order
@@ -1000,8 +1003,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                     if (!first && ctx.stop_requested && ctx.stop_requested()) {
                         make_durable();
                         sr.status = RunResult::Status::stopped;
-                        sr.message = "stopped on request after " +
-                                     std::to_string(processed_all.load()) + " rows";
+                        sr.message = stopped_after(processed_all.load());
                         return;
                     }
                     const std::int64_t range_end = std::min(claim_end, range_start + span);
@@ -1015,15 +1017,18 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                     // COMMITTED (DELETE ... RETURNING, which re-judges a changed row without
                     // failing), so a busy table cannot use up the attempts.
                     bool conflicted = false;
+                    // Without dependents or client-side values, a batch works on a page range,
+                    // reading it like the plain DELETE. Otherwise (or when one page overflows
+                    // batch_size) a selection pass picks the next due rows in physical order.
+                    batch.by_range = !lock_first && after_tid.empty() && !force_select;
                     for (int attempt = 1;; ++attempt) {
                         bool pushed_xid = false;
                         try {
                             auto tx = std::make_unique<pqxx::work>(*conns[slot]);
                             // Deletes by page range read the keys, then delete, in one
                             // REPEATABLE READ snapshot (see below).
-                            const bool read_then_delete = rule.action == Action::remove &&
-                                                          !lock_first && after_tid.empty() &&
-                                                          !force_select && !conflicted;
+                            const bool read_then_delete =
+                                batch.by_range && rule.action == Action::remove && !conflicted;
                             if (read_then_delete) {
                                 tx->exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
                             }
@@ -1041,11 +1046,6 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
                                             .as<std::int64_t>()));
                                 pushed_xid = true;
                             }
-                            // Without dependents or client-side values, a batch works on a page
-                            // range, reading it like the plain DELETE. Otherwise (or when one
-                            // page overflows batch_size) a selection pass picks the next due rows
-                            // in physical order.
-                            batch.by_range = !lock_first && after_tid.empty() && !force_select;
                             Params m;
                             std::string rows_sql;
                             std::string tid_array;
@@ -1399,8 +1399,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         }
         if (stopped != nullptr) {
             result.status = stopped->status;
-            result.message =
-                "stopped on request after " + std::to_string(result.processed) + " rows";
+            result.message = stopped_after(result.processed);
             return result;
         }
     } catch (const pqxx::broken_connection& e) {
