@@ -24,12 +24,10 @@ flags="-std=c++20 -O2 -DNDEBUG"
 echo "== building (g++ -O2) in $work/bin"
 $cxx $flags -o "$work/bin/files_gen" "$src/bench/files_gen.cpp"
 # The driver links the engine's sources directly, so the bench needs no CMake build dir.
-$cxx $flags -I"$src/include" -o "$work/bin/files_driver" "$src/bench/files_driver.cpp" \
-    "$src/daemon/files_engine.cpp" "$src/daemon/files_writer.cpp" "$src/daemon/csv.cpp" \
-    "$src/daemon/timestamp_memo.cpp" \
-    "$src/daemon/anonymize.cpp" \
-    "$src/daemon/timeutil.cpp" "$src/daemon/duration.cpp" "$src/daemon/crypto.cpp" \
-    -ldate-tz -lcrypto
+$cxx $flags -I"$src/include" -I"$src/daemon" -I"$src/daemon/engines/files" \
+    -o "$work/bin/files_driver" "$src/bench/files_driver.cpp" \
+    "$src"/daemon/engines/files/*.cpp "$src"/daemon/engines/common/*.cpp "$src"/daemon/util/*.cpp \
+    -ldate-tz -lcrypto -lspdlog -lfmt -lpthread
 
 csv="$work/input.csv"
 if [ ! -s "$csv" ] || [ "$(stat -c %s "$csv")" -lt "$size" ]; then

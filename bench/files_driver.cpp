@@ -1,7 +1,7 @@
 // Runs one files rule (Tally export, "Submitted at", 2 years, delete) over a directory, the way
 // the daemon would, and prints what it did. Used by bench/files_bench.sh.
 //   files_driver ROOT [GLOB]
-#include "retentiond/engines.hpp"
+#include "engines/files/files_kind.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <cstdio>

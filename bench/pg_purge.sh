@@ -16,7 +16,7 @@
 #       to (a)
 # Peak RSS of the driver comes from /usr/bin/time -v (Debian package `time`).
 # The driver (bench/pg_purge_bench.cpp) is compiled here with -O2 together with the engine source,
-# linked against BUILD_DIR's libretentiond_core.a for the rest.
+# linked against BUILD_DIR's daemon/libretentiond_core.a and libretentiond_util.a for the rest.
 #
 # The driver journals every batch like the CLI: JOURNAL=audit (default) is the real AuditLog (HMAC
 # digest of every key, fsyncs), JOURNAL=digest only computes the digests, JOURNAL=none attaches none.
@@ -59,12 +59,12 @@ for tool in g++ pkg-config awk psql pgbench; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 69; }
 done
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 69; }
-[ -f "$BUILD_DIR/libretentiond_core.a" ] || { echo "build retentiond_core in $BUILD_DIR first" >&2; exit 69; }
+[ -f "$BUILD_DIR/daemon/libretentiond_core.a" ] || { echo "build retentiond_core in $BUILD_DIR first" >&2; exit 69; }
 
 DRIVER=$WORK/pg_purge_bench
-g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$BUILD_DIR/generated" \
-    "$ROOT/bench/pg_purge_bench.cpp" "$ROOT/daemon/postgres_engine.cpp" \
-    "$BUILD_DIR/libretentiond_core.a" \
+g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$ROOT/daemon/engines/postgres" -I"$BUILD_DIR/generated" \
+    "$ROOT/bench/pg_purge_bench.cpp" "$ROOT"/daemon/engines/postgres/*.cpp \
+    "$BUILD_DIR/daemon/libretentiond_core.a" "$BUILD_DIR/daemon/libretentiond_util.a" \
     -o "$DRIVER" $(pkg-config --libs libpqxx hiredis libsystemd yaml-cpp) -lpq -lspdlog -lfmt \
     -ldate-tz -lcrypto -lpthread
 

@@ -6,8 +6,8 @@
 // batch's intent (counting + first statement) and seconds spent inside the journal. The engine
 // writes a batch's intent on a journal thread while the next batch's statement runs, so journal
 // time overlaps the database's: it only adds to the total when it exceeds it.
+#include "engines/postgres/postgres_kind.hpp"
 #include "retentiond/audit.hpp"
-#include "retentiond/engines.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <chrono>

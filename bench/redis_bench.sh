@@ -26,7 +26,7 @@
 # in the bench's temp dir (HMAC digest of every key, pending-keys file, fsyncs), digest only
 # computes the digests, none counts batches.
 # The driver (bench/redis_purge_bench.cpp) is compiled here with -O2 with the engine source,
-# linked against BUILD_DIR's libretentiond_core.a for the rest (the audit log).
+# linked against BUILD_DIR's daemon/libretentiond_core.a and libretentiond_util.a for the rest (the audit log).
 set -euo pipefail
 
 N=${1:-1000000}
@@ -50,16 +50,16 @@ for tool in redis-server redis-cli redis-benchmark g++ pkg-config awk; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 69; }
 done
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 69; }
-[ -f "$BUILD_DIR/libretentiond_core.a" ] || { echo "build retentiond_core in $BUILD_DIR first" >&2; exit 69; }
+[ -f "$BUILD_DIR/daemon/libretentiond_core.a" ] || { echo "build retentiond_core in $BUILD_DIR first" >&2; exit 69; }
 JOURNAL=${JOURNAL:-audit}
 BATCH=${BATCH:-5000}
 
 # --- the driver -------------------------------------------------------------------------------
 DRIVER=$WORK/redis_purge_bench
 echo "building the driver (-O2)..." >&2
-g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$BUILD_DIR/generated" \
-    "$ROOT/bench/redis_purge_bench.cpp" "$ROOT/daemon/redis_engine.cpp" \
-    "$BUILD_DIR/libretentiond_core.a" \
+g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$ROOT/daemon/engines/redis" -I"$BUILD_DIR/generated" \
+    "$ROOT/bench/redis_purge_bench.cpp" "$ROOT"/daemon/engines/redis/*.cpp \
+    "$BUILD_DIR/daemon/libretentiond_core.a" "$BUILD_DIR/daemon/libretentiond_util.a" \
     -o "$DRIVER" $(pkg-config --libs libpqxx hiredis libsystemd yaml-cpp) -lpq -lspdlog -lfmt \
     -ldate-tz -lcrypto -lpthread
 

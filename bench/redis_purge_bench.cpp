@@ -5,8 +5,8 @@
 // Prints one line of key=value figures. The journal is, as the CLI runs it, the real AuditLog in
 // DIR (HMAC digest of every key, pending-keys file, fsyncs) unless --journal says otherwise:
 // digest only computes the digests, none counts batches. journal_s is the time spent inside it.
+#include "engines/redis/redis_kind.hpp"
 #include "retentiond/audit.hpp"
-#include "retentiond/engines.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <chrono>

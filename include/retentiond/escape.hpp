@@ -8,4 +8,9 @@ namespace retentiond {
 // Text for HTML element content and attribute values: & < > " ' escaped.
 std::string html_escape(std::string_view text);
 
+namespace csv {
+// Appends value to out as one CSV field, quoted only when it has to be (delimiter, quote, CR, LF).
+void append_field(std::string& out, std::string_view value, char delimiter);
+} // namespace csv
+
 } // namespace retentiond

@@ -1,6 +1,6 @@
 // The streaming CSV reader: every record either parses or raises csv::ParseError; the raw bytes
 // of the records read, concatenated, are a prefix of the input (nothing invented or reordered).
-#include "retentiond/csv.hpp"
+#include "engines/files/csv.hpp"
 
 #include <cstdint>
 #include <cstdlib>

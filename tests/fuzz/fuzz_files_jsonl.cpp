@@ -1,7 +1,7 @@
 // The files engine's JSONL and CSV paths end to end on arbitrary content: a dry run and a purge
 // either process the file or leave it byte-identical; never crash.
+#include "engines/files/files_kind.hpp"
 #include "retentiond/config.hpp"
-#include "retentiond/engines.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <unistd.h>

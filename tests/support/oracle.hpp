@@ -1,6 +1,6 @@
 #pragma once
-// The property tests' own calendar arithmetic, written apart from daemon/duration.cpp so that the
-// oracles do not share the engines' code.
+// The property tests' own calendar arithmetic, written apart from daemon/util/duration.cpp so that
+// the oracles do not share the engines' code.
 
 #include "retentiond/duration.hpp"
 

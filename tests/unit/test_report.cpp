@@ -1,6 +1,6 @@
 // The DPO report: one fixture (five rules, one per status, and a small audit log) rendered in
 // every format and language.
-#include "retentiond/csv.hpp"
+#include "engines/files/csv.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/timeutil.hpp"
 
@@ -163,7 +163,7 @@ std::string line(const nlohmann::json& j) {
     return j.dump() + "\n";
 }
 
-// The audit log as daemon/audit.cpp writes it (fields that matter here; prev/seq left out).
+// The audit log as daemon/audit/audit.cpp writes it (fields that matter here; prev/seq left out).
 std::string fixture_audit_log() {
     const std::string r1 = "20260720T010000Z-aaaa0001";
     const std::string r2 = "20260813T010000Z-bbbb0002";

@@ -1,0 +1,889 @@
+// The postgres engine against a DORA-shaped schema on a real PostgreSQL (one database per test).
+#include "contract/contract.hpp"
+#include "postgres_kind.hpp"
+#include "retentiond/anonymize.hpp"
+#include "retentiond/audit.hpp"
+#include "retentiond/timeutil.hpp"
+#include "support/pg_cluster.hpp"
+#include "support/process.hpp"
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include <atomic>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+
+namespace retentiond::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
+Dependent dep(std::string table, std::string column, Dependent::Action action,
+              std::vector<Dependent> children = {}) {
+    Dependent d;
+    d.table = std::move(table);
+    d.column = std::move(column);
+    d.action = action;
+    d.dependents = std::move(children);
+    return d;
+}
+
+// Every foreign key into users_user in tests/fixtures/dora_schema.sql, as policies/dora.yaml
+// covers them.
+std::vector<Dependent> dora_user_dependents() {
+    using A = Dependent::Action;
+    return {
+        dep("structures_structuremember", "user_id", A::remove),
+        dep("services_bookmark", "user_id", A::remove),
+        dep("services_savedsearch", "user_id", A::remove),
+        dep("notifications_notification", "owner_user_id", A::remove,
+            {dep("notifications_notificationlog", "notification_id", A::remove)}),
+        dep("oidc_usersession", "user_id", A::remove),
+        dep("authtoken_token", "user_id", A::remove),
+        dep("users_consentrecord", "user_id", A::set_null),
+        dep("stats_searchview", "user_id", A::set_null),
+        dep("stats_serviceview", "user_id", A::set_null),
+        dep("structures_structure", "creator_id", A::set_null),
+        dep("structures_structure", "last_editor_id", A::set_null),
+        dep("services_service", "creator_id", A::set_null),
+        dep("services_service", "last_editor_id", A::set_null),
+        dep("orientations_orientation", "prescriber_id", A::set_null),
+    };
+}
+
+class PostgresEngineTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        static std::atomic<int> counter{0};
+        m_dsn = PgCluster::shared().create_database("unit_" + std::to_string(::getpid()) + "_" +
+                                                    std::to_string(++counter));
+        pg_exec(m_dsn,
+                read_text(std::string(RETENTIOND_SOURCE_DIR) + "/tests/fixtures/dora_schema.sql"));
+        m_store.name = "dora";
+        m_store.kind = DatastoreKind::postgres;
+        m_store.dsn = Secret(m_dsn);
+        m_engine = make_postgres_engine(m_store, m_config);
+    }
+
+    RunResult purge(const Rule& rule, bool force = false) {
+        RunContext ctx;
+        ctx.run_id = "unit";
+        ctx.force = force;
+        ctx.tz = find_zone("Europe/Paris");
+        ctx.audit_key = &m_key;
+        ctx.journal = &m_journal;
+        return m_engine->purge(rule, ctx);
+    }
+    DryRun dry_run(const Rule& rule) {
+        RunContext ctx;
+        ctx.run_id = "unit-dry";
+        ctx.tz = find_zone("Europe/Paris");
+        ctx.audit_key = &m_key;
+        return m_engine->dry_run(rule, ctx);
+    }
+    std::string scalar(const std::string& sql) { return pg_scalar(m_dsn, sql); }
+    std::int64_t count(const std::string& sql) { return std::stoll(scalar(sql)); }
+    void exec(const std::string& sql) { pg_exec(m_dsn, sql); }
+
+    // A user whose last login is `login_days` ago (nullopt: never), joined `joined_days` ago.
+    std::int64_t user(const std::string& email, std::optional<int> login_days, int joined_days,
+                      bool staff = false) {
+        return std::stoll(scalar(
+            "INSERT INTO users_user (email, last_login, date_joined, is_staff) VALUES ('" + email +
+            "', " +
+            (login_days ? "now() - interval '" + std::to_string(*login_days) + " days'" : "NULL") +
+            ", now() - interval '" + std::to_string(joined_days) + " days', " +
+            (staff ? "true" : "false") + ") RETURNING id"));
+    }
+
+    // One row in every table referencing the user.
+    void attach_everything(std::int64_t id) {
+        const auto u = std::to_string(id);
+        exec("INSERT INTO structures_structure (name, creator_id, last_editor_id) VALUES ('s" + u +
+             "', " + u + ", " + u +
+             ");"
+             "INSERT INTO structures_structuremember (user_id, structure_id) SELECT " +
+             u +
+             ", max(id) FROM structures_structure;"
+             "INSERT INTO services_service (name, structure_id, creator_id, last_editor_id) SELECT "
+             "'svc', max(id), " +
+             u + ", " + u +
+             " FROM structures_structure;"
+             "INSERT INTO services_bookmark (user_id, service_id) SELECT " +
+             u +
+             ", max(id) FROM services_service;"
+             "INSERT INTO services_savedsearch (user_id) VALUES (" +
+             u +
+             ");"
+             "INSERT INTO notifications_notification (owner_user_id, task_type) VALUES (" +
+             u +
+             ", 't');"
+             "INSERT INTO notifications_notificationlog (notification_id) SELECT max(id) FROM "
+             "notifications_notification;"
+             "INSERT INTO django_session VALUES ('sess" +
+             u +
+             "', 'data', now() + interval '1 day');"
+             "INSERT INTO oidc_usersession (user_id, session_id) VALUES (" +
+             u + ", 'sess" + u +
+             "');"
+             "INSERT INTO authtoken_token (key, user_id) VALUES ('tok" +
+             u + "', " + u +
+             ");"
+             "INSERT INTO users_consentrecord (user_id) VALUES (" +
+             u +
+             ");"
+             "INSERT INTO stats_searchview (user_id, path) VALUES (" +
+             u +
+             ", '/search?q=x');"
+             "INSERT INTO stats_serviceview (user_id) VALUES (" +
+             u +
+             ");"
+             "INSERT INTO orientations_orientation (prescriber_id, beneficiary_name) VALUES (" +
+             u + ", 'Jeanne');");
+    }
+
+    Rule accounts_rule() {
+        Rule rule;
+        rule.name = "dora-inactive-accounts";
+        rule.datastore = "dora";
+        rule.kind = DatastoreKind::postgres;
+        rule.retain = parse_duration("12 months");
+        rule.action = Action::remove;
+        rule.limits = Limits{std::nullopt, 1.0};
+        PostgresRule pg;
+        pg.table = "public.users_user";
+        pg.key = {"id"};
+        pg.clock = {"last_login", "date_joined"};
+        pg.hold = PgHold{"is_staff", PgHold::Kind::equals, "true"};
+        pg.dependents = dora_user_dependents();
+        rule.spec = pg;
+        return rule;
+    }
+
+    // A plain table with no foreign keys: accounts(id, last_login).
+    Rule plain_rule(const std::string& table, int rows_due, int rows_recent) {
+        exec("CREATE TABLE " + quote(table) +
+             " (id bigint PRIMARY KEY, last_login timestamptz, note text);"
+             "INSERT INTO " +
+             quote(table) + " SELECT g, now() - interval '400 days', 'n' FROM generate_series(1, " +
+             std::to_string(rows_due) +
+             ") g;"
+             "INSERT INTO " +
+             quote(table) +
+             " SELECT g, now() - interval '10 days', 'n' FROM "
+             "generate_series(" +
+             std::to_string(rows_due + 1) + ", " + std::to_string(rows_due + rows_recent) + ") g;");
+        Rule rule;
+        rule.name = "plain";
+        rule.datastore = "dora";
+        rule.retain = parse_duration("12 months");
+        rule.limits = Limits{std::nullopt, 1.0};
+        PostgresRule pg;
+        pg.table = table;
+        pg.key = {"id"};
+        pg.clock = {"last_login"};
+        rule.spec = pg;
+        return rule;
+    }
+
+    // 5000 due rows, batches of 300, `streams` streams.
+    Rule parallel_rule(int streams, std::chrono::milliseconds lock_timeout) {
+        auto rule = plain_rule("accounts", 5000, 0);
+        rule.batch_size = 300;
+        std::get<PostgresRule>(rule.spec).parallel = streams;
+        std::get<PostgresRule>(rule.spec).lock_timeout = lock_timeout;
+        return rule;
+    }
+    static std::string quote(const std::string& name) {
+        std::string out = "\"";
+        for (const char c : name) {
+            out += c;
+            if (c == '"') {
+                out += '"';
+            }
+        }
+        return out + "\"";
+    }
+
+    std::string m_dsn;
+    Datastore m_store;
+    Config m_config;
+    std::unique_ptr<Engine> m_engine;
+    RecordingJournal m_journal;
+    Secret m_key{"unit-audit-key"};
+};
+
+PostgresRule& pg_of(Rule& rule) {
+    return std::get<PostgresRule>(rule.spec);
+}
+
+TEST_F(PostgresEngineTest, PurgesInactiveAccountsWithEveryDependentKind) {
+    const auto old = user("old@example.org", 400, 900);
+    const auto recent = user("recent@example.org", 10, 900);
+    const auto staff = user("staff@example.org", 400, 900, true);
+    const auto never_old = user("never-old@example.org", std::nullopt, 500); // COALESCE: joined
+    const auto never_new = user("never-new@example.org", std::nullopt, 10);
+    for (const auto id : {old, recent, staff, never_old, never_new}) {
+        attach_everything(id);
+    }
+    auto rule = accounts_rule();
+    rule.batch_size = 1; // one user per transaction: dependents go with their own batch
+    const auto result = purge(rule);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2);
+    EXPECT_EQ(result.batches, 2);
+    const auto ids = [&](const std::string& sql) {
+        return scalar("SELECT coalesce(string_agg(x::text, ',' ORDER BY x), '') FROM (" + sql +
+                      ") s(x)");
+    };
+    const auto kept =
+        std::to_string(recent) + "," + std::to_string(staff) + "," + std::to_string(never_new);
+    EXPECT_EQ(ids("SELECT id FROM users_user"), kept);
+    EXPECT_EQ(ids("SELECT user_id FROM structures_structuremember"), kept);
+    EXPECT_EQ(ids("SELECT user_id FROM services_bookmark"), kept);
+    EXPECT_EQ(ids("SELECT owner_user_id FROM notifications_notification"), kept);
+    EXPECT_EQ(count("SELECT count(*) FROM notifications_notificationlog"), 3);
+    EXPECT_EQ(ids("SELECT user_id FROM authtoken_token"), kept);
+    EXPECT_EQ(ids("SELECT user_id FROM oidc_usersession"), kept);
+    // set_null: the rows stay, without the user.
+    EXPECT_EQ(count("SELECT count(*) FROM stats_searchview"), 5);
+    EXPECT_EQ(ids("SELECT user_id FROM stats_searchview WHERE user_id IS NOT NULL"), kept);
+    EXPECT_EQ(count("SELECT count(*) FROM structures_structure WHERE creator_id IS NULL AND "
+                    "last_editor_id IS NULL"),
+              2);
+    EXPECT_EQ(count("SELECT count(*) FROM orientations_orientation WHERE prescriber_id IS NULL"),
+              2);
+    EXPECT_EQ(result.counters.at("dependents.structures_structuremember.delete"), 2);
+    EXPECT_EQ(result.counters.at("dependents.notifications_notificationlog.delete"), 2);
+    EXPECT_EQ(result.counters.at("dependents.stats_searchview.set_null"), 2);
+
+    // The journal saw each user once, as a parent "delete" on the table.
+    std::multiset<std::string> journaled;
+    for (const auto& intent : m_journal.m_intents) {
+        EXPECT_EQ(intent.target, "public.users_user");
+        EXPECT_EQ(intent.action, "delete");
+        journaled.insert(intent.keys.begin(), intent.keys.end());
+    }
+    EXPECT_EQ(journaled,
+              (std::multiset<std::string>{std::to_string(old), std::to_string(never_old)}));
+    ASSERT_EQ(m_journal.m_outcomes.size(), 2U);
+    EXPECT_TRUE(m_journal.m_outcomes[0].committed);
+}
+
+TEST_F(PostgresEngineTest, NullClockIsDueOnlyWithClockNullDue) {
+    exec("ALTER TABLE users_user ALTER COLUMN date_joined DROP NOT NULL");
+    user("a@example.org", std::nullopt, 10);
+    exec("UPDATE users_user SET date_joined = NULL");
+    auto rule = accounts_rule();
+    EXPECT_EQ(purge(rule).processed, 0);
+    EXPECT_EQ(dry_run(rule).no_clock, 1);
+    rule.clock_null_due = true;
+    EXPECT_EQ(purge(rule).processed, 1);
+    EXPECT_EQ(count("SELECT count(*) FROM users_user"), 0);
+}
+
+TEST_F(PostgresEngineTest, DryRunCountsDependentsAndTouchesNothing) {
+    const auto old = user("old@example.org", 400, 900);
+    attach_everything(old);
+    attach_everything(user("recent@example.org", 10, 900));
+    attach_everything(user("staff@example.org", 400, 900, true));
+    const auto dry = dry_run(accounts_rule());
+    EXPECT_EQ(dry.in_scope, 3);
+    EXPECT_EQ(dry.due, 1);
+    EXPECT_EQ(dry.held, 1);
+    EXPECT_EQ(dry.counters.at("dependents.structures_structuremember.delete"), 1);
+    EXPECT_EQ(dry.counters.at("dependents.notifications_notificationlog.delete"), 1);
+    EXPECT_EQ(dry.counters.at("dependents.orientations_orientation.set_null"), 1);
+    ASSERT_EQ(dry.age_buckets.size(), 17U);
+    EXPECT_EQ(dry.age_buckets[0], 1); // 10 days of 12 months
+    EXPECT_EQ(dry.age_buckets[8], 2); // 400 days: just over one period
+    EXPECT_EQ(count("SELECT count(*) FROM users_user"), 3);
+    EXPECT_EQ(count("SELECT count(*) FROM structures_structuremember"), 3);
+}
+
+TEST_F(PostgresEngineTest, CheckPassesWhenEveryForeignKeyIsCovered) {
+    const auto diagnostics = m_engine->check(accounts_rule());
+    for (const auto& d : diagnostics) {
+        ADD_FAILURE() << d.to_string();
+    }
+}
+
+TEST_F(PostgresEngineTest, CheckNamesTheUncoveredForeignKey) {
+    auto rule = accounts_rule();
+    auto& deps = pg_of(rule).dependents;
+    deps.erase(std::remove_if(deps.begin(), deps.end(),
+                              [](const Dependent& d) { return d.table == "services_bookmark"; }),
+               deps.end());
+    const auto diagnostics = m_engine->check(rule);
+    ASSERT_EQ(diagnostics.size(), 1U);
+    const auto& message = diagnostics.front().message;
+    EXPECT_NE(message.find("services_bookmark_user_id_fkey"), std::string::npos) << message;
+    EXPECT_NE(message.find("services_bookmark"), std::string::npos) << message;
+    EXPECT_NE(message.find("user_id"), std::string::npos) << message;
+    EXPECT_EQ(diagnostics.front().rule, "dora-inactive-accounts");
+}
+
+TEST_F(PostgresEngineTest, CheckFollowsNestedDependentsAndAcceptsOnDeleteCascade) {
+    auto rule = accounts_rule();
+    for (auto& d : pg_of(rule).dependents) {
+        if (d.table == "notifications_notification") {
+            d.dependents.clear();
+        }
+    }
+    auto diagnostics = m_engine->check(rule);
+    ASSERT_EQ(diagnostics.size(), 1U);
+    EXPECT_NE(
+        diagnostics.front().message.find("notifications_notificationlog_notification_id_fkey"),
+        std::string::npos)
+        << diagnostics.front().message;
+
+    // The same foreign key with ON DELETE CASCADE needs no dependent.
+    exec("ALTER TABLE notifications_notificationlog DROP CONSTRAINT "
+         "notifications_notificationlog_notification_id_fkey, ADD CONSTRAINT "
+         "notifications_notificationlog_notification_id_fkey FOREIGN KEY (notification_id) "
+         "REFERENCES notifications_notification (id) ON DELETE CASCADE");
+    diagnostics = m_engine->check(rule);
+    EXPECT_TRUE(diagnostics.empty()) << diagnostics.front().to_string();
+}
+
+TEST_F(PostgresEngineTest, CheckRefusesAClockThatIsNotATimestamp) {
+    auto rule = accounts_rule();
+    pg_of(rule).clock = {"email"};
+    const auto diagnostics = m_engine->check(rule);
+    ASSERT_FALSE(diagnostics.empty());
+    EXPECT_NE(diagnostics.front().message.find("not a timestamp"), std::string::npos)
+        << diagnostics.front().message;
+    EXPECT_NE(diagnostics.front().message.find("email"), std::string::npos);
+}
+
+TEST_F(PostgresEngineTest, CheckReportsMissingTableAndColumns) {
+    auto rule = accounts_rule();
+    pg_of(rule).table = "public.no_such_table";
+    auto diagnostics = m_engine->check(rule);
+    ASSERT_EQ(diagnostics.size(), 1U);
+    EXPECT_NE(diagnostics.front().message.find("does not exist"), std::string::npos);
+    rule = accounts_rule();
+    pg_of(rule).hold->column = "is_stuff";
+    diagnostics = m_engine->check(rule);
+    ASSERT_EQ(diagnostics.size(), 1U);
+    EXPECT_NE(diagnostics.front().message.find("is_stuff"), std::string::npos);
+}
+
+TEST_F(PostgresEngineTest, AnUncoveredForeignKeyFailsTheBatchAndLeavesItWhole) {
+    const auto old = user("old@example.org", 400, 900);
+    attach_everything(old);
+    auto rule = accounts_rule();
+    auto& deps = pg_of(rule).dependents;
+    deps.erase(std::remove_if(deps.begin(), deps.end(),
+                              [](const Dependent& d) { return d.table == "authtoken_token"; }),
+               deps.end());
+    const auto result = purge(rule);
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_NE(result.message.find("23503"), std::string::npos) << result.message;
+    EXPECT_EQ(result.message.find("old@example.org"), std::string::npos);
+    // Atomic: the dependents deleted before the failure came back.
+    EXPECT_EQ(count("SELECT count(*) FROM users_user"), 1);
+    EXPECT_EQ(count("SELECT count(*) FROM structures_structuremember"), 1);
+    EXPECT_EQ(count("SELECT count(*) FROM stats_searchview WHERE user_id IS NOT NULL"), 1);
+    ASSERT_TRUE(m_journal.m_intents.empty());
+}
+
+TEST_F(PostgresEngineTest, HoldAfterNowKeepsRowsUnderLegalHold) {
+    exec("ALTER TABLE users_user ADD COLUMN legal_hold_until timestamptz");
+    const auto held = user("held@example.org", 400, 900);
+    const auto expired = user("expired@example.org", 400, 900);
+    const auto none = user("none@example.org", 400, 900);
+    exec("UPDATE users_user SET legal_hold_until = now() + interval '1 year' WHERE id = " +
+         std::to_string(held) +
+         "; UPDATE users_user SET legal_hold_until = now() - interval '1 "
+         "day' WHERE id = " +
+         std::to_string(expired));
+    auto rule = accounts_rule();
+    pg_of(rule).hold = PgHold{"legal_hold_until", PgHold::Kind::after_now, ""};
+    EXPECT_EQ(dry_run(rule).held, 1);
+    const auto result = purge(rule);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(scalar("SELECT string_agg(id::text, ',') FROM users_user"), std::to_string(held));
+    (void)none;
+}
+
+TEST_F(PostgresEngineTest, CompositeKeysAreJournaledAsJsonArrays) {
+    exec("CREATE TABLE memberships (org int, member text, seen timestamptz, PRIMARY KEY (org, "
+         "member)); INSERT INTO memberships VALUES (1, 'x', now() - interval '2 years'), (1, 'y', "
+         "now()), (2, 'x', now() - interval '2 years')");
+    Rule rule;
+    rule.name = "memberships";
+    rule.retain = parse_duration("1 year");
+    rule.limits = Limits{std::nullopt, 1.0};
+    PostgresRule pg;
+    pg.table = "memberships";
+    pg.key = {"org", "member"};
+    pg.clock = {"seen"};
+    rule.spec = pg;
+    ASSERT_EQ(purge(rule).processed, 2);
+    std::set<std::string> keys;
+    for (const auto& i : m_journal.m_intents) {
+        keys.insert(i.keys.begin(), i.keys.end());
+    }
+    EXPECT_EQ(keys, (std::set<std::string>{R"(["1","x"])", R"(["2","x"])"}));
+    EXPECT_EQ(m_engine->records_present(rule, "memberships", {R"(["1","x"])"}), Presence::absent);
+    EXPECT_EQ(m_engine->records_present(rule, "memberships", {R"(["1","y"])"}), Presence::present);
+}
+
+TEST_F(PostgresEngineTest, HostileTableNameIsOnlyEverAName) {
+    exec("CREATE TABLE x (id int); INSERT INTO x VALUES (1)");
+    const std::string hostile = "users\"; DROP TABLE x; --";
+    auto rule = plain_rule(hostile, 3, 2);
+    const auto result = purge(rule);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 3);
+    EXPECT_EQ(count("SELECT count(*) FROM " + quote(hostile)), 2);
+    EXPECT_EQ(count("SELECT count(*) FROM x"), 1);
+    EXPECT_TRUE(m_engine->check(rule).empty());
+    EXPECT_EQ(dry_run(rule).due, 0);
+}
+
+TEST_F(PostgresEngineTest, MaxRowsRefusalGivesTheNumbersAndIsJournaled) {
+    for (int i = 0; i < 4; ++i) {
+        user("u" + std::to_string(i) + "@example.org", 400, 900);
+    }
+    auto rule = accounts_rule();
+    rule.limits = Limits{3, 1.0};
+    const auto result = purge(rule);
+    EXPECT_EQ(result.status, RunResult::Status::refused);
+    EXPECT_NE(result.message.find("4 rows due exceed max_rows 3"), std::string::npos)
+        << result.message;
+    ASSERT_EQ(m_journal.m_events.size(), 1U);
+    EXPECT_EQ(m_journal.m_events[0].first, "refusal");
+    EXPECT_EQ(m_journal.m_events[0].second.at("due"), 4);
+    EXPECT_EQ(count("SELECT count(*) FROM users_user"), 4);
+}
+
+// Waits until a retentiond backend is blocked on a lock.
+// Another session holding one row of `table` FOR UPDATE until tx ends.
+struct RowLock {
+    RowLock(const std::string& dsn, const std::string& table, std::int64_t id)
+        : conn(dsn), tx(conn) {
+        tx.exec("SELECT * FROM " + table + " WHERE id = " + std::to_string(id) + " FOR UPDATE");
+    }
+    pqxx::connection conn;
+    pqxx::work tx;
+};
+
+void wait_for_lock_wait(const std::string& dsn) {
+    for (int i = 0; i < 2000; ++i) {
+        if (pg_scalar(dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                           "'retentiond' AND wait_event_type = 'Lock'") != "0") {
+            return;
+        }
+        std::this_thread::sleep_for(5ms);
+    }
+    FAIL() << "retentiond never waited for the lock";
+}
+
+// Every intent has exactly one committed outcome counting its keys, and the journaled keys are
+// exactly `expected` (no key twice).
+void expect_each_key_journaled_once(const RecordingJournal& journal, std::int64_t expected) {
+    std::map<std::size_t, int> outcomes;
+    for (const auto& o : journal.m_outcomes) {
+        ++outcomes[o.intent];
+        EXPECT_TRUE(o.committed);
+        ASSERT_LT(o.intent, journal.m_intents.size());
+        EXPECT_EQ(o.count, static_cast<std::int64_t>(journal.m_intents[o.intent].keys.size()));
+    }
+    EXPECT_EQ(outcomes.size(), journal.m_intents.size());
+    for (const auto& [intent, n] : outcomes) {
+        EXPECT_EQ(n, 1) << "intent " << intent;
+    }
+    std::set<std::string> keys;
+    std::size_t journaled = 0;
+    for (const auto& intent : journal.m_intents) {
+        keys.insert(intent.keys.begin(), intent.keys.end());
+        journaled += intent.keys.size();
+    }
+    EXPECT_EQ(journaled, keys.size()) << "a key journaled twice";
+    EXPECT_EQ(static_cast<std::int64_t>(keys.size()), expected);
+}
+
+// A login between the selection of a batch and its deletion: the user is kept.
+void login_during_purge(PostgresEngineTest& t, const std::string& dsn, const Rule& rule,
+                        std::int64_t id, RunResult& result,
+                        const std::function<RunResult(const Rule&)>& run) {
+    pqxx::connection other(dsn);
+    pqxx::work tx(other);
+    tx.exec0("UPDATE " + std::string(rule.pg().table == "accounts" ? "accounts" : "users_user") +
+             " SET last_login = now() WHERE id = " + std::to_string(id));
+    std::thread purge_thread([&] { result = run(rule); });
+    wait_for_lock_wait(dsn);
+    tx.commit();
+    purge_thread.join();
+    (void)t;
+}
+
+TEST_F(PostgresEngineTest, LoginBetweenSelectionAndDeletionKeepsTheUser) {
+    auto rule = plain_rule("accounts", 5, 0);
+    RunResult result;
+    login_during_purge(*this, m_dsn, rule, 3, result, [&](const Rule& r) { return purge(r); });
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 4);
+    EXPECT_EQ(scalar("SELECT string_agg(id::text, ',') FROM accounts"), "3");
+    for (const auto& i : m_journal.m_intents) {
+        EXPECT_EQ(std::count(i.keys.begin(), i.keys.end(), "3"), 0) << "journaled a kept user";
+    }
+}
+
+// A due row the application keeps updating (not its clock) while the purge runs: the REPEATABLE
+// READ batch fails with 40001 every time, so the retry deletes in READ COMMITTED, which waits for
+// the update and judges the row again (still due): the rule does not run out of attempts.
+TEST_F(PostgresEngineTest, RowUpdatedOverAndOverIsStillPurged) {
+    auto rule = plain_rule("accounts", 5, 0);
+    std::atomic<bool> stop{false};
+    std::atomic<int> updates{0};
+    std::thread app([&] {
+        pqxx::connection c(m_dsn);
+        while (!stop) {
+            pqxx::work tx(c);
+            tx.exec0("UPDATE accounts SET note = note || 'x' WHERE id = 3");
+            ++updates;
+            std::this_thread::sleep_for(40ms);
+            tx.commit();
+        }
+    });
+    while (updates == 0) {
+        std::this_thread::sleep_for(5ms);
+    }
+    const auto result = purge(rule);
+    stop = true;
+    app.join();
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 5);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 0);
+    expect_each_key_journaled_once(m_journal, 5);
+}
+
+TEST_F(PostgresEngineTest, LoginDuringPurgeWithDependentsKeepsTheUserAndItsRows) {
+    const auto a = user("a@example.org", 400, 900);
+    const auto b = user("b@example.org", 400, 900);
+    attach_everything(a);
+    attach_everything(b);
+    RunResult result;
+    login_during_purge(*this, m_dsn, accounts_rule(), b, result,
+                       [&](const Rule& r) { return purge(r); });
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_EQ(scalar("SELECT string_agg(id::text, ',') FROM users_user"), std::to_string(b));
+    EXPECT_EQ(scalar("SELECT string_agg(user_id::text, ',') FROM structures_structuremember"),
+              std::to_string(b));
+    EXPECT_EQ(scalar("SELECT string_agg(user_id::text, ',') FROM stats_searchview WHERE user_id "
+                     "IS NOT NULL"),
+              std::to_string(b));
+}
+
+TEST_F(PostgresEngineTest, LockTimeoutIsRetriedWithBackoff) {
+    auto rule = plain_rule("accounts", 5, 0);
+    pg_of(rule).lock_timeout = 50ms;
+    RowLock lock(m_dsn, "accounts", 2);
+    auto& tx = lock.tx;
+    // Released while the engine backs off: the batch is retried and goes through.
+    std::thread release([&] {
+        std::this_thread::sleep_for(300ms);
+        tx.commit();
+    });
+    const auto result = purge(rule);
+    release.join();
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 5);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 0);
+}
+
+TEST_F(PostgresEngineTest, LockHeldTooLongFailsTheRuleWithNothingHalfDone) {
+    auto rule = plain_rule("accounts", 5, 0);
+    pg_of(rule).lock_timeout = 20ms;
+    RowLock lock(m_dsn, "accounts", 4);
+    const auto result = purge(rule);
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_NE(result.message.find("timed out 5 times"), std::string::npos) << result.message;
+    EXPECT_NE(result.message.find("lock_timeout 20ms"), std::string::npos) << result.message;
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 5) << "the batch is atomic";
+    ASSERT_FALSE(m_journal.m_events.empty());
+    EXPECT_EQ(m_journal.m_events.back().first, "error");
+}
+
+TEST_F(PostgresEngineTest, SleepBetweenBatchesAndProgress) {
+    auto rule = plain_rule("accounts", 7, 3);
+    rule.batch_size = 2;
+    pg_of(rule).sleep_between_batches = 1ms;
+    std::vector<std::int64_t> progress;
+    RunContext ctx;
+    ctx.tz = find_zone("UTC");
+    ctx.on_progress = [&](std::int64_t done, std::int64_t total) {
+        EXPECT_EQ(total, 7);
+        progress.push_back(done);
+    };
+    const auto result = m_engine->purge(rule, ctx);
+    EXPECT_EQ(result.processed, 7);
+    EXPECT_EQ(result.batches, 4);
+    EXPECT_EQ(progress, (std::vector<std::int64_t>{2, 4, 6, 7}));
+}
+
+// Batches commit asynchronously and are pipelined (batch i commits after batch i+1's statement
+// ran). Every batch still gets exactly one committed outcome, in order, only for rows really gone,
+// and a purge that returned is durable: an immediate shutdown right after loses nothing.
+TEST_F(PostgresEngineTest, PipelinedBatchesAreDurableWhenThePurgeReturns) {
+    auto rule = plain_rule("accounts", 5000, 1000);
+    rule.batch_size = 300;
+    const auto result = purge(rule);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 5000);
+    PgCluster::shared().stop(); // immediate: WAL not yet written by the server is lost
+    PgCluster::shared().start();
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id <= 5000"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 1000);
+
+    ASSERT_GT(m_journal.m_intents.size(), 10u);
+    ASSERT_EQ(m_journal.m_outcomes.size(), m_journal.m_intents.size());
+    std::int64_t keys = 0;
+    for (std::size_t i = 0; i < m_journal.m_outcomes.size(); ++i) {
+        const auto& o = m_journal.m_outcomes[i];
+        EXPECT_EQ(o.intent, i) << "outcomes in batch order";
+        EXPECT_TRUE(o.committed);
+        EXPECT_EQ(o.count, static_cast<std::int64_t>(m_journal.m_intents[i].keys.size()));
+        keys += o.count;
+    }
+    EXPECT_EQ(keys, 5000);
+}
+
+// Without pg_logical_emit_message (a role refused it), the purge waits for the WAL writer: still
+// durable when it returns.
+TEST_F(PostgresEngineTest, DurableWithoutLogicalMessagesToo) {
+    auto rule = plain_rule("accounts", 2000, 100);
+    rule.batch_size = 300;
+    exec("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'restricted_app') THEN "
+         "CREATE ROLE restricted_app LOGIN; END IF; END$$;"
+         "GRANT SELECT, DELETE ON accounts TO restricted_app;"
+         "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC;");
+    Datastore store = m_store;
+    store.dsn = Secret(m_dsn + " user=restricted_app");
+    const auto engine = make_postgres_engine(store, m_config);
+    RunContext ctx;
+    ctx.tz = find_zone("UTC");
+    ctx.journal = &m_journal;
+    const auto result = engine->purge(rule, ctx);
+    exec("GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC;");
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    PgCluster::shared().stop();
+    PgCluster::shared().start();
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 100);
+    ASSERT_EQ(m_journal.m_outcomes.size(), m_journal.m_intents.size());
+}
+
+// `parallel: 3`: three streams claim page ranges from one cursor. Every due row is deleted once,
+// every batch gets one committed outcome (RecordingJournal is not thread-safe: the engine
+// serializes the calls), progress never goes back, and the purge is durable when it returns.
+TEST_F(PostgresEngineTest, ParallelStreamsDeleteEveryDueRowOnceAndDurably) {
+    auto rule = plain_rule("accounts", 5000, 1000);
+    rule.batch_size = 300;
+    pg_of(rule).parallel = 3;
+    RunContext ctx;
+    ctx.tz = find_zone("UTC");
+    ctx.journal = &m_journal;
+    std::int64_t last_progress = 0;
+    bool progress_ok = true;
+    ctx.on_progress = [&](std::int64_t done, std::int64_t total) {
+        progress_ok = progress_ok && total == 5000 && done >= last_progress;
+        last_progress = done;
+    };
+    const auto result = m_engine->purge(rule, ctx);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 5000);
+    EXPECT_GE(result.batches, 17); // 5000 / 300
+    EXPECT_TRUE(progress_ok);
+    EXPECT_EQ(last_progress, 5000);
+    PgCluster::shared().stop(); // immediate: WAL not yet written by the server is lost
+    PgCluster::shared().start();
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id <= 5000"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 1000);
+    expect_each_key_journaled_once(m_journal, 5000);
+    for (const auto& intent : m_journal.m_intents) {
+        for (const auto& key : intent.keys) {
+            EXPECT_LE(std::stoll(key), 5000) << "journaled a row that was not due";
+        }
+    }
+}
+
+// The real audit log takes the streams' calls concurrently (it is thread-safe): its chain stays
+// valid and it records every row once.
+TEST_F(PostgresEngineTest, ParallelStreamsWriteAValidAuditLog) {
+    auto rule = plain_rule("accounts", 4000, 500);
+    rule.batch_size = 200;
+    pg_of(rule).parallel = 2;
+    TempDir dir;
+    RunResult result;
+    {
+        AuditLog audit(dir.file("audit.jsonl"), m_key, new_run_id());
+        RunContext ctx;
+        ctx.tz = find_zone("UTC");
+        ctx.journal = &audit;
+        result = m_engine->purge(rule, ctx);
+    }
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 4000);
+    const auto verified = verify_audit_log(dir.file("audit.jsonl"));
+    EXPECT_TRUE(verified.ok) << verified.reason;
+    EXPECT_EQ(verified.records, 4000U);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 500);
+}
+
+// While one stream waits on a locked row, the others go on through the rest of the table (one
+// stream would wait there with everything behind it).
+TEST_F(PostgresEngineTest, ParallelStreamsGoOnWhileOneWaitsOnALock) {
+    auto rule = parallel_rule(2, 30s);
+    RowLock lock(m_dsn, "accounts", 1);
+    RunResult result;
+    std::thread purge_thread([&] { result = purge(rule); });
+    bool went_on = false; // every row beyond the locked row's pages deleted meanwhile
+    for (int i = 0; i < 400 && !went_on; ++i) {
+        went_on = count("SELECT count(*) FROM accounts WHERE id > 1000") == 0;
+        if (!went_on) {
+            std::this_thread::sleep_for(50ms);
+        }
+    }
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id = 1"), 1);
+    lock.tx.commit();
+    purge_thread.join();
+    EXPECT_TRUE(went_on) << "the other stream waited too";
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 5000);
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"), 0);
+    expect_each_key_journaled_once(m_journal, 5000);
+}
+
+// A stream that fails (a lock held past every retry) stops the others after their current batch:
+// the rule fails, the failed batch is whole, and what is gone is exactly what was journaled.
+TEST_F(PostgresEngineTest, ParallelStreamFailureStopsTheOthersAndLosesNothing) {
+    auto rule = parallel_rule(2, 20ms);
+    RowLock lock(m_dsn, "accounts", 2500);
+    const auto result = purge(rule);
+    lock.tx.commit();
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_NE(result.message.find("timed out 5 times"), std::string::npos) << result.message;
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id = 2500"), 1);
+    const auto gone = 5000 - count("SELECT count(*) FROM accounts");
+    EXPECT_EQ(result.processed, gone);
+    expect_each_key_journaled_once(m_journal, gone);
+    std::string list;
+    for (const auto& intent : m_journal.m_intents) {
+        for (const auto& key : intent.keys) {
+            list += (list.empty() ? "" : ",") + key;
+        }
+    }
+    EXPECT_EQ(count("SELECT count(*) FROM accounts WHERE id::text = ANY('{" + list + "}')"), 0);
+}
+
+// A journal that cannot make the Nth intent durable: that batch must not commit, the earlier ones
+// must, and the purge stops there.
+TEST_F(PostgresEngineTest, BatchWhoseIntentFailsIsNeverCommitted) {
+    class FailingJournal : public RecordingJournal {
+    public:
+        std::string intent(const BatchIntent& batch) override {
+            if (m_intents.size() == 3) {
+                throw std::runtime_error("audit log: disk full");
+            }
+            return RecordingJournal::intent(batch);
+        }
+    };
+    FailingJournal journal;
+    auto rule = plain_rule("accounts", 3000, 0);
+    rule.batch_size = 300;
+    RunContext ctx;
+    ctx.tz = find_zone("UTC");
+    ctx.journal = &journal;
+    RunResult result;
+    try {
+        result = m_engine->purge(rule, ctx);
+    } catch (const std::exception&) {
+        result.status = RunResult::Status::failed; // the journal failing may also throw out
+    }
+    EXPECT_NE(result.status, RunResult::Status::ok);
+    ASSERT_EQ(journal.m_intents.size(), 3u);
+    std::set<std::string> journaled;
+    for (const auto& intent : journal.m_intents) {
+        journaled.insert(intent.keys.begin(), intent.keys.end());
+    }
+    // Exactly the rows of the three journaled batches are gone; all others are still there.
+    EXPECT_EQ(count("SELECT count(*) FROM accounts"),
+              3000 - static_cast<std::int64_t>(journaled.size()));
+    const auto present = scalar("SELECT count(*) FROM accounts WHERE id::text = ANY('{" + [&] {
+        std::string list;
+        for (const auto& k : journaled) {
+            list += (list.empty() ? "" : ",") + k;
+        }
+        return list;
+    }() + "}')");
+    EXPECT_EQ(present, "0");
+    for (const auto& o : journal.m_outcomes) {
+        EXPECT_TRUE(o.committed);
+    }
+}
+
+TEST_F(PostgresEngineTest, DjangoSessionsExpireWithTheirOidcSessions) {
+    const auto u = user("u@example.org", 1, 10);
+    exec("INSERT INTO django_session VALUES ('expired1', 'd', now() - interval '1 hour'), "
+         "('expired2', 'd', now() - interval '3 days'), ('active', 'd', now() + interval '2 "
+         "hours');"
+         "INSERT INTO oidc_usersession (user_id, session_id) VALUES (" +
+         std::to_string(u) + ", 'expired1'), (" + std::to_string(u) + ", 'active'), (" +
+         std::to_string(u) + ", NULL)");
+    Rule rule;
+    rule.name = "dora-django-sessions";
+    rule.retain = parse_duration("session");
+    rule.limits = Limits{std::nullopt, 1.0};
+    PostgresRule pg;
+    pg.table = "django_session";
+    pg.key = {"session_key"};
+    pg.clock = {"expire_date"};
+    pg.dependents = {dep("oidc_usersession", "session_id", Dependent::Action::remove)};
+    rule.spec = pg;
+    EXPECT_TRUE(m_engine->check(rule).empty());
+    EXPECT_EQ(dry_run(rule).counters.at("dependents.oidc_usersession.delete"), 1);
+    const auto result = purge(rule);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2);
+    EXPECT_EQ(scalar("SELECT string_agg(session_key, ',') FROM django_session"), "active");
+    EXPECT_EQ(count("SELECT count(*) FROM oidc_usersession"), 2);
+
+    std::get<PostgresRule>(rule.spec).dependents.clear();
+    const auto diagnostics = m_engine->check(rule);
+    ASSERT_EQ(diagnostics.size(), 1U);
+    EXPECT_NE(diagnostics.front().message.find("oidc_usersession_session_id_fkey"),
+              std::string::npos)
+        << diagnostics.front().message;
+}
+
+TEST_F(PostgresEngineTest, UnreachableServerIsUnavailable) {
+    Datastore store;
+    store.name = "down";
+    store.dsn = Secret("host=/nonexistent-dir port=1 dbname=x user=postgres password=hunter2");
+    const auto engine = make_postgres_engine(store, m_config);
+    try {
+        engine->check(accounts_rule());
+        FAIL() << "no exception";
+    } catch (const UnavailableError& e) {
+        EXPECT_EQ(std::string(e.what()).find("hunter2"), std::string::npos);
+        EXPECT_NE(std::string(e.what()).find("down"), std::string::npos);
+    }
+}
+
+} // namespace
+} // namespace retentiond::test
