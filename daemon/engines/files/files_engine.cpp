@@ -15,6 +15,7 @@
 #include "retentiond/anonymize.hpp"
 #include "retentiond/audit.hpp"
 #include "retentiond/crypto.hpp"
+#include "retentiond/engine_common.hpp"
 #include "retentiond/escape.hpp"
 #include "retentiond/timestamp_memo.hpp"
 #include "retentiond/timeutil.hpp"
@@ -267,9 +268,7 @@ struct Match {
 struct Timing {
     TimePoint now{};
     TimePoint cutoff{};
-    TimePoint cut7{};
-    TimePoint cut30{};
-    TimePoint cut90{};
+    std::optional<Forecast> forecast; // due within 7 / 30 / 90 calendar days
     std::chrono::microseconds retain_approx{};
     bool null_due = false;
 };
@@ -278,9 +277,7 @@ Timing make_timing(const Rule& rule, const date::time_zone* tz) {
     Timing t;
     t.now = now_utc();
     t.cutoff = subtract(t.now, rule.retain, tz);
-    t.cut7 = subtract(t.now + std::chrono::days(7), rule.retain, tz);
-    t.cut30 = subtract(t.now + std::chrono::days(30), rule.retain, tz);
-    t.cut90 = subtract(t.now + std::chrono::days(90), rule.retain, tz);
+    t.forecast.emplace(t.now, rule.retain, tz);
     t.retain_approx = rule.retain.approx();
     t.null_due = rule.clock_null_due;
     return t;
@@ -324,9 +321,7 @@ void tally(DryRun& d, const Timing& t, const std::optional<TimePoint>& clock, Ve
         d.oldest_clock = clock;
     }
     if (v == Verdict::kept && *clock > t.cutoff) {
-        d.due_7d += *clock <= t.cut7 ? 1 : 0;
-        d.due_30d += *clock <= t.cut30 ? 1 : 0;
-        d.due_90d += *clock <= t.cut90 ? 1 : 0;
+        t.forecast->count(*clock, d);
     }
     if (d.age_buckets.size() != 17) {
         d.age_buckets.assign(17, 0);
@@ -1444,26 +1439,8 @@ private:
 
     bool refuse(const Rule& rule, const RunContext& ctx, std::int64_t due, std::int64_t in_scope,
                 RunResult& r) const {
-        if (ctx.force || due == 0) {
-            return false;
-        }
-        std::string reason;
-        if (rule.limits.max_rows && due > *rule.limits.max_rows) {
-            reason = "max_rows: " + std::to_string(due) + " records due, max_rows is " +
-                     std::to_string(*rule.limits.max_rows);
-        } else if (in_scope > 0 && static_cast<double>(due) / static_cast<double>(in_scope) >
-                                       rule.limits.max_fraction) {
-            reason = "max_fraction: " + std::to_string(due) + " of " + std::to_string(in_scope) +
-                     " records due, above max_fraction " + std::to_string(rule.limits.max_fraction);
-        }
-        if (reason.empty()) {
-            return false;
-        }
-        r.status = RunResult::Status::refused;
-        r.message = reason + "; nothing touched, rerun with --force to proceed";
-        event(ctx, "refused",
-              {{"rule", rule.name}, {"reason", reason}, {"due", due}, {"in_scope", in_scope}});
-        return true;
+        return refuse_over_limits(rule, ctx, {due, in_scope, "records", "in " + rule.files().files},
+                                  r);
     }
 
     Rewrite rewrite(const Rule& rule, RunContext& ctx, const Timing& t, const Scan& s,

@@ -19,6 +19,7 @@
 #include "postgres_kind.hpp"
 #include "retentiond/anonymize.hpp"
 #include "retentiond/audit.hpp"
+#include "retentiond/engine_common.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include "pg_notice.hpp"
@@ -827,33 +828,9 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         }
 
         // Limits, before touching anything.
-        if (!ctx.force) {
-            std::string why;
-            nlohmann::json fields = {{"due", result.due}, {"rows", total_rows}};
-            if (rule.limits.max_rows && result.due > *rule.limits.max_rows) {
-                why = std::to_string(result.due) + " rows due exceed max_rows " +
-                      std::to_string(*rule.limits.max_rows);
-                fields["limit"] = "max_rows";
-                fields["max_rows"] = *rule.limits.max_rows;
-            } else if (total_rows > 0 &&
-                       static_cast<double>(result.due) / static_cast<double>(total_rows) >
-                           rule.limits.max_fraction) {
-                std::ostringstream out;
-                out << result.due << " of " << total_rows << " rows due ("
-                    << std::round(1000.0 * static_cast<double>(result.due) /
-                                  static_cast<double>(total_rows)) /
-                           10.0
-                    << "%) exceed max_fraction " << rule.limits.max_fraction;
-                why = out.str();
-                fields["limit"] = "max_fraction";
-                fields["max_fraction"] = rule.limits.max_fraction;
-            }
-            if (!why.empty()) {
-                result.status = RunResult::Status::refused;
-                result.message = "refused: " + why + " in " + pg.table + "; use --force to proceed";
-                journal_event("refusal", fields);
-                return result;
-            }
+        if (refuse_over_limits(rule, ctx, {result.due, total_rows, "rows", "in " + pg.table},
+                               result)) {
+            return result;
         }
         if (result.due == 0 || pages == 0) {
             return with_notice_error();

@@ -54,6 +54,7 @@
 #include "redis_kind.hpp"
 #include "redis_url.hpp"
 #include "retentiond/audit.hpp"
+#include "retentiond/engine_common.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <hiredis/hiredis.h>
@@ -879,15 +880,7 @@ DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
     d.now = server_now(c);
     d.cutoff = subtract(d.now, rule.retain, tz);
     d.age_buckets.assign(17, 0);
-    // Falls due within N days: clock + retain <= now + N days (calendar days, as retain).
-    auto forecast = [&](int days) {
-        Duration n;
-        n.days = days;
-        return subtract(add(d.now, n, tz), rule.retain, tz);
-    };
-    const TimePoint within_7d = forecast(7);
-    const TimePoint within_30d = forecast(30);
-    const TimePoint within_90d = forecast(90);
+    const Forecast forecast(d.now, rule.retain, tz);
     const auto retain_us = rule.retain.approx().count();
     const auto max_ttl = max_ttl_seconds(spec);
     const bool hold_unread = idle && spec.hold.has_value();
@@ -937,9 +930,7 @@ DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
                          ++d.unparseable;
                          break;
                      case Verdict::not_due:
-                         d.due_7d += o.at <= within_7d ? 1 : 0;
-                         d.due_30d += o.at <= within_30d ? 1 : 0;
-                         d.due_90d += o.at <= within_90d ? 1 : 0;
+                         forecast.count(o.at, d);
                          break;
                      case Verdict::gone:
                      case Verdict::no_clock:
@@ -1006,13 +997,6 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     // Idle mode: due <=> now - idle <= cutoff <=> idle >= ceil(now - cutoff).
     const auto min_idle =
         static_cast<long long>(std::ceil(std::chrono::duration<double>(now - cutoff).count()));
-    auto journal_event = [&](const std::string& type, nlohmann::json fields) {
-        if (ctx.journal != nullptr) {
-            fields["rule"] = rule.name;
-            ctx.journal->event(type, fields);
-        }
-    };
-
     // TTL tells a vanished key from a hash without the clock field: needed for max_ttl and for
     // clock_null_due only (the delete script re-checks existence anyway).
     ReadPlan plan;
@@ -1070,32 +1054,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
             above_max = 0;
         }
         res.due = due;
-        std::string reason;
-        if (rule.limits.max_rows && due > *rule.limits.max_rows) {
-            reason = "max_rows";
-            res.message = std::to_string(due) + " keys due, above max_rows " +
-                          std::to_string(*rule.limits.max_rows) +
-                          "; nothing was deleted (rerun with --force to proceed)";
-        } else if (in_scope > 0 && static_cast<double>(due) >
-                                       rule.limits.max_fraction * static_cast<double>(in_scope)) {
-            reason = "max_fraction";
-            char fraction[32];
-            std::snprintf(fraction, sizeof fraction, "%.3f of %.3f",
-                          static_cast<double>(due) / static_cast<double>(in_scope),
-                          rule.limits.max_fraction);
-            res.message = std::to_string(due) + " of " + std::to_string(in_scope) + " keys due (" +
-                          fraction + " allowed by max_fraction)" +
-                          "; nothing was deleted (rerun with --force to proceed)";
-        }
-        if (!reason.empty()) {
-            res.status = RunResult::Status::refused;
-            journal_event("refused",
-                          {{"reason", reason},
-                           {"due", due},
-                           {"in_scope", in_scope},
-                           {"max_rows", rule.limits.max_rows ? nlohmann::json(*rule.limits.max_rows)
-                                                             : nlohmann::json(nullptr)},
-                           {"max_fraction", rule.limits.max_fraction}});
+        if (refuse_over_limits(rule, ctx, {due, in_scope, "keys", "matching " + spec.keys}, res)) {
             return res;
         }
         if (due == 0 && !max_ttl) {
