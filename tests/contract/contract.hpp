@@ -48,6 +48,18 @@ public:
     // A fingerprint of every record's full content, keyed by key: untouched records must keep
     // theirs byte for byte.
     virtual std::map<std::string, std::string> fingerprints() = 0;
+    // An engine of this kind whose store cannot be reached (server gone, root gone): dry_run and
+    // purge must throw UnavailableError, never report an empty store.
+    virtual std::unique_ptr<Engine> unreachable_engine() = 0;
+    // A rule whose target does not exist, checked on an engine of this kind: check() must name
+    // it. nullopt when the kind has no such thing (redis: a key pattern that matches nothing is an
+    // empty target, not a missing one).
+    struct MissingTarget {
+        std::unique_ptr<Engine> engine;
+        Rule rule;
+        std::string named; // what check()'s message must contain
+    };
+    virtual std::optional<MissingTarget> missing_target(const RuleOptions& options) = 0;
 };
 
 std::unique_ptr<ContractBackend> make_postgres_backend();

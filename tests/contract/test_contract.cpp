@@ -237,6 +237,58 @@ TEST_P(Contract, RecordsPresentTellsWhetherABatchCommitted) {
     EXPECT_EQ(m_backend->engine().records_present(rule, intent.target, {"b"}), Presence::present);
 }
 
+// Every kind journals a refusal as one "refusal" event with the same fields (engines/common).
+TEST_P(Contract, RefusalIsOneEventWithTheSameFieldsInEveryKind) {
+    m_backend->seed(basic_fixture());
+    auto fraction = days(30);
+    fraction.limits = Limits{std::nullopt, 0.2}; // 2 of 5 due
+    ASSERT_EQ(purge(m_backend->make_rule(fraction)).status, RunResult::Status::refused);
+    auto rows = days(30);
+    rows.limits = Limits{1, 1.0};
+    ASSERT_EQ(purge(m_backend->make_rule(rows)).status, RunResult::Status::refused);
+
+    ASSERT_EQ(m_journal.m_events.size(), 2U);
+    for (const auto& [type, fields] : m_journal.m_events) {
+        EXPECT_EQ(type, "refusal");
+        EXPECT_EQ(fields.at("due"), 2) << fields.dump();
+        EXPECT_EQ(fields.at("rows"), 5) << fields.dump();
+        EXPECT_TRUE(fields.contains("rule")) << fields.dump();
+        EXPECT_TRUE(fields.contains("datastore")) << fields.dump();
+    }
+    const auto& by_fraction = m_journal.m_events[0].second;
+    EXPECT_EQ(by_fraction.at("limit"), "max_fraction");
+    EXPECT_DOUBLE_EQ(by_fraction.at("max_fraction").get<double>(), 0.2);
+    const auto& by_rows = m_journal.m_events[1].second;
+    EXPECT_EQ(by_rows.at("limit"), "max_rows");
+    EXPECT_EQ(by_rows.at("max_rows"), 1);
+    EXPECT_TRUE(m_journal.m_intents.empty());
+}
+
+TEST_P(Contract, UnreachableStoreThrowsUnavailableNeverAnEmptyRun) {
+    const auto engine = m_backend->unreachable_engine();
+    const auto rule = m_backend->make_rule(days(30));
+    RunContext ctx;
+    ctx.run_id = "down";
+    ctx.tz = find_zone("UTC");
+    ctx.audit_key = &m_key;
+    ctx.journal = &m_journal;
+    EXPECT_THROW(engine->dry_run(rule, ctx), UnavailableError);
+    EXPECT_THROW(engine->purge(rule, ctx), UnavailableError);
+    EXPECT_TRUE(m_journal.m_intents.empty());
+}
+
+TEST_P(Contract, CheckNamesAMissingTarget) {
+    auto missing = m_backend->missing_target(days(30));
+    if (!missing) {
+        GTEST_SKIP() << GetParam().name << ": an absent target is an empty one";
+    }
+    const auto problems = missing->engine->check(missing->rule);
+    ASSERT_FALSE(problems.empty()) << "check() accepted a rule whose target does not exist";
+    EXPECT_NE(problems.front().message.find(missing->named), std::string::npos)
+        << problems.front().message;
+    EXPECT_EQ(problems.front().rule, missing->rule.name);
+}
+
 INSTANTIATE_TEST_SUITE_P(Kinds, Contract,
                          ::testing::Values(Kind{"postgres", make_postgres_backend},
                                            Kind{"files", make_files_backend},

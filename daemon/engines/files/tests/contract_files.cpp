@@ -143,6 +143,20 @@ private:
         ::close(fd);
     }
 
+public:
+    std::unique_ptr<Engine> unreachable_engine() override {
+        Datastore gone = m_store;
+        gone.root = (m_dir / "unmounted").string();
+        return make_files_engine(gone, m_config);
+    }
+
+    std::optional<MissingTarget> missing_target(const RuleOptions& options) override {
+        Datastore gone = m_store;
+        gone.root = (m_dir / "unmounted").string();
+        return MissingTarget{make_files_engine(gone, m_config), make_rule(options), "unmounted"};
+    }
+
+private:
     fs::path m_dir;
     Datastore m_store;
     Config m_config;

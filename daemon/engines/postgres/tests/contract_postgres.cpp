@@ -68,6 +68,19 @@ public:
 
     Engine& engine() override { return *m_engine; }
 
+    std::unique_ptr<Engine> unreachable_engine() override {
+        Datastore down = m_store;
+        down.dsn = Secret("host=/nonexistent-retentiond-socket-dir port=1 dbname=none "
+                          "connect_timeout=2");
+        return make_postgres_engine(down, m_config);
+    }
+
+    std::optional<MissingTarget> missing_target(const RuleOptions& options) override {
+        Rule rule = make_rule(options);
+        std::get<PostgresRule>(rule.spec).table = "public.no_such_table";
+        return MissingTarget{make_postgres_engine(m_store, m_config), rule, "no_such_table"};
+    }
+
     std::set<std::string> remaining_keys() override {
         std::set<std::string> out;
         for (const auto& row : query("SELECT key FROM records")) {

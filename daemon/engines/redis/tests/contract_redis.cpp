@@ -98,6 +98,16 @@ public:
         return out;
     }
 
+    std::unique_ptr<Engine> unreachable_engine() override {
+        Datastore down = m_store;
+        down.url = Secret("redis://127.0.0.1:1/0"); // nothing listens on port 1
+        return make_redis_engine(down, m_config);
+    }
+
+    std::optional<MissingTarget> missing_target(const RuleOptions&) override {
+        return std::nullopt;
+    }
+
 private:
     std::string cmd(const std::vector<std::string>& args) {
         return redis_cmd(m_server, args, m_db);
