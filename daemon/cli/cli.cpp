@@ -35,10 +35,21 @@ constexpr const char* k_exit_codes_help = R"(Exit codes (sysexits):
   64  usage error (bad command line)
   65  data error: a record could not be parsed, or the audit log failed verification
   69  a datastore was unavailable
-  70  internal error, or a verb whose engine is not built yet
-  74  the audit log cannot be written or read (a purge touched nothing)
+  70  internal error
+  74  the audit log cannot be written or read (a purge touched nothing), or an output file
+      cannot be written
   75  a run partly failed, was stopped, or was refused by a limit (see --force)
   78  configuration invalid
+)";
+
+constexpr const char* k_run_help = R"(Usage: retentiond run   (global option: --config FILE)
+
+Runs as a daemon: every rule on its schedule (daemon.timezone, daemon.splay), one worker per
+datastore, missed runs caught up from the audit log, SIGHUP reloads the configuration between runs,
+SIGTERM finishes each running batch and exits 0. Under systemd (Type=notify) it reports READY=1,
+STATUS= and WATCHDOG=1; /metrics and /healthz on daemon.metrics. See retentiond(8) and
+docs/daemon.md.
+
 )";
 
 constexpr const char* k_main_help = R"(Usage: retentiond [--config FILE] COMMAND [OPTIONS]
@@ -66,11 +77,6 @@ struct Args {
     std::optional<std::string> config;
     std::string verb;
     std::vector<std::string> rest;
-};
-
-class UsageError : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
 };
 
 // Options shared by the verbs: flags and options with one value, in any order.
@@ -444,11 +450,6 @@ int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
     throw UsageError("unknown audit command \"" + sub + "\" (verify, prove)");
 }
 
-int not_built(std::ostream& err, const std::string& verb) {
-    err << "retentiond " << verb << ": not implemented yet in this version\n";
-    return k_exit_software;
-}
-
 } // namespace
 
 int run_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
@@ -479,16 +480,14 @@ int run_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
         if (args.verb == "report") {
             return cmd_report(config_path(args), args.rest, out, err);
         }
-        if (args.verb == "run" && (args.rest.empty() || args.rest.front() != "--help")) {
-            OptionParser(args.rest).finish();
-            return run_daemon(config_path(args), out, err);
-        }
-        if (args.verb == "run" || args.verb == "report") {
-            if (!args.rest.empty() && args.rest.front() == "--help") {
-                out << "Usage: retentiond " << args.verb << "\n(not implemented yet)\n";
+        if (args.verb == "run") {
+            OptionParser options(args.rest);
+            if (options.flag("--help") || options.flag("-h")) {
+                out << k_run_help << k_exit_codes_help;
                 return k_exit_ok;
             }
-            return not_built(err, args.verb);
+            options.finish();
+            return run_daemon(config_path(args), out, err);
         }
         throw UsageError("unknown command \"" + args.verb + "\" (see retentiond --help)");
     } catch (const UsageError& e) {
@@ -503,11 +502,11 @@ int run_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
     } catch (const UnavailableError& e) {
         err << "retentiond: datastore unavailable: " << e.what() << '\n';
         return k_exit_unavailable;
-    } catch (const DataError& e) {
-        err << "retentiond: " << e.what() << '\n';
-        return k_exit_data;
     } catch (const AuditWriteError& e) {
         err << "retentiond: " << e.what() << " (nothing was touched)\n";
+        return k_exit_ioerr;
+    } catch (const IoError& e) {
+        err << "retentiond: " << e.what() << '\n';
         return k_exit_ioerr;
     } catch (const std::exception& e) {
         err << "retentiond: internal error: " << e.what() << '\n';

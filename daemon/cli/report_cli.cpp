@@ -50,7 +50,7 @@ struct FdCloser {
 };
 
 [[noreturn]] void throw_io(const std::string& what, const std::string& path, int err) {
-    throw AuditWriteError(what + " " + path + ": " + std::strerror(err));
+    throw IoError(what + " " + path + ": " + std::strerror(err));
 }
 
 // Same directory, fsync, rename: a reader never sees half a report.

@@ -423,7 +423,6 @@ private:
     void read_file(std::size_t index);
     void read_top(std::size_t index, std::vector<std::pair<std::string, YAML::Node>>& includes);
     void read_daemon(const YAML::Node& node);
-    void read_includes(const YAML::Node& node);
     void read_datastores(const YAML::Node& node);
     void read_datastore(const YAML::Node& name_node, const YAML::Node& node);
     void read_rules(const YAML::Node& node);

@@ -10,14 +10,6 @@
 
 namespace retentiond {
 
-std::string make_run_id() {
-    // Sortable and unique across hosts: time first, then randomness.
-    auto id = format_utc_seconds(now_utc());
-    id.erase(std::remove_if(id.begin(), id.end(), [](char c) { return c == '-' || c == ':'; }),
-             id.end());
-    return id + "-" + random_hex(4);
-}
-
 std::vector<const Rule*> select_rules(const Config& config, const std::vector<std::string>& names) {
     std::vector<const Rule*> selected;
     for (const auto& name : names) {
@@ -150,10 +142,6 @@ RuleRun Runner::run_rule(const Rule& rule, AuditLog& audit, const std::string& r
         run.failure = RuleRun::Failure::unavailable;
         run.error = e.what();
         reset_engine(rule.datastore);
-    } catch (const DataError& e) {
-        run.failure = RuleRun::Failure::error;
-        run.error = e.what();
-        run.result.data_error = true;
     } catch (const std::exception& e) {
         run.failure = RuleRun::Failure::error;
         run.error = e.what();
@@ -184,7 +172,7 @@ RuleRun Runner::run_rule(const Rule& rule, AuditLog& audit, const std::string& r
 
 std::vector<RuleRun> Runner::purge(const PurgeOptions& options) {
     const auto rules = select_rules(m_config, options.rules);
-    const auto run_id = make_run_id();
+    const auto run_id = new_run_id();
     const auto audit = open_audit_log(m_config, run_id);
     audit->run_start(m_config, options.mode);
     recover(*audit);

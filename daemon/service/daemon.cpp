@@ -317,7 +317,7 @@ private:
                                                  "/" + std::to_string(total));
         };
         const TimePoint started = now_utc();
-        result.run = m_runner->run_rule(*rule, m_audit, make_run_id(), options);
+        result.run = m_runner->run_rule(*rule, m_audit, new_run_id(), options);
         result.outcome = outcome_of(result.run);
         if (result.outcome == RunOutcome::unavailable) {
             result.down_store = rule->datastore;
@@ -895,7 +895,7 @@ int run_daemon(const std::string& config_path, std::ostream& out, std::ostream& 
     // each rule run gets its own run id.
     std::unique_ptr<AuditLog> audit;
     try {
-        audit = open_audit_log(*config, make_run_id());
+        audit = open_audit_log(*config, new_run_id());
         audit->run_start(*config, "daemon");
     } catch (const ConfigError& e) {
         for (const auto& d : e.diagnostics()) {

@@ -57,16 +57,29 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-// A record or file that cannot be parsed: names it (file:line), never its content (exit 65).
-class DataError : public std::runtime_error {
+// The errors every verb reports the same way, each with its exit code (sysexits):
+//   UsageError 64 (bad arguments), ConfigError 78 (invalid configuration), UnavailableError 69
+//   (a datastore cannot be reached), IoError 74 (a file retentiond writes: the audit log, a
+//   report), and 65 for data that does not parse, which a rule's run reports in
+//   RunResult::data_error (the record named file:line), never as an exception: the other rules of
+//   the run go on.
+
+// Arguments the verb does not take, or a missing one (exit 64).
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// A file retentiond writes cannot be written (exit 74).
+class IoError : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
 
 // The audit log cannot be opened or written: the run stops before touching any datastore (74).
-class AuditWriteError : public std::runtime_error {
+class AuditWriteError : public IoError {
 public:
-    using std::runtime_error::runtime_error;
+    using IoError::IoError;
 };
 
 } // namespace retentiond

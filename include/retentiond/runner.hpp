@@ -50,7 +50,6 @@ struct PurgeOptions {
 std::vector<const Rule*> select_rules(const Config& config, const std::vector<std::string>& names);
 
 // "20261126T030000Z-1a2b3c4d": sortable, unique across hosts.
-std::string make_run_id();
 
 // Opens the audit log of a config for a run. Throws ConfigError (exit 78) when audit_key is
 // missing, std::runtime_error (exit 74) when the log cannot be written.

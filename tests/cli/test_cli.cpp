@@ -27,7 +27,10 @@ TEST(Cli, VersionAndHelp) {
         const auto r = run_retentiond({verb, "--help"});
         EXPECT_EQ(r.exit_code, 0) << verb << ": " << r.err;
         EXPECT_THAT(r.out, HasSubstr("Usage: retentiond " + verb)) << verb;
+        EXPECT_THAT(r.out, Not(HasSubstr("not implemented"))) << verb;
     }
+    EXPECT_THAT(run_retentiond({"run", "--help"}).out, HasSubstr("SIGHUP reloads"));
+    EXPECT_THAT(help.out, Not(HasSubstr("not built")));
 }
 
 TEST(Cli, UsageErrorsExit64) {

@@ -100,6 +100,15 @@ TEST(ReportCli, UnreachableStoreIsUnknownAndExits75) {
     EXPECT_EQ(files, 3); // exports/, retentiond.yaml, report.json: no temp file, no audit log
 }
 
+TEST(ReportCli, UnwritableOutputIsAnIoErrorNotAnAuditFailure) {
+    Site site(false);
+    const auto r = run_retentiond(
+        {"--config", site.config, "report", "--output", site.dir.file("no-such-dir/report.md")});
+    EXPECT_EQ(r.exit_code, 74) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("no-such-dir/"));
+    EXPECT_THAT(r.err, Not(HasSubstr("nothing was touched"))) << "not the audit log's failure";
+}
+
 TEST(ReportCli, FormatFromExtensionAndOptions) {
     Site site(false);
     const auto html = site.dir.file("r.html");
