@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 namespace retentiond {
 namespace {
@@ -747,6 +748,28 @@ TEST_F(ShippedPolicies, DoraCoversEveryForeignKeyOfUsers) {
             "public.stats_dimobilisationevent.user_id", "public.stats_serviceshare.user_id"));
     ASSERT_TRUE(accounts->pg().notice);
     EXPECT_EQ(accounts->pg().notice->command, "/usr/lib/retentiond/notify");
+}
+
+// The reverse-proxy access-log rule, commented out at the end of cest-qui-le-pro.yaml, is a
+// valid files rule once uncommented with its datastore.
+TEST_F(ShippedPolicies, CqlpAccessLogExampleLoadsUncommented) {
+    std::ifstream in(k_source_dir + "/policies/cest-qui-le-pro.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = text.find("  # - name: cqlp-proxy-access-logs");
+    ASSERT_NE(at, std::string::npos);
+    std::string example;
+    std::istringstream lines(text.substr(at));
+    for (std::string line; std::getline(lines, line);) {
+        example += (line.rfind("  # ", 0) == 0 ? "  " + line.substr(4) : line) + "\n";
+    }
+    const auto path = write("cqlp.yaml", "version: 1\ndatastores:\n  proxy-logs: { kind: files, "
+                                         "root: /var/log/nginx }\nrules:\n" +
+                                             example);
+    const Config config = load(path);
+    const Rule* rule = config.find_rule("cqlp-proxy-access-logs");
+    ASSERT_NE(rule, nullptr);
+    EXPECT_EQ(rule->kind, DatastoreKind::files);
+    EXPECT_EQ(rule->action, Action::remove);
 }
 
 TEST_F(ShippedPolicies, BothServicesIncludedFromOneMainFile) {
