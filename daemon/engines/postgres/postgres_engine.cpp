@@ -628,15 +628,16 @@ std::uint64_t parse_lsn(std::string_view text) {
            std::stoull(std::string(text.substr(slash + 1)), nullptr, 16);
 }
 
-// A batch's transaction: timeouts, time zone, and an asynchronous commit (a batch's outcome line
-// waits until the server has flushed its commit, see WalPosition). Returns the WAL position, read
-// in the same round trip.
+// A batch's transaction: deferrable constraints checked at each statement, timeouts, time zone,
+// and an asynchronous commit (a batch's outcome line waits until the server has flushed its
+// commit, see WalPosition). Returns the WAL position, read in the same round trip as the settings.
 WalPosition begin_batch(pqxx::transaction_base& tx, const Plan& plan) {
     const auto& pg = plan.rule->pg();
     // Django creates its foreign keys DEFERRABLE INITIALLY DEFERRED: a reference the dependents
     // missed would only fail at COMMIT, after the batch's statements, on the pipelined path even
     // while the next batch runs. Checked at each statement instead, it fails the batch there,
-    // naming the constraint, and the batch rolls back whole.
+    // naming the constraint, and the batch rolls back whole. (One round trip, about 17 us on a
+    // Unix socket: a utility statement cannot share the parameterized one below.)
     tx.exec0("SET CONSTRAINTS ALL IMMEDIATE");
     Params p;
     const auto row = exec(
