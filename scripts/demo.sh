@@ -46,52 +46,99 @@ for _ in $(seq 50); do [ -S "$demo/redis.sock" ] && break; sleep 0.1; done
 
 say "Seeding: 3000 DORA accounts, their memberships, sessions, orientations; search traces; exports"
 psql_do -d dora <<'SQL'
+-- DORA's schema has no column defaults (Django fills them): every NOT NULL column is given.
 -- Accounts: last use spread over the past 15 months (about one in six unused for 12); a tenth
 -- registered recently and never logged in; two staff accounts (held).
-INSERT INTO users_user (email, first_name, last_name, last_login, date_joined, is_staff)
-SELECT 'user' || g || '@example.org', 'Prénom' || g, 'Nom' || g,
+INSERT INTO users_user (id, password, email, first_name, last_name, last_login, date_joined,
+                        is_active, is_valid, is_staff, is_manager, main_activity, newsletter,
+                        cgu_versions_accepted)
+OVERRIDING SYSTEM VALUE
+SELECT g, '', 'user' || g || '@example.org', 'Prénom' || g, 'Nom' || g,
        CASE WHEN g % 10 = 0 THEN NULL ELSE now() - (g % 450) * interval '1 day' END,
        CASE WHEN g % 10 = 0 THEN now() - (g % 200) * interval '1 day'
             ELSE now() - interval '2 years' END,
-       g IN (7, 400 + 450)
+       true, true, g IN (7, 400 + 450), false, 'accompagnateur', g % 3 = 0, '{}'
 FROM generate_series(1, 3000) g;
-INSERT INTO structures_structure (name, creator_id, last_editor_id)
-SELECT 'Structure ' || g, g * 10, g * 10 + 1 FROM generate_series(1, 200) g;
-INSERT INTO structures_structuremember (user_id, structure_id)
-SELECT g, 1 + g % 200 FROM generate_series(1, 3000) g;
-INSERT INTO services_service (name, structure_id, creator_id, last_editor_id)
-SELECT 'Service ' || g, 1 + g % 200, 1 + g % 3000, 1 + (g * 7) % 3000 FROM generate_series(1, 500) g;
-INSERT INTO services_bookmark (user_id, service_id) SELECT g, 1 + g % 500 FROM generate_series(1, 3000, 3) g;
-INSERT INTO services_savedsearch (user_id, city_code) SELECT g, '75056' FROM generate_series(1, 3000, 4) g;
-INSERT INTO notifications_notification (owner_user_id, task_type)
-SELECT g, 'account_inactive' FROM generate_series(1, 3000, 2) g;
-INSERT INTO notifications_notificationlog (notification_id) SELECT id FROM notifications_notification;
-INSERT INTO authtoken_token (key, user_id) SELECT md5(g::text), g FROM generate_series(1, 3000, 5) g;
-INSERT INTO users_consentrecord (user_id, consent_version) SELECT g, 'v2' FROM generate_series(1, 3000, 6) g;
-INSERT INTO stats_searchview (user_id, path) SELECT 1 + g % 3000, '/recherche' FROM generate_series(1, 2000) g;
-INSERT INTO stats_serviceview (user_id, service_id, path) SELECT 1 + g % 3000, 1 + g % 500, '/services' FROM generate_series(1, 2000) g;
+DO $$ BEGIN PERFORM setval(pg_get_serial_sequence('users_user', 'id'), 3000); END $$;
+INSERT INTO structures_structure (id, name, email, creation_date, creator_id, last_editor_id)
+SELECT md5('s' || g)::uuid, 'Structure ' || g, '', now(), g * 10, g * 10 + 1 FROM generate_series(1, 200) g;
+INSERT INTO structures_structuremember (id, is_admin, creation_date, structure_id, user_id)
+SELECT gen_random_uuid(), false, now(), md5('s' || (1 + g % 200))::uuid, g FROM generate_series(1, 3000) g;
+INSERT INTO structures_structureputativemember (id, is_admin, creation_date, invited_by_admin, structure_id, user_id)
+SELECT md5('p' || g)::uuid, false, now(), true, md5('s' || (1 + (g + 1) % 200))::uuid, g FROM generate_series(1, 3000, 7) g;
+INSERT INTO services_service (id, name, creation_date, structure_id, creator_id, last_editor_id)
+SELECT md5('v' || g)::uuid, 'Service ' || g, now(), md5('s' || (1 + g % 200))::uuid, 1 + g % 3000, 1 + (g * 7) % 3000
+FROM generate_series(1, 500) g;
+INSERT INTO services_servicemodificationhistoryitem (date, fields, status, service_id, user_id)
+SELECT now(), '{name}', '', md5('v' || g)::uuid, 1 + (g * 7) % 3000 FROM generate_series(1, 500) g;
+INSERT INTO services_bookmark (di_id, creation_date, service_id, user_id)
+SELECT '', now(), md5('v' || (1 + g % 500))::uuid, g FROM generate_series(1, 3000, 3) g;
+INSERT INTO services_servicefee (value, label) VALUES ('gratuit', 'Gratuit');
+INSERT INTO services_savedsearch (creation_date, city_code, city_label, kinds, frequency, last_notification_date, user_id)
+SELECT now(), '75056', 'Paris', '{}', 'two-weeks', current_date, g FROM generate_series(1, 3000, 4) g;
+INSERT INTO services_savedsearch_fees (savedsearch_id, servicefee_id)
+SELECT s.id, f.id FROM services_savedsearch s, services_servicefee f;
+INSERT INTO notifications_notification (id, task_type, status, counter, created_at, updated_at, owner_user_id)
+SELECT gen_random_uuid(), 'user_account_deletion', 'pending', 1, now(), now(), g FROM generate_series(1, 3000, 2) g;
+-- Each trigger writes a history line with str(owner): the e-mail.
+INSERT INTO notifications_notificationlog (id, task_type, status, counter, triggered_at, owner, notification_id)
+SELECT gen_random_uuid(), n.task_type, n.status, 1, now(), u.email, n.id
+FROM notifications_notification n JOIN users_user u ON u.id = n.owner_user_id;
+INSERT INTO authtoken_token (key, created, user_id) SELECT md5(g::text), now(), g FROM generate_series(1, 3000, 5) g;
+INSERT INTO users_consentrecord (id, anonymous_user_hash, consent_version, consent_choices, created_at, user_id)
+SELECT gen_random_uuid(), md5(g::text), '2', '{}', now(), g FROM generate_series(1, 3000, 6) g;
+INSERT INTO stats_searchview (path, date, anonymous_user_hash, is_logged, is_staff, is_manager, is_an_admin,
+                              user_kind, search_type, keyword, department, region, city_code, num_results,
+                              num_di_results, num_di_results_top10, results_slugs_top10, kinds, user_id)
+SELECT '/recherche', now() - (g % 500) * interval '1 day', '', true, false, false, false, '', 'thematique', '',
+       '75', '11', '75056', 10, 0, 0, '{}', '{}', 1 + g % 3000
+FROM generate_series(1, 2000) g;
+INSERT INTO stats_pageview (path, date, anonymous_user_hash, is_logged, is_staff, is_manager, is_an_admin,
+                            user_kind, title, user_id)
+SELECT '/services', now() - (g % 500) * interval '1 day', '', true, false, false, false, '', 'Service', 1 + g % 3000
+FROM generate_series(1, 2000) g;
+INSERT INTO logs_actionlog (id, created_at, level, msg, legal, payload)
+SELECT gen_random_uuid(), now() - (g % 450) * interval '1 day', 20, 'Connexion par lien direct', true,
+       jsonb_build_object('userId', g, 'userEmail', 'user' || g || '@example.org')
+FROM generate_series(1, 3000) g;
 -- Django sessions: 12-hour cookies, most long expired (nobody runs clearsessions).
 INSERT INTO django_session (session_key, session_data, expire_date)
 SELECT md5('s' || g), 'e30:session-data', now() - (g % 400) * interval '1 hour' + interval '12 hours'
 FROM generate_series(1, 2000) g;
 INSERT INTO oidc_usersession (user_id, session_id)
 SELECT 1 + g % 3000, md5('s' || g) FROM generate_series(1, 2000, 2) g;
-INSERT INTO orientations_orientation (prescriber_id, beneficiary_name, beneficiary_surname,
-                                      beneficiary_email, beneficiary_phone, creation_date, modification_date)
-SELECT 1 + g % 3000, 'Bénéficiaire' || g, 'Nom' || g, 'beneficiaire' || g || '@example.org',
-       '0600000000', now() - (g % 600) * interval '1 day', NULL
+INSERT INTO orientations_orientation (query_id, query_expires_at, requirements, situation, situation_other,
+    beneficiary_france_travail_number, beneficiary_last_name, beneficiary_first_name,
+    beneficiary_contact_preferences, beneficiary_phone, beneficiary_email, beneficiary_other_contact_method,
+    beneficiary_attachments, referent_last_name, referent_first_name, referent_phone, referent_email,
+    di_service_id, di_service_name, di_service_address_line, di_contact_email, di_contact_name,
+    di_contact_phone, di_structure_name, data_protection_commitment, original_service_name,
+    orientation_reasons, creation_date, processing_date, status, is_anonymized, prescriber_id)
+SELECT gen_random_uuid(), now(), '{}', '{}', '', '', 'Nom' || g, 'Bénéficiaire' || g, '{}', '0600000000',
+       'beneficiaire' || g || '@example.org', '', ARRAY['orientations/' || g || '/cv.pdf'], 'Référent',
+       'Prénom', '0600000001', 'user' || (1 + g % 3000) || '@example.org', 'di-' || g, '', '', '', '', '',
+       '', true, '', 'Motif', now() - (g % 600) * interval '1 day', NULL, 'OUVERTE', false, 1 + g % 3000
 FROM generate_series(1, 1500) g;
 SQL
 psql_do -d cqlp <<'SQL'
-INSERT INTO metric (id, time, consumer, url)
-SELECT md5('m' || g)::uuid, now() - (g % 2000) * interval '1 minute', '203.0.113.' || (g % 250),
-       '/api/formation?latitude=48.85' || g % 10 || '&longitude=2.35' || g % 10 || '&distance=10'
+-- As the API writes them: the metrics middleware (consumer: the socket's address, often
+-- ::ffff:a.b.c.d) and the logger (the whole bunyan record of each request).
+INSERT INTO metric (id, time, "createdAt", consumer, url)
+SELECT md5('m' || g)::uuid, now() - (g % 2000) * interval '1 minute', now() - (g % 2000) * interval '1 minute',
+       '::ffff:203.0.113.' || (g % 250),
+       '/api/formations?latitude=48.85' || g % 10 || '&longitude=2.35' || g % 10 || '&distance=10'
 FROM generate_series(1, 4000) g;
 INSERT INTO log (id, data, "createdAt")
 SELECT md5('l' || g)::uuid,
-       jsonb_build_object('method', 'GET', 'path', '/api/formation',
-                          'headers', jsonb_build_object('x-forwarded-for', '203.0.113.' || g % 250),
-                          'query', jsonb_build_object('latitude', 48.85, 'longitude', 2.35)),
+       jsonb_build_object('name', 'accompagnateur', 'msg', 'Http Request OK', 'type', 'http',
+         'request', jsonb_build_object('method', 'GET',
+           'headers', jsonb_build_object('x-forwarded-for', '203.0.113.' || g % 250,
+                                         'referer', 'https://www.example.org/formations?address=Lyon'),
+           'url', jsonb_build_object('relative', '/api/formations?latitude=48.85&longitude=2.35',
+                                     'path', '/api/formations',
+                                     'parameters', jsonb_build_object('latitude', '48.85', 'longitude', '2.35')),
+           'body', '{}'::jsonb),
+         'response', jsonb_build_object('status', 200)),
        now() - (g % 2000) * interval '1 minute'
 FROM generate_series(1, 3000) g;
 SQL
@@ -188,7 +235,8 @@ say "After the purge"
 psql_do -d dora -At -c "SELECT 'users_user: ' || count(*) || ' accounts left' FROM users_user" \
   -c "SELECT 'django_session: ' || count(*) || ' sessions left' FROM django_session" \
   -c "SELECT 'orientations anonymized: ' || count(*) FROM orientations_orientation WHERE is_anonymized"
-psql_do -d cqlp -At -c "SELECT 'metric rows with a query string: ' || count(*) FROM metric WHERE url LIKE '%?%'"
+psql_do -d cqlp -At -c "SELECT 'metric rows with a query string: ' || count(*) FROM metric WHERE url LIKE '%?%'" \
+  -c "SELECT 'log rows with request headers or query: ' || count(*) FROM log WHERE data->'request' ? 'headers' OR data->'request'->'url' ? 'parameters'"
 echo "redis sessions left: $(redis-cli -s "$demo/redis.sock" dbsize)"
 [ -f "$demo/notify/sent.jsonl" ] && echo "notices handed to the notifier: $(wc -l <"$demo/notify/sent.jsonl")"
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 namespace retentiond {
 namespace {
@@ -725,19 +726,50 @@ TEST_F(ShippedPolicies, DoraCoversEveryForeignKeyOfUsers) {
     for (const auto& d : accounts->pg().dependents) {
         covered.push_back(d.table + "." + d.column);
     }
+    // The 28 foreign keys into users_user of DORA's schema (tests/fixtures/dora_schema.sql).
     EXPECT_THAT(
         covered,
         ::testing::UnorderedElementsAre(
-            "public.structures_structuremember.user_id", "public.services_bookmark.user_id",
-            "public.services_savedsearch.user_id",
-            "public.notifications_notification.owner_user_id", "public.oidc_usersession.user_id",
-            "public.authtoken_token.user_id", "public.users_consentrecord.user_id",
-            "public.stats_searchview.user_id", "public.stats_serviceview.user_id",
-            "public.services_service.creator_id", "public.services_service.last_editor_id",
+            "public.structures_structuremember.user_id",
+            "public.structures_structureputativemember.user_id",
+            "public.notifications_notification.owner_user_id", "public.services_bookmark.user_id",
+            "public.services_savedsearch.user_id", "public.oidc_usersession.user_id",
+            "public.authtoken_token.user_id", "public.core_importjob.user_id",
+            "public.django_admin_log.user_id", "public.users_consentrecord.user_id",
             "public.structures_structure.creator_id", "public.structures_structure.last_editor_id",
-            "public.orientations_orientation.prescriber_id"));
+            "public.services_service.creator_id", "public.services_service.last_editor_id",
+            "public.services_servicestatushistoryitem.user_id",
+            "public.services_servicemodificationhistoryitem.user_id",
+            "public.orientations_orientation.prescriber_id", "public.core_logitem.user_id",
+            "public.stats_pageview.user_id", "public.stats_searchview.user_id",
+            "public.stats_structureview.user_id", "public.stats_structureinfosview.user_id",
+            "public.stats_serviceview.user_id", "public.stats_diserviceview.user_id",
+            "public.stats_orientationview.user_id", "public.stats_mobilisationevent.user_id",
+            "public.stats_dimobilisationevent.user_id", "public.stats_serviceshare.user_id"));
     ASSERT_TRUE(accounts->pg().notice);
     EXPECT_EQ(accounts->pg().notice->command, "/usr/lib/retentiond/notify");
+}
+
+// The reverse-proxy access-log rule, commented out at the end of cest-qui-le-pro.yaml, is a
+// valid files rule once uncommented with its datastore.
+TEST_F(ShippedPolicies, CqlpAccessLogExampleLoadsUncommented) {
+    std::ifstream in(k_source_dir + "/policies/cest-qui-le-pro.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = text.find("  # - name: cqlp-proxy-access-logs");
+    ASSERT_NE(at, std::string::npos);
+    std::string example;
+    std::istringstream lines(text.substr(at));
+    for (std::string line; std::getline(lines, line);) {
+        example += (line.rfind("  # ", 0) == 0 ? "  " + line.substr(4) : line) + "\n";
+    }
+    const auto path = write("cqlp.yaml", "version: 1\ndatastores:\n  proxy-logs: { kind: files, "
+                                         "root: /var/log/nginx }\nrules:\n" +
+                                             example);
+    const Config config = load(path);
+    const Rule* rule = config.find_rule("cqlp-proxy-access-logs");
+    ASSERT_NE(rule, nullptr);
+    EXPECT_EQ(rule->kind, DatastoreKind::files);
+    EXPECT_EQ(rule->action, Action::remove);
 }
 
 TEST_F(ShippedPolicies, BothServicesIncludedFromOneMainFile) {
@@ -747,7 +779,7 @@ TEST_F(ShippedPolicies, BothServicesIncludedFromOneMainFile) {
     const Config config = load(main);
     EXPECT_EQ(config.files.size(), 3U);
     EXPECT_EQ(config.datastores.size(), 3U);
-    EXPECT_EQ(config.rules.size(), 6U);
+    EXPECT_EQ(config.rules.size(), 10U);
 }
 
 } // namespace

@@ -150,6 +150,28 @@ TEST_F(PostgresAnonymizeTest, EveryStrategyInPlaceWithABooleanMark) {
     EXPECT_EQ(again.processed, 0) << "marked rows are skipped";
 }
 
+// Node reports an IPv4 client on a dual-stack socket as ::ffff:a.b.c.d (C'est qui le pro's
+// metric.consumer): an IPv4 address, truncated to its /24 like one, in text and inet columns, the
+// same way as the files and Redis engines (anonymize_text).
+TEST_F(PostgresAnonymizeTest, TruncateIpReadsIpv4MappedAddressesAsIpv4) {
+    pg_exec(m_dsn, "INSERT INTO profiles (id, seen, ip, ip_text) VALUES "
+                   "(10, now() - interval '3 years', '::ffff:10.1.2.3', '::ffff:10.1.2.3'),"
+                   "(11, now() - interval '3 years', '::ffff:192.0.2.77', '::FFFF:192.0.2.77'),"
+                   "(12, now() - interval '3 years', '2001:db8:1:2::5', 'referer.example.org')");
+    const auto r = rule({{"ip", strategy(Strategy::Kind::truncate_ip), {}},
+                         {"ip_text", strategy(Strategy::Kind::truncate_ip), {}}},
+                        "anonymized");
+    ASSERT_EQ(purge(r).status, RunResult::Status::ok);
+    EXPECT_EQ(field(10, "ip_text"), "::ffff:10.1.2.0");
+    EXPECT_EQ(field(10, "ip_text"), *anonymize_text(strategy(Strategy::Kind::truncate_ip),
+                                                    "::ffff:10.1.2.3", m_key, nullptr));
+    EXPECT_EQ(field(10, "host(ip)"), "::ffff:10.1.2.0");
+    EXPECT_EQ(field(11, "ip_text"), "::FFFF:192.0.2.0");
+    EXPECT_EQ(field(11, "host(ip)"), "::ffff:192.0.2.0");
+    EXPECT_EQ(field(12, "host(ip)"), "2001:db8:1::");
+    EXPECT_EQ(field(12, "ip_text"), "referer.example.org");
+}
+
 TEST_F(PostgresAnonymizeTest, TimestampMarkMakesRunsIdempotent) {
     const auto r = rule({{"name", strategy(Strategy::Kind::null_value), {}}}, "anonymized_at");
     ASSERT_EQ(purge(r).processed, 2);
