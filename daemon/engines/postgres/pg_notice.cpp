@@ -2,6 +2,7 @@
 #include "pg_sql.hpp"
 
 #include "retentiond/audit.hpp"
+#include "retentiond/engine_common.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <nlohmann/json.hpp>
@@ -177,110 +178,139 @@ bool run_notifier(const std::string& command, const std::string& input,
     return false;
 }
 
-Outcome send_notices(pqxx::connection& conn, const Rule& rule, const Target& t, RunContext& ctx,
+namespace {
+
+// One batch of notices: the notifier's input, and the state and audit it leaves.
+struct NoticeBatch {
+    std::string input; // one JSON line per record
+    std::vector<std::string> state_keys;
+    std::vector<std::string> due_ats;
+    BatchIntent intent;
+};
+
+// The next records to notice: due date (text, micros), key texts, the notice's fields.
+pqxx::result select_candidates(pqxx::transaction_base& tx, const Rule& rule, const Target& t,
+                               int batch_size) {
+    Params p(t.params);
+    const auto retain = p.add(rule.retain.to_pg_interval()) + "::interval";
+    std::string fields;
+    for (const auto& f : rule.pg().notice->fields) {
+        fields += ", " + tx.quote_name(f) + "::text";
+    }
+    std::string keys;
+    for (const auto& k : t.keys) {
+        keys += ", " + k + "::text";
+    }
+    const auto where = candidates_where(rule, t, p, true);
+    return exec(tx,
+                "SELECT (" + t.clock + " + " + retain + ")::text, (extract(epoch FROM " + t.clock +
+                    " + " + retain + ") * 1000000)::bigint" + keys + fields + " FROM " + t.table +
+                    " WHERE " + where + " LIMIT " + p.add(std::to_string(batch_size)) + "::bigint",
+                p);
+}
+
+NoticeBatch describe(const pqxx::result& rows, const Rule& rule, const Target& t,
                      const std::string& datastore) {
     const auto& notice = *rule.pg().notice;
+    NoticeBatch batch;
+    batch.intent.rule = rule.name;
+    batch.intent.datastore = datastore;
+    batch.intent.target = rule.pg().table;
+    batch.intent.action = "notice";
+    const int nkeys = static_cast<int>(t.keys.size());
+    for (const auto& row : rows) {
+        std::vector<std::string> key_values;
+        for (int i = 0; i < nkeys; ++i) {
+            key_values.emplace_back(row[2 + i].c_str());
+        }
+        const auto key = canonical_key(key_values);
+        const auto due = TimePoint(std::chrono::microseconds(row[1].as<std::int64_t>()));
+        nlohmann::json line = {{"rule", rule.name}, {"key", key}, {"due", format_utc_seconds(due)}};
+        for (std::size_t f = 0; f < notice.fields.size(); ++f) {
+            const auto field = row[2 + nkeys + static_cast<int>(f)];
+            line[notice.fields[f]] =
+                field.is_null() ? nlohmann::json(nullptr) : nlohmann::json(field.c_str());
+        }
+        batch.input += line.dump() + "\n";
+        batch.state_keys.push_back(key);
+        batch.due_ats.emplace_back(row[0].c_str());
+        batch.intent.keys.push_back(key);
+    }
+    return batch;
+}
+
+// Marked in the batch's transaction, committed only if the notifier succeeds.
+void mark_noticed(pqxx::transaction_base& tx, const Rule& rule, const NoticeBatch& batch) {
+    Params ins;
+    exec(tx,
+         "INSERT INTO retentiond.notice (retentiond_rule, retentiond_key, retentiond_due_at) "
+         "SELECT " +
+             ins.add(rule.name) + ", k, d FROM unnest(" + ins.add(array_literal(batch.state_keys)) +
+             "::text[], " + ins.add(array_literal(batch.due_ats)) +
+             "::timestamptz[]) AS v(k, d) ON CONFLICT (retentiond_rule, retentiond_key) DO "
+             "UPDATE SET retentiond_due_at = EXCLUDED.retentiond_due_at, "
+             "retentiond_noticed_at = now()",
+         ins);
+}
+
+// One batch: select, mark, notify, commit and journal. Returns how many records were noticed,
+// or nullopt when the notifier failed (`outcome` says why, nothing marked).
+std::optional<std::size_t> notice_batch(pqxx::connection& conn, const Rule& rule, const Target& t,
+                                        RunContext& ctx, const std::string& datastore,
+                                        int batch_size, Outcome& outcome) {
+    const auto& notice = *rule.pg().notice;
+    pqxx::work tx(conn);
+    set_zone(tx, t);
+    const auto rows = select_candidates(tx, rule, t, batch_size);
+    if (rows.empty()) {
+        tx.commit();
+        return 0;
+    }
+    const auto batch = describe(rows, rule, t, datastore);
+    mark_noticed(tx, rule, batch);
+    std::string error;
+    if (!run_notifier(notice.command, batch.input, notice.timeout, error)) {
+        tx.abort();
+        outcome.failed = true;
+        outcome.message =
+            error + "; " + std::to_string(rows.size()) + " notice(s) not marked, retried next run";
+        journal_event(
+            ctx.journal, rule, k_refusal_event,
+            {{"reason", "notifier failed"}, {"message", error}, {"records", rows.size()}});
+        return std::nullopt;
+    }
+    std::optional<std::string> batch_id;
+    if (ctx.journal != nullptr) {
+        batch_id = ctx.journal->intent(batch.intent);
+    }
+    tx.commit();
+    if (batch_id) {
+        ctx.journal->outcome(*batch_id, true, static_cast<std::int64_t>(rows.size()));
+    }
+    return rows.size();
+}
+
+} // namespace
+
+Outcome send_notices(pqxx::connection& conn, const Rule& rule, const Target& t, RunContext& ctx,
+                     const std::string& datastore) {
     Outcome outcome;
     ensure_state_table(conn);
     if (const auto stale = drop_stale(conn, rule, t); stale > 0) {
         spdlog::info("rule {}: {} notice(s) voided (record gone or clock moved)", rule.name, stale);
     }
     const auto batch_size = std::max(1, rule.batch_size);
-    for (;;) {
-        if (ctx.stop_requested && ctx.stop_requested()) {
-            return outcome;
-        }
-        pqxx::work tx(conn);
-        set_zone(tx, t);
-        Params p(t.params);
-        const auto retain = p.add(rule.retain.to_pg_interval()) + "::interval";
-        std::string fields;
-        for (const auto& f : notice.fields) {
-            fields += ", " + tx.quote_name(f) + "::text";
-        }
-        std::string keys;
-        for (const auto& k : t.keys) {
-            keys += ", " + k + "::text";
-        }
-        const auto where = candidates_where(rule, t, p, true);
-        const auto rows =
-            exec(tx,
-                 "SELECT (" + t.clock + " + " + retain + ")::text, (extract(epoch FROM " + t.clock +
-                     " + " + retain + ") * 1000000)::bigint" + keys + fields + " FROM " + t.table +
-                     " WHERE " + where + " LIMIT " + p.add(std::to_string(batch_size)) + "::bigint",
-                 p);
-        if (rows.empty()) {
-            tx.commit();
-            return outcome;
-        }
-        std::string input;
-        std::vector<std::string> state_keys;
-        std::vector<std::string> due_ats;
-        BatchIntent intent;
-        intent.rule = rule.name;
-        intent.datastore = datastore;
-        intent.target = rule.pg().table;
-        intent.action = "notice";
-        const int nkeys = static_cast<int>(t.keys.size());
-        for (const auto& row : rows) {
-            std::vector<std::string> key_values;
-            for (int i = 0; i < nkeys; ++i) {
-                key_values.emplace_back(row[2 + i].c_str());
-            }
-            const auto key = canonical_key(key_values);
-            const auto due = TimePoint(std::chrono::microseconds(row[1].as<std::int64_t>()));
-            nlohmann::json line = {
-                {"rule", rule.name}, {"key", key}, {"due", format_utc_seconds(due)}};
-            for (std::size_t f = 0; f < notice.fields.size(); ++f) {
-                const auto field = row[2 + nkeys + static_cast<int>(f)];
-                line[notice.fields[f]] =
-                    field.is_null() ? nlohmann::json(nullptr) : nlohmann::json(field.c_str());
-            }
-            input += line.dump() + "\n";
-            state_keys.push_back(key);
-            due_ats.emplace_back(row[0].c_str());
-            intent.keys.push_back(key);
-        }
-        // Marked in the same transaction, committed only if the notifier succeeds.
-        Params ins;
-        exec(tx,
-             "INSERT INTO retentiond.notice (retentiond_rule, retentiond_key, retentiond_due_at) "
-             "SELECT " +
-                 ins.add(rule.name) + ", k, d FROM unnest(" + ins.add(array_literal(state_keys)) +
-                 "::text[], " + ins.add(array_literal(due_ats)) +
-                 "::timestamptz[]) AS v(k, d) ON CONFLICT (retentiond_rule, retentiond_key) DO "
-                 "UPDATE SET retentiond_due_at = EXCLUDED.retentiond_due_at, "
-                 "retentiond_noticed_at = now()",
-             ins);
-        std::string error;
-        const bool sent = run_notifier(notice.command, input, notice.timeout, error);
+    while (!stop_requested(ctx)) {
+        const auto sent = notice_batch(conn, rule, t, ctx, datastore, batch_size, outcome);
         if (!sent) {
-            tx.abort();
-            outcome.failed = true;
-            outcome.message = error + "; " + std::to_string(rows.size()) +
-                              " notice(s) not marked, retried next run";
-            if (ctx.journal != nullptr) {
-                ctx.journal->event("refusal", {{"rule", rule.name},
-                                               {"datastore", datastore},
-                                               {"reason", "notifier failed"},
-                                               {"message", error},
-                                               {"records", rows.size()}});
-            }
             return outcome;
         }
-        std::optional<std::string> batch_id;
-        if (ctx.journal != nullptr) {
-            batch_id = ctx.journal->intent(intent);
-        }
-        tx.commit();
-        if (batch_id) {
-            ctx.journal->outcome(*batch_id, true, static_cast<std::int64_t>(rows.size()));
-        }
-        outcome.sent += static_cast<std::int64_t>(rows.size());
-        if (rows.size() < static_cast<std::size_t>(batch_size)) {
+        outcome.sent += static_cast<std::int64_t>(*sent);
+        if (*sent < static_cast<std::size_t>(batch_size)) {
             return outcome;
         }
     }
+    return outcome;
 }
 
 Counts count(pqxx::transaction_base& tx, const Rule& rule, const Target& t) {

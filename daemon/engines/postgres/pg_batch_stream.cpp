@@ -1,0 +1,489 @@
+// A batch stream: see pg_batch_stream.hpp. Commits are asynchronous (synchronous_commit off): a
+// batch's outcome line is written only once the server's flushed WAL position passes its commit,
+// and the stream ends with one synchronous commit, so a purge that returned is durable and the log
+// never claims a commit a crash undid.
+#include "pg_batch_stream.hpp"
+
+#include "pg_errors.hpp"
+#include "pg_span.hpp"
+#include "pg_statements.hpp"
+
+#include "retentiond/anonymize.hpp"
+#include "retentiond/audit.hpp"
+#include "retentiond/engine_common.hpp"
+
+#include <thread>
+
+namespace retentiond::pg {
+
+using pg_sql::array_literal;
+using pg_sql::exec;
+
+namespace {
+
+constexpr int k_max_attempts = 5;
+constexpr std::chrono::milliseconds k_first_backoff{100};
+constexpr std::chrono::milliseconds k_max_backoff{5000};
+
+class CommitRefused : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// A batch's transaction: deferrable constraints checked at each statement, timeouts, time zone,
+// and an asynchronous commit (a batch's outcome line waits until the server has flushed its
+// commit, see WalPosition). Returns the WAL position, read in the same round trip as the settings.
+WalPosition begin_batch(pqxx::transaction_base& tx, const Plan& plan) {
+    const auto& pg = plan.rule->pg();
+    // Django creates its foreign keys DEFERRABLE INITIALLY DEFERRED: a reference the dependents
+    // missed would only fail at COMMIT, after the batch's statements, on the pipelined path even
+    // while the next batch runs. Checked at each statement instead, it fails the batch there,
+    // naming the constraint, and the batch rolls back whole. (One round trip, about 17 us on a
+    // Unix socket: a utility statement cannot share the parameterized one below.)
+    tx.exec0("SET CONSTRAINTS ALL IMMEDIATE");
+    Params p;
+    const auto row = exec(
+        tx,
+        "SELECT set_config('lock_timeout', " + p.add(ms(pg.lock_timeout)) +
+            ", true), set_config('statement_timeout', " + p.add(ms(pg.statement_timeout)) +
+            ", true), set_config('TimeZone', " + p.add(plan.tz) +
+            ", true), set_config('synchronous_commit', " + p.add(plan.async_commit ? "off" : "on") +
+            ", true), pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
+        p)[0];
+    return WalPosition{parse_lsn(row[4].c_str()), parse_lsn(row[5].c_str())};
+}
+
+// The audit's intent for the rows a batch touched (their keys, canonical form).
+BatchIntent make_intent(const StreamRun& run, const pqxx::result& touched) {
+    BatchIntent intent;
+    intent.rule = run.rule.name;
+    intent.datastore = run.datastore;
+    intent.target = run.rule.pg().table;
+    intent.action = run.rule.action == Action::anonymize ? "anonymize" : "delete";
+    intent.cutoff = run.cutoff;
+    intent.keys.reserve(touched.size());
+    const std::size_t n_keys = run.plan.keys.size();
+    for (const auto& row : touched) {
+        if (n_keys == 1) { // its canonical form: itself
+            intent.keys.emplace_back(row[0].c_str(), row[0].size());
+            continue;
+        }
+        std::vector<std::string> values;
+        for (std::size_t i = 0; i < n_keys; ++i) {
+            values.emplace_back(row[static_cast<int>(i)].c_str());
+        }
+        intent.keys.push_back(canonical_key(values));
+    }
+    return intent;
+}
+
+// hmac / email_domain values computed here from the selected rows (columns 1.. in order).
+std::vector<std::vector<std::optional<std::string>>>
+client_values(const Rule& rule, const RunContext& ctx, const pqxx::result& selected) {
+    std::vector<std::vector<std::optional<std::string>>> out;
+    int column = 1;
+    for (const auto& fs : rule.anonymize) {
+        if (!needs_client(fs.strategy)) {
+            continue;
+        }
+        if (ctx.audit_key == nullptr || ctx.audit_key->empty()) {
+            throw PlanError("strategy hmac/email_domain needs daemon.audit_key");
+        }
+        std::vector<std::optional<std::string>> values;
+        for (const auto& row : selected) {
+            const auto f = row[column];
+            values.push_back(f.is_null()
+                                 ? std::nullopt
+                                 : anonymize_text(fs.strategy, f.c_str(), *ctx.audit_key, ctx.tz));
+        }
+        out.push_back(std::move(values));
+        ++column;
+    }
+    return out;
+}
+
+} // namespace
+
+std::uint64_t parse_lsn(std::string_view text) {
+    const auto slash = text.find('/');
+    if (slash == std::string_view::npos) {
+        throw std::runtime_error("unexpected LSN from the server: " + std::string(text));
+    }
+    return (std::stoull(std::string(text.substr(0, slash)), nullptr, 16) << 32U) |
+           std::stoull(std::string(text.substr(slash + 1)), nullptr, 16);
+}
+
+std::pair<std::int64_t, std::int64_t> StreamRun::claim(std::int64_t span) {
+    const std::lock_guard<std::mutex> lock(m_mutex);
+    const std::int64_t first = m_next_page;
+    m_next_page = std::min(pages, m_next_page + span);
+    return {first, m_next_page};
+}
+
+void StreamRun::progress(std::int64_t done) {
+    const std::lock_guard<std::mutex> lock(m_mutex); // totals reported in order
+    const std::int64_t total = processed += done;
+    if (ctx.on_progress) {
+        ctx.on_progress(total, due);
+    }
+}
+
+BatchStream::BatchStream(StreamRun& run, std::unique_ptr<pqxx::connection> conn, RunResult& out)
+    : m_run(run), m_plan(run.plan), m_rule(run.rule), m_out(out), m_conns{std::move(conn), nullptr},
+      m_span(run.initial_span) {}
+
+void BatchStream::run() {
+    try {
+        for (;;) {
+            if (m_range_start >= m_claim_end) {
+                std::tie(m_range_start, m_claim_end) = m_run.claim(m_span);
+            }
+            if (m_range_start >= m_run.pages || stop_now()) {
+                break;
+            }
+            const std::int64_t range_end = std::min(m_claim_end, m_range_start + m_span);
+            Batch batch;
+            if (!run_batch(range_end, batch)) {
+                return;
+            }
+            advance(batch, range_end);
+        }
+        make_durable();
+    } catch (const CommitRefused& e) {
+        failed("commit on " + m_rule.pg().table + " refused: " + e.what() + "; stopped after " +
+               std::to_string(m_run.processed.load()) + " rows");
+        journal_now("error", {{"processed", m_run.processed.load()}});
+    }
+}
+
+// Another stream failed, or the run was asked to stop (after a first batch): the stream ends
+// durable, status stopped.
+bool BatchStream::stop_now() {
+    if (m_run.abort) {
+        m_out.status = RunResult::Status::stopped;
+        return true;
+    }
+    if (!m_first && stop_requested(m_run.ctx)) {
+        m_out.status = RunResult::Status::stopped;
+        m_out.message = stopped_message(m_run.processed.load(), "rows");
+        return true;
+    }
+    return false;
+}
+
+bool BatchStream::run_batch(std::int64_t range_end, Batch& batch) {
+    // The connection the open batch does not hold.
+    const int slot = m_open ? 1 - m_open->slot : 0;
+    if (!m_conns[slot]) {
+        m_conns[slot] = m_run.connect();
+    }
+    // A row changed under a REPEATABLE READ batch: the retry deletes in READ COMMITTED (DELETE
+    // ... RETURNING, which re-judges a changed row without failing), so a busy table cannot use
+    // up the attempts.
+    bool conflicted = false;
+    // Without dependents or client-side values, a batch works on a page range, reading it like
+    // the plain DELETE. Otherwise (or when one page overflows batch_size) a selection pass picks
+    // the next due rows in physical order.
+    batch.by_range = !m_run.lock_first && m_after_tid.empty() && !m_force_select;
+    for (int n = 1;; ++n) {
+        m_pushed_xid = false;
+        try {
+            attempt(slot, range_end, conflicted, batch);
+            return true;
+        } catch (const CommitRefused&) {
+            throw;
+        } catch (const AuditWriteError&) {
+            throw; // the batch rolled back; the run stops before touching more
+        } catch (const std::exception& e) {
+            if (classify(e).kind == ErrorClass::unavailable) {
+                throw; // outcome unknown: crash recovery resolves the intents
+            }
+            if (m_pushed_xid) {
+                m_plan.own_xids.pop_back();
+            }
+            if (!retry_after(e, n, conflicted)) {
+                return false;
+            }
+        }
+    }
+}
+
+void BatchStream::attempt(int slot, std::int64_t range_end, bool conflicted, Batch& batch) {
+    auto tx = std::make_unique<pqxx::work>(*m_conns[slot]);
+    // Deletes by page range read the keys, then delete, in one REPEATABLE READ snapshot.
+    const bool read_then_delete = batch.by_range && m_rule.action == Action::remove && !conflicted;
+    if (read_then_delete) {
+        tx->exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+    }
+    m_wal = begin(*tx);
+    Params m;
+    std::string rows_sql;
+    std::string tid_array;
+    pqxx::result selected;
+    if (batch.by_range) {
+        rows_sql = page_range_sql(m, m_range_start, range_end);
+    } else {
+        if (!select_rows(*tx, range_end, batch, selected)) {
+            tx->commit();
+            return;
+        }
+        std::vector<std::string> tids;
+        tids.reserve(selected.size());
+        for (const auto& row : selected) {
+            tids.emplace_back(row[0].c_str());
+        }
+        tid_array = array_literal(tids);
+        if (!m_plan.dependents.empty()) {
+            apply_batch_dependents(*tx, m_plan, tid_array, m_out.counters);
+        }
+        if (!m_plan.client_side) { // the client path joins on its own tid list
+            rows_sql = "ctid = ANY(" + m.add(tid_array) + "::tid[])";
+        }
+    }
+    const auto touched = apply(*tx, m, rows_sql, read_then_delete, selected, tid_array);
+    batch.done = static_cast<std::int64_t>(touched.size());
+    if (batch.by_range) {
+        if (batch.done > m_run.batch_size) {
+            batch.overflow = true; // rolled back by tx's destructor
+            if (m_pushed_xid) {
+                m_plan.own_xids.pop_back();
+                m_pushed_xid = false;
+            }
+            return;
+        }
+        batch.selected = batch.done;
+    }
+    // The previous batch commits now that this one's statement has run.
+    finish_open();
+    open(std::move(tx), slot, batch, touched);
+    if (!m_run.pipelined) {
+        finish_open();
+    }
+}
+
+// The batch's settings and WAL position; an anonymize without mark remembers its xid.
+WalPosition BatchStream::begin(pqxx::work& tx) {
+    const WalPosition wal = begin_batch(tx, m_plan);
+    for (auto& u : m_unsettled) {
+        if (!u.lsn) {
+            u.lsn = wal.inserted; // its commit returned before this point
+        }
+    }
+    if (m_rule.action == Action::anonymize && !m_plan.mark) {
+        m_plan.own_xids.push_back(
+            std::to_string(tx.exec("SELECT pg_current_xact_id()::text::bigint % 4294967296")[0][0]
+                               .as<std::int64_t>()));
+        m_pushed_xid = true;
+    }
+    return wal;
+}
+
+// The selection pass; false when the range holds no (more) due rows.
+bool BatchStream::select_rows(pqxx::work& tx, std::int64_t range_end, Batch& batch,
+                              pqxx::result& selected) {
+    Params s;
+    const auto sql = select_batch_sql(m_plan, tx, s, m_range_start, range_end, m_after_tid,
+                                      m_run.batch_size, m_run.lock_first);
+    selected = exec(tx, sql, s);
+    batch.selected = static_cast<std::int64_t>(selected.size());
+    if (selected.empty()) {
+        return false;
+    }
+    batch.last_tid = selected[selected.size() - 1][0].c_str();
+    return true;
+}
+
+// The statement of the batch's shape.
+pqxx::result BatchStream::apply(pqxx::work& tx, Params& m, const std::string& rows_sql,
+                                bool read_then_delete_batch, const pqxx::result& selected,
+                                const std::string& tid_array) {
+    if (read_then_delete_batch) {
+        return read_then_delete(tx, m, rows_sql);
+    }
+    if (m_rule.action == Action::remove) {
+        return exec(tx, keyed_delete_sql(m_plan, tx, m, rows_sql), m);
+    }
+    if (!m_plan.client_side) {
+        return exec(tx, anonymize_update_sql(m_plan, tx, m, rows_sql), m);
+    }
+    const auto values = client_values(m_rule, m_run.ctx, selected);
+    return exec(tx, client_anonymize_sql(m_plan, tx, m, tid_array, values), m);
+}
+
+// The keys the audit needs, then the same rows deleted, both in the batch's snapshot: two scans of
+// the range cost the server less than `DELETE ... RETURNING`, which fetches every deleted row once
+// more. A row changed after the snapshot (a login) makes the DELETE fail with 40001 and the batch
+// is retried in a new snapshot, where it is judged again; so the DELETE removes exactly the rows
+// the SELECT returned (checked). More rows than batch_size: nothing deleted (overflow).
+pqxx::result BatchStream::read_then_delete(pqxx::work& tx, Params& m, const std::string& rows_sql) {
+    const auto sql = read_then_delete_sql(m_plan, tx, m, rows_sql);
+    auto touched = exec(tx, sql.read, m);
+    if (static_cast<std::int64_t>(touched.size()) <= m_run.batch_size) {
+        const auto deleted = exec(tx, sql.remove, m).affected_rows();
+        if (deleted != touched.size()) {
+            throw pqxx::sql_error("deleted " + std::to_string(deleted) + " rows of the " +
+                                      std::to_string(touched.size()) + " read",
+                                  "", "40001");
+        }
+    }
+    return touched;
+}
+
+// The batch stays applied, uncommitted, while its intent is written on a journal thread.
+void BatchStream::open(std::unique_ptr<pqxx::work> tx, int slot, const Batch& batch,
+                       const pqxx::result& touched) {
+    OpenBatch next;
+    next.slot = slot;
+    next.done = batch.done;
+    next.counts = batch.selected > 0 || (batch.by_range && batch.done > 0);
+    BatchJournal* const journal = m_run.journal;
+    if (journal != nullptr && batch.done > 0) {
+        // A stream's journal calls come one at a time (finish_open waits for this task first);
+        // streams share a thread-safe journal.
+        next.intent = std::async(std::launch::async, [journal, b = make_intent(m_run, touched)] {
+            return journal->intent(b);
+        });
+    }
+    next.tx = std::move(tx);
+    m_open = std::move(next);
+}
+
+bool BatchStream::retry_after(const std::exception& e, int attempt, bool& conflicted) {
+    const auto failure = classify(e);
+    const std::string& state = failure.sqlstate;
+    conflicted = conflicted || state == "40001";
+    const auto& pg = m_rule.pg();
+    const auto processed = std::to_string(m_run.processed.load());
+    if (failure.kind != ErrorClass::retry) {
+        const std::string what = first_line(e.what());
+        journal_now("error", {{"sqlstate", state}, {"processed", m_run.processed.load()}});
+        failed("batch on " + pg.table + " failed" +
+               (state.empty() ? "" : " (SQLSTATE " + state + ")") + ": " + what +
+               "; stopped after " + processed + " rows");
+        return false;
+    }
+    make_durable(); // nothing stays open while this batch waits
+    if (attempt >= k_max_attempts) {
+        failed("batch on " + pg.table + " timed out " + std::to_string(attempt) +
+               " times (lock_timeout " + ms(pg.lock_timeout) + ", statement_timeout " +
+               ms(pg.statement_timeout) + ", SQLSTATE " + state + "); stopped after " +
+               std::to_string(m_run.processed.load()) + " rows, nothing of that batch applied");
+        event("error",
+              {{"sqlstate", state}, {"attempts", attempt}, {"processed", m_run.processed.load()}});
+        return false;
+    }
+    std::this_thread::sleep_for(std::min(k_max_backoff, k_first_backoff * (1 << (attempt - 1))));
+    return true;
+}
+
+// The next range (or the rest of this one, or this one again smaller), then the throttle.
+void BatchStream::advance(const Batch& batch, std::int64_t range_end) {
+    if (batch.overflow) {
+        const auto smaller = span_after_overflow(m_span);
+        m_span = smaller.span;
+        m_force_select = m_force_select || smaller.force_select;
+        return; // the same range again, smaller
+    }
+    if (batch.selected > 0) {
+        m_first = false;
+    }
+    if (!batch.by_range && batch.selected >= m_run.batch_size) {
+        m_after_tid = batch.last_tid; // more in this range
+    } else {
+        m_range_start = range_end;
+        m_after_tid.clear();
+        m_force_select = false;
+        if (batch.by_range) {
+            m_span = next_span(m_span, batch.done, m_run.batch_size, m_run.pages);
+        }
+    }
+    const auto pause = m_rule.pg().sleep_between_batches;
+    if (batch.selected > 0 && pause.count() > 0 && m_range_start < m_run.pages) {
+        make_durable(); // no row locks held, no outcome left waiting while throttled
+        std::this_thread::sleep_for(pause);
+    }
+}
+
+// Commits the open batch once its intent is durable. A refused commit fails the rule.
+void BatchStream::finish_open() {
+    if (!m_open) {
+        return;
+    }
+    OpenBatch o = std::move(*m_open);
+    m_open.reset();
+    std::optional<std::string> batch_id;
+    if (o.intent.valid()) {
+        batch_id = o.intent.get(); // not durable: o.tx rolls back as the error unwinds
+    }
+    try {
+        o.tx->commit();
+    } catch (const pqxx::broken_connection&) {
+        throw; // outcome unknown: crash recovery resolves the intent
+    } catch (const pqxx::in_doubt_error&) {
+        throw;
+    } catch (const std::exception& e) {
+        if (batch_id) {
+            m_run.journal->outcome(*batch_id, false, 0);
+        }
+        throw CommitRefused(first_line(e.what()));
+    }
+    m_need_sync = m_plan.async_commit;
+    if (o.counts) {
+        ++m_out.batches;
+    }
+    m_out.processed += o.done;
+    // The journal thread is idle here: earlier batches the server has flushed get their outcome
+    // lines.
+    settle(false);
+    if (batch_id && m_plan.async_commit) {
+        m_unsettled.push_back({*batch_id, o.done, std::nullopt});
+    } else if (batch_id) {
+        m_run.journal->outcome(*batch_id, true, o.done); // flushed by its own commit
+    }
+    m_run.progress(o.done);
+}
+
+// Outcome lines only for commits the server has flushed (batches commit asynchronously).
+void BatchStream::settle(bool all) {
+    while (!m_unsettled.empty() &&
+           (all || (m_unsettled.front().lsn && *m_unsettled.front().lsn <= m_wal.flushed))) {
+        m_run.journal->outcome(m_unsettled.front().batch_id, true, m_unsettled.front().done);
+        m_unsettled.pop_front();
+    }
+}
+
+// Waits for the server to flush every commit so far (a synchronous commit flushes the WAL up to
+// its own commit record, which follows all of ours), then writes their outcomes.
+void BatchStream::make_durable() {
+    finish_open();
+    if (!m_need_sync) {
+        settle(true); // nothing committed asynchronously since the last flush
+        return;
+    }
+    pqxx::work tx(*m_conns[0]);
+    // A transaction that writes no WAL of its own commits without a flush, whatever
+    // synchronous_commit says: a transactional logical message (no table, any wal_level) is the
+    // smallest record that makes this commit flush.
+    tx.exec("SELECT set_config('synchronous_commit', 'on', true), "
+            "pg_logical_emit_message(true, 'retentiond', 'durable')");
+    tx.commit();
+    m_need_sync = false;
+    settle(true);
+}
+
+// The journal thread is idle and earlier lines come first.
+void BatchStream::journal_now(const std::string& type, nlohmann::json fields) {
+    make_durable();
+    event(type, std::move(fields));
+}
+
+void BatchStream::event(const std::string& type, nlohmann::json fields) {
+    journal_event(m_run.journal, m_rule, type, std::move(fields));
+}
+
+void BatchStream::failed(std::string message) {
+    m_out.status = RunResult::Status::failed;
+    m_out.message = std::move(message);
+}
+
+} // namespace retentiond::pg

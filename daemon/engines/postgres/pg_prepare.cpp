@@ -1,0 +1,148 @@
+// Preparing a purge: notices first, then the plan, the run's clock (now, cutoff, due bounds) with
+// the clock-skew check, and the counts the limits and the batch spans need. Nothing is touched.
+#include "postgres_engine.hpp"
+
+#include "pg_notice.hpp"
+#include "pg_statements.hpp"
+
+#include "retentiond/engine_common.hpp"
+#include "retentiond/timeutil.hpp"
+
+namespace retentiond::pg {
+
+using pg_sql::exec;
+
+std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext& ctx,
+                                                   pqxx::connection& conn,
+                                                   RunResult& result) const {
+    PreparedRun run;
+    if (rule.pg().notice && !send_notices(rule, ctx, conn, result, run.notice_error)) {
+        return std::nullopt;
+    }
+    try {
+        pqxx::work tx(conn);
+        if (!resolve_plan(tx, rule, ctx, result, run.plan) ||
+            !read_clock(tx, run.plan, ctx, result)) {
+            return std::nullopt;
+        }
+        count_due(tx, run, result);
+        tx.commit();
+    } catch (const pqxx::sql_error& e) {
+        // Counting timed out or the rule's SQL is refused: nothing was touched.
+        result.status = RunResult::Status::failed;
+        result.message = "counting due rows in " + rule.pg().table + " failed (SQLSTATE " +
+                         e.sqlstate() + "): " + first_line(e.what());
+        journal_event(ctx.journal, rule, "error", {{"sqlstate", e.sqlstate()}});
+        return std::nullopt;
+    }
+    return run;
+}
+
+// Notices first: records entering their window are warned now; deletion only takes records
+// noticed at least `before` ago. A failed notifier does not stop deletions of records noticed
+// earlier, but fails the run (`notice_error`).
+bool PostgresEngine::send_notices(const Rule& rule, RunContext& ctx, pqxx::connection& conn,
+                                  RunResult& result, std::string& notice_error) const {
+    pg_notice::Target target;
+    {
+        pqxx::work tx(conn);
+        Plan plan;
+        if (!resolve_plan(tx, rule, ctx, result, plan)) {
+            return false;
+        }
+        target = notice_target(plan, tx);
+        tx.commit();
+    }
+    const auto notices = pg_notice::send_notices(conn, rule, target, ctx, m_name);
+    result.counters["notice.sent"] = notices.sent;
+    if (notices.failed) {
+        notice_error = "notices: " + notices.message;
+    }
+    return true;
+}
+
+bool PostgresEngine::resolve_plan(pqxx::transaction_base& tx, const Rule& rule,
+                                  const RunContext& ctx, RunResult& result, Plan& plan) const {
+    try {
+        plan = make_plan(tx, rule, zone_name(ctx));
+        return true;
+    } catch (const PlanError& e) {
+        result.status = RunResult::Status::failed;
+        result.message = e.what();
+        journal_event(ctx.journal, rule, "error", {{"message", result.message}});
+        return false;
+    }
+}
+
+// The run's now and cutoff, from the database's clock, and whether batches may commit
+// asynchronously (the run can force the flush at its end: pg_logical_emit_message, the text
+// variant, looked up by name: a bytea one exists too, and PostgreSQL 17 added a fourth, defaulted
+// argument). False when the host clock is too far from the database's.
+bool PostgresEngine::read_clock(pqxx::transaction_base& tx, Plan& plan, const RunContext& ctx,
+                                RunResult& result) const {
+    const Rule& rule = *plan.rule;
+    set_local(tx, plan);
+    Params p;
+    const auto retain = p.add(rule.retain.to_pg_interval());
+    const auto row = exec(tx,
+                          "SELECT (now() - " + retain +
+                              "::interval)::text, (extract(epoch "
+                              "FROM now() - " +
+                              retain +
+                              "::interval) * 1000000)::bigint, now()::text, "
+                              "(extract(epoch FROM now()) * 1000000)::bigint, "
+                              "EXISTS (SELECT FROM pg_catalog.pg_proc WHERE proname = "
+                              "'pg_logical_emit_message' AND pronamespace = "
+                              "'pg_catalog'::regnamespace AND proargtypes[2] = "
+                              "'text'::regtype AND "
+                              "has_function_privilege(oid, 'EXECUTE')), " +
+                              due_bounds_sql(retain),
+                          p)[0];
+    plan.cutoff_text = row[0].c_str();
+    plan.now_text = row[2].c_str();
+    set_due_bounds(plan, row, 5);
+    result.now = from_micros(row[3].as<std::int64_t>());
+    if (clock_skew_refused(result, ctx, rule)) {
+        return false;
+    }
+    result.cutoff = from_micros(row[1].as<std::int64_t>());
+    plan.async_commit = row[4].as<bool>();
+    return true;
+}
+
+// Due dates follow the database's clock (result.now). A host clock far from it means one of them
+// is wrong, and the rules of the other kinds (host clock) would disagree: refuse.
+bool PostgresEngine::clock_skew_refused(RunResult& result, const RunContext& ctx,
+                                        const Rule& rule) const {
+    const auto skew = std::chrono::duration_cast<std::chrono::seconds>(
+        result.now > now_utc() ? result.now - now_utc() : now_utc() - result.now);
+    if (skew <= m_max_skew) {
+        return false;
+    }
+    result.status = RunResult::Status::refused;
+    result.message = "refused: the host clock differs from the database's by " +
+                     std::to_string(skew.count()) + " s (daemon.max_clock_skew " +
+                     std::to_string(m_max_skew.count()) + " s); fix the clocks";
+    journal_event(ctx.journal, rule, k_refusal_event,
+                  {{"reason", "clock_skew"},
+                   {"skew_seconds", skew.count()},
+                   {"max_clock_skew", m_max_skew.count()}});
+    return true;
+}
+
+// Rows in the table, due rows, and the table's pages.
+void PostgresEngine::count_due(pqxx::transaction_base& tx, PreparedRun& run, RunResult& result) {
+    Params c;
+    const auto counts = exec(tx,
+                             "SELECT count(*), count(*) FILTER (WHERE " + due_sql(run.plan, tx, c) +
+                                 "), pg_relation_size(" + c.add(run.plan.table) +
+                                 "::regclass) / current_setting('block_size')::bigint "
+                                 "FROM " +
+                                 run.plan.table,
+                             c)[0];
+    run.total_rows = counts[0].as<std::int64_t>();
+    result.due = counts[1].as<std::int64_t>();
+    run.pages = counts[2].as<std::int64_t>();
+}
+
+} // namespace retentiond::pg

@@ -1,0 +1,89 @@
+#pragma once
+// The SQL of a run: the conditions (due, held, unmarked), one builder per statement shape, and the
+// dependents' statements. Values travel as parameters ($n of a Params). Internal to the engine.
+
+#include "pg_notice.hpp"
+#include "pg_plan.hpp"
+#include "pg_sql.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace retentiond::pg {
+
+using pg_sql::Params;
+
+// --- conditions ---------------------------------------------------------------------------------
+
+std::string not_held_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p);
+std::string held_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p);
+std::string unmarked_sql(const Plan& plan);
+// The select list computing Plan::due_hi_text / due_lo_text from now() and `retain` (a "$n").
+std::string due_bounds_sql(const std::string& retain);
+// Reads what due_bounds_sql selected, starting at column `first`.
+void set_due_bounds(Plan& plan, const pqxx::row& row, int first);
+// clock + retain <= now, exactly.
+std::string clock_due_sql(const Plan& plan, Params& p);
+// Due, not held, not already processed (mark, or our own earlier batch this run), noticed.
+std::string due_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p);
+// The rule's table as the notice code needs it; `eligible` = not held and not yet anonymized.
+pg_notice::Target notice_target(const Plan& plan, pqxx::transaction_base& tx);
+// "k1::text, k2::text", each prefixed with "alias." when given.
+std::string keys_text_sql(const Plan& plan, const std::string& alias = "");
+// "SET a = ..., b = ..." for anonymizing; client expressions are v.retentiond_f1... in order.
+std::string set_list(const std::vector<FieldStrategy>& fields, const Columns& columns,
+                     pqxx::transaction_base& tx, Params& p);
+
+std::string ms(std::chrono::milliseconds d);
+// Timeouts and time zone for the current transaction.
+void set_local(pqxx::transaction_base& tx, const Plan& plan);
+
+// --- one builder per statement shape -----------------------------------------------------------
+
+// The rows of pages [start, end): a TID range scan.
+std::string page_range_sql(Params& m, std::int64_t start, std::int64_t end);
+// The selection pass: the next due rows of pages [start, end) in physical order (after
+// `after_tid` when set), at most `limit`, locked when `lock`; selects ctid::text then the text of
+// every client-side field.
+std::string select_batch_sql(const Plan& plan, pqxx::transaction_base& tx, Params& s,
+                             std::int64_t start, std::int64_t end, const std::string& after_tid,
+                             std::int64_t limit, bool lock);
+// Read-then-delete over a page range: the keys, then the same rows deleted (one snapshot).
+struct ReadThenDelete {
+    std::string read;
+    std::string remove;
+};
+ReadThenDelete read_then_delete_sql(const Plan& plan, pqxx::transaction_base& tx, Params& m,
+                                    const std::string& rows_sql);
+// DELETE ... RETURNING the keys, for rows `rows_sql` selects (a page range or ctid = ANY).
+std::string keyed_delete_sql(const Plan& plan, pqxx::transaction_base& tx, Params& m,
+                             const std::string& rows_sql);
+// UPDATE ... SET <strategies>, mark ... RETURNING the keys: every value computed by the server.
+std::string anonymize_update_sql(const Plan& plan, pqxx::transaction_base& tx, Params& m,
+                                 const std::string& rows_sql);
+// The same with hmac/email_domain values computed here, joined back by ctid: `values[i]` holds
+// the i-th client-side field's value for each tid.
+std::string
+client_anonymize_sql(const Plan& plan, pqxx::transaction_base& tx, Params& m,
+                     const std::string& tid_array,
+                     const std::vector<std::vector<std::optional<std::string>>>& values);
+
+// --- dependents --------------------------------------------------------------------------------
+
+// Applies the dependents of the rows whose referenced values `parent_set` selects, deepest first.
+void apply_dependents(pqxx::transaction_base& tx, const std::vector<DepPlan>& deps,
+                      const std::string& parent_set_sql, const Params& parent_params,
+                      std::map<std::string, std::int64_t>& counters);
+// The same for the parents of a batch, given as a tid array literal.
+void apply_batch_dependents(pqxx::transaction_base& tx, const Plan& plan,
+                            const std::string& tid_array,
+                            std::map<std::string, std::int64_t>& counters);
+std::int64_t count_dependents(pqxx::transaction_base& tx, const std::vector<DepPlan>& deps,
+                              const std::string& parent_set_sql, const Params& parent_params,
+                              std::map<std::string, std::int64_t>& counters);
+
+} // namespace retentiond::pg

@@ -1,0 +1,75 @@
+#pragma once
+// The postgres engine's class, its methods spread over the files of its steps:
+//   postgres_engine.cpp  purge (prepare, limits, streams), records_present, connections
+//   pg_prepare.cpp       preparing the run: notices, plan, counts, clock skew
+//   pg_streams.cpp       running the batch streams (parallel: N) and merging their results
+//   pg_batch_stream.cpp  one stream: page ranges, attempts, commits, durability, span
+//   pg_statements.cpp    one builder per statement shape, and the conditions they share
+//   pg_errors.cpp        SQLSTATE -> retry / fail / unavailable
+//   pg_dry_run.cpp, pg_check.cpp
+// Internal to the postgres engine.
+
+#include "pg_plan.hpp"
+
+#include "retentiond/engine.hpp"
+
+#include <date/tz.h>
+#include <pqxx/pqxx>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace retentiond::pg {
+
+// What preparing a run resolved: the plan (with the run's now and cutoff), the table's size.
+struct PreparedRun {
+    Plan plan;
+    std::int64_t total_rows = 0;
+    std::int64_t pages = 0;
+    std::string notice_error; // the notifier failed: the run fails once the deletions are done
+};
+
+class PostgresEngine final : public Engine {
+public:
+    PostgresEngine(const Datastore& store, std::string default_tz, std::chrono::seconds max_skew)
+        : m_name(store.name), m_conninfo(with_application_name(store.dsn.reveal())),
+          m_default_tz(std::move(default_tz)), m_max_skew(max_skew) {}
+
+    std::vector<Diagnostic> check(const Rule& rule) override;
+    DryRun dry_run(const Rule& rule, const RunContext& ctx) override;
+    RunResult purge(const Rule& rule, RunContext& ctx) override;
+    Presence records_present(const Rule& rule, const std::string& target,
+                             const std::vector<std::string>& keys) override;
+
+private:
+    std::unique_ptr<pqxx::connection> connect() const;
+    [[noreturn]] void unavailable(const pqxx::broken_connection& e) const;
+    std::string zone_name(const RunContext& ctx) const {
+        return ctx.tz != nullptr ? std::string(ctx.tz->name()) : m_default_tz;
+    }
+
+    // --- preparing the run (pg_prepare.cpp); false / nullopt: `result` says why it ended ---
+    std::optional<PreparedRun> prepare(const Rule& rule, RunContext& ctx, pqxx::connection& conn,
+                                       RunResult& result) const;
+    bool send_notices(const Rule& rule, RunContext& ctx, pqxx::connection& conn, RunResult& result,
+                      std::string& notice_error) const;
+    bool resolve_plan(pqxx::transaction_base& tx, const Rule& rule, const RunContext& ctx,
+                      RunResult& result, Plan& plan) const;
+    bool read_clock(pqxx::transaction_base& tx, Plan& plan, const RunContext& ctx,
+                    RunResult& result) const;
+    bool clock_skew_refused(RunResult& result, const RunContext& ctx, const Rule& rule) const;
+    static void count_due(pqxx::transaction_base& tx, PreparedRun& run, RunResult& result);
+
+    // --- running and merging the streams (pg_streams.cpp) ---
+    void run_streams(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,
+                     RunResult& result) const;
+
+    std::string m_name;
+    std::string m_conninfo;
+    std::string m_default_tz;
+    std::chrono::seconds m_max_skew;
+};
+
+} // namespace retentiond::pg
