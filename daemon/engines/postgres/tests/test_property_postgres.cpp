@@ -271,131 +271,131 @@ std::string parent_key(const Case& c, const Row& r) {
     return c.composite ? canonical_key({std::to_string(r.id), r.b}) : std::to_string(r.id);
 }
 
-void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& checked_rows) {
-    Generator gen(seed, number);
-    Case c = gen.make();
-    const auto* tz = find_zone(c.zone);
-    const auto cutoff_of = [&](TimePoint now) {
-        return oracle_cutoff(now, c.months, c.days, c.micros, tz);
-    };
-    pqxx::connection conn(base_dsn);
-    TimePoint now{};
-    // Deterministic now: derived from the generator so the case replays.
-    if (c.fake_clock) {
-        const auto base = date::sys_days{date::year{2019} / 1 / 1};
-        for (int attempt = 0;; ++attempt) {
-            std::int64_t off = static_cast<std::int64_t>(gen.pick(12ULL * 365 * 86400)) * 1000000 +
-                               static_cast<std::int64_t>(gen.pick(1000000));
-            auto t = base + microseconds(off);
-            const auto y = date::year_month_day{date::floor<date::days>(t)}.year();
-            if (gen.pick(3) == 0) { // a DST change: last Sunday of March/October, 01:00 UTC
-                const auto m = gen.pick(2) == 0 ? date::March : date::October;
-                const auto sunday = date::sys_days{y / m / date::Sunday[date::last]} + 1h;
-                t = sunday - 72h +
-                    microseconds(static_cast<std::int64_t>(gen.pick(6ULL * 86400000000)));
-            } else if (gen.pick(3) == 0) { // a month's last days
-                const auto ym =
-                    date::year_month{y, date::month{static_cast<unsigned>(1 + gen.pick(12))}};
-                const auto last = date::sys_days{
-                    date::year_month_day_last{ym.year(), date::month_day_last{ym.month()}}};
-                t = last - date::days{gen.pick(3)} + microseconds(off % 86400000000LL);
-            }
-            if (cutoff_of(t)) {
-                now = t;
-                break;
-            }
-            ASSERT_LT(attempt, 100) << c.where() << ": no usable now";
-        }
-        pqxx::work tx(conn);
-        tx.exec0("UPDATE fakeclock.clock SET t = " + tx.quote(sql_ts(now)));
-        tx.commit();
-    } else {
-        pqxx::work tx(conn);
-        now = micros_tp(
-            tx.exec1("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
-                .as<std::int64_t>());
-        tx.commit();
-        if (!cutoff_of(now)) {
-            return; // the real clock sits on a DST edge for this retain: nothing sound to compare
-        }
-    }
-    gen.place(now, cutoff_of);
-    c = gen.result();
+std::optional<TimePoint> case_cutoff(const Case& c, const date::time_zone* tz, TimePoint now) {
+    return oracle_cutoff(now, c.months, c.days, c.micros, tz);
+}
 
-    // --- schema and data
-    const std::string schema = "c" + std::to_string(number);
-    const std::string qs = conn.quote_name(schema);
-    const std::string qt = qs + "." + conn.quote_name(c.table);
-    {
-        pqxx::work tx(conn);
-        std::string ddl = "DROP SCHEMA IF EXISTS " + qs + " CASCADE; CREATE SCHEMA " + qs + ";";
-        ddl += "CREATE TABLE " + qt + " (id bigint NOT NULL, b text NOT NULL, c1 timestamptz, " +
-               "c2 timestamptz, held boolean, legal text, hold_until timestamptz, email text, " +
-               "name text, anon boolean, anon_at timestamptz, payload text, PRIMARY KEY " +
-               (c.composite ? "(id, b)" : "(id)") + ");";
-        if (c.dependents) {
-            ddl += "CREATE TABLE " + qs +
-                   ".d1 (id bigint PRIMARY KEY, pid bigint NOT NULL REFERENCES " + qt +
-                   " (id), v text);";
-            ddl += "CREATE TABLE " + qs +
-                   ".d2 (id bigint PRIMARY KEY, d1id bigint NOT NULL REFERENCES " + qs +
-                   ".d1 (id), v text);";
-            ddl += "CREATE TABLE " + qs + ".d3 (id bigint PRIMARY KEY, pid bigint REFERENCES " +
-                   qt + " (id), v text);";
+TimePoint db_clock(pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    const auto now =
+        micros_tp(tx.exec1("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
+                      .as<std::int64_t>());
+    tx.commit();
+    return now;
+}
+
+// Deterministic now: derived from the generator so the case replays.
+void pick_fake_now(Generator& gen, const Case& c, const date::time_zone* tz, TimePoint& now) {
+    const auto base = date::sys_days{date::year{2019} / 1 / 1};
+    for (int attempt = 0;; ++attempt) {
+        std::int64_t off = static_cast<std::int64_t>(gen.pick(12ULL * 365 * 86400)) * 1000000 +
+                           static_cast<std::int64_t>(gen.pick(1000000));
+        auto t = base + microseconds(off);
+        const auto y = date::year_month_day{date::floor<date::days>(t)}.year();
+        if (gen.pick(3) == 0) { // a DST change: last Sunday of March/October, 01:00 UTC
+            const auto m = gen.pick(2) == 0 ? date::March : date::October;
+            const auto sunday = date::sys_days{y / m / date::Sunday[date::last]} + 1h;
+            t = sunday - 72h +
+                microseconds(static_cast<std::int64_t>(gen.pick(6ULL * 86400000000)));
+        } else if (gen.pick(3) == 0) { // a month's last days
+            const auto ym =
+                date::year_month{y, date::month{static_cast<unsigned>(1 + gen.pick(12))}};
+            const auto last = date::sys_days{
+                date::year_month_day_last{ym.year(), date::month_day_last{ym.month()}}};
+            t = last - date::days{gen.pick(3)} + microseconds(off % 86400000000LL);
         }
-        tx.exec0(ddl);
-        for (const auto& r : c.rows) {
-            tx.exec0("INSERT INTO " + qt + " VALUES (" + std::to_string(r.id) + ", " +
-                     tx.quote(r.b) + ", " + lit(conn, r.c1) + ", " + lit(conn, r.c2) + ", " +
-                     (r.held ? (*r.held ? "true" : "false") : "NULL") + ", " +
-                     (r.legal ? tx.quote(*r.legal) : "NULL") + ", " + lit(conn, r.hold_until) +
-                     ", " + tx.quote("p" + std::to_string(r.id) + "@exemple.fr") + ", " +
-                     tx.quote("Élodie \"" + r.b + "\"") + ", " +
-                     (r.anon ? (*r.anon ? "true" : "false") : "NULL") + ", " +
-                     lit(conn, r.anon_at) + ", " + tx.quote("payload " + r.b) + ")");
+        if (case_cutoff(c, tz, t)) {
+            now = t;
+            break;
         }
-        for (const auto& [pid, ids] : c.d1) {
-            for (const auto id : ids) {
-                tx.exec0("INSERT INTO " + qs + ".d1 VALUES (" + std::to_string(id) + ", " +
-                         std::to_string(pid) + ", 'v')");
-            }
-        }
-        for (const auto& [id, d1id] : c.d2) {
-            tx.exec0("INSERT INTO " + qs + ".d2 VALUES (" + std::to_string(id) + ", " +
-                     std::to_string(d1id) + ", 'w')");
-        }
-        for (const auto& [id, pid] : c.d3) {
-            tx.exec0("INSERT INTO " + qs + ".d3 VALUES (" + std::to_string(id) + ", " +
-                     std::to_string(pid) + ", 'z')");
-        }
-        tx.commit();
+        ASSERT_LT(attempt, 100) << c.where() << ": no usable now";
     }
-    const std::string key_expr = c.composite ? "json_build_array(id::text, b)::text" : "id::text";
-    // canonical_key's JSON text may differ in spacing from PostgreSQL's: map by our own key.
-    const auto before = [&] {
-        std::map<std::string, std::string> out;
-        pqxx::work tx(conn);
-        tx.exec0("SET LOCAL TimeZone = 'UTC'");
-        for (const auto& row : tx.exec("SELECT id, b, row_to_json(x)::text FROM " + qt + " x")) {
-            Row r;
-            r.id = row[0].as<std::int64_t>();
-            r.b = row[1].c_str();
-            out[parent_key(c, r)] = row[2].c_str();
-        }
-        tx.commit();
-        return out;
-    };
-    const auto rows_before = before();
-    std::map<std::string, std::string> d1_before;
-    std::map<std::string, std::string> d2_before;
-    std::map<std::string, std::string> d3_before;
+}
+
+// The case's now, on the fake clock or the real one. False when there is nothing to run (or an
+// assertion failed).
+bool set_now(Generator& gen, const Case& c, const date::time_zone* tz, pqxx::connection& conn,
+             TimePoint& now) {
+    if (!c.fake_clock) {
+        now = db_clock(conn);
+        // The real clock sits on a DST edge for this retain: nothing sound to compare.
+        return case_cutoff(c, tz, now).has_value();
+    }
+    pick_fake_now(gen, c, tz, now);
+    if (::testing::Test::HasFatalFailure()) {
+        return false;
+    }
+    pqxx::work tx(conn);
+    tx.exec0("UPDATE fakeclock.clock SET t = " + tx.quote(sql_ts(now)));
+    tx.commit();
+    return true;
+}
+
+// --- schema and data
+void create_tables(pqxx::connection& conn, const Case& c, const std::string& qs,
+                   const std::string& qt) {
+    pqxx::work tx(conn);
+    std::string ddl = "DROP SCHEMA IF EXISTS " + qs + " CASCADE; CREATE SCHEMA " + qs + ";";
+    ddl += "CREATE TABLE " + qt + " (id bigint NOT NULL, b text NOT NULL, c1 timestamptz, " +
+           "c2 timestamptz, held boolean, legal text, hold_until timestamptz, email text, " +
+           "name text, anon boolean, anon_at timestamptz, payload text, PRIMARY KEY " +
+           (c.composite ? "(id, b)" : "(id)") + ");";
     if (c.dependents) {
-        d1_before = snapshot(conn, qs + ".d1", "id::text");
-        d2_before = snapshot(conn, qs + ".d2", "id::text");
-        d3_before = snapshot(conn, qs + ".d3", "id::text");
+        ddl += "CREATE TABLE " + qs +
+               ".d1 (id bigint PRIMARY KEY, pid bigint NOT NULL REFERENCES " + qt +
+               " (id), v text);";
+        ddl += "CREATE TABLE " + qs +
+               ".d2 (id bigint PRIMARY KEY, d1id bigint NOT NULL REFERENCES " + qs +
+               ".d1 (id), v text);";
+        ddl += "CREATE TABLE " + qs + ".d3 (id bigint PRIMARY KEY, pid bigint REFERENCES " + qt +
+               " (id), v text);";
     }
+    tx.exec0(ddl);
+    for (const auto& r : c.rows) {
+        tx.exec0("INSERT INTO " + qt + " VALUES (" + std::to_string(r.id) + ", " + tx.quote(r.b) +
+                 ", " + lit(conn, r.c1) + ", " + lit(conn, r.c2) + ", " +
+                 (r.held ? (*r.held ? "true" : "false") : "NULL") + ", " +
+                 (r.legal ? tx.quote(*r.legal) : "NULL") + ", " + lit(conn, r.hold_until) + ", " +
+                 tx.quote("p" + std::to_string(r.id) + "@exemple.fr") + ", " +
+                 tx.quote("Élodie \"" + r.b + "\"") + ", " +
+                 (r.anon ? (*r.anon ? "true" : "false") : "NULL") + ", " + lit(conn, r.anon_at) +
+                 ", " + tx.quote("payload " + r.b) + ")");
+    }
+    for (const auto& [pid, ids] : c.d1) {
+        for (const auto id : ids) {
+            tx.exec0("INSERT INTO " + qs + ".d1 VALUES (" + std::to_string(id) + ", " +
+                     std::to_string(pid) + ", 'v')");
+        }
+    }
+    for (const auto& [id, d1id] : c.d2) {
+        tx.exec0("INSERT INTO " + qs + ".d2 VALUES (" + std::to_string(id) + ", " +
+                 std::to_string(d1id) + ", 'w')");
+    }
+    for (const auto& [id, pid] : c.d3) {
+        tx.exec0("INSERT INTO " + qs + ".d3 VALUES (" + std::to_string(id) + ", " +
+                 std::to_string(pid) + ", 'z')");
+    }
+    tx.commit();
+}
 
-    // --- the rule
+// canonical_key's JSON text may differ in spacing from PostgreSQL's: map by our own key.
+std::map<std::string, std::string> table_rows(pqxx::connection& conn, const Case& c,
+                                              const std::string& qt) {
+    std::map<std::string, std::string> out;
+    pqxx::work tx(conn);
+    tx.exec0("SET LOCAL TimeZone = 'UTC'");
+    for (const auto& row : tx.exec("SELECT id, b, row_to_json(x)::text FROM " + qt + " x")) {
+        Row r;
+        r.id = row[0].as<std::int64_t>();
+        r.b = row[1].c_str();
+        out[parent_key(c, r)] = row[2].c_str();
+    }
+    tx.commit();
+    return out;
+}
+
+// --- the rule
+Rule make_rule(const Case& c, const std::string& schema) {
     Rule rule;
     rule.name = "prop-pg";
     rule.datastore = "db";
@@ -449,47 +449,43 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
         pg.dependents = {d1, d3};
     }
     rule.spec = pg;
+    return rule;
+}
 
-    // --- the oracle: which parent rows a purge must process
-    std::set<std::string> expected;
-    // Due as the policy defines it: clock + retain <= now (PostgreSQL's timestamptz + interval:
-    // months, then days, then microseconds), computed here by oracle_cutoff with the signs
-    // flipped.
-    const auto oracle_due = [&](const Row& r, TimePoint store_now) {
-        const auto clock = r.c1 ? r.c1 : (c.coalesce ? r.c2 : std::nullopt);
-        const bool due =
-            clock ? *oracle_cutoff(*clock, -c.months, -c.days, -c.micros, tz) <= store_now
-                  : c.clock_null_due;
-        bool held = false;
-        switch (c.hold) {
-        case Case::Hold::equals_bool:
-            held = r.held.value_or(false);
-            break;
-        case Case::Hold::equals_text:
-            held = r.legal && *r.legal == "oui";
-            break;
-        case Case::Hold::after_now:
-            held = r.hold_until && *r.hold_until > c.now;
-            break;
-        case Case::Hold::none:
-            break;
-        }
-        const bool marked = (c.mark == Case::Mark::boolean && r.anon.value_or(false)) ||
-                            (c.mark == Case::Mark::timestamp && r.anon_at.has_value());
-        return due && !held && !marked;
-    };
-    if (gen.pick(8) == 0) {
-        // Blast radius: max_rows one below (refused, nothing touched) or exactly at the count.
-        std::int64_t n = 0;
-        for (const auto& r : c.rows) {
-            n += oracle_due(r, c.now) ? 1 : 0;
-        }
-        if (c.fake_clock && n > 0 && !c.anonymize) {
-            c.max_rows = n - static_cast<std::int64_t>(gen.pick(2));
-            rule.limits.max_rows = c.max_rows;
-        }
+// --- the oracle: whether a purge must process a parent row.
+// Due as the policy defines it: clock + retain <= now (PostgreSQL's timestamptz + interval:
+// months, then days, then microseconds), computed here by oracle_cutoff with the signs
+// flipped.
+bool oracle_due(const Case& c, const date::time_zone* tz, const Row& r, TimePoint store_now) {
+    const auto clock = r.c1 ? r.c1 : (c.coalesce ? r.c2 : std::nullopt);
+    const bool due = clock ? *oracle_cutoff(*clock, -c.months, -c.days, -c.micros, tz) <= store_now
+                           : c.clock_null_due;
+    bool held = false;
+    switch (c.hold) {
+    case Case::Hold::equals_bool:
+        held = r.held.value_or(false);
+        break;
+    case Case::Hold::equals_text:
+        held = r.legal && *r.legal == "oui";
+        break;
+    case Case::Hold::after_now:
+        held = r.hold_until && *r.hold_until > c.now;
+        break;
+    case Case::Hold::none:
+        break;
     }
+    const bool marked = (c.mark == Case::Mark::boolean && r.anon.value_or(false)) ||
+                        (c.mark == Case::Mark::timestamp && r.anon_at.has_value());
+    return due && !held && !marked;
+}
 
+struct Purged {
+    RunResult result;
+    TimePoint t_before{};
+};
+
+Purged purge_case(const std::string& base_dsn, const Case& c, const date::time_zone* tz,
+                  const Rule& rule, RecordingJournal& journal) {
     Datastore store;
     store.name = "db";
     store.kind = DatastoreKind::postgres;
@@ -499,25 +495,23 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
     Config config;
     config.daemon.max_clock_skew = std::chrono::hours(24 * 365 * 200); // fake now() is years off
     auto engine = make_postgres_engine(store, config);
-    RecordingJournal journal;
     Secret key("property-key");
     RunContext ctx;
     ctx.run_id = "prop";
     ctx.tz = tz;
     ctx.audit_key = &key;
     ctx.journal = &journal;
-    const auto t_before = c.fake_clock ? c.now : now_utc();
-    const auto result = engine->purge(rule, ctx);
-    TimePoint t_after = c.now;
-    if (!c.fake_clock) {
-        pqxx::work tx(conn);
-        t_after = micros_tp(
-            tx.exec1("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")[0]
-                .as<std::int64_t>());
-        tx.commit();
-    }
-    const auto lo = cutoff_of(std::min(t_before, c.now));
-    const auto hi = cutoff_of(t_after);
+    Purged out;
+    out.t_before = c.fake_clock ? c.now : now_utc();
+    out.result = engine->purge(rule, ctx);
+    return out;
+}
+
+// The run's cutoff and now are the database's, within the clock readings around the purge.
+void check_clock(const Case& c, const date::time_zone* tz, const RunResult& result,
+                 TimePoint t_before, TimePoint t_after) {
+    const auto lo = case_cutoff(c, tz, std::min(t_before, c.now));
+    const auto hi = case_cutoff(c, tz, t_after);
     ASSERT_TRUE(lo && hi) << c.where();
     if (c.fake_clock) {
         ASSERT_EQ(result.cutoff, *lo)
@@ -528,30 +522,18 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
         ASSERT_GE(result.cutoff, *lo) << c.where();
         ASSERT_LE(result.cutoff, *hi) << c.where();
     }
-    const auto cut = result.cutoff;
     if (c.fake_clock) {
         ASSERT_EQ(result.now, c.now) << c.where();
     } else {
         ASSERT_GE(result.now, std::min(t_before, c.now)) << c.where();
         ASSERT_LE(result.now, t_after) << c.where();
     }
-    for (const auto& r : c.rows) {
-        if (oracle_due(r, result.now)) {
-            expected.insert(parent_key(c, r));
-        }
-    }
-    const bool refused = c.max_rows && static_cast<std::int64_t>(expected.size()) > *c.max_rows;
-    if (refused) {
-        EXPECT_EQ(result.status, RunResult::Status::refused) << c.where() << ": " << result.message;
-        expected.clear();
-    } else {
-        ASSERT_EQ(result.status, RunResult::Status::ok) << c.where() << ": " << result.message;
-        EXPECT_EQ(result.processed, static_cast<std::int64_t>(expected.size())) << c.where();
-    }
+}
 
-    // --- compare every row
-    const auto rows_after = before();
-    std::set<std::string> processed;
+// --- compare every row: fills `processed`.
+void compare_rows(const Case& c, const std::map<std::string, std::string>& rows_before,
+                  const std::map<std::string, std::string>& rows_after,
+                  const std::set<std::string>& expected, std::set<std::string>& processed) {
     for (const auto& [k, json_before] : rows_before) {
         const auto it = rows_after.find(k);
         const bool gone = it == rows_after.end();
@@ -590,62 +572,60 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
             }
         }
     }
-    EXPECT_EQ(processed, expected)
-        << c.where() << ": processed rows differ from the oracle (cutoff " << format_utc(cut)
-        << ")";
-    for (const auto& r : c.rows) {
-        const auto clock = r.c1 ? r.c1 : (c.coalesce ? r.c2 : std::nullopt);
-        if (clock && (*clock == cut || *clock == cut - 1us || *clock == cut + 1us)) {
-            ++checked_rows; // a boundary row, compared exactly
-        }
-    }
+}
 
-    // Dependents: rows of removed parents deleted (d1, d2 under them) or set to NULL (d3).
-    if (c.dependents) {
-        std::set<std::int64_t> removed;
-        for (const auto& k : processed) {
-            removed.insert(std::stoll(k));
-        }
-        const auto d1_after = snapshot(conn, qs + ".d1", "id::text");
-        const auto d2_after = snapshot(conn, qs + ".d2", "id::text");
-        const auto d3_after = snapshot(conn, qs + ".d3", "id::text");
-        std::set<std::int64_t> d1_removed;
-        for (const auto& [pid, ids] : c.d1) {
-            for (const auto id : ids) {
-                const bool gone = d1_after.count(std::to_string(id)) == 0;
-                EXPECT_EQ(gone, removed.count(pid) == 1) << c.where() << ": d1 row " << id;
-                if (!gone) {
-                    EXPECT_EQ(d1_after.at(std::to_string(id)), d1_before.at(std::to_string(id)))
-                        << c.where();
-                } else {
-                    d1_removed.insert(id);
-                }
-            }
-        }
-        for (const auto& [id, d1id] : c.d2) {
-            const bool gone = d2_after.count(std::to_string(id)) == 0;
-            EXPECT_EQ(gone, d1_removed.count(d1id) == 1) << c.where() << ": d2 row " << id;
+// Dependents: rows of removed parents deleted (d1, d2 under them) or set to NULL (d3).
+void check_dependents(pqxx::connection& conn, const Case& c, const std::string& qs,
+                      const std::set<std::string>& processed,
+                      const std::map<std::string, std::string>& d1_before,
+                      const std::map<std::string, std::string>& d2_before,
+                      const std::map<std::string, std::string>& d3_before) {
+    std::set<std::int64_t> removed;
+    for (const auto& k : processed) {
+        removed.insert(std::stoll(k));
+    }
+    const auto d1_after = snapshot(conn, qs + ".d1", "id::text");
+    const auto d2_after = snapshot(conn, qs + ".d2", "id::text");
+    const auto d3_after = snapshot(conn, qs + ".d3", "id::text");
+    std::set<std::int64_t> d1_removed;
+    for (const auto& [pid, ids] : c.d1) {
+        for (const auto id : ids) {
+            const bool gone = d1_after.count(std::to_string(id)) == 0;
+            EXPECT_EQ(gone, removed.count(pid) == 1) << c.where() << ": d1 row " << id;
             if (!gone) {
-                EXPECT_EQ(d2_after.at(std::to_string(id)), d2_before.at(std::to_string(id)))
+                EXPECT_EQ(d1_after.at(std::to_string(id)), d1_before.at(std::to_string(id)))
                     << c.where();
+            } else {
+                d1_removed.insert(id);
             }
-        }
-        for (const auto& [id, pid] : c.d3) {
-            const auto got = nlohmann::json::parse(d3_after.at(std::to_string(id)));
-            auto want = nlohmann::json::parse(d3_before.at(std::to_string(id)));
-            if (removed.count(pid) == 1) {
-                want["pid"] = nullptr;
-            }
-            EXPECT_EQ(got, want) << c.where() << ": d3 row " << id;
         }
     }
+    for (const auto& [id, d1id] : c.d2) {
+        const bool gone = d2_after.count(std::to_string(id)) == 0;
+        EXPECT_EQ(gone, d1_removed.count(d1id) == 1) << c.where() << ": d2 row " << id;
+        if (!gone) {
+            EXPECT_EQ(d2_after.at(std::to_string(id)), d2_before.at(std::to_string(id)))
+                << c.where();
+        }
+    }
+    for (const auto& [id, pid] : c.d3) {
+        const auto got = nlohmann::json::parse(d3_after.at(std::to_string(id)));
+        auto want = nlohmann::json::parse(d3_before.at(std::to_string(id)));
+        if (removed.count(pid) == 1) {
+            want["pid"] = nullptr;
+        }
+        EXPECT_EQ(got, want) << c.where() << ": d3 row " << id;
+    }
+}
 
-    // The journal: every processed row is in a committed batch of this table; no batch names a
-    // row the oracle did not expect.
+// The journal: every processed row is in a committed batch of this table; no batch names a
+// row the oracle did not expect.
+void check_journal(const Case& c, const RecordingJournal& journal, const std::string& table,
+                   const std::set<std::string>& processed, const std::set<std::string>& expected) {
     std::set<std::string> journaled;
     for (const auto& o : journal.m_outcomes) {
         const auto& intent = journal.m_intents.at(o.intent);
-        if (o.committed && intent.target == pg.table) {
+        if (o.committed && intent.target == table) {
             journaled.insert(intent.keys.begin(), intent.keys.end());
         }
     }
@@ -655,6 +635,92 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
     for (const auto& k : journaled) {
         EXPECT_EQ(expected.count(k), 1U) << c.where() << ": journal names a row not due";
     }
+}
+
+// Sometimes max_rows one below the due count (refused, nothing touched) or exactly at it.
+void limit_blast_radius(Generator& gen, Case& c, const date::time_zone* tz, Rule& rule) {
+    if (gen.pick(8) == 0) {
+        // Blast radius: max_rows one below (refused, nothing touched) or exactly at the count.
+        std::int64_t n = 0;
+        for (const auto& r : c.rows) {
+            n += oracle_due(c, tz, r, c.now) ? 1 : 0;
+        }
+        if (c.fake_clock && n > 0 && !c.anonymize) {
+            c.max_rows = n - static_cast<std::int64_t>(gen.pick(2));
+            rule.limits.max_rows = c.max_rows;
+        }
+    }
+}
+
+void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& checked_rows) {
+    Generator gen(seed, number);
+    Case c = gen.make();
+    const auto* tz = find_zone(c.zone);
+    pqxx::connection conn(base_dsn);
+    TimePoint now{};
+    if (!set_now(gen, c, tz, conn, now)) {
+        return;
+    }
+    gen.place(now, [&](TimePoint t) { return case_cutoff(c, tz, t); });
+    c = gen.result();
+
+    const std::string schema = "c" + std::to_string(number);
+    const std::string qs = conn.quote_name(schema);
+    const std::string qt = qs + "." + conn.quote_name(c.table);
+    create_tables(conn, c, qs, qt);
+    const auto rows_before = table_rows(conn, c, qt);
+    std::map<std::string, std::string> d1_before;
+    std::map<std::string, std::string> d2_before;
+    std::map<std::string, std::string> d3_before;
+    if (c.dependents) {
+        d1_before = snapshot(conn, qs + ".d1", "id::text");
+        d2_before = snapshot(conn, qs + ".d2", "id::text");
+        d3_before = snapshot(conn, qs + ".d3", "id::text");
+    }
+    Rule rule = make_rule(c, schema);
+    limit_blast_radius(gen, c, tz, rule);
+
+    RecordingJournal journal;
+    const auto [result, t_before] = purge_case(base_dsn, c, tz, rule, journal);
+    const TimePoint t_after = c.fake_clock ? c.now : db_clock(conn);
+    check_clock(c, tz, result, t_before, t_after);
+    if (::testing::Test::HasFatalFailure()) {
+        return;
+    }
+    const auto cut = result.cutoff;
+    std::set<std::string> expected;
+    for (const auto& r : c.rows) {
+        if (oracle_due(c, tz, r, result.now)) {
+            expected.insert(parent_key(c, r));
+        }
+    }
+    const bool refused = c.max_rows && static_cast<std::int64_t>(expected.size()) > *c.max_rows;
+    if (refused) {
+        EXPECT_EQ(result.status, RunResult::Status::refused) << c.where() << ": " << result.message;
+        expected.clear();
+    } else {
+        ASSERT_EQ(result.status, RunResult::Status::ok) << c.where() << ": " << result.message;
+        EXPECT_EQ(result.processed, static_cast<std::int64_t>(expected.size())) << c.where();
+    }
+
+    std::set<std::string> processed;
+    compare_rows(c, rows_before, table_rows(conn, c, qt), expected, processed);
+    if (::testing::Test::HasFatalFailure()) {
+        return;
+    }
+    EXPECT_EQ(processed, expected)
+        << c.where() << ": processed rows differ from the oracle (cutoff " << format_utc(cut)
+        << ")";
+    for (const auto& r : c.rows) {
+        const auto clock = r.c1 ? r.c1 : (c.coalesce ? r.c2 : std::nullopt);
+        if (clock && (*clock == cut || *clock == cut - 1us || *clock == cut + 1us)) {
+            ++checked_rows; // a boundary row, compared exactly
+        }
+    }
+    if (c.dependents) {
+        check_dependents(conn, c, qs, processed, d1_before, d2_before, d3_before);
+    }
+    check_journal(c, journal, rule.pg().table, processed, expected);
 
     pqxx::work tx(conn);
     tx.exec0("DROP SCHEMA " + qs + " CASCADE");
