@@ -118,6 +118,141 @@ std::size_t next_bit(const std::uint64_t* bits, std::size_t from, std::size_t en
     }
 }
 
+// Marks a record that needs more bytes than the buffer holds.
+constexpr std::size_t k_need_more = ~std::size_t{0};
+
+// The fields of one record at the start of b[0, n), for Reader::parse(): field by field, with
+// the classified bytes (any: field-ending bytes, quote_lf: quotes and line feeds).
+struct FieldScanner {
+    const char* b;
+    std::size_t n;
+    char d;
+    bool eof;
+    std::uint64_t line;
+    const std::uint64_t* any;
+    const std::uint64_t* quote_lf;
+    std::size_t base;         // b's index in the buffer
+    std::size_t len;          // the buffer's bytes
+    std::uint64_t breaks = 0; // inside quoted fields
+
+    // Where the next byte of a kind is, as an index from b (n when none is left). The next set
+    // bit is most often in the same word: that case is inline.
+    std::size_t next_in(const std::uint64_t* bits, std::size_t from) const {
+        const std::size_t a = base + from;
+        const std::uint64_t word = bits[a / 64] >> (a % 64);
+        if (word != 0) {
+            return std::min(len, a + static_cast<std::size_t>(__builtin_ctzll(word))) - base;
+        }
+        return next_bit(bits, a, len) - base;
+    }
+
+    // The quoted field opening at b[i]: the index after its closing quote, or k_need_more.
+    std::size_t quoted_end(std::size_t i, FieldSpan& f) {
+        f.quoted = true;
+        std::size_t j = i + 1;
+        for (;;) {
+            const std::size_t k = j < n ? next_in(quote_lf, j) : n;
+            if (k == n) {
+                if (!eof) {
+                    return k_need_more;
+                }
+                throw ParseError(line, "unterminated quoted field");
+            }
+            if (b[k] == '\n') {
+                ++breaks; // for the line numbers of later records
+                j = k + 1;
+                continue;
+            }
+            if (k + 1 == n && !eof) {
+                return k_need_more; // a doubled quote may follow
+            }
+            if (k + 1 < n && b[k + 1] == '"') {
+                f.escaped = true;
+                j = k + 2;
+                continue;
+            }
+            j = k + 1;
+            break;
+        }
+        if (j < n && b[j] != d && b[j] != '\n' && b[j] != '\r') {
+            throw ParseError(line, "unexpected character after a closing quote");
+        }
+        return j;
+    }
+
+    // The unquoted field starting at b[j]: the index of the byte that ends it, or k_need_more.
+    std::size_t unquoted_end(std::size_t j) const {
+        for (;;) {
+            j = j < n ? next_in(any, j) : n;
+            if (j == n) {
+                return eof ? n : k_need_more;
+            }
+            if (b[j] == '"') {
+                throw ParseError(line, "quote inside an unquoted field");
+            }
+            if (b[j] == '\r') {
+                if (j + 1 == n && !eof) {
+                    return k_need_more;
+                }
+                if (j + 1 == n || b[j + 1] != '\n') {
+                    ++j; // a lone CR is data
+                    continue;
+                }
+            }
+            return j;
+        }
+    }
+
+    // The fields from b[i] on into out, and where the record's body and bytes end; false when
+    // more bytes are needed.
+    bool fields(std::size_t i, std::vector<FieldSpan>& out, std::size_t& body_end,
+                std::size_t& end) {
+        for (;;) {
+            if (i == n) {
+                if (!eof) {
+                    return false;
+                }
+                out.push_back({i, i, false, false}); // empty last field after a delimiter
+                body_end = end = n;
+                return true;
+            }
+            FieldSpan f;
+            f.begin = i;
+            i = b[i] == '"' ? quoted_end(i, f) : unquoted_end(i);
+            if (i == k_need_more) {
+                return false;
+            }
+            f.end = i;
+            out.push_back(f);
+            if (i == n) {
+                if (!eof) {
+                    return false;
+                }
+                body_end = end = n; // last record without a line ending
+                return true;
+            }
+            if (b[i] == d) {
+                ++i;
+                continue;
+            }
+            if (b[i] == '\n') {
+                body_end = i;
+                end = i + 1;
+                return true;
+            }
+            if (i + 1 == n && !eof) {
+                return false;
+            }
+            if (i + 1 < n && b[i + 1] == '\n') {
+                body_end = i;
+                end = i + 2;
+                return true;
+            }
+            throw ParseError(line, "unexpected character after a closing quote");
+        }
+    }
+};
+
 } // namespace
 
 std::string_view Record::value(std::size_t i, std::string& scratch) const {
@@ -315,25 +450,10 @@ Reader::Parse Reader::parse(Record& out) {
     }
     const char* b = m_buf.data() + m_pos;
     const std::size_t n = m_len - m_pos;
-    const char d = m_delim;
-    // Where the next byte of a kind is, as an index from b (n when none is left).
-    const std::size_t base = m_pos;
-    // The next set bit is most often in the same word: that case is inline.
-    auto next_in = [&](const std::uint64_t* bits, std::size_t from) {
-        const std::size_t a = base + from;
-        const std::uint64_t word = bits[a / 64] >> (a % 64);
-        if (word != 0) {
-            return std::min(m_len, a + static_cast<std::size_t>(__builtin_ctzll(word))) - base;
-        }
-        return next_bit(bits, a, m_len) - base;
-    };
-    auto next_any = [&](std::size_t from) { return next_in(m_any.data(), from); };
-    auto next_quote_lf = [&](std::size_t from) { return next_in(m_quote_lf.data(), from); };
     out.m_fields.clear();
     std::size_t i = m_first && m_bom ? 3 : 0;
     std::size_t body_end = 0;
     std::size_t end = 0;
-    std::uint64_t breaks = 0; // inside quoted fields
 
     const bool blank_lf = i < n && b[i] == '\n';
     const bool blank_crlf = i + 1 < n && b[i] == '\r' && b[i + 1] == '\n';
@@ -341,112 +461,17 @@ Reader::Parse Reader::parse(Record& out) {
         return Parse::need_more;
     }
     out.m_blank = blank_lf || blank_crlf;
+    FieldScanner scan{b, n, m_delim, m_eof, m_line, m_any.data(), m_quote_lf.data(), m_pos, m_len};
     if (blank_lf || blank_crlf) {
         body_end = i;
         end = i + (blank_lf ? 1 : 2);
-    } else {
-        for (;;) {
-            if (i == n) {
-                if (!m_eof) {
-                    return Parse::need_more;
-                }
-                out.m_fields.push_back({i, i, false, false}); // empty last field after a delimiter
-                body_end = end = n;
-                break;
-            }
-            FieldSpan f;
-            f.begin = i;
-            if (b[i] == '"') {
-                f.quoted = true;
-                std::size_t j = i + 1;
-                for (;;) {
-                    const std::size_t k = j < n ? next_quote_lf(j) : n;
-                    if (k == n) {
-                        if (!m_eof) {
-                            return Parse::need_more;
-                        }
-                        throw ParseError(m_line, "unterminated quoted field");
-                    }
-                    if (b[k] == '\n') {
-                        ++breaks; // for the line numbers of later records
-                        j = k + 1;
-                        continue;
-                    }
-                    if (k + 1 == n && !m_eof) {
-                        return Parse::need_more; // a doubled quote may follow
-                    }
-                    if (k + 1 < n && b[k + 1] == '"') {
-                        f.escaped = true;
-                        j = k + 2;
-                        continue;
-                    }
-                    j = k + 1;
-                    break;
-                }
-                i = j;
-                if (i < n && b[i] != d && b[i] != '\n' && b[i] != '\r') {
-                    throw ParseError(m_line, "unexpected character after a closing quote");
-                }
-            } else {
-                std::size_t j = i;
-                for (;;) {
-                    j = j < n ? next_any(j) : n;
-                    if (j == n) {
-                        if (!m_eof) {
-                            return Parse::need_more;
-                        }
-                        break;
-                    }
-                    if (b[j] == '"') {
-                        throw ParseError(m_line, "quote inside an unquoted field");
-                    }
-                    if (b[j] == '\r') {
-                        if (j + 1 == n && !m_eof) {
-                            return Parse::need_more;
-                        }
-                        if (j + 1 == n || b[j + 1] != '\n') {
-                            ++j; // a lone CR is data
-                            continue;
-                        }
-                    }
-                    break;
-                }
-                i = j;
-            }
-            f.end = i;
-            out.m_fields.push_back(f);
-            if (i == n) {
-                if (!m_eof) {
-                    return Parse::need_more;
-                }
-                body_end = end = n; // last record without a line ending
-                break;
-            }
-            const char c = b[i];
-            if (c == d) {
-                ++i;
-                continue;
-            }
-            if (c == '\n') {
-                body_end = i;
-                end = i + 1;
-                break;
-            }
-            if (i + 1 == n && !m_eof) {
-                return Parse::need_more;
-            }
-            if (i + 1 < n && b[i + 1] == '\n') {
-                body_end = i;
-                end = i + 2;
-                break;
-            }
-            throw ParseError(m_line, "unexpected character after a closing quote");
-        }
+    } else if (!scan.fields(i, out.m_fields, body_end, end)) {
+        return Parse::need_more;
     }
     out.m_raw = std::string_view(b, end);
     out.m_body_end = body_end;
     out.m_line = m_line;
-    m_line += breaks + (end > body_end && b[end - 1] == '\n' ? 1 : 0);
+    m_line += scan.breaks + (end > body_end && b[end - 1] == '\n' ? 1 : 0);
     m_pos += end;
     return Parse::complete;
 }

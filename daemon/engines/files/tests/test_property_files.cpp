@@ -121,111 +121,145 @@ struct Expect {
     bool process = false;
 };
 
-void run_case(std::uint64_t seed, int number, int& boundary) {
-    const auto where = "seed=" + std::to_string(seed) + " case=" + std::to_string(number) +
-                       " (replay: RETENTIOND_PROPERTY_SEED=" + std::to_string(seed) +
-                       " RETENTIOND_PROPERTY_ONLY=" + std::to_string(number) + ")";
-    Gen g{std::mt19937_64(seed ^ (0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(number + 1)))};
-    const std::string zone = g.pick(2) == 0 ? "UTC" : "Europe/Paris";
-    const auto* tz = find_zone(zone);
+// A case's retain (hours, days, months or a mix) and time zone.
+struct Retain {
+    std::string zone;
+    const date::time_zone* tz = nullptr;
     int months = 0;
     int days = 0;
     std::int64_t micros = 0;
+};
+
+Retain pick_retain(Gen& g) {
+    Retain r;
+    r.zone = g.pick(2) == 0 ? "UTC" : "Europe/Paris";
+    r.tz = find_zone(r.zone);
     switch (g.pick(4)) {
     case 0:
-        micros = static_cast<std::int64_t>(1 + g.pick(72)) * 3600000000LL;
+        r.micros = static_cast<std::int64_t>(1 + g.pick(72)) * 3600000000LL;
         break;
     case 1:
-        days = 1 + static_cast<int>(g.pick(60));
+        r.days = 1 + static_cast<int>(g.pick(60));
         break;
     case 2:
-        months = 1 + static_cast<int>(g.pick(24));
+        r.months = 1 + static_cast<int>(g.pick(24));
         break;
     default:
-        months = static_cast<int>(g.pick(3));
-        days = static_cast<int>(g.pick(10));
-        micros = static_cast<std::int64_t>(g.pick(86400)) * 1000000 + 1;
+        r.months = static_cast<int>(g.pick(3));
+        r.days = static_cast<int>(g.pick(10));
+        r.micros = static_cast<std::int64_t>(g.pick(86400)) * 1000000 + 1;
     }
-    const auto cutoff_of = [&](TimePoint t) { return oracle_cutoff(t, months, days, micros, tz); };
-    const auto gen_now = now_utc();
-    const auto est = cutoff_of(gen_now);
-    if (!est) {
-        return; // the host clock sits on a DST edge for this retain
-    }
-    const bool iso = g.pick(2) == 0; // ISO 8601 with µs and Z, else "%Y-%m-%d %H:%M:%S" local
-    const bool anonymize = g.pick(3) == 0;
-    const bool with_hold = g.pick(2) == 0;
-    const bool null_due = g.pick(4) == 0;
-    const char delim = g.pick(3) == 0 ? ';' : ',';
-    const std::string eol = g.pick(2) == 0 ? "\r\n" : "\n";
+    return r;
+}
 
-    TempDir dir;
+// A case's format and rule options.
+struct Options {
+    bool iso = false; // ISO 8601 with µs and Z, else "%Y-%m-%d %H:%M:%S" local
+    bool anonymize = false;
+    bool with_hold = false;
+    bool null_due = false;
+    char delim = ',';
+    std::string eol;
+};
+
+Options pick_options(Gen& g) {
+    Options o;
+    o.iso = g.pick(2) == 0;
+    o.anonymize = g.pick(3) == 0;
+    o.with_hold = g.pick(2) == 0;
+    o.null_due = g.pick(4) == 0;
+    o.delim = g.pick(3) == 0 ? ';' : ',';
+    o.eol = g.pick(2) == 0 ? "\r\n" : "\n";
+    return o;
+}
+
+// The exports a case writes: each file's text, and each record's clock and hold.
+struct Written {
     std::map<std::string, std::string> originals;
     std::map<std::string, std::map<std::string, std::optional<TimePoint>>> clocks;
     std::map<std::string, std::map<std::string, bool>> holds;
-    const auto span = microseconds(micros) + date::days{months * 30 + days};
+};
+
+// A record's clock around the estimated cutoff est and its text (empty: none, or a local time
+// DST makes ambiguous, which is skipped).
+std::optional<TimePoint> pick_clock(Gen& g, TimePoint est, microseconds span, const Retain& r,
+                                    const Options& o, std::string& when, bool& skip) {
+    const auto kind = g.pick(8);
+    if (kind == 0) {
+        return std::nullopt;
+    }
+    TimePoint t = est;
+    if (kind == 1 || kind == 2 || kind == 3) {
+        t = est + microseconds(static_cast<std::int64_t>(kind) - 2); // -1, 0, +1 µs
+    } else {
+        const auto range = std::max<std::int64_t>(span.count() * 3, 1000000);
+        t = est + microseconds(std::uniform_int_distribution<std::int64_t>(-range, range)(g.rng));
+    }
+    if (o.iso) {
+        when = date::format("%Y-%m-%dT%H:%M:%SZ", t); // %S carries the µs
+        return t;
+    }
+    // Whole seconds in local time; skip local times that DST makes ambiguous.
+    const auto s = date::floor<std::chrono::seconds>(t);
+    const auto local = r.tz->to_local(s);
+    if (r.tz->get_info(local).result != date::local_info::unique) {
+        skip = true;
+        return std::nullopt;
+    }
+    when = date::format("%Y-%m-%d %H:%M:%S", local);
+    return s;
+}
+
+// Writes 1 to 3 exports of up to 15 records each under dir, and a decoy outside the glob.
+Written write_files(TempDir& dir, Gen& g, TimePoint est, const Retain& r, const Options& o) {
+    Written w;
+    const auto span = microseconds(r.micros) + date::days{r.months * 30 + r.days};
+    const char delim = o.delim;
     const int nfiles = 1 + static_cast<int>(g.pick(3));
     int serial = 0;
     for (int f = 0; f < nfiles; ++f) {
         const auto name =
             "sub" + std::to_string(f) + "/F" + std::to_string(f) + "_Submissions_x.csv";
         std::string text = std::string("ID") + delim + "Quand" + delim + "Nom" + delim + "Note" +
-                           delim + "Hold" + eol;
+                           delim + "Hold" + o.eol;
         for (auto n = 1 + g.pick(15); n > 0; --n) {
             const auto key = "k" + std::to_string(++serial) + (g.pick(4) == 0 ? "é,\"q\"" : "");
-            std::optional<TimePoint> clock;
             std::string when;
-            const auto kind = g.pick(8);
-            if (kind != 0) {
-                TimePoint t = *est;
-                if (kind == 1 || kind == 2 || kind == 3) {
-                    t = *est + microseconds(static_cast<std::int64_t>(kind) - 2); // -1, 0, +1 µs
-                } else {
-                    const auto range = std::max<std::int64_t>(span.count() * 3, 1000000);
-                    t = *est + microseconds(std::uniform_int_distribution<std::int64_t>(
-                                   -range, range)(g.rng));
-                }
-                if (iso) {
-                    when = date::format("%Y-%m-%dT%H:%M:%SZ", t); // %S carries the µs
-                    clock = t;
-                } else {
-                    // Whole seconds in local time; skip local times that DST makes ambiguous.
-                    const auto s = date::floor<std::chrono::seconds>(t);
-                    const auto local = tz->to_local(s);
-                    if (tz->get_info(local).result != date::local_info::unique) {
-                        continue;
-                    }
-                    when = date::format("%Y-%m-%d %H:%M:%S", local);
-                    clock = s;
-                }
+            bool skip = false;
+            const auto clock = pick_clock(g, est, span, r, o, when, skip);
+            if (skip) {
+                continue;
             }
-            const bool held = with_hold && g.pick(4) == 0;
+            const bool held = o.with_hold && g.pick(4) == 0;
             const std::string hold_value =
                 held ? "yes" : (g.pick(3) == 0 ? (g.pick(2) == 0 ? "Yes" : "yes ") : "");
             text += quote_field(key, delim) + delim + when + delim +
                     quote_field(g.hostile(), delim) + delim + quote_field(g.hostile(), delim) +
-                    delim + hold_value + eol;
-            clocks[name][key] = clock;
-            holds[name][key] = held;
+                    delim + hold_value + o.eol;
+            w.clocks[name][key] = clock;
+            w.holds[name][key] = held;
         }
         dir.write(name, text);
-        originals[name] = text;
+        w.originals[name] = text;
     }
     dir.write("decoy.csv", "ID,Quand\n1,2001-01-01 00:00:00\n");
+    return w;
+}
 
+Rule make_rule(const Retain& r, const Options& o, Gen& g) {
     Rule rule;
     rule.name = "prop-files";
     rule.datastore = "exports";
     rule.kind = DatastoreKind::files;
-    rule.retain.months = months;
-    rule.retain.days = days;
-    rule.retain.micros = micros;
+    rule.retain.months = r.months;
+    rule.retain.days = r.days;
+    rule.retain.micros = r.micros;
     rule.retain.text = "generated";
-    rule.action = anonymize ? Action::anonymize : Action::remove;
+    rule.action = o.anonymize ? Action::anonymize : Action::remove;
     rule.batch_size = 1 + static_cast<int>(g.pick(5));
-    rule.clock_null_due = null_due;
+    rule.clock_null_due = o.null_due;
     rule.limits = Limits{std::nullopt, 1.0};
-    if (anonymize) {
+    if (o.anonymize) {
         rule.anonymize = {{"Nom", Strategy{Strategy::Kind::null_value, {}, 0, {}, {}}, {}},
                           {"Note", Strategy{Strategy::Kind::fixed, "anonyme", 0, {}, {}}, {}}};
     }
@@ -233,99 +267,88 @@ void run_case(std::uint64_t seed, int number, int& boundary) {
     spec.files = "**/*_Submissions_*.csv";
     spec.format = FilesRule::Format::csv;
     spec.clock.field = "Quand";
-    spec.clock.format = iso ? "" : "%Y-%m-%d %H:%M:%S";
-    if (with_hold) {
+    spec.clock.format = o.iso ? "" : "%Y-%m-%d %H:%M:%S";
+    if (o.with_hold) {
         spec.hold = FilesHold{"Hold", "yes"};
     }
     spec.key_field = "ID";
     rule.spec = spec;
+    return rule;
+}
 
-    Datastore store;
-    store.name = "exports";
-    store.kind = DatastoreKind::files;
-    store.root = dir.path();
-    Config config;
-    config.daemon.timezone = zone;
-    auto engine = make_files_engine(store, config);
-    RecordingJournal journal;
-    Secret key("property-key");
-    RunContext ctx;
-    ctx.run_id = "prop";
-    ctx.tz = tz;
-    ctx.audit_key = &key;
-    ctx.journal = &journal;
-    const auto t_before = now_utc();
-    const auto result = engine->purge(rule, ctx);
-    const auto t_after = now_utc();
-    ASSERT_EQ(result.status, RunResult::Status::ok) << where << ": " << result.message;
-    const auto wrong =
-        exact_cutoff_error(result.cutoff, t_before, t_after, months, days, micros, tz);
-    ASSERT_TRUE(wrong.empty()) << where << ": " << wrong << " retain " << months << "m " << days
-                               << "d " << micros << "us " << zone;
-    const auto cut = result.cutoff;
-
-    std::set<std::string> expected;
-    std::set<std::string> processed;
-    for (const auto& [name, text] : originals) {
-        const auto before = split_csv(text, delim);
-        std::vector<CsvRecord> want;
-        want.push_back(before.at(0));
-        for (std::size_t i = 1; i < before.size(); ++i) {
-            const auto& k = before[i].fields.at(0);
-            const auto& clock = clocks[name][k];
-            const bool due = clock ? *clock <= cut : null_due;
-            if (clock && *clock >= *est - 1us && *clock <= *est + 1us) {
-                ++boundary; // between the two bounds: decided by the reported cutoff alone
-            }
-            const bool process = due && !holds[name][k];
-            if (process) {
-                expected.insert(k);
-            }
-            if (!process) {
-                want.push_back(before[i]);
-            } else if (anonymize) {
-                auto r = before[i];
-                r.fields[2] = "";
-                r.fields[3] = "anonyme";
-                r.raw.clear(); // compared by fields
-                want.push_back(r);
-            }
+// What the oracle expects of one file at cutoff cut: the header and the records that stay
+// (anonymized ones with an empty raw, compared by fields); the keys to process go to expected.
+std::vector<CsvRecord> oracle_file(const std::vector<CsvRecord>& before,
+                                   const std::map<std::string, std::optional<TimePoint>>& clocks,
+                                   const std::map<std::string, bool>& holds, const Options& o,
+                                   TimePoint cut, TimePoint est, int& boundary,
+                                   std::set<std::string>& expected) {
+    std::vector<CsvRecord> want;
+    want.push_back(before.at(0));
+    for (std::size_t i = 1; i < before.size(); ++i) {
+        const auto& k = before[i].fields.at(0);
+        const auto& clock = clocks.at(k);
+        const bool due = clock ? *clock <= cut : o.null_due;
+        if (clock && *clock >= est - 1us && *clock <= est + 1us) {
+            ++boundary; // between the two bounds: decided by the reported cutoff alone
         }
-        const auto path = dir.file(name);
-        if (want.size() == 1) {
-            EXPECT_FALSE(fs::exists(path)) << where << ": a file with no record left stays";
-            for (std::size_t i = 1; i < before.size(); ++i) {
-                processed.insert(before[i].fields.at(0));
-            }
-            continue;
+        const bool process = due && !holds.at(k);
+        if (process) {
+            expected.insert(k);
         }
-        ASSERT_TRUE(fs::exists(path)) << where << ": " << name << " deleted";
-        const auto after = split_csv(read_file(path), delim);
-        ASSERT_EQ(after.size(), want.size()) << where << ": " << name;
-        for (std::size_t i = 0; i < want.size(); ++i) {
-            if (want[i].raw.empty()) {
-                EXPECT_EQ(after[i].fields, want[i].fields) << where << ": anonymized record " << i;
-                processed.insert(want[i].fields.at(0));
-            } else {
-                EXPECT_EQ(after[i].raw, want[i].raw)
-                    << where << ": " << name << " record " << i << " changed";
-            }
-        }
-        if (!anonymize) {
-            std::set<std::string> kept;
-            for (const auto& r : after) {
-                kept.insert(r.fields.at(0));
-            }
-            for (std::size_t i = 1; i < before.size(); ++i) {
-                if (kept.count(before[i].fields.at(0)) == 0) {
-                    processed.insert(before[i].fields.at(0));
-                }
-            }
+        if (!process) {
+            want.push_back(before[i]);
+        } else if (o.anonymize) {
+            auto r = before[i];
+            r.fields[2] = "";
+            r.fields[3] = "anonyme";
+            r.raw.clear(); // compared by fields
+            want.push_back(r);
         }
     }
-    EXPECT_EQ(processed, expected) << where << ": cutoff " << format_utc(cut);
-    EXPECT_EQ(result.processed, static_cast<std::int64_t>(expected.size())) << where;
-    EXPECT_EQ(read_file(dir.file("decoy.csv")), "ID,Quand\n1,2001-01-01 00:00:00\n") << where;
+    return want;
+}
+
+// Compares one file after the purge with want; the keys it processed go to processed.
+void check_file(const TempDir& dir, const std::string& name, const std::vector<CsvRecord>& before,
+                const std::vector<CsvRecord>& want, const Options& o, const std::string& where,
+                std::set<std::string>& processed) {
+    const auto path = dir.file(name);
+    if (want.size() == 1) {
+        EXPECT_FALSE(fs::exists(path)) << where << ": a file with no record left stays";
+        for (std::size_t i = 1; i < before.size(); ++i) {
+            processed.insert(before[i].fields.at(0));
+        }
+        return;
+    }
+    ASSERT_TRUE(fs::exists(path)) << where << ": " << name << " deleted";
+    const auto after = split_csv(read_file(path), o.delim);
+    ASSERT_EQ(after.size(), want.size()) << where << ": " << name;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        if (want[i].raw.empty()) {
+            EXPECT_EQ(after[i].fields, want[i].fields) << where << ": anonymized record " << i;
+            processed.insert(want[i].fields.at(0));
+        } else {
+            EXPECT_EQ(after[i].raw, want[i].raw)
+                << where << ": " << name << " record " << i << " changed";
+        }
+    }
+    if (o.anonymize) {
+        return;
+    }
+    std::set<std::string> kept;
+    for (const auto& r : after) {
+        kept.insert(r.fields.at(0));
+    }
+    for (std::size_t i = 1; i < before.size(); ++i) {
+        if (kept.count(before[i].fields.at(0)) == 0) {
+            processed.insert(before[i].fields.at(0));
+        }
+    }
+}
+
+// The committed journal's keys.
+std::set<std::string> journaled_keys(const RecordingJournal& journal) {
     std::set<std::string> journaled;
     for (const auto& o : journal.m_outcomes) {
         if (o.committed) {
@@ -333,7 +356,63 @@ void run_case(std::uint64_t seed, int number, int& boundary) {
             journaled.insert(keys.begin(), keys.end());
         }
     }
-    EXPECT_EQ(journaled, expected) << where << ": committed journal keys";
+    return journaled;
+}
+
+void run_case(std::uint64_t seed, int number, int& boundary) {
+    const auto where = "seed=" + std::to_string(seed) + " case=" + std::to_string(number) +
+                       " (replay: RETENTIOND_PROPERTY_SEED=" + std::to_string(seed) +
+                       " RETENTIOND_PROPERTY_ONLY=" + std::to_string(number) + ")";
+    Gen g{std::mt19937_64(seed ^ (0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(number + 1)))};
+    const Retain rt = pick_retain(g);
+    const auto est = oracle_cutoff(now_utc(), rt.months, rt.days, rt.micros, rt.tz);
+    if (!est) {
+        return; // the host clock sits on a DST edge for this retain
+    }
+    const Options o = pick_options(g);
+    TempDir dir;
+    Written w = write_files(dir, g, *est, rt, o);
+    const Rule rule = make_rule(rt, o, g);
+
+    Datastore store;
+    store.name = "exports";
+    store.kind = DatastoreKind::files;
+    store.root = dir.path();
+    Config config;
+    config.daemon.timezone = rt.zone;
+    auto engine = make_files_engine(store, config);
+    RecordingJournal journal;
+    Secret key("property-key");
+    RunContext ctx;
+    ctx.run_id = "prop";
+    ctx.tz = rt.tz;
+    ctx.audit_key = &key;
+    ctx.journal = &journal;
+    const auto t_before = now_utc();
+    const auto result = engine->purge(rule, ctx);
+    const auto t_after = now_utc();
+    ASSERT_EQ(result.status, RunResult::Status::ok) << where << ": " << result.message;
+    const auto wrong =
+        exact_cutoff_error(result.cutoff, t_before, t_after, rt.months, rt.days, rt.micros, rt.tz);
+    ASSERT_TRUE(wrong.empty()) << where << ": " << wrong << " retain " << rt.months << "m "
+                               << rt.days << "d " << rt.micros << "us " << rt.zone;
+    const auto cut = result.cutoff;
+
+    std::set<std::string> expected;
+    std::set<std::string> processed;
+    for (const auto& [name, text] : w.originals) {
+        const auto before = split_csv(text, o.delim);
+        const auto want =
+            oracle_file(before, w.clocks[name], w.holds[name], o, cut, *est, boundary, expected);
+        check_file(dir, name, before, want, o, where, processed);
+        if (::testing::Test::HasFatalFailure()) {
+            return;
+        }
+    }
+    EXPECT_EQ(processed, expected) << where << ": cutoff " << format_utc(cut);
+    EXPECT_EQ(result.processed, static_cast<std::int64_t>(expected.size())) << where;
+    EXPECT_EQ(read_file(dir.file("decoy.csv")), "ID,Quand\n1,2001-01-01 00:00:00\n") << where;
+    EXPECT_EQ(journaled_keys(journal), expected) << where << ": committed journal keys";
 }
 
 TEST(PropertyFiles, EngineMatchesOracle) {
