@@ -11,6 +11,7 @@
 #include "retentiond/timeutil.hpp"
 #include "retentiond/version.hpp"
 
+#include <algorithm>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
@@ -231,6 +232,12 @@ int cmd_check(const Args& args, std::ostream& out, std::ostream& err) {
             runner.reset_engine(rule.datastore);
         }
     }
+    const auto warnings = std::partition(problems.begin(), problems.end(),
+                                         [](const Diagnostic& d) { return !d.warning; });
+    for (auto it = warnings; it != problems.end(); ++it) {
+        err << "warning: " << it->to_string() << '\n';
+    }
+    problems.erase(warnings, problems.end());
     for (const auto& d : problems) {
         err << d.to_string() << '\n';
     }

@@ -30,6 +30,8 @@ struct Diagnostic {
     SourcePos pos;
     std::string rule; // empty when not inside a rule
     std::string message;
+    // An advisory (`check`): said, but the configuration stays valid and runs go on.
+    bool warning = false;
 
     std::string to_string() const;
 };

@@ -66,6 +66,12 @@ std::unique_ptr<ContractBackend> make_postgres_backend();
 std::unique_ptr<ContractBackend> make_files_backend();
 std::unique_ptr<ContractBackend> make_redis_backend();
 
+// check()'s problems without its advisories (warnings): what makes `retentiond check` fail.
+inline std::vector<Diagnostic> problems(std::vector<Diagnostic> found) {
+    std::erase_if(found, [](const Diagnostic& d) { return d.warning; });
+    return found;
+}
+
 // Records every journal call, checking intent/outcome pairing.
 class RecordingJournal : public BatchJournal {
 public:

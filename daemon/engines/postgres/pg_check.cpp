@@ -3,6 +3,7 @@
 // ON DELETE CASCADE/SET NULL/SET DEFAULT).
 #include "postgres_engine.hpp"
 
+#include "pg_shape.hpp"
 #include "pg_sql.hpp"
 
 namespace retentiond::pg {
@@ -166,6 +167,38 @@ void check_dependents(pqxx::transaction_base& tx, const std::vector<Dependent>& 
 
 } // namespace
 
+namespace {
+
+void dependent_tables(pqxx::connection& conn, const std::vector<Dependent>& deps,
+                      std::vector<std::string>& out) {
+    for (const auto& d : deps) {
+        out.push_back(quote_table(conn, d.table));
+        dependent_tables(conn, d.dependents, out);
+    }
+}
+
+// The shapes that defeat or slow a purge (pg_shape.hpp): refusals fail `check`, the others are
+// warnings. Read in a transaction of their own, after the rule itself was found sound.
+void add_advisories(pqxx::connection& conn, const Rule& rule, std::vector<Diagnostic>& out) {
+    const auto& pg = rule.pg();
+    std::vector<std::string> dependents;
+    dependent_tables(conn, pg.dependents, dependents);
+    try {
+        pqxx::read_transaction tx(conn);
+        for (auto& a :
+             pg_shape::advisories(tx, quote_table(conn, pg.table), dependents, pg.clock)) {
+            out.push_back(Diagnostic{rule.pos, rule.name, std::move(a.message), !a.refusal});
+        }
+    } catch (const pqxx::sql_error& e) {
+        out.push_back(Diagnostic{rule.pos, rule.name,
+                                 "the table's shape could not be read (SQLSTATE " + e.sqlstate() +
+                                     "): " + first_line(e.what()),
+                                 true});
+    }
+}
+
+} // namespace
+
 std::vector<Diagnostic> PostgresEngine::check(const Rule& rule) {
     std::vector<Diagnostic> out;
     Diagnostics diag(rule, out);
@@ -182,6 +215,10 @@ std::vector<Diagnostic> PostgresEngine::check(const Rule& rule) {
         // Foreign key coverage: every FK into a table whose rows get deleted must be handled.
         if (rule.action == Action::remove) {
             cover(tx, table, pg.table, pg.dependents, diag);
+        }
+        tx.commit();
+        if (out.empty()) {
+            add_advisories(*conn, rule, out);
         }
     } catch (const pqxx::broken_connection& e) {
         unavailable(e);

@@ -21,7 +21,7 @@ std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext&
     }
     try {
         pqxx::work tx(conn);
-        if (!resolve_plan(tx, rule, ctx, result, run.plan) ||
+        if (!resolve_plan(tx, rule, ctx, result, run.plan) || shape_refused(tx, run, ctx, result) ||
             !read_clock(tx, run.plan, ctx, result)) {
             return std::nullopt;
         }

@@ -60,8 +60,9 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         if (refuse_over_limits(rule, ctx, scope, result)) {
             return result;
         }
-        if (result.due > 0 && prepared->pages > 0) {
-            run_streams(*prepared, ctx, std::move(conn), result);
+        if (result.due > 0) {
+            walk(*prepared, ctx, std::move(conn), result);
+            verify_nothing_due(*prepared, ctx, result);
         }
     } catch (const pqxx::broken_connection& e) {
         unavailable(e);

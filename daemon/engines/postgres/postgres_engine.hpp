@@ -28,6 +28,9 @@ struct PreparedRun {
     Plan plan;
     std::int64_t total_rows = 0;
     std::int64_t pages = 0;
+    // The heaps the page walk visits, quoted: empty for a plain table (the target itself), else
+    // each leaf partition or inheritance child, and "ONLY parent" for inheritance parents.
+    std::vector<std::string> heaps;
     std::string notice_error; // the notifier failed: the run fails once the deletions are done
 };
 
@@ -61,6 +64,15 @@ private:
                     RunResult& result) const;
     bool clock_skew_refused(RunResult& result, const RunContext& ctx, const Rule& rule) const;
     static void count_due(pqxx::transaction_base& tx, PreparedRun& run, RunResult& result);
+
+    // --- the target's shape (pg_targets.cpp): partitions and children walked one by one, views
+    // and foreign tables refused, row-level security failing the run, and the verification that
+    // no due row remains ---
+    bool shape_refused(pqxx::transaction_base& tx, PreparedRun& run, const RunContext& ctx,
+                       RunResult& result) const;
+    void walk(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,
+              RunResult& result) const;
+    void verify_nothing_due(const PreparedRun& run, const RunContext& ctx, RunResult& result) const;
 
     // --- running and merging the streams (pg_streams.cpp) ---
     void run_streams(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,

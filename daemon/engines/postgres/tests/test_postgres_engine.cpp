@@ -504,7 +504,8 @@ TEST_F(PostgresEngineTest, ADeferredForeignKeyFailsThePipelinedBatchWhole) {
 // depth), `check` fails and names the foreign key it leaves uncovered.
 TEST_F(PostgresEngineTest, ShippedAccountsRuleNeedsEveryOneOfItsDependents) {
     const auto full = accounts_rule();
-    EXPECT_TRUE(m_engine->check(full).empty()) << m_engine->check(full).front().to_string();
+    EXPECT_TRUE(problems(m_engine->check(full)).empty())
+        << problems(m_engine->check(full)).front().to_string();
     std::vector<std::vector<std::size_t>> paths;
     const std::function<void(const std::vector<Dependent>&, std::vector<std::size_t>)> walk =
         [&](const std::vector<Dependent>& deps, std::vector<std::size_t> path) {
@@ -695,7 +696,7 @@ INSERT INTO log (data, "createdAt") VALUES
         if (rule.kind != DatastoreKind::postgres) {
             continue;
         }
-        EXPECT_TRUE(engine->check(rule).empty()) << rule.name;
+        EXPECT_TRUE(problems(engine->check(rule)).empty()) << rule.name;
         RunContext ctx;
         ctx.run_id = "cqlp";
         ctx.tz = find_zone("Europe/Paris");
@@ -777,7 +778,7 @@ TEST_F(PostgresEngineTest, HostileTableNameIsOnlyEverAName) {
     EXPECT_EQ(result.processed, 3);
     EXPECT_EQ(count("SELECT count(*) FROM " + quote(hostile)), 2);
     EXPECT_EQ(count("SELECT count(*) FROM x"), 1);
-    EXPECT_TRUE(m_engine->check(rule).empty());
+    EXPECT_TRUE(problems(m_engine->check(rule)).empty());
     EXPECT_EQ(dry_run(rule).due, 0);
 }
 
@@ -1172,7 +1173,7 @@ TEST_F(PostgresEngineTest, DjangoSessionsExpireWithTheirOidcSessions) {
          "INSERT INTO oidc_usersession (user_id, session_id) VALUES (" +
          std::to_string(u) + ", 'expired1'), (" + std::to_string(u) + ", 'active')");
     auto rule = shipped_dora_rule("dora-django-sessions");
-    EXPECT_TRUE(m_engine->check(rule).empty());
+    EXPECT_TRUE(problems(m_engine->check(rule)).empty());
     EXPECT_EQ(dry_run(rule).counters.at("dependents.public.oidc_usersession.delete"), 1);
     const auto result = purge(rule);
     EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;

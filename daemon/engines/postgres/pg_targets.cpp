@@ -1,0 +1,117 @@
+// The target's shape decides how the page walk reaches its rows: a plain table is walked as it is;
+// a partitioned table has no pages of its own (pg_relation_size is 0), so each leaf partition is
+// walked in turn, and an inheritance parent's own rows with ONLY. A view or a foreign table is
+// refused, and row-level security that hides rows from the role fails the run: it could not see
+// every due row. After the last batch, the rows still due at the run's cutoff are counted: a run
+// never says ok while due rows remain (a trigger that cancels deletes, rows the walk missed).
+#include "postgres_engine.hpp"
+
+#include "pg_shape.hpp"
+#include "pg_statements.hpp"
+
+#include "retentiond/engine_common.hpp"
+
+namespace retentiond::pg {
+
+using pg_sql::exec;
+using pg_sql::Params;
+
+namespace {
+
+std::int64_t heap_pages(pqxx::connection& conn, const std::string& heap) {
+    const std::string name = heap.rfind("ONLY ", 0) == 0 ? heap.substr(5) : heap;
+    pqxx::read_transaction tx(conn);
+    return exec(tx, "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint",
+                Params({name}))[0][0]
+        .as<std::int64_t>();
+}
+
+void fail(const Rule& rule, const RunContext& ctx, RunResult& result, std::string why) {
+    result.status = RunResult::Status::failed;
+    result.message = std::move(why);
+    journal_event(ctx.journal, rule, "error", {{"message", result.message}});
+}
+
+} // namespace
+
+bool PostgresEngine::shape_refused(pqxx::transaction_base& tx, PreparedRun& run,
+                                   const RunContext& ctx, RunResult& result) const {
+    const Rule& rule = *run.plan.rule;
+    const auto& table = rule.pg().table;
+    const auto target = pg_shape::read_target(tx, run.plan.table);
+    if (auto why = pg_shape::refusal(target, table); !why.empty()) {
+        fail(rule, ctx, result, "refused: " + why);
+        return true;
+    }
+    if (target.rls_hides_rows) {
+        fail(rule, ctx, result,
+             "row-level security on " + table + " hides rows from role " + target.role +
+                 ": the run cannot see every due row, so it cannot be called done; run it with "
+                 "a role that bypasses row-level security (BYPASSRLS, or the owner without "
+                 "FORCE ROW LEVEL SECURITY)");
+        return true;
+    }
+    const bool plain =
+        target.relkind == 'r' && target.heaps.size() == 1 && target.parents_with_heap.empty();
+    if (!plain) {
+        run.heaps = target.heaps;
+        for (const auto& parent : target.parents_with_heap) {
+            run.heaps.push_back("ONLY " + parent);
+        }
+    }
+    return false;
+}
+
+void PostgresEngine::walk(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,
+                          RunResult& result) const {
+    if (run.heaps.empty()) {
+        if (run.pages > 0) {
+            run_streams(run, ctx, std::move(conn), result);
+        }
+        return;
+    }
+    for (const auto& heap : run.heaps) {
+        if (result.status != RunResult::Status::ok) {
+            return;
+        }
+        if (!conn) {
+            conn = connect();
+        }
+        PreparedRun part = run;
+        part.plan.table = heap;
+        part.pages = heap_pages(*conn, heap);
+        if (part.pages > 0) {
+            run_streams(part, ctx, std::move(conn), result);
+        }
+    }
+}
+
+void PostgresEngine::verify_nothing_due(const PreparedRun& run, const RunContext& ctx,
+                                        RunResult& result) const {
+    const Rule& rule = *run.plan.rule;
+    // Anonymize without a mark: an anonymized row cannot be told from a due one by SQL alone.
+    if (result.status != RunResult::Status::ok ||
+        (rule.action == Action::anonymize && !run.plan.mark)) {
+        return;
+    }
+    auto conn = connect();
+    pqxx::work tx(*conn);
+    set_local(tx, run.plan);
+    Params p;
+    const std::string where = due_sql(run.plan, tx, p);
+    const auto left =
+        exec(tx, "SELECT count(*) FROM " + run.plan.table + " WHERE " + where, p)[0][0]
+            .as<std::int64_t>();
+    tx.commit();
+    result.counters["verification.remaining"] = left;
+    if (left == 0) {
+        return;
+    }
+    fail(rule, ctx, result,
+         std::to_string(left) + " rows of " + rule.pg().table +
+             " are still due after the run (due at its cutoff, not held, not changed since): "
+             "likely a BEFORE DELETE trigger or a DO INSTEAD rule that cancels deletes, or rows "
+             "the run could not reach; see `retentiond check`");
+}
+
+} // namespace retentiond::pg
