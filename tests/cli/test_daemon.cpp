@@ -489,7 +489,7 @@ TEST_F(DaemonTest, SigtermMidPurgeFinishesTheBatchAndLeavesAnIntactLog) {
     Daemon d(cfg, m_dir.file("daemon.log"),
              {{"NOTIFY_SOCKET", notify.path()}, {"WATCHDOG_USEC", "400000"}});
     ASSERT_TRUE(wait_for([&] { return due_left() <= 37; }, 15s)) << d.log();
-    const auto progress = notify.find("STATUS=purging old-items: ");
+    const auto progress = notify.find("STATUS=purging old-items (batches): ");
     ASSERT_TRUE(progress.has_value());
     EXPECT_TRUE(wait_for(
         [&] {

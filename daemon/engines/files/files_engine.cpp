@@ -1086,6 +1086,7 @@ public:
         DryRun total;
         std::vector<std::string> unparseable;
         std::uint64_t bits_budget = k_due_bits_budget;
+        ctx.phase("counting");
         for (const auto& f : files) {
             auto s = scan(rule, f, t, ctx, &bits_budget, &staging);
             if (!s.error.empty()) {
@@ -1111,6 +1112,7 @@ public:
         std::vector<std::string> failures;
         std::int64_t rewritten = 0;
         std::int64_t deleted = 0;
+        ctx.phase("batches");
         for (auto& s : scans) {
             if (ctx.stop_requested && ctx.stop_requested()) {
                 r.status = RunResult::Status::stopped;
@@ -1676,6 +1678,7 @@ private:
         DryRun d;
         const WholeClock wc(rule, zone(ctx));
         std::vector<std::pair<const Match*, FileIdentity>> due;
+        ctx.phase("counting");
         for (const auto& f : files) {
             struct stat st {};
             if (scan_whole(wc, f, t, d, &st) == Verdict::due) {
@@ -1689,6 +1692,7 @@ private:
             return r;
         }
         const auto size = static_cast<std::size_t>(std::max(rule.batch_size, 1));
+        ctx.phase("batches");
         for (std::size_t start = 0; start < due.size(); start += size) {
             if (ctx.stop_requested && ctx.stop_requested()) {
                 r.status = RunResult::Status::stopped;

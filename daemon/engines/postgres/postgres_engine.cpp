@@ -741,6 +741,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         auto conn = connect();
         std::optional<pg_notice::Outcome> notices;
         if (pg.notice) {
+            ctx.phase("notices");
             // Notices first: records entering their window are warned now; deletion below only
             // takes records noticed at least `before` ago.
             pg_notice::Target target;
@@ -762,6 +763,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         if (notices && notices->failed) {
             notice_error = "notices: " + notices->message;
         }
+        ctx.phase("counting");
         Plan plan;
         std::int64_t total_rows = 0;
         std::int64_t pages = 0;
@@ -1335,6 +1337,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             }
         };
 
+        ctx.phase("batches");
         std::vector<RunResult> parts(static_cast<std::size_t>(streams));
         if (streams == 1) {
             run_stream(std::move(conn), parts[0]);

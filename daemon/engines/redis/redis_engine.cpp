@@ -1024,6 +1024,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         !ctx.force && (rule.limits.max_rows.has_value() || rule.limits.max_fraction < 1.0);
     std::optional<Remembered> remembered;
     if (limits_apply) {
+        ctx.phase("counting");
         Remembered found;
         std::int64_t in_scope = 0;
         std::int64_t due = 0;
@@ -1062,7 +1063,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
     }
 
-    // Purge pass.
+    ctx.phase("batches"); // Purge pass.
     const std::string hold_field = spec.hold ? spec.hold->hash_field : "";
     const std::string hold_value = spec.hold ? spec.hold->equals : "";
     const std::string min_idle_text = std::to_string(min_idle);
