@@ -36,7 +36,8 @@ install_build_deps() {
   fi
   local sudo=
   [ "$(id -u)" -eq 0 ] || sudo=sudo
-  echo "build-deb: installing build dependencies (${missing[*]:-} Build-Depends of debian/control)"
+  echo "build-deb: installing build dependencies: ${missing[*]:+${missing[*]} and }the" \
+    "Build-Depends of debian/control"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends dpkg-dev fakeroot lintian
