@@ -9,13 +9,46 @@
 # release should ship, and immune to other people's half-written files in a shared checkout.
 # Extra arguments go to dpkg-buildpackage (e.g. -nc to reuse the previous build objects; not with
 # --ref, whose files carry the commit time and would look older than the objects).
-# Needs: dpkg-dev, debhelper, fakeroot and the Build-Depends of packaging/debian/control
-# (scripts/install-deps.sh plus `apt-get install debhelper lintian`).
+# Build dependencies: the script installs what is missing (dpkg-dev, fakeroot, lintian and the
+# Build-Depends of packaging/debian/control, debhelper included) with apt-get, as
+# scripts/install-deps.sh does: idempotent, through sudo when not root. RETENTIOND_NO_APT=1 skips
+# the installation (dpkg-checkbuilddeps then names what is missing); `--deps-only` installs them
+# and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 out=$repo/packaging/out
 work=$out/work/retentiond
+
+# Installs the build dependencies that are missing; a second run installs nothing.
+install_build_deps() {
+  local control=$repo/packaging/debian/control tools=(dpkg-dev fakeroot lintian) missing=()
+  for p in "${tools[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ] && dpkg-checkbuilddeps "$control" >/dev/null 2>&1; then
+    echo "build-deb: build dependencies present"
+    return
+  fi
+  if [ "${RETENTIOND_NO_APT:-0}" = 1 ]; then
+    echo "build-deb: RETENTIOND_NO_APT=1: not installing ${missing[*]:-the Build-Depends}" >&2
+    return
+  fi
+  local sudo=
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "build-deb: installing build dependencies: ${missing[*]:+${missing[*]} and }the" \
+    "Build-Depends of debian/control"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends dpkg-dev fakeroot lintian
+  # Build-Depends of the control file (debhelper-compat is provided by debhelper).
+  $sudo apt-get build-dep -y -qq --no-install-recommends "$repo/packaging"
+}
+
+install_build_deps
+if [ "${1:-}" = --deps-only ]; then
+  exit 0
+fi
 
 mkdir -p "$work"
 # Refresh the copy; keep obj-* (the CMake build dir) so that -nc can rebuild incrementally.

@@ -20,8 +20,8 @@ rank() { # layer of a file under daemon/, or of a public header's base name
         engine_common) echo 2 ;;
     engines/registry.cpp) echo 4 ;;
     engines/* | run_lock) echo 3 ;; # run_lock.hpp: the postgres kind's coordination lock
-    run/* | runner) echo 5 ;;
-    report/* | report) echo 6 ;;
+    run/* | runner | progress) echo 5 ;;
+    report/* | report | report_errors) echo 6 ;;
     service/* | daemon | metrics | notify | scheduler) echo 7 ;;
     cli/* | main.cpp | cli) echo 8 ;;
     *) echo 0 ;;

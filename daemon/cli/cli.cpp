@@ -3,9 +3,12 @@
 #include "retentiond/audit.hpp"
 #include "retentiond/config.hpp"
 #include "retentiond/daemon.hpp"
+#include "retentiond/duration.hpp"
 #include "retentiond/errors.hpp"
 #include "retentiond/logging.hpp"
+#include "retentiond/notify.hpp"
 #include "retentiond/policy_table.hpp"
+#include "retentiond/progress.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/runner.hpp"
 #include "retentiond/timeutil.hpp"
@@ -19,6 +22,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <map>
@@ -284,6 +288,36 @@ void on_stop_signal(int) {
     g_stop = 1;
 }
 
+// On a terminal, a bar redrawn in place on stderr; otherwise (systemd, Scalingo) a log line
+// every ~10 s. STATUS= either way (a no-op without NOTIFY_SOCKET).
+ProgressReporter::Sinks progress_sinks(bool tty, std::ostream& err, Notifier& notifier) {
+    ProgressReporter::Sinks sinks;
+    if (tty) {
+        sinks.tty = [&err](const std::string& line) { err << "\r\033[K" << line << std::flush; };
+    } else {
+        sinks.log = [](const std::string& line) { spdlog::info("{}", line); };
+    }
+    sinks.status = [&notifier](const std::string& text) { notifier.status(text); };
+    return sinks;
+}
+
+// The log's progress interval: 10 s, or RETENTIOND_PROGRESS_EVERY ("2 s", "500 ms").
+std::chrono::milliseconds progress_log_every() {
+    const char* env = std::getenv("RETENTIOND_PROGRESS_EVERY");
+    if (env == nullptr || *env == '\0') {
+        return std::chrono::seconds{10};
+    }
+    try {
+        const Duration d = parse_fixed_duration(env);
+        if (d.months == 0) {
+            return std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::microseconds{d.micros} + std::chrono::days{d.days});
+        }
+    } catch (const ParseError&) {
+    }
+    throw UsageError("RETENTIOND_PROGRESS_EVERY: invalid duration \"" + std::string(env) + "\"");
+}
+
 int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
     OptionParser opts(args.rest);
     if (opts.flag("--help")) {
@@ -326,18 +360,14 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
     options.rules = rules;
     options.force = force;
     options.stop_requested = [] { return g_stop != 0; };
-    const auto started = std::chrono::steady_clock::now();
-    if (tty) {
-        options.progress = [&](const Rule& rule, std::int64_t done, std::int64_t total) {
-            const double secs =
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-            const double rate = secs > 0 ? static_cast<double>(done) / secs : 0.0;
-            const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0.0;
-            err << "\r\033[K" << rule.name << ": " << done << "/" << total << "  "
-                << static_cast<long long>(rate) << "/s  ETA " << static_cast<long long>(eta) << "s"
-                << std::flush;
-        };
-    }
+    Notifier notifier;
+    ProgressReporter progress(progress_sinks(tty, err, notifier), progress_log_every());
+    options.progress = [&](const Rule& rule, std::int64_t done, std::int64_t total) {
+        progress.progress(rule.name, done, total);
+    };
+    options.phase = [&](const Rule& rule, std::string_view phase) {
+        progress.phase(rule.name, phase);
+    };
     const auto runs = runner.purge(options);
     if (tty) {
         err << "\r\033[K";

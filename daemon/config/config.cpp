@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <ratio>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -413,7 +414,9 @@ private:
     std::optional<bool> boolean(const YAML::Node& node, std::string_view key);
     std::optional<std::string> choice(const YAML::Node& node, std::string_view key,
                                       const Keys& options);
-    std::optional<Duration> duration(const YAML::Node& node, std::string_view key);
+    // fixed: not calendar-based (throttle, timeouts, backoff, splay): ms and decimals allowed.
+    std::optional<Duration> duration(const YAML::Node& node, std::string_view key,
+                                     bool fixed = false);
     template <class Rep, class Period>
     void fixed_duration(const Fields& fields, std::string_view key,
                         std::chrono::duration<Rep, Period>& out);
@@ -673,13 +676,13 @@ std::optional<std::string> Loader::choice(const YAML::Node& node, std::string_vi
     return s;
 }
 
-std::optional<Duration> Loader::duration(const YAML::Node& node, std::string_view key) {
+std::optional<Duration> Loader::duration(const YAML::Node& node, std::string_view key, bool fixed) {
     const auto text = string(node, key);
     if (!text) {
         return std::nullopt;
     }
     try {
-        Duration d = parse_duration(*text);
+        Duration d = fixed ? parse_fixed_duration(*text) : parse_duration(*text);
         d.text = node.Scalar();
         return d;
     } catch (const ParseError& e) {
@@ -698,17 +701,26 @@ void Loader::fixed_duration(const Fields& fields, std::string_view key,
     if (!node) {
         return;
     }
-    const auto d = duration(*node, key);
+    const auto d = duration(*node, key, /*fixed=*/true);
     if (!d) {
         return;
     }
     if (d->months != 0) {
         error(*node, std::string(key) + ": months and years have no fixed length here; use "
-                                        "seconds, minutes, hours, days or weeks");
+                                        "ms, seconds, minutes, hours, days or weeks");
         return;
     }
     const auto micros = std::chrono::microseconds(d->micros) + std::chrono::days(d->days);
-    out = std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(micros);
+    const auto value = std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(micros);
+    if (value != micros) {
+        // "40 ms" where whole seconds are kept: say so rather than round it away.
+        error(*node, std::string(key) + ": " + qt(node->Scalar()) + " is finer than this setting " +
+                         "keeps (whole " +
+                         (std::ratio_equal_v<Period, std::milli> ? "milliseconds" : "seconds") +
+                         ")");
+        return;
+    }
+    out = value;
 }
 
 std::optional<LocalizedText> Loader::localized(const YAML::Node& node, std::string_view key) {
@@ -849,7 +861,8 @@ void Loader::read_daemon(const YAML::Node& node) {
             fixed_duration(*b, "initial", d.retry_backoff_initial);
             fixed_duration(*b, "max", d.retry_backoff_max);
             // A zero delay would retry a down store in a tight loop.
-            if (const auto* i = b->get("initial"); i && d.retry_backoff_initial.count() < 1) {
+            if (const auto* i = b->get("initial");
+                i && d.retry_backoff_initial < std::chrono::seconds{1}) {
                 error(*i, "retry_backoff.initial: must be at least 1 second");
             }
             if (const auto* m = b->get("max"); m && d.retry_backoff_max < d.retry_backoff_initial) {

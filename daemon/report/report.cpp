@@ -2,11 +2,13 @@
 #include "retentiond/report.hpp"
 
 #include "retentiond/policy_table.hpp"
+#include "retentiond/report_errors.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <date/iso_week.h>
 #include <date/tz.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -270,6 +272,7 @@ private:
             info.ok = false;
             info.failure = type == "error" ? "error" : "refusal";
             info.message = event_message(j);
+            info.error_code = std::string(classify_event(j));
         } else if (type == "rule_end") {
             // One rule's run as a whole, when the writer records it (a daemon run has no
             // per-rule run_end otherwise).
@@ -395,6 +398,9 @@ ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>
             }
         } else {
             r.error = mask_personal(dry.error.empty() ? "unavailable" : dry.error);
+            r.error_code = std::string(classify_error(dry.error, dry.unavailable));
+            // The report shows the code and its message in its language; the detail goes here.
+            spdlog::warn("report: rule {}: {}: {}", r.rule, r.error_code, r.error);
         }
 
         const auto found = histories.find(rule->name);

@@ -1,6 +1,7 @@
 // The DPO report's four renderings (html, md, json, csv) of one ReportData.
 #include "retentiond/escape.hpp"
 #include "retentiond/report.hpp"
+#include "retentiond/report_errors.hpp"
 #include "retentiond/timeutil.hpp"
 #include "retentiond/version.hpp"
 
@@ -381,10 +382,11 @@ std::string run_did(const RunInfo& run, const Texts& t) {
 std::string status_reason(const RuleReport& r, const ReportData& data, const Texts& t) {
     switch (r.status) {
     case RuleStatus::unknown:
-        return fill(t.why_unknown, {r.error});
+        return fill(t.why_unknown, {error_for_report(r.error_code, t.lang)});
     case RuleStatus::failing:
-        return fill(r.last_run->failure == "refusal" ? t.why_failing_refusal : t.why_failing_error,
-                    {run_when(r.last_run, data, t), r.last_run->message});
+        return fill(
+            r.last_run->failure == "refusal" ? t.why_failing_refusal : t.why_failing_error,
+            {run_when(r.last_run, data, t), error_for_report(r.last_run->error_code, t.lang)});
     case RuleStatus::overdue:
         return fill(t.why_overdue,
                     {group(r.dry->due, t), age_words(*r.oldest_age, t), r.retain_words.get(t.lang),
@@ -808,7 +810,13 @@ std::string render_md(const ReportData& data, const Texts& t) {
 
 // --- json ----------------------------------------------------------------------------------
 
-nlohmann::json run_json(const std::optional<RunInfo>& run) {
+// An error as the report shows it: its code's message in the report's language (the English
+// detail is in the log), null when there is none.
+nlohmann::json coded_error(bool present, const std::string& code, std::string_view lang) {
+    return present ? nlohmann::json(error_for_report(code, lang)) : nlohmann::json();
+}
+
+nlohmann::json run_json(const std::optional<RunInfo>& run, std::string_view lang) {
     if (!run) {
         return nullptr;
     }
@@ -818,7 +826,10 @@ nlohmann::json run_json(const std::optional<RunInfo>& run) {
             {"processed", run->processed},
             {"batches", run->batches},
             {"failure", run->failure.empty() ? nlohmann::json() : nlohmann::json(run->failure)},
-            {"message", run->message.empty() ? nlohmann::json() : nlohmann::json(run->message)}};
+            {"message", coded_error(!run->ok && !run->failure.empty(), run->error_code, lang)},
+            {"error_code", !run->ok && !run->failure.empty()
+                               ? nlohmann::json(error_text(run->error_code).code)
+                               : nlohmann::json()}};
 }
 
 std::string render_json(const ReportData& data, const Texts& t) {
@@ -880,10 +891,11 @@ std::string render_json(const ReportData& data, const Texts& t) {
              {"status", std::string(to_string(r.status))},
              {"status_text", t.status_words[idx(r.status)]},
              {"status_reason", status_reason(r, data, t)},
-             {"error", r.error.empty() ? json() : json(r.error)},
+             {"error", coded_error(!r.error.empty(), r.error_code, lang)},
+             {"error_code", r.error.empty() ? json() : json(error_text(r.error_code).code)},
              {"dry_run", dry},
-             {"last_run", run_json(r.last_run)},
-             {"last_success", run_json(r.last_success)},
+             {"last_run", run_json(r.last_run, lang)},
+             {"last_success", run_json(r.last_success, lang)},
              {"purged_per_week", weeks},
              {"purged_in_window", r.purged_in_window}});
     }
@@ -986,7 +998,7 @@ std::string render_csv(const ReportData& data, const Texts& t) {
              r.last_success && r.last_success->at ? format_utc_seconds(*r.last_success->at) : "",
              r.last_success ? std::to_string(r.last_success->processed) : "",
              std::to_string(r.purged_in_window),
-             r.error});
+             r.error.empty() ? std::string() : error_for_report(r.error_code, t.lang)});
     }
     return out;
 }

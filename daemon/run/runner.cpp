@@ -136,6 +136,9 @@ RuleRun Runner::run_rule(const Rule& rule, AuditLog& audit, const std::string& r
             options.progress(rule, done, total);
         };
     }
+    if (options.phase) {
+        ctx.on_phase = [&](std::string_view phase) { options.phase(rule, phase); };
+    }
     try {
         run.result = engine(rule.datastore).purge(rule, ctx);
     } catch (const UnavailableError& e) {

@@ -5,6 +5,7 @@
 #include "retentiond/errors.hpp"
 #include "retentiond/metrics.hpp"
 #include "retentiond/notify.hpp"
+#include "retentiond/progress.hpp"
 #include "retentiond/run_lock.hpp"
 #include "retentiond/runner.hpp"
 #include "retentiond/schedule.hpp"
@@ -312,9 +313,15 @@ private:
         options.mode = "daemon";
         options.slot = job.slot;
         options.stop_requested = [this] { return m_stop.load(); };
-        options.progress = [this](const Rule& r, std::int64_t done, std::int64_t total) {
-            m_hooks.on_activity(m_datastore, "purging " + r.name + ": " + std::to_string(done) +
-                                                 "/" + std::to_string(total));
+        // STATUS= shows the phase and done/due; the journal gets a progress line every ~10 s.
+        ProgressReporter progress(
+            {nullptr, [](const std::string& line) { spdlog::info("{}", line); },
+             [this](const std::string& text) { m_hooks.on_activity(m_datastore, text); }});
+        options.progress = [&progress](const Rule& r, std::int64_t done, std::int64_t total) {
+            progress.progress(r.name, done, total);
+        };
+        options.phase = [&progress](const Rule& r, std::string_view phase) {
+            progress.phase(r.name, phase);
         };
         const TimePoint started = now_utc();
         result.run = m_runner->run_rule(*rule, m_audit, new_run_id(), options);
@@ -564,7 +571,7 @@ private:
                 e.state.slot = slot(now);
                 e.due = e.state.slot;
             }
-            e.due += random_splay(m_settings.max_splay, m_rng);
+            e.due += random_splay(rule_splay(m_settings.max_splay, e.schedule.period()), m_rng);
             next.emplace(rule.name, std::move(e));
         }
         for (auto& [name, e] : m_rules) {
@@ -671,7 +678,7 @@ private:
         }
         e.due = after_run(e.state, r.outcome, next_slot(e.schedule), now, m_settings.backoff);
         if (r.outcome != RunOutcome::unavailable) {
-            e.due += random_splay(m_settings.max_splay, m_rng);
+            e.due += random_splay(rule_splay(m_settings.max_splay, e.schedule.period()), m_rng);
         } else {
             spdlog::info("rule {}: retrying at {} (outage #{})", r.rule, format_utc_seconds(e.due),
                          e.state.consecutive_unavailable);

@@ -4,9 +4,9 @@
 
 namespace retentiond {
 
-std::chrono::seconds Backoff::delay(int failures) const {
+std::chrono::milliseconds Backoff::delay(int failures) const {
     if (failures <= 0) {
-        return std::chrono::seconds{0};
+        return std::chrono::milliseconds{0};
     }
     auto d = initial;
     for (int i = 1; i < failures && d < max; ++i) {
@@ -15,13 +15,21 @@ std::chrono::seconds Backoff::delay(int failures) const {
     return std::min(d, max);
 }
 
-std::chrono::milliseconds random_splay(std::chrono::seconds max_splay, std::mt19937_64& rng) {
-    const auto max_ms = std::chrono::duration_cast<std::chrono::milliseconds>(max_splay).count();
+std::chrono::milliseconds random_splay(std::chrono::milliseconds max_splay, std::mt19937_64& rng) {
+    const auto max_ms = max_splay.count();
     if (max_ms <= 0) {
         return std::chrono::milliseconds{0};
     }
     std::uniform_int_distribution<std::int64_t> dist(0, max_ms);
     return std::chrono::milliseconds{dist(rng)};
+}
+
+std::chrono::milliseconds rule_splay(std::chrono::milliseconds max_splay,
+                                     std::chrono::seconds period) {
+    if (period <= std::chrono::seconds{0}) {
+        return max_splay;
+    }
+    return std::min(max_splay, std::chrono::duration_cast<std::chrono::milliseconds>(period) / 10);
 }
 
 TimePoint first_due(const NextSlot& next, TimePoint now, std::optional<TimePoint> last_success) {

@@ -24,6 +24,14 @@ constexpr std::int64_t k_max_years = 10'000;
 constexpr std::string_view k_accepted =
     "expected \"N unit\" (unit: second, minute, hour, day, week, month or year, plural allowed), "
     "an ISO 8601 duration such as \"P2Y\", \"P1Y6M\" or \"PT12H\", \"session\" or \"0\"";
+constexpr std::string_view k_accepted_fixed =
+    "expected \"N unit\" (unit: ms, second, minute, hour, day or week, plural allowed; decimals "
+    "such as \"0.5 s\" allowed), an ISO 8601 duration such as \"PT30S\" or \"PT0.04S\", or "
+    "\"0\"";
+
+// Calendar durations (retain) keep whole numbers of calendar units; fixed ones (throttle,
+// timeouts, backoff, splay) also take milliseconds and decimals.
+enum class Mode { calendar, fixed };
 
 // Units in the order a description lists them.
 enum Unit { k_year, k_month, k_week, k_day, k_hour, k_minute, k_second, k_unit_count };
@@ -34,15 +42,16 @@ struct Parts {
     std::array<std::int64_t, k_unit_count> count{};
     std::array<bool, k_unit_count> given{};
     std::int64_t fraction_micros = 0; // fractional seconds (ISO "PT1.5S")
+    std::int64_t extra_micros = 0;    // fixed mode: milliseconds and decimals of any unit
     bool session = false;
 };
 
 class DurationError : public ParseError {
 public:
-    DurationError(std::string_view text, std::string_view reason)
+    DurationError(std::string_view text, std::string_view reason, Mode mode = Mode::calendar)
         : ParseError("invalid duration \"" + std::string(text) +
                      "\": " + (reason.empty() ? std::string() : std::string(reason) + "; ") +
-                     std::string(k_accepted)) {}
+                     std::string(mode == Mode::fixed ? k_accepted_fixed : k_accepted)) {}
 };
 
 bool is_space(char c) {
@@ -107,48 +116,131 @@ bool read_count(std::string_view text, std::size_t& pos, std::int64_t& out) {
     return digits > 0;
 }
 
-// "12 months", "1 year 6 months", "90min", "12h".
-Parts parse_words(std::string_view text) {
+constexpr std::array<std::int64_t, k_unit_count> k_unit_micros = {0,
+                                                                  0,
+                                                                  7 * k_micros_per_day,
+                                                                  k_micros_per_day,
+                                                                  k_micros_per_hour,
+                                                                  k_micros_per_minute,
+                                                                  k_micros_per_second};
+
+bool is_millisecond_word(const std::string& word) {
+    return word == "ms" || word == "msec" || word == "msecs" || word == "millisecond" ||
+           word == "milliseconds";
+}
+
+// Digits after a decimal point, as a fraction numerator/10^digits (at most 9 digits kept).
+struct Fraction {
+    std::int64_t numerator = 0;
+    std::int64_t scale = 1;
+    bool given = false;
+};
+
+Fraction read_fraction(std::string_view text, std::size_t& pos) {
+    Fraction f;
+    if (pos + 1 >= text.size() || (text[pos] != '.' && text[pos] != ',') ||
+        !is_digit(text[pos + 1])) {
+        return f;
+    }
+    f.given = true;
+    ++pos;
+    for (; pos < text.size() && is_digit(text[pos]); ++pos) {
+        if (f.scale < 1'000'000'000) {
+            f.numerator = f.numerator * 10 + (text[pos] - '0');
+            f.scale *= 10;
+        }
+    }
+    return f;
+}
+
+// One "N unit" term of a fixed duration that a calendar one would refuse ("40 ms", "0.5 s"):
+// adds its microseconds to parts.extra_micros. Returns false when the term is an ordinary one.
+bool add_fixed_term(std::string_view text, Parts& parts, std::int64_t n, const Fraction& f,
+                    const std::string& word, bool& ms_given) {
+    if (is_millisecond_word(word)) {
+        if (ms_given) {
+            throw DurationError(text, "unit \"" + word + "\" given twice", Mode::fixed);
+        }
+        ms_given = true;
+        parts.extra_micros += n * 1000 + f.numerator * 1000 / f.scale;
+        return true;
+    }
+    if (!f.given) {
+        return false;
+    }
+    const auto unit = unit_from_word(word);
+    if (!unit || k_unit_micros[*unit] == 0) {
+        throw DurationError(text,
+                            "decimals are allowed with ms, seconds, minutes, hours, days "
+                            "and weeks only",
+                            Mode::fixed);
+    }
+    if (parts.given[*unit]) {
+        throw DurationError(text, "unit \"" + word + "\" given twice", Mode::fixed);
+    }
+    const std::int64_t per_unit = k_unit_micros[*unit];
+    if (n > k_max_years * 366 * k_micros_per_day / per_unit) {
+        throw DurationError(text, "too large (at most 10000 years)", Mode::fixed);
+    }
+    parts.given[*unit] = true;
+    // The fraction in long double: numerator x per_unit can exceed 64 bits (weeks).
+    parts.extra_micros +=
+        n * per_unit + static_cast<std::int64_t>(static_cast<long double>(f.numerator) *
+                                                 static_cast<long double>(per_unit) /
+                                                 static_cast<long double>(f.scale));
+    return true;
+}
+
+std::string read_word(std::string_view text, std::size_t& pos) {
+    while (pos < text.size() && is_space(text[pos])) {
+        ++pos;
+    }
+    std::string word;
+    while (pos < text.size() && is_alpha(text[pos])) {
+        word += lower(text[pos]);
+        ++pos;
+    }
+    return word;
+}
+
+// "12 months", "1 year 6 months", "90min", "12h"; in fixed mode also "40 ms", "0.5 s".
+Parts parse_words(std::string_view text, Mode mode) {
     Parts parts;
+    bool ms_given = false;
     std::size_t pos = 0;
     while (pos < text.size()) {
         std::int64_t n = 0;
         const std::size_t start = pos;
         if (!read_count(text, pos, n)) {
             if (!is_digit(text[start])) {
-                throw DurationError(text, "");
+                throw DurationError(text, "", mode);
             }
-            throw DurationError(text, "too large (at most 10000 years)");
+            throw DurationError(text, "too large (at most 10000 years)", mode);
         }
-        if (pos < text.size() && (text[pos] == '.' || text[pos] == ',') && pos + 1 < text.size() &&
-            is_digit(text[pos + 1])) {
+        const Fraction fraction = read_fraction(text, pos);
+        if (fraction.given && mode == Mode::calendar) {
             throw DurationError(text, "only whole numbers are allowed (write \"90 minutes\", not "
                                       "\"1.5 hours\")");
         }
-        while (pos < text.size() && is_space(text[pos])) {
-            ++pos;
-        }
-        std::string word;
-        while (pos < text.size() && is_alpha(text[pos])) {
-            word += lower(text[pos]);
-            ++pos;
-        }
+        const std::string word = read_word(text, pos);
         if (word.empty()) {
-            throw DurationError(text, "missing unit after " +
-                                          std::string(text.substr(start, pos - start)));
+            throw DurationError(
+                text, "missing unit after " + std::string(text.substr(start, pos - start)), mode);
         }
-        const auto unit = unit_from_word(word);
-        if (!unit) {
-            if (word == "m") {
-                throw DurationError(text, "unit \"m\" is ambiguous (write \"min\" or \"months\")");
+        if (mode == Mode::fixed && add_fixed_term(text, parts, n, fraction, word, ms_given)) {
+            // counted in extra_micros
+        } else if (const auto unit = unit_from_word(word)) {
+            if (parts.given[*unit]) {
+                throw DurationError(text, "unit \"" + word + "\" given twice", mode);
             }
-            throw DurationError(text, "unknown unit \"" + word + "\"");
+            parts.given[*unit] = true;
+            parts.count[*unit] = n;
+        } else if (word == "m") {
+            throw DurationError(text, "unit \"m\" is ambiguous (write \"min\" or \"months\")",
+                                mode);
+        } else {
+            throw DurationError(text, "unknown unit \"" + word + "\"", mode);
         }
-        if (parts.given[*unit]) {
-            throw DurationError(text, "unit \"" + word + "\" given twice");
-        }
-        parts.given[*unit] = true;
-        parts.count[*unit] = n;
         // Terms are separated by spaces and an optional comma: "1 year, 6 months".
         while (pos < text.size() && (is_space(text[pos]) || text[pos] == ',')) {
             ++pos;
@@ -263,9 +355,9 @@ Parts parse_iso(std::string_view text) {
     return parts;
 }
 
-Parts parse_parts(std::string_view text) {
+Parts parse_parts(std::string_view text, Mode mode = Mode::calendar) {
     if (text.empty()) {
-        throw DurationError(text, "");
+        throw DurationError(text, "", mode);
     }
     if (text == "session") {
         Parts parts;
@@ -276,12 +368,12 @@ Parts parse_parts(std::string_view text) {
         return Parts{};
     }
     if (text.front() == '-') {
-        throw DurationError(text, "a duration cannot be negative");
+        throw DurationError(text, "a duration cannot be negative", mode);
     }
     if (text.front() == 'P') {
         return parse_iso(text);
     }
-    return parse_words(text);
+    return parse_words(text, mode);
 }
 
 Duration normalize(std::string_view text, const Parts& parts) {
@@ -289,7 +381,8 @@ Duration normalize(std::string_view text, const Parts& parts) {
     const std::int64_t months = c[k_year] * 12 + c[k_month];
     const std::int64_t days = c[k_week] * 7 + c[k_day];
     const std::int64_t micros = c[k_hour] * k_micros_per_hour + c[k_minute] * k_micros_per_minute +
-                                c[k_second] * k_micros_per_second + parts.fraction_micros;
+                                c[k_second] * k_micros_per_second + parts.fraction_micros +
+                                parts.extra_micros;
     // Each count is below 10^12, so none of the sums above can overflow.
     const std::int64_t approx_days = months * 30 + days + micros / k_micros_per_day;
     if (approx_days > k_max_years * 366) {
@@ -401,6 +494,11 @@ std::string Duration::to_pg_interval() const {
 Duration parse_duration(std::string_view text) {
     const std::string_view trimmed = trim(text);
     return normalize(trimmed, parse_parts(trimmed));
+}
+
+Duration parse_fixed_duration(std::string_view text) {
+    const std::string_view trimmed = trim(text);
+    return normalize(trimmed, parse_parts(trimmed, Mode::fixed));
 }
 
 TimePoint add(TimePoint t, const Duration& d, const date::time_zone* tz) {

@@ -100,7 +100,7 @@ struct Notice {
     Duration before;
     std::vector<std::string> fields;
     std::string command;
-    std::chrono::seconds timeout{60};
+    std::chrono::milliseconds timeout{60000};
 };
 
 struct PostgresRule {
@@ -207,9 +207,10 @@ struct DaemonSettings {
     std::string timezone = "UTC";
     std::chrono::seconds max_clock_skew{300};
     std::chrono::seconds store_down_unhealthy{900}; // /healthz turns 503 after this long
-    std::chrono::seconds splay{30}; // max random delay added to each scheduled start
-    std::chrono::seconds retry_backoff_initial{30}; // after a store outage, doubled each time
-    std::chrono::seconds retry_backoff_max{900};
+    // max random delay added to each scheduled start (capped per rule: scheduler.hpp)
+    std::chrono::milliseconds splay{30000};
+    std::chrono::milliseconds retry_backoff_initial{30000}; // after a store outage, doubled
+    std::chrono::milliseconds retry_backoff_max{900000};
     // A postgres datastore where rules of other kinds take their advisory lock and record their
     // slots, so that several daemons run each slot once. Empty: only postgres rules coordinate
     // (each on its own datastore).

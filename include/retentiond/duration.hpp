@@ -36,6 +36,12 @@ struct Duration {
 // Throws ParseError with a message that quotes the text.
 Duration parse_duration(std::string_view text);
 
+// A duration that is not calendar-based (throttle, timeouts, backoff, splay): everything
+// parse_duration() takes, plus milliseconds ("40 ms", "40 milliseconds") and decimals of the
+// fixed units ("0.04 seconds", "0.5 s", "1.5 hours"), rounded down to the microsecond. Months and
+// years still parse (the caller refuses them where they have no fixed length).
+Duration parse_fixed_duration(std::string_view text);
+
 // t + d as PostgreSQL computes timestamptz + interval in time zone tz: months first (day clamped
 // to the month's end: 2025-01-31 + 1 month = 2025-02-28), then days (same local wall time), then
 // the exact microseconds.

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace retentiond {
@@ -58,7 +59,16 @@ struct RunContext {
     const Secret* audit_key = nullptr; // for hmac / email_domain strategies
     BatchJournal* journal = nullptr;   // intent before commit, outcome after; may be null in tests
     std::function<void(std::int64_t done, std::int64_t total)> on_progress;
+    // What the run is doing, for progress displays: "counting", "notices", "batches",
+    // "verification". Engines call phase(), which does nothing when nobody listens.
+    std::function<void(std::string_view phase)> on_phase;
     std::function<bool()> stop_requested; // SIGTERM: finish the current batch, then return
+
+    void phase(std::string_view name) const {
+        if (on_phase) {
+            on_phase(name);
+        }
+    }
 };
 
 enum class Presence { present, absent, unknown };

@@ -31,6 +31,7 @@ struct RunInfo {
     std::int64_t batches = 0;    // committed batches of the rule's own records
     std::string failure;         // !ok: "refusal" or "error"
     std::string message;         // !ok: the event's message, e-mail addresses masked
+    std::string error_code;      // !ok: report_errors.hpp's code of that event ("RD-LIMIT-...")
 };
 
 struct WeekCount {
@@ -55,7 +56,8 @@ struct RuleReport {
     std::chrono::seconds schedule_period{0};
 
     RuleStatus status = RuleStatus::unknown;
-    std::string error; // unknown: why the store could not be read (e-mail addresses masked)
+    std::string error;      // unknown: why the store could not be read (e-mail addresses masked)
+    std::string error_code; // unknown: report_errors.hpp's code of that error
 
     // The dry run (present unless status == unknown). notes are dropped: only their number is
     // kept, because a note is free text that the report cannot vouch for.

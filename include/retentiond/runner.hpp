@@ -41,6 +41,7 @@ struct PurgeOptions {
     std::string mode = "purge"; // run_start's mode: purge | daemon
     std::function<bool()> stop_requested;
     std::function<void(const Rule&, std::int64_t done, std::int64_t total)> progress;
+    std::function<void(const Rule&, std::string_view phase)> phase; // RunContext::on_phase
     // The daemon's scheduled slot this run stands for: written as `slot` in the rule_end line.
     std::optional<TimePoint> slot;
 };

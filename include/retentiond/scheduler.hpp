@@ -20,20 +20,26 @@ using NextSlot = std::function<TimePoint(TimePoint after)>;
 
 // Retry delays after consecutive store outages: initial, doubled each time, capped.
 struct Backoff {
-    std::chrono::seconds initial{30};
-    std::chrono::seconds max{900};
+    std::chrono::milliseconds initial{30000};
+    std::chrono::milliseconds max{900000};
     // failures >= 1: initial * 2^(failures-1), capped at max.
-    std::chrono::seconds delay(int failures) const;
+    std::chrono::milliseconds delay(int failures) const;
 };
 
 // The daemon's knobs, from `daemon.splay` and `daemon.retry_backoff` (config.cpp).
 struct SchedulerSettings {
-    std::chrono::seconds max_splay{30};
+    std::chrono::milliseconds max_splay{30000};
     Backoff backoff;
 };
 
 // A random delay in [0, max_splay], so that many rules scheduled at 03:00 do not start together.
-std::chrono::milliseconds random_splay(std::chrono::seconds max_splay, std::mt19937_64& rng);
+std::chrono::milliseconds random_splay(std::chrono::milliseconds max_splay, std::mt19937_64& rng);
+
+// The splay bound of one rule: daemon.splay, but at most a tenth of the rule's period, so that a
+// rule on "every 2 seconds" is not started up to 30 s late (a period of 0, unknown, leaves
+// daemon.splay as is).
+std::chrono::milliseconds rule_splay(std::chrono::milliseconds max_splay,
+                                     std::chrono::seconds period);
 
 // Missed runs: a rule runs once at start when its last success is unknown or when a slot fell due
 // since it (however many slots were missed); otherwise at its next slot.

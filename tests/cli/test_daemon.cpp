@@ -489,7 +489,11 @@ TEST_F(DaemonTest, SigtermMidPurgeFinishesTheBatchAndLeavesAnIntactLog) {
     Daemon d(cfg, m_dir.file("daemon.log"),
              {{"NOTIFY_SOCKET", notify.path()}, {"WATCHDOG_USEC", "400000"}});
     ASSERT_TRUE(wait_for([&] { return due_left() <= 37; }, 15s)) << d.log();
-    const auto progress = notify.find("STATUS=purging old-items: ");
+    // STATUS= carries the phase and done/due, refreshed at most once a second.
+    ASSERT_TRUE(wait_for(
+        [&] { return notify.find("STATUS=purging old-items (batches): ").has_value(); }, 5s))
+        << d.log();
+    const auto progress = notify.find("STATUS=purging old-items (batches): ");
     ASSERT_TRUE(progress.has_value());
     EXPECT_TRUE(wait_for(
         [&] {

@@ -109,6 +109,30 @@ TEST(ReportCli, UnwritableOutputIsAnIoErrorNotAnAuditFailure) {
     EXPECT_THAT(r.err, Not(HasSubstr("nothing was touched"))) << "not the audit log's failure";
 }
 
+TEST(ReportCli, AFrenchReportShowsAStoreErrorInFrenchWithItsCode) {
+    Site site(true);
+    for (const char* format : {"md", "html", "csv", "json"}) {
+        const auto r = run_retentiond({"--config", site.config, "report", "--format", format});
+        EXPECT_EQ(r.exit_code, 75) << r.err;
+        // The report: the code and its French message, no English driver text.
+        EXPECT_THAT(r.out, HasSubstr("le service de données ne répond pas (RD-STORE-UNAVAILABLE)"))
+            << format;
+        for (const char* english : {"cannot connect", "Connection refused", "No such file",
+                                    "unavailable", "datastore \""}) {
+            EXPECT_THAT(r.out, Not(HasSubstr(english))) << format;
+        }
+        // The English detail stays in the log (stderr here, the journal under systemd).
+        EXPECT_THAT(r.err, HasSubstr("report: rule web-sessions: RD-STORE-UNAVAILABLE: "));
+        EXPECT_THAT(r.err, HasSubstr("no-such-redis.sock"));
+    }
+    const auto md = run_retentiond({"--config", site.config, "report"});
+    EXPECT_THAT(md.out, HasSubstr("Service injoignable : le service de données ne répond pas "
+                                  "(RD-STORE-UNAVAILABLE)"));
+    const auto en = run_retentiond({"--config", site.config, "report", "--lang", "en"});
+    EXPECT_THAT(en.out, HasSubstr("Datastore unreachable: the datastore does not answer "
+                                  "(RD-STORE-UNAVAILABLE)"));
+}
+
 TEST(ReportCli, FormatFromExtensionAndOptions) {
     Site site(false);
     const auto html = site.dir.file("r.html");

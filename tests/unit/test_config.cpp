@@ -459,7 +459,7 @@ TEST_F(ConfigTest, DaemonSchedulingKeysAreValidatedWithPositions) {
     EXPECT_THAT(
         errors(path),
         ElementsAre(path + ":19:10: splay: months and years have no fixed length here; use "
-                           "seconds, minutes, hours, days or weeks",
+                           "ms, seconds, minutes, hours, days or weeks",
                     path + ":20:29: retry_backoff.initial: must be at least 1 second",
                     path + ":20:53: unknown key \"jitter\"",
                     path + ":21:17: coordination: datastore \"exports\" is files; coordination "
@@ -527,6 +527,47 @@ rules:
     EXPECT_THAT(
         list[4],
         HasSubstr(path + R"(:28:24: rule "re": clock.filename: invalid regex "([0-9]+": )"));
+}
+
+TEST_F(ConfigTest, FixedDurationsTakeMillisecondsAndDecimals) {
+    // The throttle operations.md recommends, written the ways people write it.
+    for (const std::string text :
+         {"40 ms", "40 milliseconds", "0.04 seconds", "0.04 s", "PT0.04S"}) {
+        const auto path = write("ms.yaml", k_base + "    sleep_between_batches: " + text + "\n" +
+                                               "    lock_timeout: 0.5 s\n" +
+                                               "    notice: { before: 30 days, fields: [email], "
+                                               "command: /bin/true, timeout: 1500 ms }\n" +
+                                               "daemon:\n  splay: 250 ms\n" +
+                                               "  retry_backoff: { initial: 1.5 seconds }\n");
+        Config config;
+        try {
+            config = load(path);
+        } catch (const ConfigError& e) {
+            FAIL() << text << ": " << e.what();
+        }
+        const auto& pg = config.rules.at(0).pg();
+        EXPECT_EQ(pg.sleep_between_batches, std::chrono::milliseconds(40)) << text;
+        EXPECT_EQ(pg.lock_timeout, std::chrono::milliseconds(500));
+        EXPECT_EQ(pg.notice->timeout, std::chrono::milliseconds(1500));
+        EXPECT_EQ(config.daemon.splay, std::chrono::milliseconds(250));
+        EXPECT_EQ(config.daemon.retry_backoff_initial, std::chrono::milliseconds(1500));
+    }
+    // Calendar durations keep their rules; a value finer than a setting keeps is an error, not a
+    // silent rounding; positions as for any other key (retain on line 16, col 13).
+    const auto bad =
+        write("bad.yaml", std::string(k_base).replace(k_base.find("12 months"), 9, "40 ms") +
+                              "    sleep_between_batches: 0.5 ms\n"
+                              "daemon:\n  max_clock_skew: 1500 ms\n");
+    EXPECT_THAT(
+        errors(bad),
+        ElementsAre(
+            HasSubstr(bad +
+                      ":16:13: rule \"dora-accounts\": retain: invalid duration \"40 ms\": unknown "
+                      "unit \"ms\""),
+            bad + ":18:28: rule \"dora-accounts\": sleep_between_batches: \"0.5 ms\" is finer than "
+                  "this setting keeps (whole milliseconds)",
+            bad + ":20:19: max_clock_skew: \"1500 ms\" is finer than this "
+                  "setting keeps (whole seconds)"));
 }
 
 TEST_F(ConfigTest, ExtensionsAndStrategiesAreParsed) {

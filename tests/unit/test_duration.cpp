@@ -2,6 +2,7 @@
 #include "retentiond/errors.hpp"
 #include "retentiond/timeutil.hpp"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <date/tz.h>
@@ -13,6 +14,7 @@ using std::chrono::hours;
 using std::chrono::microseconds;
 using std::chrono::minutes;
 using std::chrono::seconds;
+using ::testing::HasSubstr;
 
 constexpr std::int64_t k_hour_us = 3'600'000'000;
 
@@ -129,6 +131,48 @@ TEST(ParseDuration, BadInputsNameTheTextAndWhatIsAccepted) {
     EXPECT_EQ(parse_error("99999999999999 days"),
               "invalid duration \"99999999999999 days\": too large (at most 10000 years); " +
                   std::string(k_accepted));
+}
+
+TEST(ParseFixedDuration, MillisecondsAndDecimals) {
+    EXPECT_EQ(parse_fixed_duration("40 ms").micros, 40'000);
+    EXPECT_EQ(parse_fixed_duration("40ms").micros, 40'000);
+    EXPECT_EQ(parse_fixed_duration("40 milliseconds").micros, 40'000);
+    EXPECT_EQ(parse_fixed_duration("1 millisecond").micros, 1'000);
+    EXPECT_EQ(parse_fixed_duration("0.04 seconds").micros, 40'000);
+    EXPECT_EQ(parse_fixed_duration("0.5 s").micros, 500'000);
+    EXPECT_EQ(parse_fixed_duration("1,5 s").micros, 1'500'000);
+    EXPECT_EQ(parse_fixed_duration("1.5 hours").micros, 90 * 60'000'000LL);
+    EXPECT_EQ(parse_fixed_duration("2.5 ms").micros, 2'500);
+    EXPECT_EQ(parse_fixed_duration("1 second 500 ms").micros, 1'500'000);
+    EXPECT_EQ(parse_fixed_duration("PT0.04S").micros, 40'000);
+    EXPECT_EQ(parse_fixed_duration("30 seconds").micros, 30'000'000);
+    EXPECT_EQ(parse_fixed_duration("0").micros, 0);
+    EXPECT_EQ(parse_fixed_duration("40 ms").text, "40 ms");
+    // Whole units parse as in calendar durations (the caller refuses months where it must).
+    EXPECT_EQ(parse_fixed_duration("2 days").days, 2);
+    EXPECT_EQ(parse_fixed_duration("1 month").months, 1);
+    // Described from its values: "0.04 seconds".
+    EXPECT_EQ(describe_duration(parse_fixed_duration("40 ms"), "en"), "0.04 seconds");
+}
+
+TEST(ParseFixedDuration, BadInputsSayWhatIsAccepted) {
+    const auto error_of = [](const char* text) -> std::string {
+        try {
+            parse_fixed_duration(text);
+        } catch (const ParseError& e) {
+            return e.what();
+        }
+        return "(accepted)";
+    };
+    EXPECT_THAT(error_of("1.5 months"), HasSubstr("decimals are allowed with ms, seconds"));
+    EXPECT_THAT(error_of("40 ms 2 ms"), HasSubstr("unit \"ms\" given twice"));
+    EXPECT_THAT(error_of("40 mss"),
+                HasSubstr("unknown unit \"mss\"; expected \"N unit\" (unit: ms,"));
+    EXPECT_THAT(error_of("-40 ms"), HasSubstr("cannot be negative"));
+    EXPECT_THAT(error_of("99999999999.5 weeks"), HasSubstr("too large"));
+    // Calendar durations (retain) keep their rules.
+    EXPECT_THROW(parse_duration("40 ms"), ParseError);
+    EXPECT_THROW(parse_duration("0.04 seconds"), ParseError);
 }
 
 TEST(ParseDuration, MalformedIsoIsRejected) {

@@ -128,6 +128,48 @@ TEST(ShellScripts, Parse) {
     }
 }
 
+// build-deb.sh on a machine without debhelper: it installs its own build dependencies with
+// apt-get (here a recording stand-in in PATH, so the test changes nothing on the machine), then
+// a second run finds them and installs nothing.
+TEST(BuildDeb, InstallsItsOwnBuildDependenciesOnce) {
+    TempDir dir;
+    const std::string bin = dir.path() + "/bin";
+    const std::string log = dir.file("apt.log");
+    const std::string installed = dir.file("installed");
+    // dpkg-checkbuilddeps fails as on a fresh machine until "apt-get build-dep" ran.
+    dir.write("bin/dpkg-checkbuilddeps",
+              "#!/bin/sh\n[ -e " + installed +
+                  " ] && exit 0\necho 'dpkg-checkbuilddeps: error: Unmet build dependencies: "
+                  "debhelper-compat (= 13)' >&2\nexit 1\n");
+    dir.write("bin/dpkg-query", "#!/bin/sh\n[ -e " + installed +
+                                    " ] && echo 'install ok installed' && exit 0\nexit 1\n");
+    dir.write("bin/apt-get", "#!/bin/sh\necho \"apt-get $*\" >> " + log +
+                                 "\ncase \"$*\" in *build-dep*) touch " + installed + ";; esac\n");
+    dir.write("bin/sudo", "#!/bin/sh\nexec \"$@\"\n");
+    ASSERT_EQ(shell("chmod +x " + bin + "/*").status, 0);
+    const std::string run =
+        "PATH=" + bin + ":$PATH bash " + k_src + "/packaging/build-deb.sh --deps-only 2>&1";
+
+    const auto first = shell(run);
+    ASSERT_EQ(first.status, 0) << first.text;
+    EXPECT_NE(first.text.find("installing build dependencies"), std::string::npos) << first.text;
+    const auto calls = read_file(log);
+    EXPECT_NE(calls.find("apt-get update"), std::string::npos) << calls;
+    EXPECT_NE(calls.find("apt-get install -y -qq --no-install-recommends dpkg-dev fakeroot "
+                         "lintian"),
+              std::string::npos)
+        << calls;
+    EXPECT_NE(
+        calls.find("apt-get build-dep -y -qq --no-install-recommends " + k_src + "/packaging"),
+        std::string::npos)
+        << calls;
+
+    const auto again = shell(run);
+    ASSERT_EQ(again.status, 0) << again.text;
+    EXPECT_NE(again.text.find("build dependencies present"), std::string::npos) << again.text;
+    EXPECT_EQ(read_file(log), calls) << "a second run must install nothing";
+}
+
 std::string complete(const std::string& words) {
     const std::string script =
         "source /usr/share/bash-completion/bash_completion; source " + k_completion +

@@ -2,6 +2,7 @@
 // every format and language.
 #include "engines/files/csv.hpp"
 #include "retentiond/report.hpp"
+#include "retentiond/report_errors.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include "support/process.hpp"
@@ -410,6 +411,61 @@ TEST_F(ReportTest, MarkdownHasTheNumbersAndStatusesInBothLanguages) {
     // The policy's own texts are not translated.
     EXPECT_NE(en.find("Mission d'intérêt public"), std::string::npos);
     EXPECT_EQ(en.find("en retard"), std::string::npos);
+}
+
+TEST_F(ReportTest, ErrorsAreShownByCodeInTheReportsLanguage) {
+    const auto fr = render_report(m_data, "md", "fr");
+    EXPECT_NE(fr.find("Service injoignable : le service de données ne répond pas "
+                      "(RD-STORE-UNAVAILABLE)"),
+              std::string::npos)
+        << fr;
+    EXPECT_NE(fr.find(" : plus d'enregistrements échus que la limite max_rows de la règle "
+                      "(RD-LIMIT-MAX-ROWS)"),
+              std::string::npos)
+        << fr;
+    const auto en = render_report(m_data, "md", "en");
+    EXPECT_NE(
+        en.find("Datastore unreachable: the datastore does not answer (RD-STORE-UNAVAILABLE)"),
+        std::string::npos)
+        << en;
+    // The English details (driver text, engine message) are in neither: they are in the log.
+    for (const auto& doc :
+         {fr, en, render_report(m_data, "html", "fr"), render_report(m_data, "csv", "fr"),
+          render_report(m_data, "json", "fr")}) {
+        EXPECT_EQ(doc.find("Connection refused"), std::string::npos);
+        EXPECT_EQ(doc.find("max_rows exceeded"), std::string::npos);
+    }
+    const auto json = nlohmann::json::parse(render_report(m_data, "json", "fr"));
+    for (const auto& r : json.at("rules")) {
+        if (r.at("name") == "dora-web-sessions") {
+            EXPECT_EQ(r.at("error_code"), "RD-STORE-UNAVAILABLE");
+            EXPECT_EQ(r.at("error"), "le service de données ne répond pas (RD-STORE-UNAVAILABLE)");
+        } else if (r.at("name") == "cqlp-satisfaction-forms") {
+            EXPECT_EQ(r.at("last_run").at("error_code"), "RD-LIMIT-MAX-ROWS");
+        }
+    }
+}
+
+TEST(ReportErrors, StableCodesFromEventsAndDetails) {
+    using nlohmann::json;
+    EXPECT_EQ(classify_error("cannot connect to redis://x: Connection refused", false),
+              "RD-STORE-UNAVAILABLE");
+    EXPECT_EQ(classify_error("anything", true), "RD-STORE-UNAVAILABLE");
+    EXPECT_EQ(classify_error("FATAL: password authentication failed for user \"x\"", true),
+              "RD-STORE-AUTH");
+    EXPECT_EQ(classify_error("exports/a.csv:17: unterminated quote", false), "RD-DATA-UNPARSEABLE");
+    EXPECT_EQ(classify_error("something odd", false), "RD-ERROR");
+    EXPECT_EQ(classify_event(json{{"type", "refusal"}, {"limit", "max_fraction"}}),
+              "RD-LIMIT-MAX-FRACTION");
+    EXPECT_EQ(classify_event(json{{"type", "refusal"}, {"reason", "clock_skew"}}), "RD-CLOCK-SKEW");
+    EXPECT_EQ(classify_event(json{{"type", "error"}, {"sqlstate", "57014"}}), "RD-STORE-TIMEOUT");
+    EXPECT_EQ(classify_event(json{{"type", "error"}, {"sqlstate", "42501"}}),
+              "RD-STORE-PERMISSION");
+    EXPECT_EQ(classify_event(json{{"type", "error"}, {"unavailable", true}, {"message", "x"}}),
+              "RD-STORE-UNAVAILABLE");
+    // Every code has both languages; an unknown code falls back to RD-ERROR.
+    EXPECT_EQ(error_text("RD-NO-SUCH").code, "RD-ERROR");
+    EXPECT_EQ(error_for_report("RD-IO", "en"), "disk read or write error (RD-IO)");
 }
 
 TEST_F(ReportTest, CsvParsesWithOneRowPerRule) {

@@ -48,6 +48,18 @@ TEST(Splay, StaysWithinBoundsAndVaries) {
     EXPECT_EQ(random_splay(0s, rng), 0ms);
 }
 
+TEST(Splay, IsCappedAtATenthOfTheRulesPeriod) {
+    EXPECT_EQ(rule_splay(30s, 2s), 200ms);    // "every 2 seconds": not 27 s late
+    EXPECT_EQ(rule_splay(30s, 1min), 6000ms); // "every 1 minute"
+    EXPECT_EQ(rule_splay(30s, 24h), 30000ms); // daily: daemon.splay as configured
+    EXPECT_EQ(rule_splay(0ms, 2s), 0ms);      // splay disabled stays disabled
+    EXPECT_EQ(rule_splay(30s, 0s), 30000ms);  // unknown period: daemon.splay
+    std::mt19937_64 rng(7);
+    for (int i = 0; i < 1000; ++i) {
+        ASSERT_LE(random_splay(rule_splay(30s, 2s), rng), 200ms);
+    }
+}
+
 TEST(FirstDue, UnknownLastSuccessRunsAtStart) {
     const TimePoint now = k_t0 + 10min;
     EXPECT_EQ(first_due(every_hour, now, std::nullopt), now);

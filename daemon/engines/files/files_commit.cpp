@@ -21,6 +21,7 @@ RunResult FilesEngine::purge(const Rule& rule, RunContext& ctx) {
     // the limits are checked over all files before any of them is replaced. A refusal, an error
     // or a stop drops the staged temps (their destructors unlink them).
     Pass pass;
+    ctx.phase("counting");
     scan_all(rule, files, t, ctx, pass);
     r.due = pass.total.due;
     r.counters["files"] = static_cast<std::int64_t>(files.size());
@@ -28,6 +29,7 @@ RunResult FilesEngine::purge(const Rule& rule, RunContext& ctx) {
     if (refuse(rule, ctx, pass.total.due, pass.total.in_scope, r)) {
         return r;
     }
+    ctx.phase("batches");
     if (replace_all(rule, ctx, t, pass, r)) {
         fail_with(pass.failures, pass.unparseable, r);
     }

@@ -59,6 +59,7 @@ RunResult FilesEngine::purge_whole(const Rule& rule, RunContext& ctx, const Timi
     DryRun d;
     const WholeClock wc(rule, zone(ctx));
     std::vector<std::pair<const Match*, FileIdentity>> due;
+    ctx.phase("counting");
     for (const auto& f : files) {
         struct stat st {};
         if (scan_whole(wc, f, t, d, &st) == Verdict::due) {
@@ -72,6 +73,7 @@ RunResult FilesEngine::purge_whole(const Rule& rule, RunContext& ctx, const Timi
         return r;
     }
     const auto size = static_cast<std::size_t>(std::max(rule.batch_size, 1));
+    ctx.phase("batches");
     for (std::size_t start = 0; start < due.size(); start += size) {
         if (stop_requested(ctx)) {
             r.status = RunResult::Status::stopped;

@@ -16,6 +16,9 @@ std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext&
                                                    pqxx::connection& conn,
                                                    RunResult& result) const {
     PreparedRun run;
+    if (rule.pg().notice) {
+        ctx.phase("notices");
+    }
     if (rule.pg().notice && !send_notices(rule, ctx, conn, result, run.notice_error)) {
         return std::nullopt;
     }
@@ -25,6 +28,7 @@ std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext&
             !read_clock(tx, run.plan, ctx, result)) {
             return std::nullopt;
         }
+        ctx.phase("counting");
         count_due(tx, run, result);
         tx.commit();
     } catch (const pqxx::sql_error& e) {

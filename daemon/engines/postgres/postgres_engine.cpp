@@ -61,7 +61,9 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             return result;
         }
         if (result.due > 0) {
+            ctx.phase("batches");
             walk(*prepared, ctx, std::move(conn), result);
+            ctx.phase("verification");
             verify_nothing_due(*prepared, ctx, result);
         }
     } catch (const pqxx::broken_connection& e) {

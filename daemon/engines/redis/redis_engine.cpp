@@ -324,6 +324,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         !ctx.force && (rule.limits.max_rows.has_value() || rule.limits.max_fraction < 1.0);
     std::optional<Remembered> remembered;
     if (limits_apply) {
+        ctx.phase("counting");
         Counted counted = count_due(c, rule, setup, ttl);
         if (!counted.found.overflowed()) {
             remembered = std::move(counted.found);
@@ -338,6 +339,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
     }
 
+    ctx.phase("batches");
     BatchSender sender(c, rule, ctx, setup, res);
     if (remembered) {
         purge_remembered(*remembered, sender);
