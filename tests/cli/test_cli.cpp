@@ -31,6 +31,15 @@ TEST(Cli, VersionAndHelp) {
     }
     EXPECT_THAT(run_retentiond({"run", "--help"}).out, HasSubstr("SIGHUP reloads"));
     EXPECT_THAT(help.out, Not(HasSubstr("not built")));
+    // Every sub-command too, wherever --help stands (it used to be an unexpected argument).
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"audit", "prove", "--help"},
+          {"audit", "verify", "--help"},
+          {"audit", "prove", "--rule", "x", "--help"}}) {
+        const auto r = run_retentiond(args);
+        EXPECT_EQ(r.exit_code, 0) << args[1] << ": " << r.err;
+        EXPECT_THAT(r.out, HasSubstr("retentiond audit " + args[1])) << args[1];
+    }
 }
 
 TEST(Cli, UsageErrorsExit64) {
