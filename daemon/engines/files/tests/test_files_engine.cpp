@@ -312,7 +312,7 @@ TEST_F(FilesEngine, SymlinksAreNotFollowedOutOfTheRoot) {
                                  "dangling.csv: symbolic link out of the datastore root, skipped",
                                  "inner.csv: symbolic link not followed, skipped"}) {
         EXPECT_TRUE(std::find(d.notes.begin(), d.notes.end(), expected) != d.notes.end())
-            << expected << " not in the notes";
+            << expected << " not in the notes: " << ::testing::PrintToString(d.notes);
     }
     const auto result = purge(r);
     EXPECT_EQ(result.status, RunResult::Status::ok);
