@@ -93,6 +93,17 @@ struct FilesSite {
     }
 };
 
+TEST(Cli, DanglingLinkOutOfTheRootIsNamedSoInTheDryRun) {
+    FilesSite site("  metrics: \"off\"\n");
+    // Relative, pointing out of the root, to nothing: not "not followed", but out of the root.
+    std::filesystem::create_symlink("../elsewhere/Old_Submissions_1.csv",
+                                    site.dir.file("exports/Old_Submissions_1.csv"));
+    const auto r = run_retentiond({"--config", site.config, "purge", "--now", "--dry-run"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("Old_Submissions_1.csv: symbolic link out of the datastore root, "
+                                 "skipped"));
+}
+
 TEST(Cli, TypoInConfigExits78WithPositionAndHint) {
     TempDir dir;
     const auto path = dir.write("bad.yaml", "version: 1\n"
