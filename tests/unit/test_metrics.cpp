@@ -8,7 +8,15 @@
 #include <boost/beast/http.hpp>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <iostream>
 #include <thread>
+#include <vector>
 
 namespace retentiond {
 namespace {
@@ -247,6 +255,50 @@ TEST(MetricsServer, AtTheCapTheOldestIdleConnectionMakesRoom) {
         closed += exchange(s, "", 20ms).find("<closed>") != std::string::npos ? 1 : 0;
     }
     EXPECT_GE(closed, 46);
+}
+
+double cpu_seconds_of_this_process() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    const auto s = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
+    return s(u.ru_utime) + s(u.ru_stime);
+}
+
+TEST(MetricsServer, OutOfDescriptorsBacksOffInsteadOfSpinning) {
+    MetricsServer server({"127.0.0.1", 0}, fixed_handler);
+    rlimit saved{};
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    // Every descriptor taken but one, which the client's socket takes: accept() gets EMFILE.
+    std::vector<int> filler;
+    const rlimit low{256, saved.rlim_max};
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    for (int fd = open("/dev/null", O_RDONLY); fd >= 0; fd = open("/dev/null", O_RDONLY)) {
+        filler.push_back(fd);
+    }
+    ASSERT_FALSE(filler.empty());
+    close(filler.back());
+    filler.pop_back();
+    const int client = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(client, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(server.port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    const double before = cpu_seconds_of_this_process();
+    std::this_thread::sleep_for(1s);
+    const double used = cpu_seconds_of_this_process() - before;
+    for (const int fd : filler) {
+        close(fd);
+    }
+    close(client);
+    setrlimit(RLIMIT_NOFILE, &saved);
+    EXPECT_LT(used, 0.1) << "accept() retried at once on EMFILE";
+    std::cout << "CPU while out of descriptors: " << used << " s in 1 s\n";
+    // Descriptors back: accepting resumes (the back-off is at most 1 s).
+    EXPECT_EQ(get(server.port(), "/metrics").result_int(), 200u);
 }
 
 } // namespace
