@@ -1,6 +1,7 @@
 #include "retentiond/audit.hpp"
 
 #include "retentiond/crypto.hpp"
+#include "retentiond/errors.hpp"
 #include "retentiond/timeutil.hpp"
 #include "retentiond/version.hpp"
 
@@ -696,12 +697,21 @@ void AuditLog::append(json line, std::string_view digests, bool sync) {
     try {
         // One write() per line: a crash leaves at most one torn line, at the end.
         write_all(m_fd, text, m_path);
+    } catch (const std::exception& e) {
+        // A full disk or a file-size limit (EFBIG) may have let part of the line through: cut
+        // it off, so the log ends with its last whole line. If that fails too, stop the log.
+        if (::ftruncate(m_fd, m_end) != 0) {
+            m_broken = true;
+        }
+        throw AuditWriteError(e.what());
+    }
+    try {
         if (sync) {
             fsync_or_throw(m_fd, m_path);
         }
-    } catch (...) {
+    } catch (const std::exception& e) {
         m_broken = true;
-        throw;
+        throw AuditWriteError(e.what());
     }
     m_end += static_cast<off_t>(text.size());
     text.pop_back();
@@ -817,16 +827,22 @@ std::string AuditLog::intent(const BatchIntent& batch) {
     }
     const std::string file = pending_file(id);
     const std::string tmp = file + ".tmp";
-    {
-        Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-        if (fd.get() < 0) {
-            throw_errno("cannot create", tmp, errno);
+    try {
+        {
+            Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+            if (fd.get() < 0) {
+                throw_errno("cannot create", tmp, errno);
+            }
+            write_all(fd.get(), text, tmp);
+            fsync_or_throw(fd.get(), tmp);
         }
-        write_all(fd.get(), text, tmp);
-        fsync_or_throw(fd.get(), tmp);
-    }
-    if (::rename(tmp.c_str(), file.c_str()) != 0) {
-        throw_errno("cannot rename", tmp, errno);
+        if (::rename(tmp.c_str(), file.c_str()) != 0) {
+            throw_errno("cannot rename", tmp, errno);
+        }
+    } catch (const std::exception& e) {
+        // A partly written temp may hold raw keys: it goes now, not at the next start.
+        ::unlink(tmp.c_str());
+        throw AuditWriteError(e.what());
     }
     fsync_dir(dir);
 

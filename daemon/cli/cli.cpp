@@ -41,8 +41,8 @@ constexpr const char* k_exit_codes_help = R"(Exit codes (sysexits):
   65  data error: a record could not be parsed, or the audit log failed verification
   69  a datastore was unavailable
   70  internal error
-  74  the audit log cannot be written or read (a purge touched nothing), or an output file
-      cannot be written
+  74  the audit log cannot be written or read (a purge stops before the batch whose line it
+      cannot write: nothing is applied without its intent), or an output file cannot be written
   75  a run partly failed, was stopped, or was refused by a limit (see --force)
   78  configuration invalid
 )";
@@ -425,17 +425,24 @@ std::string audit_log_path(const Args& args, OptionParser& opts) {
 }
 
 int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
-    if (args.rest.empty() || args.rest.front() == "--help") {
+    const auto usage = [&out] {
         out << "Usage: retentiond audit verify [--log FILE]\n"
                "       retentiond audit prove --rule NAME --key VALUE [--log FILE]\n\n"
                "verify checks every line's JSON and the SHA-256 chain; exit 65 names the first\n"
                "bad line. prove recomputes a record's digest under the audit key and says when\n"
                "it was purged or anonymized, by which run, with which cutoff.\n\n"
             << k_exit_codes_help;
+    };
+    if (args.rest.empty() || args.rest.front() == "--help") {
+        usage();
         return args.rest.empty() ? k_exit_usage : k_exit_ok;
     }
     const std::string sub = args.rest.front();
     OptionParser opts({args.rest.begin() + 1, args.rest.end()});
+    if ((sub == "verify" || sub == "prove") && opts.flag("--help")) {
+        usage();
+        return k_exit_ok;
+    }
     if (sub == "verify") {
         const auto path = audit_log_path(args, opts);
         opts.finish();
@@ -490,6 +497,9 @@ int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
 } // namespace
 
 int run_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
+    // A file-size limit (RLIMIT_FSIZE, LimitFSIZE=) must fail a write with EFBIG, which every
+    // writer reports (exit 74 for the audit log), not kill the process mid-line.
+    std::signal(SIGXFSZ, SIG_IGN);
     try {
         const Args args = split_args(argc, argv);
         setup_logging();

@@ -145,22 +145,41 @@ RuleRun Runner::run_rule(const Rule& rule, AuditLog& audit, const std::string& r
         run.failure = RuleRun::Failure::unavailable;
         run.error = e.what();
         reset_engine(rule.datastore);
+    } catch (const AuditWriteError& e) {
+        run.failure = RuleRun::Failure::error;
+        run.error = std::string("audit log: ") + e.what();
+        run.audit_error = true;
     } catch (const std::exception& e) {
         run.failure = RuleRun::Failure::error;
         run.error = e.what();
     }
     run.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started);
+    try {
+        write_rule_end(audit, run, options);
+    } catch (const AuditWriteError& e) {
+        // The batches applied have their lines; this run's end cannot be told: exit 74.
+        run.failure = RuleRun::Failure::error;
+        run.audit_error = true;
+        if (run.error.empty()) {
+            run.error = std::string("audit log: ") + e.what();
+        }
+    }
+    return run;
+}
+
+void Runner::write_rule_end(AuditLog& audit, const RuleRun& run, const PurgeOptions& options) {
+    const auto& rule = run.rule;
     if (run.failure != RuleRun::Failure::none) {
-        audit.event("error", {{"rule", rule.name},
-                              {"datastore", rule.datastore},
+        audit.event("error", {{"rule", rule},
+                              {"datastore", run.datastore},
                               {"unavailable", run.failure == RuleRun::Failure::unavailable},
                               {"message", run.error}});
     }
     // One line per rule run, even when nothing was due: the report tells "compliant, ran
     // today" from "never ran" and "failing" by it.
-    nlohmann::json end{{"rule", rule.name},
-                       {"datastore", rule.datastore},
+    nlohmann::json end{{"rule", rule},
+                       {"datastore", run.datastore},
                        {"ok", run.ok()},
                        {"status", rule_run_status(run)},
                        {"due", run.result.due},
@@ -170,7 +189,6 @@ RuleRun Runner::run_rule(const Rule& rule, AuditLog& audit, const std::string& r
         end["slot"] = format_utc_seconds(*options.slot);
     }
     audit.event("rule_end", end);
-    return run;
 }
 
 std::vector<RuleRun> Runner::purge(const PurgeOptions& options) {
@@ -185,6 +203,9 @@ std::vector<RuleRun> Runner::purge(const PurgeOptions& options) {
             break;
         }
         runs.push_back(run_rule(*rule, *audit, run_id, options));
+        if (runs.back().audit_error) {
+            break; // every later batch would fail on its intent line
+        }
     }
     nlohmann::json summary = nlohmann::json::array();
     for (const auto& run : runs) {
@@ -194,7 +215,16 @@ std::vector<RuleRun> Runner::purge(const PurgeOptions& options) {
                            {"elapsed_ms", run.elapsed.count()}});
     }
     const int code = exit_code(runs);
-    audit->run_end(code == 0 ? "ok" : "partial", summary);
+    try {
+        audit->run_end(code == 0 ? "ok" : "partial", summary);
+    } catch (const AuditWriteError& e) {
+        if (runs.empty()) {
+            throw;
+        }
+        runs.back().audit_error = true;
+        runs.back().failure = RuleRun::Failure::error;
+        runs.back().error = std::string("audit log: ") + e.what();
+    }
     return runs;
 }
 
@@ -223,13 +253,18 @@ std::vector<RuleDryRun> Runner::dry_run(const std::vector<std::string>& names) {
 }
 
 int exit_code(const std::vector<RuleRun>& runs) {
+    bool audit = false;
     bool data = false;
     bool unavailable = false;
     bool partial = false;
     for (const auto& run : runs) {
+        audit = audit || run.audit_error;
         data = data || run.result.data_error;
         unavailable = unavailable || run.failure == RuleRun::Failure::unavailable;
         partial = partial || !run.ok();
+    }
+    if (audit) {
+        return k_exit_ioerr; // without its log lines, nothing else the run says can be proven
     }
     if (data) {
         return k_exit_data;

@@ -19,6 +19,7 @@
 #include <boost/asio/system_timer.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -29,6 +30,7 @@
 #include <ostream>
 #include <random>
 #include <set>
+#include <sys/resource.h>
 #include <thread>
 #include <unistd.h>
 
@@ -389,6 +391,33 @@ SchedulerSettings settings_of(const DaemonSettings& d) {
     return s;
 }
 
+// Raises the soft RLIMIT_NOFILE to the hard one (LimitNOFILE=; at most 65536) and returns how
+// many /metrics connections may be open at once: few enough that k_reserve descriptors always
+// stay for the daemon's own work (datastore connections, files, the audit log, sd_notify).
+std::size_t reserve_descriptors() {
+    constexpr rlim_t k_most = 65536;
+    constexpr rlim_t k_reserve = 512;
+    constexpr std::size_t k_cap = 64;
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        return k_cap;
+    }
+    const rlim_t want = std::min(lim.rlim_max, k_most);
+    if (lim.rlim_cur < want) {
+        const rlimit raised{want, lim.rlim_max};
+        if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+            lim.rlim_cur = want;
+        }
+    }
+    if (lim.rlim_cur >= k_reserve + 2 * k_cap) {
+        return k_cap;
+    }
+    const auto cap = std::max<std::size_t>(4, static_cast<std::size_t>(lim.rlim_cur / 16));
+    spdlog::warn("only {} file descriptors (LimitNOFILE=): /metrics limited to {} connections",
+                 static_cast<unsigned long long>(lim.rlim_cur), cap);
+    return cap;
+}
+
 // The io thread's side: timers, signals, watchdog, metrics, status. Every member is touched only
 // from the io thread; workers reach it by posting (WorkerHooks) or through their locked methods.
 class Daemon {
@@ -408,18 +437,23 @@ public:
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
 
-    // Binds /metrics now, so a taken port fails the start rather than a later request.
-    void start_metrics() {
+    // Binds /metrics now, so a taken port fails the start rather than a later request. The
+    // server has its own thread and reads only what publish_metrics() hands it: a client can
+    // neither delay this thread's timers and watchdog nor see a half-updated state.
+    void start_metrics(std::size_t max_connections) {
         const auto& spec = m_config->daemon.metrics;
         if (spec == "off") {
             return;
         }
         m_metrics_address = spec;
+        publish_metrics();
+        MetricsServerLimits limits;
+        limits.max_connections = max_connections;
         m_server = std::make_unique<MetricsServer>(
-            m_io, parse_listen_address(spec),
-            [this](std::string_view target) { return handle_http(target); });
-        spdlog::info("metrics on http://{}:{}/metrics", parse_listen_address(spec).host,
-                     m_server->port());
+            parse_listen_address(spec),
+            [this](std::string_view target) { return handle_http(target); }, limits);
+        spdlog::info("metrics on http://{}:{}/metrics (at most {} connections)",
+                     parse_listen_address(spec).host, m_server->port(), max_connections);
     }
 
     int run() {
@@ -688,6 +722,7 @@ private:
     }
 
     void update_status() {
+        publish_metrics();
         if (m_stopping) {
             return;
         }
@@ -830,17 +865,45 @@ private:
         });
     }
 
+    // What /metrics and /healthz read, copied from the io thread's state.
+    struct Published {
+        MetricsSnapshot metrics;
+        std::map<std::string, std::pair<RuleSchedule, std::chrono::seconds>> rules;
+        std::chrono::seconds unhealthy_after{0};
+    };
+
+    void publish_metrics() {
+        if (m_metrics_address.empty()) {
+            return;
+        }
+        auto p = std::make_shared<Published>();
+        p->metrics = m_metrics;
+        for (const auto& [name, e] : m_rules) {
+            p->rules.emplace(name, std::make_pair(e.state, e.schedule.period()));
+        }
+        p->unhealthy_after = m_config->daemon.store_down_unhealthy;
+        const std::lock_guard lock(m_published_mutex);
+        m_published = std::move(p);
+    }
+
+    // On the metrics server's thread.
     HttpResponse handle_http(std::string_view target) {
         const auto path = target.substr(0, target.find('?'));
         const TimePoint now = now_utc();
+        std::shared_ptr<const Published> p;
+        {
+            const std::lock_guard lock(m_published_mutex);
+            p = m_published;
+        }
         if (path == "/metrics") {
-            for (auto& [name, e] : m_rules) {
-                m_metrics.rules[name].overdue = is_overdue(e.state, e.schedule.period(), now);
+            MetricsSnapshot m = p->metrics;
+            for (const auto& [name, rule] : p->rules) {
+                m.rules[name].overdue = is_overdue(rule.first, rule.second, now);
             }
-            return {200, "text/plain; version=0.0.4; charset=utf-8", render_prometheus(m_metrics)};
+            return {200, "text/plain; version=0.0.4; charset=utf-8", render_prometheus(m)};
         }
         if (path == "/healthz") {
-            if (is_healthy(m_metrics, now, m_config->daemon.store_down_unhealthy)) {
+            if (is_healthy(p->metrics, now, p->unhealthy_after)) {
                 return {200, "text/plain; charset=utf-8", "ok\n"};
             }
             return {503, "text/plain; charset=utf-8", "a datastore has been down too long\n"};
@@ -867,7 +930,9 @@ private:
     std::map<std::string, std::string> m_activity; // worker (datastore) -> what it is doing
     MetricsSnapshot m_metrics;
     std::string m_metrics_address;
-    std::unique_ptr<MetricsServer> m_server;
+    std::mutex m_published_mutex;
+    std::shared_ptr<const Published> m_published;
+    std::unique_ptr<MetricsServer> m_server; // joined in shut_down() or before the workers
     int m_live_workers = 0;
     // Last: their threads use the members above (the destructor joins them first anyway).
     std::map<std::string, std::unique_ptr<Worker>> m_workers;
@@ -916,7 +981,7 @@ int run_daemon(const std::string& config_path, std::ostream& out, std::ostream& 
 
     Daemon daemon(config_path, config, *audit);
     try {
-        daemon.start_metrics();
+        daemon.start_metrics(reserve_descriptors());
     } catch (const std::exception& e) {
         err << "retentiond: cannot serve metrics on " << config->daemon.metrics << ": " << e.what()
             << '\n';

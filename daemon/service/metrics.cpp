@@ -1,15 +1,23 @@
 #include "retentiond/metrics.hpp"
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <iomanip>
+#include <list>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 
 namespace retentiond {
 namespace {
@@ -48,53 +56,6 @@ public:
 private:
     std::ostringstream& m_out;
     const char* m_name;
-};
-
-// One connection: read a request, answer it, close.
-class Session : public std::enable_shared_from_this<Session> {
-public:
-    Session(tcp::socket socket, std::shared_ptr<HttpHandler> handler)
-        : m_socket(std::move(socket)), m_handler(std::move(handler)) {}
-
-    void start() {
-        http::async_read(
-            m_socket, m_buffer, m_request,
-            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
-    }
-
-private:
-    void on_read(beast::error_code ec) {
-        if (ec) {
-            return; // client went away or sent garbage: nothing to answer
-        }
-        HttpResponse answer;
-        if (m_request.method() != http::verb::get && m_request.method() != http::verb::head) {
-            answer = {405, "text/plain; charset=utf-8", "method not allowed\n"};
-        } else {
-            const auto target = m_request.target();
-            answer = (*m_handler)(std::string_view(target.data(), target.size()));
-        }
-        m_response.version(m_request.version());
-        m_response.result(answer.status);
-        m_response.set(http::field::content_type, answer.content_type);
-        m_response.set(http::field::server, "retentiond");
-        m_response.keep_alive(false);
-        if (m_request.method() != http::verb::head) {
-            m_response.body() = std::move(answer.body);
-        }
-        m_response.prepare_payload();
-        http::async_write(m_socket, m_response,
-                          [self = shared_from_this()](beast::error_code, std::size_t) {
-                              beast::error_code ignored;
-                              self->m_socket.shutdown(tcp::socket::shutdown_send, ignored);
-                          });
-    }
-
-    tcp::socket m_socket;
-    std::shared_ptr<HttpHandler> m_handler;
-    beast::flat_buffer m_buffer;
-    http::request<http::string_body> m_request;
-    http::response<http::string_body> m_response;
 };
 
 } // namespace
@@ -228,29 +189,214 @@ ListenAddress parse_listen_address(std::string_view text) {
     return a;
 }
 
-struct MetricsServer::Impl : std::enable_shared_from_this<MetricsServer::Impl> {
-    Impl(asio::io_context& io, std::shared_ptr<HttpHandler> h)
-        : acceptor(io), handler(std::move(h)) {}
+namespace metrics_detail {
+class Session;
+}
+using metrics_detail::Session;
 
-    void accept() {
-        acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket s) {
-            if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) {
-                return;
-            }
-            if (!ec) {
-                std::make_shared<Session>(std::move(s), self->handler)->start();
-            }
-            self->accept();
-        });
-    }
+// The server's state, touched only from its thread (after the constructor returns).
+struct MetricsServer::Impl {
+    Impl(std::shared_ptr<HttpHandler> h, MetricsServerLimits l)
+        : handler(std::move(h)), limits(l) {}
 
-    tcp::acceptor acceptor;
+    void accept();
+    void on_accept_error(const beast::error_code& ec);
+    void admit(tcp::socket socket);
+    void stop_here();
+
+    // Destroyed after io (declared first): the sessions io still owns leave this list as io's
+    // destructor drops their handlers.
     std::shared_ptr<HttpHandler> handler;
+    MetricsServerLimits limits;
+    std::list<Session*> sessions; // oldest first
+    std::chrono::milliseconds backoff{0};
+    std::optional<std::chrono::steady_clock::time_point> last_cap_warning;
+    asio::io_context io;
+    tcp::acceptor acceptor{io};
+    asio::steady_timer retry{io};
+    std::thread thread;
 };
 
-MetricsServer::MetricsServer(asio::io_context& io, const ListenAddress& address,
-                             HttpHandler handler)
-    : m_impl(std::make_shared<Impl>(io, std::make_shared<HttpHandler>(std::move(handler)))) {
+namespace {
+
+bool out_of_resources(const beast::error_code& ec) {
+    return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+           ec == asio::error::no_memory || ec.value() == ENFILE;
+}
+
+} // namespace
+
+namespace metrics_detail {
+
+// One connection: read one request (bounded in time and size), answer it, close.
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(tcp::socket socket, MetricsServer::Impl& server)
+        : m_stream(std::move(socket)), m_server(server) {}
+    ~Session() { forget(); }
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    void start() {
+        m_server.sessions.push_back(this);
+        m_pos = std::prev(m_server.sessions.end());
+        m_listed = true;
+        m_parser.header_limit(m_server.limits.header_limit);
+        m_parser.body_limit(m_server.limits.body_limit);
+        m_stream.expires_after(m_server.limits.request_timeout);
+        http::async_read(
+            m_stream, m_buffer, m_parser,
+            [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    }
+
+    bool waiting_for_request() const { return m_reading; }
+
+    // Closed to make room: its pending read completes with an error and the session ends.
+    void evict() {
+        forget();
+        beast::error_code ignored;
+        m_stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+        m_stream.socket().close(ignored);
+    }
+
+private:
+    void forget() {
+        if (m_listed) {
+            m_server.sessions.erase(m_pos);
+            m_listed = false;
+        }
+    }
+
+    void on_read(beast::error_code ec) {
+        m_reading = false;
+        if (ec == http::error::body_limit) {
+            answer({413, "text/plain; charset=utf-8", "request body too large\n"}, false);
+            return;
+        }
+        if (ec == http::error::header_limit) {
+            answer({431, "text/plain; charset=utf-8", "request header too large\n"}, false);
+            return;
+        }
+        if (ec) {
+            return; // client went away, too slow, or sent garbage: nothing to answer
+        }
+        const auto& request = m_parser.get();
+        const bool head = request.method() == http::verb::head;
+        if (request.method() != http::verb::get && !head) {
+            answer({405, "text/plain; charset=utf-8", "method not allowed\n"}, false);
+            return;
+        }
+        const auto target = request.target();
+        answer((*m_server.handler)(std::string_view(target.data(), target.size())), head);
+    }
+
+    void answer(HttpResponse a, bool head) {
+        m_response.version(11);
+        m_response.result(a.status);
+        m_response.set(http::field::content_type, a.content_type);
+        m_response.set(http::field::server, "retentiond");
+        m_response.keep_alive(false);
+        if (!head) {
+            m_response.body() = std::move(a.body);
+        }
+        m_response.prepare_payload();
+        m_stream.expires_after(m_server.limits.write_timeout);
+        http::async_write(m_stream, m_response,
+                          [self = shared_from_this()](beast::error_code, std::size_t) {
+                              beast::error_code ignored;
+                              self->m_stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                          });
+    }
+
+    beast::tcp_stream m_stream;
+    MetricsServer::Impl& m_server;
+    std::list<Session*>::iterator m_pos;
+    bool m_listed = false;
+    bool m_reading = true;
+    beast::flat_buffer m_buffer{16 * 1024};
+    http::request_parser<http::string_body> m_parser;
+    http::response<http::string_body> m_response;
+};
+
+} // namespace metrics_detail
+
+void MetricsServer::Impl::accept() {
+    acceptor.async_accept([this](beast::error_code ec, tcp::socket s) {
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) {
+            return;
+        }
+        if (ec) {
+            on_accept_error(ec);
+            return;
+        }
+        backoff = std::chrono::milliseconds{0};
+        admit(std::move(s));
+        accept();
+    });
+}
+
+void MetricsServer::Impl::on_accept_error(const beast::error_code& ec) {
+    if (!out_of_resources(ec)) {
+        accept(); // ECONNABORTED and the like: the next connection is fine
+        return;
+    }
+    // Retrying at once would spin: the error stays until a descriptor is freed. Free one of ours
+    // (the oldest connection still waiting for its request) and wait a little.
+    for (auto* s : sessions) {
+        if (s->waiting_for_request()) {
+            s->evict();
+            break;
+        }
+    }
+    if (backoff.count() == 0) {
+        spdlog::warn("metrics: cannot accept connections ({}): backing off", ec.message());
+    }
+    backoff = std::min(std::chrono::milliseconds{1000},
+                       std::max(std::chrono::milliseconds{50}, backoff * 2));
+    retry.expires_after(backoff);
+    retry.async_wait([this](const beast::error_code& e) {
+        if (!e && acceptor.is_open()) {
+            accept();
+        }
+    });
+}
+
+void MetricsServer::Impl::admit(tcp::socket socket) {
+    if (sessions.size() >= limits.max_connections) {
+        Session* oldest = nullptr;
+        for (auto* s : sessions) {
+            if (s->waiting_for_request()) {
+                oldest = s;
+                break;
+            }
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (!last_cap_warning || now - *last_cap_warning > std::chrono::minutes(1)) {
+            last_cap_warning = now;
+            spdlog::warn("metrics: {} connections open (the cap): closing the oldest idle one",
+                         sessions.size());
+        }
+        if (oldest == nullptr) {
+            return; // every slot is answering: the new connection is closed unanswered
+        }
+        oldest->evict();
+    }
+    std::make_shared<Session>(std::move(socket), *this)->start();
+}
+
+void MetricsServer::Impl::stop_here() {
+    beast::error_code ignored;
+    acceptor.close(ignored);
+    retry.cancel();
+    while (!sessions.empty()) {
+        sessions.front()->evict();
+    }
+}
+
+MetricsServer::MetricsServer(const ListenAddress& address, HttpHandler handler,
+                             MetricsServerLimits limits)
+    : m_impl(std::make_unique<Impl>(std::make_shared<HttpHandler>(std::move(handler)), limits)) {
+    auto& io = m_impl->io;
     tcp::resolver resolver(io);
     const auto results = resolver.resolve(address.host, std::to_string(address.port));
     if (results.empty()) {
@@ -262,7 +408,9 @@ MetricsServer::MetricsServer(asio::io_context& io, const ListenAddress& address,
     acc.set_option(tcp::acceptor::reuse_address(true));
     acc.bind(endpoint);
     acc.listen();
+    m_port = acc.local_endpoint().port();
     m_impl->accept();
+    m_impl->thread = std::thread([impl = m_impl.get()] { impl->io.run(); });
 }
 
 MetricsServer::~MetricsServer() {
@@ -270,12 +418,18 @@ MetricsServer::~MetricsServer() {
 }
 
 std::uint16_t MetricsServer::port() const {
-    return m_impl->acceptor.local_endpoint().port();
+    return m_port;
 }
 
 void MetricsServer::stop() {
-    beast::error_code ignored;
-    m_impl->acceptor.close(ignored);
+    if (!m_impl->thread.joinable()) {
+        return;
+    }
+    asio::post(m_impl->io, [impl = m_impl.get()] {
+        impl->stop_here();
+        impl->io.stop();
+    });
+    m_impl->thread.join();
 }
 
 } // namespace retentiond

@@ -13,7 +13,7 @@ enum ExitCode : int {
     k_exit_data = 65,        // EX_DATAERR: unparseable record, tampered audit log
     k_exit_unavailable = 69, // EX_UNAVAILABLE: a datastore cannot be reached
     k_exit_software = 70,    // EX_SOFTWARE: internal error, or a verb not built yet
-    k_exit_ioerr = 74,       // EX_IOERR: the audit log cannot be written (nothing was touched)
+    k_exit_ioerr = 74,       // EX_IOERR: the audit log (or an output file) cannot be written
     k_exit_partial = 75,     // EX_TEMPFAIL: a run partly failed or was refused by a limit
     k_exit_config = 78,      // EX_CONFIG: configuration invalid
 };

@@ -3,6 +3,7 @@
 #include "retentiond/duration.hpp"
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -10,10 +11,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-
-namespace boost::asio {
-class io_context;
-}
 
 namespace retentiond {
 
@@ -54,28 +51,47 @@ struct ListenAddress {
 };
 ListenAddress parse_listen_address(std::string_view text);
 
-// A tiny HTTP/1.1 server (Boost.Beast) on the daemon's io_context: one request per connection.
+// A tiny HTTP/1.1 server (Boost.Beast) on a thread of its own: one GET per connection. A client
+// cannot delay the daemon's timers, watchdog or workers, nor take more than `max_connections`
+// descriptors: the request must arrive whole within `request_timeout` (a slow client is closed),
+// a request with a body larger than `body_limit` is refused (413) without reading it, and at the
+// cap the oldest connection still waiting for its request is closed to admit the new one. When
+// accept() fails for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), accepting
+// backs off (50 ms doubling to 1 s) instead of retrying at once.
 struct HttpResponse {
     unsigned status = 200;
     std::string content_type = "text/plain; charset=utf-8";
     std::string body;
 };
+// Called on the server's thread: it must be thread-safe.
 using HttpHandler = std::function<HttpResponse(std::string_view target)>;
+
+struct MetricsServerLimits {
+    std::size_t max_connections = 64;
+    std::chrono::milliseconds request_timeout{5000}; // the whole request line, headers and body
+    std::chrono::milliseconds write_timeout{5000};   // the whole answer
+    std::uint32_t header_limit = 8 * 1024;
+    std::uint64_t body_limit = 1024; // GET and HEAD carry none
+};
 
 class MetricsServer {
 public:
     // Binds now: throws boost::system::system_error (a std::runtime_error) when the address
-    // is taken.
-    MetricsServer(boost::asio::io_context& io, const ListenAddress& address, HttpHandler handler);
+    // is taken. Serves from a thread started here until stop() or destruction.
+    MetricsServer(const ListenAddress& address, HttpHandler handler,
+                  MetricsServerLimits limits = {});
     ~MetricsServer();
     MetricsServer(const MetricsServer&) = delete;
     MetricsServer& operator=(const MetricsServer&) = delete;
     std::uint16_t port() const; // the bound port (useful with port 0)
+    // Closes the listener and every connection, and joins the thread. Idempotent.
     void stop();
 
+    struct Impl; // metrics.cpp: the io_context, the acceptor and the connections
+
 private:
-    struct Impl;
-    std::shared_ptr<Impl> m_impl;
+    std::unique_ptr<Impl> m_impl;
+    std::uint16_t m_port = 0;
 };
 
 } // namespace retentiond

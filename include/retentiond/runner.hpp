@@ -20,8 +20,9 @@ struct RuleRun {
     std::string datastore;
     enum class Failure { none, unavailable, error };
     Failure failure = Failure::none;
-    std::string error; // why it failed; never a key, a value or a secret
-    RunResult result;  // meaningful when failure == none
+    std::string error;        // why it failed; never a key, a value or a secret
+    bool audit_error = false; // the audit log could not be written (exit 74)
+    RunResult result;         // meaningful when failure == none
     std::chrono::milliseconds elapsed{0};
 
     bool ok() const { return failure == Failure::none && result.status == RunResult::Status::ok; }
@@ -82,6 +83,9 @@ public:
     Engine& engine(const std::string& datastore);
 
 private:
+    // The run's `error` (if it failed) and `rule_end` lines. Throws AuditWriteError.
+    static void write_rule_end(AuditLog& audit, const RuleRun& run, const PurgeOptions& options);
+
     const Config& m_config;
     std::map<std::string, std::unique_ptr<Engine>> m_engines;
 };
@@ -89,7 +93,8 @@ private:
 // "ok", "refused", "failed", "stopped", "unavailable".
 std::string rule_run_status(const RuleRun& run);
 
-// 0, 65 (a record could not be parsed), 69 (a store was down), 75 (refused/failed/stopped).
+// 0, 74 (the audit log could not be written), 65 (a record could not be parsed), 69 (a store was
+// down), 75 (refused/failed/stopped).
 int exit_code(const std::vector<RuleRun>& runs);
 
 } // namespace retentiond

@@ -31,6 +31,15 @@ TEST(Cli, VersionAndHelp) {
     }
     EXPECT_THAT(run_retentiond({"run", "--help"}).out, HasSubstr("SIGHUP reloads"));
     EXPECT_THAT(help.out, Not(HasSubstr("not built")));
+    // Every sub-command too, wherever --help stands (it used to be an unexpected argument).
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"audit", "prove", "--help"},
+          {"audit", "verify", "--help"},
+          {"audit", "prove", "--rule", "x", "--help"}}) {
+        const auto r = run_retentiond(args);
+        EXPECT_EQ(r.exit_code, 0) << args[1] << ": " << r.err;
+        EXPECT_THAT(r.out, HasSubstr("retentiond audit " + args[1])) << args[1];
+    }
 }
 
 TEST(Cli, UsageErrorsExit64) {
@@ -83,6 +92,17 @@ struct FilesSite {
                "}\n  timezone: Europe/Paris\n  metrics: \"off\"\n";
     }
 };
+
+TEST(Cli, DanglingLinkOutOfTheRootIsNamedSoInTheDryRun) {
+    FilesSite site("  metrics: \"off\"\n");
+    // Relative, pointing out of the root, to nothing: not "not followed", but out of the root.
+    std::filesystem::create_symlink("../elsewhere/Old_Submissions_1.csv",
+                                    site.dir.file("exports/Old_Submissions_1.csv"));
+    const auto r = run_retentiond({"--config", site.config, "purge", "--now", "--dry-run"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("Old_Submissions_1.csv: symbolic link out of the datastore root, "
+                                 "skipped"));
+}
 
 TEST(Cli, TypoInConfigExits78WithPositionAndHint) {
     TempDir dir;

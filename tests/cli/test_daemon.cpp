@@ -18,20 +18,27 @@
 #include <pqxx/pqxx>
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <regex>
@@ -99,6 +106,18 @@ public:
         const std::lock_guard lock(m_mutex);
         return m_messages;
     }
+    // When each message with a line starting with `state` arrived.
+    std::vector<std::chrono::steady_clock::time_point> arrivals(const std::string& state) {
+        const std::lock_guard lock(m_mutex);
+        std::vector<std::chrono::steady_clock::time_point> out;
+        for (std::size_t i = 0; i < m_messages.size(); ++i) {
+            if (m_messages[i].rfind(state, 0) == 0 ||
+                m_messages[i].find("\n" + state) != std::string::npos) {
+                out.push_back(m_times[i]);
+            }
+        }
+        return out;
+    }
     // Index of the first message at or after `from` with a line starting with `state`.
     std::optional<std::size_t> find(const std::string& state, std::size_t from = 0) {
         const auto all = messages();
@@ -126,6 +145,7 @@ private:
             if (n > 0) {
                 const std::lock_guard lock(m_mutex);
                 m_messages.emplace_back(buf, static_cast<std::size_t>(n));
+                m_times.push_back(std::chrono::steady_clock::now());
             }
         }
     }
@@ -134,6 +154,7 @@ private:
     int m_fd = -1;
     std::mutex m_mutex;
     std::vector<std::string> m_messages;
+    std::vector<std::chrono::steady_clock::time_point> m_times;
     std::atomic<bool> m_done{false};
     std::thread m_reader;
 };
@@ -141,11 +162,16 @@ private:
 // The real binary in the background, stderr to a file.
 class Daemon {
 public:
+    // nofile: RLIMIT_NOFILE (soft and hard) of the daemon, as LimitNOFILE= would set it.
     Daemon(const std::string& config, const std::string& log_path,
-           const std::map<std::string, std::string>& env)
+           const std::map<std::string, std::string>& env, rlim_t nofile = 0)
         : m_log(log_path) {
         m_pid = fork();
         if (m_pid == 0) {
+            if (nofile > 0) {
+                const rlimit lim{nofile, nofile};
+                setrlimit(RLIMIT_NOFILE, &lim);
+            }
             const int in = open("/dev/null", O_RDONLY);
             const int err = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
             dup2(in, 0);
@@ -171,6 +197,7 @@ public:
     Daemon& operator=(const Daemon&) = delete;
 
     void signal(int sig) const { ::kill(m_pid, sig); }
+    pid_t pid() const { return m_pid; }
     std::string log() const { return read_file(m_log); }
     bool log_has(const std::string& text) const { return log().find(text) != std::string::npos; }
 
@@ -208,18 +235,45 @@ struct HttpAnswer {
     std::string body;
 };
 
-HttpAnswer http_get(int port, const std::string& target) {
+// Throws when the daemon does not answer within `timeout` (asynchronous operations: a
+// tcp_stream's deadline does not bound synchronous ones).
+HttpAnswer http_get(int port, const std::string& target,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     namespace asio = boost::asio;
     namespace http = boost::beast::http;
     asio::io_context io;
-    asio::ip::tcp::socket socket(io);
-    socket.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
+    boost::beast::tcp_stream stream(io);
     http::request<http::empty_body> req{http::verb::get, target, 11};
     req.set(http::field::host, "localhost");
-    http::write(socket, req);
     boost::beast::flat_buffer buffer;
     http::response<http::string_body> res;
-    http::read(socket, buffer, res);
+    boost::system::error_code failed;
+    bool done = false;
+    stream.expires_after(timeout);
+    stream.async_connect(
+        {asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)},
+        [&](boost::system::error_code ec) {
+            if (ec) {
+                failed = ec;
+                return;
+            }
+            http::async_write(stream, req, [&](boost::system::error_code wec, std::size_t) {
+                if (wec) {
+                    failed = wec;
+                    return;
+                }
+                http::async_read(stream, buffer, res,
+                                 [&](boost::system::error_code rec, std::size_t) {
+                                     failed = rec;
+                                     done = !rec;
+                                 });
+            });
+        });
+    io.run();
+    if (!done) {
+        throw std::runtime_error("GET " + target + ": " +
+                                 (failed ? failed.message() : std::string("no answer")));
+    }
     return {res.result_int(), res.body()};
 }
 
@@ -978,6 +1032,178 @@ TEST_F(DaemonTest, BatchLeftPendingWhileItsStoreIsDownIsResolvedWhenItReturns) {
     d.signal(SIGTERM);
     EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
     EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
+}
+
+// --- Hostile local clients of /metrics (issue 23, item 1) -------------------------------------
+
+int env_int(const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    return v != nullptr && *v != '\0' ? std::stoi(v) : fallback;
+}
+
+// CPU seconds (user + system) the process has used so far.
+double cpu_seconds(pid_t pid) {
+    std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/stat"));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream fields(text.substr(text.rfind(')') + 2));
+    std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
+    // After "pid (comm) ": state is field 0, utime field 11, stime field 12.
+    return static_cast<double>(std::stoll(f.at(11)) + std::stoll(f.at(12))) /
+           static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// `count` loopback connections that send nothing, opened without waiting for the daemon to accept
+// them, and closed with the object.
+class IdleConnections {
+public:
+    IdleConnections(int port, int count) {
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<std::uint16_t>(port));
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        for (int i = 0; i < count; ++i) {
+            const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            if (fd < 0) {
+                throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
+            }
+            m_fds.push_back(fd);
+            connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)); // EINPROGRESS
+        }
+    }
+    ~IdleConnections() {
+        for (const int fd : m_fds) {
+            close(fd);
+        }
+    }
+    IdleConnections(const IdleConnections&) = delete;
+    IdleConnections& operator=(const IdleConnections&) = delete;
+
+private:
+    std::vector<int> m_fds;
+};
+
+// With LimitNOFILE=1024 (soft and hard: the daemon cannot raise it), 2000 idle connections to
+// /metrics are held for a while (RETENTIOND_HOSTILE_HOLD_SECONDS, 8 by default). Meanwhile the
+// watchdog keeps its 0.2 s interval, /metrics answers, every run of the rule succeeds (no "Too
+// many open files" taken for an outage), and the daemon does not spin.
+TEST_F(DaemonTest, IdleMetricsConnectionsStarveNeitherRunsNorWatchdogNorScrapes) {
+    const int hold_seconds = env_int("RETENTIOND_HOSTILE_HOLD_SECONDS", 8);
+    const int count = env_int("RETENTIOND_HOSTILE_CONNECTIONS", 2000);
+    rlimit own{};
+    getrlimit(RLIMIT_NOFILE, &own);
+    if (own.rlim_max < static_cast<rlim_t>(count + 256)) {
+        GTEST_SKIP() << "the test itself needs " << count + 256 << " descriptors";
+    }
+    own.rlim_cur = own.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &own);
+
+    const auto audit = m_dir.file("audit.jsonl");
+    const auto cfg = m_dir.write("retentiond.yaml", config(audit, "127.0.0.1:0"));
+    NotifySocket notify(m_dir.file("notify.sock"));
+    Daemon d(cfg, m_dir.file("daemon.log"),
+             {{"NOTIFY_SOCKET", notify.path()}, {"WATCHDOG_USEC", "400000"}}, 1024);
+    ASSERT_TRUE(wait_for([&] { return d.metrics_port() != 0; }, 10s)) << d.log();
+    const int port = d.metrics_port();
+    ASSERT_TRUE(wait_for([&] { return d.log_has("rule old-items: ok"); }, 10s)) << d.log();
+
+    const auto runs_before = count_of(d.log(), "rule old-items: ok");
+    const double cpu_before = cpu_seconds(d.pid());
+    const auto start = std::chrono::steady_clock::now();
+    int scrapes = 0;
+    int failed_scrapes = 0;
+    {
+        IdleConnections idle(port, count);
+        insert_due(5);
+        while (std::chrono::steady_clock::now() - start < std::chrono::seconds(hold_seconds)) {
+            try {
+                failed_scrapes += http_get(port, "/metrics", 2s).status == 200 ? 0 : 1;
+            } catch (const std::exception&) {
+                ++failed_scrapes;
+            }
+            ++scrapes;
+            std::this_thread::sleep_for(500ms);
+        }
+    }
+    const auto held = std::chrono::steady_clock::now() - start;
+    const double cpu = cpu_seconds(d.pid()) - cpu_before;
+    const auto runs = count_of(d.log(), "rule old-items: ok") - runs_before;
+
+    // The longest gap between two WATCHDOG=1 while the connections were held.
+    auto pings = notify.arrivals("WATCHDOG=1");
+    std::chrono::steady_clock::duration longest{0};
+    auto previous = start;
+    for (const auto t : pings) {
+        if (t > start && t < start + held) {
+            longest = std::max(longest, t - previous);
+            previous = t;
+        }
+    }
+    longest = std::max(longest, start + held - previous);
+    const auto longest_ms = std::chrono::duration_cast<std::chrono::milliseconds>(longest).count();
+    std::cout << "held " << count << " idle connections for "
+              << std::chrono::duration_cast<std::chrono::seconds>(held).count()
+              << " s: longest watchdog gap " << longest_ms << " ms (interval 200 ms), " << runs
+              << " runs ok, " << scrapes - failed_scrapes << "/" << scrapes
+              << " scrapes answered, daemon CPU " << cpu << " s\n";
+
+    EXPECT_LT(longest_ms, 1000) << "the watchdog stalled";
+    EXPECT_EQ(failed_scrapes, 0) << "/metrics did not answer";
+    EXPECT_GE(runs, static_cast<std::size_t>(hold_seconds / 2)) << d.log();
+    EXPECT_EQ(due_left(), 0) << d.log();
+    EXPECT_FALSE(d.log_has("Too many open files")) << d.log();
+    EXPECT_FALSE(d.log_has("unavailable")) << d.log();
+    EXPECT_LT(cpu, 0.2 * std::chrono::duration<double>(held).count()) << "the daemon spins";
+    d.signal(SIGTERM);
+    EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
+}
+
+// A client that sends its request a byte at a time is closed after the request timeout (5 s); a
+// request announcing a body is refused from its headers, before any of the body is read.
+TEST_F(DaemonTest, MetricsClosesSlowClientsAndRefusesRequestBodies) {
+    namespace asio = boost::asio;
+    const auto cfg = m_dir.write("retentiond.yaml",
+                                 config(m_dir.file("audit.jsonl"), "127.0.0.1:0", "", "every 1h"));
+    Daemon d(cfg, m_dir.file("daemon.log"), {});
+    ASSERT_TRUE(wait_for([&] { return d.metrics_port() != 0; }, 10s)) << d.log();
+    const auto port = static_cast<unsigned short>(d.metrics_port());
+    asio::io_context io;
+    const asio::ip::tcp::endpoint at{asio::ip::make_address("127.0.0.1"), port};
+
+    asio::ip::tcp::socket big(io);
+    big.connect(at);
+    asio::write(big, asio::buffer(std::string("POST /metrics HTTP/1.1\r\nHost: x\r\n"
+                                              "Content-Length: 1048576\r\n\r\n")));
+    big.non_blocking(true);
+    std::string answer;
+    EXPECT_TRUE(wait_for(
+        [&] {
+            char buf[512];
+            boost::system::error_code ec;
+            const auto n = big.read_some(asio::buffer(buf), ec);
+            answer.append(buf, ec ? 0 : n);
+            return answer.find("\r\n") != std::string::npos;
+        },
+        3s));
+    EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0u) << answer;
+
+    asio::ip::tcp::socket slow(io);
+    slow.connect(at);
+    const auto start = std::chrono::steady_clock::now();
+    bool closed = false;
+    const std::string request = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    for (std::size_t i = 0; !closed && std::chrono::steady_clock::now() - start < 15s; ++i) {
+        boost::system::error_code ec;
+        asio::write(slow, asio::buffer(i < request.size() ? request.substr(i, 1) : "a"), ec);
+        closed = static_cast<bool>(ec);
+        std::this_thread::sleep_for(200ms);
+    }
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_TRUE(closed) << "a slow client is never closed";
+    EXPECT_LT(took, 8s);
+    EXPECT_GE(took, 4s) << "closed before the request timeout";
+    EXPECT_EQ(http_get(port, "/metrics").status, 200u);
+    d.signal(SIGTERM);
+    EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
 }
 
 } // namespace

@@ -59,8 +59,8 @@ public:
         m_pid = ::fork();
         if (m_pid == 0) {
             if (fsize_limit >= 0) {
-                // Writes past the limit fail with EFBIG instead of killing the process.
-                std::signal(SIGXFSZ, SIG_IGN);
+                // SIGXFSZ keeps its default action (kill), as under LimitFSIZE=: the binary itself
+                // must make writes past the limit fail with EFBIG instead.
                 const rlimit lim{static_cast<rlim_t>(fsize_limit),
                                  static_cast<rlim_t>(fsize_limit)};
                 ::setrlimit(RLIMIT_FSIZE, &lim);
@@ -282,6 +282,65 @@ TEST_F(PgFaults, AuditLogNotWritableExits74AndTouchesNothing) {
     EXPECT_THAT(r.out + r.err, HasSubstr("audit.jsonl"));
     EXPECT_TRUE(missing_due().empty());
     EXPECT_EQ(kept_digest(), m_keep);
+}
+
+// The audit log's last byte is a newline: no torn line.
+bool ends_with_whole_line(const std::string& path) {
+    const auto text = read_file(path);
+    return !text.empty() && text.back() == '\n';
+}
+
+// Files left in the pending-keys directory with the given suffix.
+std::vector<std::string> pending_with_suffix(const std::string& dir, const std::string& suffix) {
+    std::vector<std::string> out;
+    if (fs::exists(dir)) {
+        for (const auto& e : fs::directory_iterator(dir)) {
+            const auto name = e.path().filename().string();
+            if (name.ends_with(suffix)) {
+                out.push_back(name);
+            }
+        }
+    }
+    return out;
+}
+
+TEST_F(PgFaults, FileSizeLimitFailsCleanlyWithExit74) {
+    // RLIMIT_FSIZE (LimitFSIZE=) as systemd sets it: SIGXFSZ left at its default action.
+    // 1. The intent line (400 digests, ~27 kB) crosses the limit: exit 74, the partial line cut
+    //    off, nothing deleted.
+    write_config(k_due, "0");
+    const auto log = m_dir.file("audit.jsonl");
+    const auto pending = log + ".pending";
+    Child first(args({"purge", "--now"}), m_dir, 8000);
+    EXPECT_EQ(first.wait(), 74) << first.output();
+    EXPECT_THAT(first.output(), HasSubstr("File too large"));
+    EXPECT_TRUE(ends_with_whole_line(log)) << "torn audit line: " << read_file(log);
+    check_invariants("intent past the file-size limit", false);
+    EXPECT_TRUE(missing_due().empty()) << "rows deleted without their intent";
+    EXPECT_THAT(pending_with_suffix(pending, ".tmp"), ::testing::IsEmpty());
+
+    // 2. The raw keys file crosses it (keys of 2 kB each): its partial temp copy, which holds raw
+    //    keys, is removed at once.
+    pg_exec(m_dsn, "CREATE TABLE wide (k text PRIMARY KEY, created_at timestamptz);"
+                   "INSERT INTO wide SELECT repeat('k', 1990) || lpad(g::text, 8, '0'), "
+                   "now() - interval '400 days' FROM generate_series(1, 100) g;");
+    write_config(k_due, "0",
+                 "  - name: wide\n    datastore: app\n    category: items\n    table: wide\n"
+                 "    key: k\n    clock: created_at\n    retain: 1 year\n    action: delete\n"
+                 "    batch_size: 100\n    limits: { max_fraction: 1 }\n");
+    const auto size_before = fs::file_size(log);
+    Child second(args({"purge", "--now", "--rule", "wide"}), m_dir,
+                 static_cast<long>(size_before) + 100000);
+    EXPECT_EQ(second.wait(), 74) << second.output();
+    EXPECT_THAT(pending_with_suffix(pending, ".tmp"), ::testing::IsEmpty())
+        << "a partly written pending file (raw keys) stayed";
+    EXPECT_TRUE(ends_with_whole_line(log));
+    EXPECT_EQ(pg_scalar(m_dsn, "SELECT count(*) FROM wide"), "100");
+    const auto verify = run_retentiond(args({"audit", "verify"}));
+    EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+
+    // Without the limit, the next run completes.
+    finish("after the file-size limit");
 }
 
 TEST_F(PgFaults, SigkillAtRandomMomentsThenTheNextRunCompletes) {

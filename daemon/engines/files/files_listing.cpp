@@ -24,7 +24,9 @@ std::vector<Match> FilesEngine::list(const Rule& rule, std::vector<std::string>&
         std::error_code sec;
         if (entry.is_symlink(sec)) {
             if (glob_match(pattern, 0, parts, 0, false)) {
-                const auto target = fs::weakly_canonical(entry.path(), sec);
+                // Resolved from the link's text: a dangling link's own path is "inside".
+                auto target = fs::read_symlink(entry.path(), sec);
+                target = fs::weakly_canonical(entry.path().parent_path() / target, sec);
                 const auto inside = !sec && target.lexically_relative(root).string().rfind(
                                                 "..", 0) == std::string::npos;
                 note(notes, rel + ": symbolic link " +

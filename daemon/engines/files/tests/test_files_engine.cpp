@@ -301,13 +301,19 @@ TEST_F(FilesEngine, SymlinksAreNotFollowedOutOfTheRoot) {
     spit(outside / "secret.csv", data);
     fs::create_symlink(outside / "secret.csv", m_root / "link.csv");
     fs::create_directory_symlink(outside, m_root / "linkdir");
+    // Dangling and relative, out of the root: described as such, not as "not followed".
+    fs::create_symlink("../outside/gone.csv", m_root / "dangling.csv");
+    fs::create_symlink("kept.csv", m_root / "inner.csv");
     auto r = rule("**/*.csv", FilesRule::Format::csv, "2 years");
     spec(r).clock.field = "Submitted at";
     const auto d = dry(r);
     EXPECT_EQ(d.in_scope, 0);
-    EXPECT_TRUE(std::find(d.notes.begin(), d.notes.end(),
-                          "link.csv: symbolic link out of the datastore root, skipped") !=
-                d.notes.end());
+    for (const auto* expected : {"link.csv: symbolic link out of the datastore root, skipped",
+                                 "dangling.csv: symbolic link out of the datastore root, skipped",
+                                 "inner.csv: symbolic link not followed, skipped"}) {
+        EXPECT_TRUE(std::find(d.notes.begin(), d.notes.end(), expected) != d.notes.end())
+            << expected << " not in the notes: " << ::testing::PrintToString(d.notes);
+    }
     const auto result = purge(r);
     EXPECT_EQ(result.status, RunResult::Status::ok);
     EXPECT_EQ(result.processed, 0);
