@@ -516,7 +516,7 @@ TEST_F(PostgresEngineTest, ShippedAccountsRuleNeedsEveryOneOfItsDependents) {
                 walk(deps[i].dependents, p);
             }
         };
-    walk(edit_spec<PostgresRule>(full).dependents, {});
+    walk(spec_of<PostgresRule>(full).dependents, {});
     EXPECT_EQ(paths.size(), 35U); // 28 references to users_user, 7 below them
     for (const auto& path : paths) {
         auto rule = full;
