@@ -58,7 +58,7 @@ BatchIntent make_intent(const StreamRun& run, const pqxx::result& touched) {
     BatchIntent intent;
     intent.rule = run.rule.name;
     intent.datastore = run.datastore;
-    intent.target = run.spec_of<PostgresRule>(rule).table;
+    intent.target = spec_of<PostgresRule>(run.rule).table;
     intent.action = run.rule.action == Action::anonymize ? "anonymize" : "delete";
     intent.cutoff = run.cutoff;
     intent.keys.reserve(touched.size());
@@ -150,8 +150,8 @@ void BatchStream::run() {
         }
         make_durable();
     } catch (const CommitRefused& e) {
-        failed("commit on " + m_spec_of<PostgresRule>(rule).table + " refused: " + e.what() + "; stopped after " +
-               std::to_string(m_run.processed.load()) + " rows");
+        failed("commit on " + spec_of<PostgresRule>(m_rule).table + " refused: " + e.what() +
+               "; stopped after " + std::to_string(m_run.processed.load()) + " rows");
         journal_now("error", {{"processed", m_run.processed.load()}});
     }
 }
@@ -352,7 +352,7 @@ bool BatchStream::retry_after(const std::exception& e, int attempt, bool& confli
     const auto failure = classify(e);
     const std::string& state = failure.sqlstate;
     conflicted = conflicted || state == "40001";
-    const auto& pg = m_spec_of<PostgresRule>(rule);
+    const auto& pg = spec_of<PostgresRule>(m_rule);
     const auto processed = std::to_string(m_run.processed.load());
     if (failure.kind != ErrorClass::retry) {
         const std::string what = first_line(e.what());
@@ -397,7 +397,7 @@ void BatchStream::advance(const Batch& batch, std::int64_t range_end) {
             m_span = next_span(m_span, batch.done, m_run.batch_size, m_run.pages);
         }
     }
-    const auto pause = m_spec_of<PostgresRule>(rule).sleep_between_batches;
+    const auto pause = spec_of<PostgresRule>(m_rule).sleep_between_batches;
     if (batch.selected > 0 && pause.count() > 0 && m_range_start < m_run.pages) {
         make_durable(); // no row locks held, no outcome left waiting while throttled
         std::this_thread::sleep_for(pause);

@@ -56,7 +56,8 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         }
         notice_error = prepared->notice_error;
         // Limits, before touching anything.
-        const LimitScope scope{result.due, prepared->total_rows, "rows", "in " + spec_of<PostgresRule>(rule).table};
+        const LimitScope scope{result.due, prepared->total_rows, "rows",
+                               "in " + spec_of<PostgresRule>(rule).table};
         if (refuse_over_limits(rule, ctx, scope, result)) {
             return result;
         }

@@ -136,7 +136,7 @@ void BatchSender::apply(Batch& b, const std::string& action, Script& script,
     if (m_ctx.journal != nullptr) {
         intent.rule = m_rule.name;
         intent.datastore = m_rule.datastore;
-        intent.target = m_spec_of<RedisRule>(rule).keys;
+        intent.target = spec_of<RedisRule>(m_rule).keys;
         intent.action = action;
         intent.cutoff = m_cutoff;
         intent.keys = f.batch.keys;
@@ -151,8 +151,9 @@ void BatchSender::flush_delete() {
         return;
     }
     apply(m_to_delete, "delete", m_delete_script,
-          {m_idle ? "idle" : "field", m_idle ? m_min_idle_text : m_spec_of<RedisRule>(rule).clock.hash_field,
-           m_hold_field, m_hold_value, m_cutoff_s_text});
+          {m_idle ? "idle" : "field",
+           m_idle ? m_min_idle_text : spec_of<RedisRule>(m_rule).clock.hash_field, m_hold_field,
+           m_hold_value, m_cutoff_s_text});
 }
 
 void BatchSender::flush_expire() {

@@ -766,7 +766,8 @@ TEST_F(PropertyPostgres, MixedRetainNeverDueEarly) {
     rule.spec = spec_ptr(pg);
     Datastore store;
     store.name = "db";
-    store.spec = spec_ptr(PostgresStore(Secret(s_dsn + " options='-c search_path=fakeclock,pg_catalog,public'")));
+    store.spec = spec_ptr(
+        PostgresStore(Secret(s_dsn + " options='-c search_path=fakeclock,pg_catalog,public'")));
     Config config;
     config.daemon.max_clock_skew = std::chrono::hours(24 * 365 * 200); // fake now() is years off
     auto engine = make_postgres_engine(store, config);
