@@ -14,21 +14,21 @@ int main(int argc, char** argv) {
     }
     Datastore store;
     store.name = "bench";
-    store.kind = DatastoreKind::files;
-    store.root = argv[1];
+    store.kind = &files_kind();
+    store.spec = spec_ptr(FilesStore(argv[1]));
     Config config;
     config.daemon.timezone = "UTC";
     Rule rule;
     rule.name = "cqlp-satisfaction-forms";
     rule.datastore = "bench";
-    rule.kind = DatastoreKind::files;
+    rule.kind = &files_kind();
     rule.retain = parse_duration("2 years");
     rule.limits = Limits{std::nullopt, 1.0};
     FilesRule spec;
     spec.files = argc > 2 ? argv[2] : "**/*_Submissions_*.csv";
     spec.clock.field = "Submitted at";
     spec.clock.format = "%Y-%m-%d %H:%M:%S";
-    rule.spec = spec;
+    rule.spec = spec_ptr(spec);
     const Secret key("bench-key");
     RunContext ctx;
     ctx.run_id = "bench";

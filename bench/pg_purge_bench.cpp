@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     const std::string dir = argc > 6 ? argv[6] : "/tmp";
     Datastore store;
     store.name = "bench";
-    store.dsn = Secret(argv[1]);
+    store.spec = spec_ptr(PostgresStore(Secret(argv[1])));
     Config config;
     const auto engine = make_postgres_engine(store, config);
 
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     if (argc > 8) { // the rule's parallel (streams)
         pg.parallel = std::atoi(argv[8]);
     }
-    rule.spec = pg;
+    rule.spec = spec_ptr(pg);
     if (std::string(argv[3]) == "anonymize") {
         rule.action = Action::anonymize;
         Strategy null_value;

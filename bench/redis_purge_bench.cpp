@@ -91,13 +91,13 @@ int main(int argc, char** argv) {
     }
     Datastore store;
     store.name = "bench";
-    store.kind = DatastoreKind::redis;
-    store.url = Secret(argv[1]);
+    store.kind = &redis_kind();
+    store.spec = spec_ptr(RedisStore(Secret(argv[1])));
 
     Rule rule;
     rule.name = "bench-sessions";
     rule.datastore = store.name;
-    rule.kind = DatastoreKind::redis;
+    rule.kind = &redis_kind();
     rule.retain = parse_duration(argv[3]);
     rule.limits = Limits{std::nullopt, 0.5};
     RedisRule spec;
@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
             usage();
         }
     }
-    rule.spec = spec;
+    rule.spec = spec_ptr(spec);
 
     Config config;
     auto engine = make_redis_engine(store, config);

@@ -27,4 +27,5 @@ function(retentiond_engine_tests kind)
   set_property(GLOBAL APPEND PROPERTY RETENTIOND_CONTRACT_ADAPTERS
                ${CMAKE_CURRENT_SOURCE_DIR}/tests/contract_${kind}.cpp)
   set_property(GLOBAL APPEND PROPERTY RETENTIOND_CONTRACT_LIBS retentiond_engine_${kind} ${ARG_LIBS})
+  set_property(GLOBAL APPEND PROPERTY RETENTIOND_CONTRACT_KINDS ${kind})
 endfunction()

@@ -1,6 +1,7 @@
 // The DPO report's data model: a dry run per rule plus what the audit log says about past runs.
 #include "retentiond/report.hpp"
 
+#include "retentiond/kind.hpp"
 #include "retentiond/policy_table.hpp"
 #include "retentiond/report_errors.hpp"
 #include "retentiond/timeutil.hpp"
@@ -164,13 +165,8 @@ private:
         if (!action.empty() && action != "delete" && action != "anonymize") {
             return false;
         }
-        if (rule != nullptr && rule->kind == DatastoreKind::postgres && !target.empty()) {
-            const auto& table = rule->pg().table;
-            const auto unqualified = [](const std::string& t) {
-                const auto dot = t.rfind('.');
-                return dot == std::string::npos ? t : t.substr(dot + 1);
-            };
-            return target == table || unqualified(target) == unqualified(table);
+        if (rule != nullptr && rule->kind != nullptr && !target.empty()) {
+            return rule->kind->is_rule_target(*rule, target);
         }
         return true;
     }
@@ -374,7 +370,7 @@ ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>
         RuleReport r;
         r.rule = rule->name;
         r.datastore = rule->datastore;
-        r.kind = std::string(to_string(rule->kind));
+        r.kind = rule->kind != nullptr ? std::string(rule->kind->name()) : std::string();
         r.action = std::string(to_string(rule->action));
         r.category = rule->category;
         r.legal_basis = rule->legal_basis;
@@ -439,7 +435,8 @@ ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>
         if (n == rules_per_store.end()) {
             continue; // only the services this report covers
         }
-        data.services.push_back({name, std::string(to_string(store.kind)), n->second});
+        data.services.push_back(
+            {name, store.kind != nullptr ? std::string(store.kind->name()) : "", n->second});
     }
     return data;
 }

@@ -3,6 +3,7 @@
 #include "retentiond/audit.hpp"
 #include "retentiond/config.hpp"
 #include "retentiond/errors.hpp"
+#include "retentiond/kind.hpp"
 #include "retentiond/metrics.hpp"
 #include "retentiond/notify.hpp"
 #include "retentiond/progress.hpp"
@@ -87,11 +88,11 @@ RunOutcome outcome_of(const RuleRun& run) {
     return RunOutcome::failed;
 }
 
-// Where a rule takes its advisory lock and records its slots: its own datastore when postgres,
-// else daemon.coordination when set, else nowhere.
+// Where a rule takes its advisory lock and records its slots: its own datastore when its kind
+// coordinates runs (postgres), else daemon.coordination when set, else nowhere.
 const Datastore* coordination_store(const Config& config, const Rule& rule) {
     const Datastore& own = config.datastores.at(rule.datastore);
-    if (own.kind == DatastoreKind::postgres) {
+    if (own.kind != nullptr && own.kind->coordinates_runs()) {
         return &own;
     }
     if (!config.daemon.coordination.empty()) {
@@ -276,7 +277,7 @@ private:
         if (const Datastore* coord = coordination_store(*m_config, *rule)) {
             result.coordination = coord->name;
             try {
-                lock = RunLock::try_acquire(coord->dsn.reveal(), name);
+                lock = coord->kind->try_lock_run(*coord, name);
             } catch (const UnavailableError& e) {
                 return unavailable(std::move(result), *rule, coord->name, e.what());
             }

@@ -7,9 +7,10 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
-#include <variant>
 #include <vector>
 
 namespace retentiond {
@@ -29,16 +30,47 @@ private:
     std::string m_value;
 };
 
-enum class DatastoreKind { postgres, files, redis };
-std::string_view to_string(DatastoreKind kind);
+class Kind; // a datastore kind (kind.hpp); the list of kinds is engines/registry.cpp
+
+// What a kind reads from its own keys: the datastore's location (postgres: dsn, files: root,
+// redis: url), a rule's table/files/keys... Each kind defines its types in its own folder; core
+// code never needs them. Read them back with spec_of<T>().
+struct DatastoreSpec {
+    virtual ~DatastoreSpec() = default;
+};
+struct RuleSpec {
+    virtual ~RuleSpec() = default;
+};
+
+template <class T> std::shared_ptr<const T> spec_ptr(T value) {
+    return std::make_shared<T>(std::move(value)); // not const itself: see edit_spec
+}
+
+// The spec of a rule or datastore as the kind's type; throws std::logic_error when it holds
+// another kind's (or none).
+template <class T, class Owner> const T& spec_of(const Owner& owner) {
+    if (const auto* spec = dynamic_cast<const T*>(owner.spec.get())) {
+        return *spec;
+    }
+    throw std::logic_error("\"" + owner.name + "\" has no spec of the expected kind");
+}
+template <class T, class Owner> bool has_spec(const Owner& owner) {
+    return dynamic_cast<const T*>(owner.spec.get()) != nullptr;
+}
+// Tests and benches: the owner's spec, modifiable; copied first when another owner shares it.
+template <class T, class Owner> T& edit_spec(Owner& owner) {
+    if (owner.spec.use_count() != 1) {
+        auto copy = std::make_shared<T>(spec_of<T>(owner));
+        owner.spec = copy;
+        return *copy;
+    }
+    return const_cast<T&>(spec_of<T>(owner)); // made by spec_ptr or here: not a const object
+}
 
 struct Datastore {
     std::string name;
-    DatastoreKind kind = DatastoreKind::postgres;
-    Secret dsn;       // postgres: libpq connection string or URI
-    std::string root; // files: absolute or relative to the main config file's directory
-    Secret url;       // redis: redis://[:password@]host:port/db or unix socket path
-    bool dsn_has_inline_password = false; // warned about at load, never logged
+    const Kind* kind = nullptr;                // null: declared with a bad or missing kind
+    std::shared_ptr<const DatastoreSpec> spec; // the kind's keys (secrets stay in Secret)
     SourcePos pos;
 };
 
@@ -76,93 +108,6 @@ struct Limits {
     double max_fraction = 0.5;
 };
 
-// --- kind postgres -------------------------------------------------------------------------
-
-struct PgHold {
-    enum class Kind { equals, after_now };
-    std::string column;
-    Kind kind = Kind::equals;
-    std::string equals; // passed as a $n parameter, cast by PostgreSQL to the column's type
-};
-
-struct Dependent {
-    enum class Action { remove, set_null, anonymize };
-    std::string table;  // possibly schema-qualified
-    std::string column; // the referencing column
-    Action action = Action::remove;
-    std::vector<FieldStrategy> anonymize;
-    std::vector<Dependent> dependents; // rows referencing this dependent's rows
-    SourcePos pos;
-};
-
-// Extension (docs/policy-format-extensions.md): warn the record's holder before deleting it.
-struct Notice {
-    Duration before;
-    std::vector<std::string> fields;
-    std::string command;
-    std::chrono::milliseconds timeout{60000};
-};
-
-struct PostgresRule {
-    std::string table;
-    std::vector<std::string> key;   // one column, or several for a composite key
-    std::vector<std::string> clock; // COALESCE(clock[0], clock[1], ...)
-    std::optional<PgHold> hold;
-    std::vector<Dependent> dependents;
-    std::optional<std::string> mark; // anonymize: boolean or timestamp column
-    std::chrono::milliseconds lock_timeout{2000};
-    std::chrono::milliseconds statement_timeout{60000};
-    std::chrono::milliseconds sleep_between_batches{0};
-    int parallel = 1; // concurrent batch streams (action: delete without dependents)
-    std::optional<Notice> notice;
-};
-
-// --- kind files ----------------------------------------------------------------------------
-
-struct FilesClock {
-    enum class Kind { field, mtime, filename };
-    Kind kind = Kind::field;
-    std::string field;    // CSV column or dotted JSON path
-    std::string format;   // strptime-style; empty = ISO 8601 / Tally default
-    std::string filename; // regex with one capture group, for Kind::filename
-};
-
-struct FilesHold {
-    std::string field;
-    std::string equals;
-};
-
-struct FilesRule {
-    enum class Format { csv, jsonl, whole };
-    std::string files; // glob under the datastore root, ** allowed
-    Format format = Format::csv;
-    FilesClock clock;
-    std::optional<FilesHold> hold;
-    char delimiter = 0;    // 0 = detect from the header (',' or ';')
-    std::string key_field; // audit digests: defaults to the first CSV column / "id"
-};
-
-// --- kind redis ----------------------------------------------------------------------------
-
-struct RedisClock {
-    enum class Kind { idle, hash_field };
-    Kind kind = Kind::idle;
-    std::string hash_field;
-};
-
-struct RedisHold {
-    std::string hash_field;
-    std::string equals;
-};
-
-struct RedisRule {
-    std::string keys; // SCAN MATCH pattern
-    RedisClock clock;
-    std::optional<Duration> max_ttl;
-    std::optional<RedisHold> hold;
-    int scan_count = 1000;
-};
-
 // --- rules ---------------------------------------------------------------------------------
 
 // Text in the policy's two languages; either may be empty.
@@ -175,7 +120,7 @@ struct LocalizedText {
 struct Rule {
     std::string name;
     std::string datastore;
-    DatastoreKind kind = DatastoreKind::postgres;
+    const Kind* kind = nullptr; // its datastore's
     std::string category;
     std::string legal_basis;
     std::string description;
@@ -192,12 +137,8 @@ struct Rule {
     // Extension `policy_table: false`: enforced, but not a line of the published retention table
     // (e.g. Django sessions, which the privacy policy does not list).
     bool in_policy_table = true;
-    std::variant<PostgresRule, FilesRule, RedisRule> spec;
+    std::shared_ptr<const RuleSpec> spec; // the kind's keys: spec_of<PostgresRule>(rule), ...
     SourcePos pos;
-
-    const PostgresRule& pg() const { return std::get<PostgresRule>(spec); }
-    const FilesRule& files() const { return std::get<FilesRule>(spec); }
-    const RedisRule& redis() const { return std::get<RedisRule>(spec); }
 };
 
 struct DaemonSettings {
@@ -235,7 +176,11 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
 EnvLookup process_env();
 
 // Loads the main file and its includes, validates everything, and returns the config, or throws
-// ConfigError holding every diagnostic of every file (not only the first).
+// ConfigError holding every diagnostic of every file (not only the first). Each datastore's and
+// rule's own keys are read by its kind, one of `kinds` (in the order messages list them).
+Config load_config(const std::string& path, const std::vector<const Kind*>& kinds,
+                   const EnvLookup& env);
+// The same with every kind of the registry (defined in engines/registry.cpp).
 Config load_config(const std::string& path, const EnvLookup& env = process_env());
 
 // The config file path from --config, else $RETENTIOND_CONFIG, else

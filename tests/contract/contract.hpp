@@ -62,9 +62,11 @@ public:
     virtual std::optional<MissingTarget> missing_target(const RuleOptions& options) = 0;
 };
 
-std::unique_ptr<ContractBackend> make_postgres_backend();
-std::unique_ptr<ContractBackend> make_files_backend();
-std::unique_ptr<ContractBackend> make_redis_backend();
+// Each kind's adapter (daemon/engines/<kind>/tests/contract_<kind>.cpp) defines
+// make_<kind>_backend(); the build lists the kinds in contract_kinds.inc.
+#define RETENTIOND_CONTRACT_KIND(kind) std::unique_ptr<ContractBackend> make_##kind##_backend();
+#include "contract_kinds.inc"
+#undef RETENTIOND_CONTRACT_KIND
 
 // check()'s problems without its advisories (warnings): what makes `retentiond check` fail.
 inline std::vector<Diagnostic> problems(std::vector<Diagnostic> found) {

@@ -289,10 +289,16 @@ TEST_P(Contract, CheckNamesAMissingTarget) {
     EXPECT_EQ(problems.front().rule, missing->rule.name);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, Contract,
-                         ::testing::Values(Kind{"postgres", make_postgres_backend},
-                                           Kind{"files", make_files_backend},
-                                           Kind{"redis", make_redis_backend}),
+// Every kind whose folder has a contract adapter (the build writes contract_kinds.inc).
+std::vector<Kind> contract_kinds() {
+    std::vector<Kind> kinds;
+#define RETENTIOND_CONTRACT_KIND(kind) kinds.push_back(Kind{#kind, make_##kind##_backend});
+#include "contract_kinds.inc"
+#undef RETENTIOND_CONTRACT_KIND
+    return kinds;
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, Contract, ::testing::ValuesIn(contract_kinds()),
                          [](const auto& kind_info) { return kind_info.param.name; });
 
 } // namespace

@@ -32,12 +32,12 @@ void run(const std::string& dir, retentiond::FilesRule::Format format, const std
     retentiond::Config config;
     retentiond::Datastore store;
     store.name = "fz";
-    store.kind = retentiond::DatastoreKind::files;
-    store.root = dir;
+    store.kind = &retentiond::files_kind();
+    store.spec = retentiond::spec_ptr(retentiond::FilesStore(dir));
     retentiond::Rule rule;
     rule.name = "fz";
     rule.datastore = "fz";
-    rule.kind = retentiond::DatastoreKind::files;
+    rule.kind = &retentiond::files_kind();
     rule.retain = retentiond::parse_duration("1 year");
     rule.limits.max_fraction = 1.0;
     retentiond::FilesRule spec;
@@ -46,7 +46,7 @@ void run(const std::string& dir, retentiond::FilesRule::Format format, const std
     spec.clock.kind = retentiond::FilesClock::Kind::field;
     spec.clock.field = format == retentiond::FilesRule::Format::csv ? "at" : "meta.at";
     spec.hold = retentiond::FilesHold{"hold", "yes"};
-    rule.spec = spec;
+    rule.spec = retentiond::spec_ptr(spec);
     const retentiond::Secret key("fuzz");
     retentiond::RunContext ctx;
     ctx.run_id = "fuzz";

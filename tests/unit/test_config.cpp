@@ -1,3 +1,6 @@
+#include "engines/files/files_kind.hpp"
+#include "engines/postgres/postgres_kind.hpp"
+#include "engines/redis/redis_kind.hpp"
 #include "retentiond/config.hpp"
 #include "retentiond/crypto.hpp"
 
@@ -103,10 +106,10 @@ TEST_F(ConfigTest, BaseConfigLoads) {
     ASSERT_EQ(config.rules.size(), 1U);
     const Rule& rule = config.rules[0];
     EXPECT_EQ(rule.name, "dora-accounts");
-    EXPECT_EQ(rule.kind, DatastoreKind::postgres);
-    EXPECT_EQ(rule.pg().table, "public.users_user");
-    EXPECT_THAT(rule.pg().clock, ElementsAre("last_login", "date_joined"));
-    EXPECT_THAT(rule.pg().key, ElementsAre("id"));
+    EXPECT_EQ(rule.kind, &postgres_kind());
+    EXPECT_EQ(spec_of<PostgresRule>(rule).table, "public.users_user");
+    EXPECT_THAT(spec_of<PostgresRule>(rule).clock, ElementsAre("last_login", "date_joined"));
+    EXPECT_THAT(spec_of<PostgresRule>(rule).key, ElementsAre("id"));
     EXPECT_EQ(rule.retain.months, 12);
     EXPECT_EQ(rule.action, Action::remove);
     EXPECT_EQ(rule.batch_size, 5000);
@@ -114,10 +117,12 @@ TEST_F(ConfigTest, BaseConfigLoads) {
     EXPECT_EQ(rule.schedule.text, "daily 03:00");
     EXPECT_EQ(rule.pos.line, 10);
     EXPECT_EQ(rule.pos.column, 5);
-    EXPECT_EQ(config.datastores.at("dora").dsn.reveal(), "postgres://app@db.internal/dora");
-    EXPECT_FALSE(config.datastores.at("dora").dsn_has_inline_password);
+    EXPECT_EQ(spec_of<PostgresStore>(config.datastores.at("dora")).dsn.reveal(),
+              "postgres://app@db.internal/dora");
+    EXPECT_FALSE(spec_of<PostgresStore>(config.datastores.at("dora")).dsn_has_inline_password);
     // A relative root is read from the main file's directory.
-    EXPECT_EQ(config.datastores.at("exports").root, (m_dir / "exports").string());
+    EXPECT_EQ(spec_of<FilesStore>(config.datastores.at("exports")).root,
+              (m_dir / "exports").string());
     EXPECT_THAT(config.files, ElementsAre(path));
     EXPECT_EQ(config.sha256, sha256_hex(k_base));
     EXPECT_TRUE(config.warnings.empty());
@@ -545,7 +550,7 @@ TEST_F(ConfigTest, FixedDurationsTakeMillisecondsAndDecimals) {
         } catch (const ConfigError& e) {
             FAIL() << text << ": " << e.what();
         }
-        const auto& pg = config.rules.at(0).pg();
+        const auto& pg = spec_of<PostgresRule>(config.rules.at(0));
         EXPECT_EQ(pg.sleep_between_batches, std::chrono::milliseconds(40)) << text;
         EXPECT_EQ(pg.lock_timeout, std::chrono::milliseconds(500));
         EXPECT_EQ(pg.notice->timeout, std::chrono::milliseconds(1500));
@@ -608,7 +613,7 @@ TEST_F(ConfigTest, ExtensionsAndStrategiesAreParsed) {
     EXPECT_EQ(rule.clock_label.get("fr"), "après la dernière connexion");
     EXPECT_EQ(rule.clock_label.get("en"), "after the last login");
     EXPECT_TRUE(rule.clock_null_due);
-    const auto& pg = rule.pg();
+    const auto& pg = spec_of<PostgresRule>(rule);
     EXPECT_EQ(pg.lock_timeout, std::chrono::milliseconds(5000));
     EXPECT_EQ(pg.statement_timeout, std::chrono::milliseconds(120000));
     EXPECT_EQ(pg.sleep_between_batches, std::chrono::milliseconds(2000));
@@ -638,8 +643,8 @@ TEST_F(ConfigTest, ExtensionsAndStrategiesAreParsed) {
 // `parallel` (an extension): concurrent batch streams, only where they cannot meet each other.
 TEST_F(ConfigTest, ParallelStreamsOnlyForDeletesWithoutDependents) {
     const auto ok = write("ok.yaml", k_base + "    parallel: 2\n");
-    EXPECT_EQ(load(ok).rules.at(0).pg().parallel, 2);
-    EXPECT_EQ(load(write("default.yaml", k_base)).rules.at(0).pg().parallel, 1);
+    EXPECT_EQ(spec_of<PostgresRule>(load(ok).rules.at(0)).parallel, 2);
+    EXPECT_EQ(spec_of<PostgresRule>(load(write("default.yaml", k_base)).rules.at(0)).parallel, 1);
 
     const auto path = write("retentiond.yaml", k_base + R"(    parallel: 9
   - name: anon
@@ -692,14 +697,14 @@ TEST_F(ConfigTest, InlinePasswordIsWarnedAboutWithoutPrintingIt) {
     m_env["DSN"] = "postgresql://app:hunter2@db.internal:5432/dora";
     const auto path = write("retentiond.yaml", k_base);
     const Config config = load(path);
-    EXPECT_TRUE(config.datastores.at("dora").dsn_has_inline_password);
+    EXPECT_TRUE(spec_of<PostgresStore>(config.datastores.at("dora")).dsn_has_inline_password);
     ASSERT_EQ(config.warnings.size(), 1U);
     EXPECT_EQ(config.warnings[0].pos.line, 5);
     EXPECT_THAT(config.warnings[0].to_string(), HasSubstr("inline password"));
     EXPECT_THAT(config.warnings[0].to_string(), Not(HasSubstr("hunter2")));
 
     m_env["DSN"] = "host=db user=app password=hunter2 dbname=dora";
-    EXPECT_TRUE(load(path).datastores.at("dora").dsn_has_inline_password);
+    EXPECT_TRUE(spec_of<PostgresStore>(load(path).datastores.at("dora")).dsn_has_inline_password);
 }
 
 TEST_F(ConfigTest, InvalidYamlNamesThePosition) {
@@ -717,9 +722,12 @@ TEST_F(ConfigTest, DefaultConfigPath) {
 }
 
 TEST(ConfigNames, ToString) {
-    EXPECT_EQ(to_string(DatastoreKind::postgres), "postgres");
-    EXPECT_EQ(to_string(DatastoreKind::files), "files");
-    EXPECT_EQ(to_string(DatastoreKind::redis), "redis");
+    ASSERT_NE(find_kind("postgres"), nullptr);
+    EXPECT_EQ(find_kind("postgres")->name(), "postgres");
+    EXPECT_EQ(find_kind("files"), &files_kind());
+    EXPECT_EQ(files_kind().name(), "files");
+    EXPECT_EQ(redis_kind().name(), "redis");
+    EXPECT_EQ(find_kind("mysql"), nullptr);
     EXPECT_EQ(to_string(Action::remove), "delete");
     EXPECT_EQ(to_string(Action::anonymize), "anonymize");
     const LocalizedText fr_only{"à compter de", ""};
@@ -764,7 +772,7 @@ TEST_F(ShippedPolicies, DoraCoversEveryForeignKeyOfUsers) {
     const Rule* accounts = config.find_rule("dora-accounts");
     ASSERT_NE(accounts, nullptr);
     std::vector<std::string> covered;
-    for (const auto& d : accounts->pg().dependents) {
+    for (const auto& d : spec_of<PostgresRule>(*accounts).dependents) {
         covered.push_back(d.table + "." + d.column);
     }
     // The 28 foreign keys into users_user of DORA's schema (tests/fixtures/dora_schema.sql).
@@ -787,8 +795,8 @@ TEST_F(ShippedPolicies, DoraCoversEveryForeignKeyOfUsers) {
             "public.stats_serviceview.user_id", "public.stats_diserviceview.user_id",
             "public.stats_orientationview.user_id", "public.stats_mobilisationevent.user_id",
             "public.stats_dimobilisationevent.user_id", "public.stats_serviceshare.user_id"));
-    ASSERT_TRUE(accounts->pg().notice);
-    EXPECT_EQ(accounts->pg().notice->command, "/usr/lib/retentiond/notify");
+    ASSERT_TRUE(spec_of<PostgresRule>(*accounts).notice);
+    EXPECT_EQ(spec_of<PostgresRule>(*accounts).notice->command, "/usr/lib/retentiond/notify");
 }
 
 // The reverse-proxy access-log rule, commented out at the end of cest-qui-le-pro.yaml, is a
@@ -809,7 +817,7 @@ TEST_F(ShippedPolicies, CqlpAccessLogExampleLoadsUncommented) {
     const Config config = load(path);
     const Rule* rule = config.find_rule("cqlp-proxy-access-logs");
     ASSERT_NE(rule, nullptr);
-    EXPECT_EQ(rule->kind, DatastoreKind::files);
+    EXPECT_EQ(rule->kind, &files_kind());
     EXPECT_EQ(rule->action, Action::remove);
 }
 

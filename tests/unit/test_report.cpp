@@ -1,6 +1,9 @@
 // The DPO report: one fixture (five rules, one per status, and a small audit log) rendered in
 // every format and language.
 #include "engines/files/csv.hpp"
+#include "engines/files/files_kind.hpp"
+#include "engines/postgres/postgres_kind.hpp"
+#include "engines/redis/redis_kind.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/report_errors.hpp"
 #include "retentiond/timeutil.hpp"
@@ -36,7 +39,7 @@ TimePoint at(const std::string& text) {
 
 const TimePoint k_now = at("2026-08-14T10:00:00Z"); // Friday of ISO week 2026-W33
 
-Rule make_rule(const std::string& name, const std::string& store, DatastoreKind kind,
+Rule make_rule(const std::string& name, const std::string& store, const Kind* kind,
                const std::string& retain, const std::string& category) {
     Rule r;
     r.name = name;
@@ -48,16 +51,16 @@ Rule make_rule(const std::string& name, const std::string& store, DatastoreKind 
     r.schedule = parse_schedule("daily 03:00");
     r.clock_label = {"à compter de la dernière utilisation du compte",
                      "from the account's last use"};
-    if (kind == DatastoreKind::postgres) {
+    if (kind == &postgres_kind()) {
         PostgresRule pg;
         pg.table = name == "dora-orientations" ? "orientations_orientation" : "public.users_user";
         pg.key = {"id"};
         pg.clock = {"last_login"};
-        r.spec = pg;
-    } else if (kind == DatastoreKind::files) {
-        r.spec = FilesRule{};
+        r.spec = spec_ptr(pg);
+    } else if (kind == &files_kind()) {
+        r.spec = spec_ptr(FilesRule{});
     } else {
-        r.spec = RedisRule{};
+        r.spec = spec_ptr(RedisRule{});
     }
     return r;
 }
@@ -69,35 +72,28 @@ Config fixture_config() {
     c.daemon.timezone = "Europe/Paris";
     c.daemon.audit_key = Secret("hunter2");
     Datastore dora{"dora",
-                   DatastoreKind::postgres,
-                   Secret("postgres://app:hunter2@db/dora"),
-                   "",
-                   Secret(),
-                   false,
+                   &postgres_kind(),
+                   spec_ptr(PostgresStore(Secret("postgres://app:hunter2@db/dora"))),
                    {}};
-    Datastore exports{"exports", DatastoreKind::files, Secret(), "/srv/exports", Secret(), false,
-                      {}};
+    Datastore exports{"exports", &files_kind(), spec_ptr(FilesStore("/srv/exports")), {}};
     Datastore sessions{"sessions",
-                       DatastoreKind::redis,
-                       Secret(),
-                       "",
-                       Secret("redis://:hunter2@10.0.0.5:6379/0"),
-                       false,
+                       &redis_kind(),
+                       spec_ptr(RedisStore(Secret("redis://:hunter2@10.0.0.5:6379/0"))),
                        {}};
     c.datastores = {{"dora", dora}, {"exports", exports}, {"sessions", sessions}};
     c.rules.push_back(
-        make_rule("dora-inactive-accounts", "dora", DatastoreKind::postgres, "12 months",
+        make_rule("dora-inactive-accounts", "dora", &postgres_kind(), "12 months",
                   "Données relatives au compte (nom, prénom, nom d'utilisateur, e-mail)"));
-    c.rules.push_back(make_rule("dora-orientations", "dora", DatastoreKind::postgres, "12 months",
+    c.rules.push_back(make_rule("dora-orientations", "dora", &postgres_kind(), "12 months",
                                 "Données des bénéficiaires orientés"));
     c.rules.back().action = Action::anonymize;
-    c.rules.push_back(make_rule("cqlp-satisfaction-forms", "exports", DatastoreKind::files,
-                                "2 years", "Formulaire de satisfaction (Tally)"));
+    c.rules.push_back(make_rule("cqlp-satisfaction-forms", "exports", &files_kind(), "2 years",
+                                "Formulaire de satisfaction (Tally)"));
     c.rules.back().clock_label = {"à compter de la soumission", "from submission"};
-    c.rules.push_back(make_rule("cqlp-search-logs", "dora", DatastoreKind::postgres, "1 day",
-                                "Adresses recherchées"));
+    c.rules.push_back(
+        make_rule("cqlp-search-logs", "dora", &postgres_kind(), "1 day", "Adresses recherchées"));
     c.rules.back().clock_label = {"à compter de la recherche", "from the search"};
-    c.rules.push_back(make_rule("dora-web-sessions", "sessions", DatastoreKind::redis, "12 hours",
+    c.rules.push_back(make_rule("dora-web-sessions", "sessions", &redis_kind(), "12 hours",
                                 "Sessions de navigation"));
     c.rules.back().clock_label = {"à compter de la dernière activité", "from the last activity"};
     return c;

@@ -204,25 +204,25 @@ std::string scalar_text(const nlohmann::json& v) {
 
 std::optional<std::string> anonymize_text(const Strategy& s, std::string_view value,
                                           const Secret& audit_key, const date::time_zone* tz) {
-    using Kind = Strategy::Kind;
+    using SK = Strategy::Kind;
     switch (s.kind) {
-    case Kind::null_value:
+    case SK::null_value:
         return std::nullopt;
-    case Kind::fixed:
+    case SK::fixed:
         return s.fixed_value;
-    case Kind::hmac:
+    case SK::hmac:
         return hmac_of(audit_key, value);
-    case Kind::email_domain:
+    case SK::email_domain:
         return email_domain(audit_key, value);
-    case Kind::truncate_ip:
+    case SK::truncate_ip:
         return truncate_ip(value);
-    case Kind::strip_query:
+    case SK::strip_query:
         return strip_query(value);
-    case Kind::round:
+    case SK::round:
         return round_text(value, s.round_digits);
-    case Kind::drop_keys:
+    case SK::drop_keys:
         return drop_keys_text(value, s.drop_keys);
-    case Kind::date_trunc:
+    case SK::date_trunc:
         return date_trunc(value, s.trunc_unit, tz);
     }
     return std::string(value);
@@ -234,25 +234,25 @@ void anonymize_json(nlohmann::json& object, const FieldStrategy& fs, const Secre
     if (node == nullptr) {
         return;
     }
-    using Kind = Strategy::Kind;
+    using SK = Strategy::Kind;
     const Strategy& s = fs.strategy;
-    if (node->is_null() && s.kind != Kind::fixed) {
+    if (node->is_null() && s.kind != SK::fixed) {
         return; // nothing to anonymize
     }
     switch (s.kind) {
-    case Kind::null_value:
+    case SK::null_value:
         *node = nullptr;
         return;
-    case Kind::fixed:
+    case SK::fixed:
         *node = s.fixed_value;
         return;
-    case Kind::round:
+    case SK::round:
         if (node->is_number()) {
             *node = round_to(node->get<double>(), s.round_digits);
             return;
         }
         break;
-    case Kind::drop_keys:
+    case SK::drop_keys:
         if (node->is_object()) {
             for (const auto& k : s.drop_keys) {
                 drop_path(*node, k);
@@ -263,15 +263,15 @@ void anonymize_json(nlohmann::json& object, const FieldStrategy& fs, const Secre
             return;
         }
         break;
-    case Kind::truncate_ip:
-    case Kind::strip_query:
-    case Kind::date_trunc:
+    case SK::truncate_ip:
+    case SK::strip_query:
+    case SK::date_trunc:
         if (!node->is_string()) {
             return; // numbers, booleans, objects: not an address, URL or timestamp
         }
         break;
-    case Kind::hmac:
-    case Kind::email_domain:
+    case SK::hmac:
+    case SK::email_domain:
         break;
     }
     const auto text = anonymize_text(s, scalar_text(*node), audit_key, tz);

@@ -13,7 +13,7 @@ RunResult FilesEngine::purge(const Rule& rule, RunContext& ctx) {
     for (const auto& n : notes) {
         event(ctx, "skipped", {{"rule", rule.name}, {"reason", n}});
     }
-    if (rule.files().format == FilesRule::Format::whole) {
+    if (spec_of<FilesRule>(rule).format == FilesRule::Format::whole) {
         return purge_whole(rule, ctx, t, files, r);
     }
 
@@ -136,7 +136,8 @@ void FilesEngine::fail_with(const std::vector<std::string>& failures,
 
 bool FilesEngine::refuse(const Rule& rule, const RunContext& ctx, std::int64_t due,
                          std::int64_t in_scope, RunResult& r) const {
-    return refuse_over_limits(rule, ctx, {due, in_scope, "records", "in " + rule.files().files}, r);
+    return refuse_over_limits(
+        rule, ctx, {due, in_scope, "records", "in " + spec_of<FilesRule>(rule).files}, r);
 }
 
 // The single pass's temp replaces the file: intents for its keys (fsynced by the journal),

@@ -16,7 +16,7 @@ namespace retentiond {
 namespace files_detail {
 
 FilesEngine::FilesEngine(const Datastore& store, const Config& config) : m_name(store.name) {
-    fs::path root(store.root);
+    fs::path root(spec_of<FilesStore>(store).root);
     if (root.is_relative() && !config.main_file.empty()) {
         root = fs::path(config.main_file).parent_path() / root;
     }
@@ -36,7 +36,7 @@ std::vector<Diagnostic> FilesEngine::check(const Rule& rule) {
         problem("datastore \"" + m_name + "\": root " + m_root.string() +
                 " is not a readable directory");
     }
-    const auto& spec = rule.files();
+    const auto& spec = spec_of<FilesRule>(rule);
     if (spec.format == FilesRule::Format::whole) {
         if (spec.clock.kind == FilesClock::Kind::field) {
             problem("format whole takes clock: mtime or clock: { filename: ... }");
@@ -72,7 +72,7 @@ DryRun FilesEngine::dry_run(const Rule& rule, const RunContext& ctx) {
     const auto files = list(rule, d.notes);
     d.counters["files"] = static_cast<std::int64_t>(files.size());
     d.counters["files.unparseable"] = 0;
-    if (rule.files().format == FilesRule::Format::whole) {
+    if (spec_of<FilesRule>(rule).format == FilesRule::Format::whole) {
         const WholeClock wc(rule, tz);
         for (const auto& f : files) {
             scan_whole(wc, f, t, d, nullptr);
@@ -104,7 +104,7 @@ DryRun FilesEngine::dry_run(const Rule& rule, const RunContext& ctx) {
 Presence FilesEngine::records_present(const Rule& rule, const std::string& target,
                                       const std::vector<std::string>& keys) {
     const auto root = canonical_root();
-    const auto& spec = rule.files();
+    const auto& spec = spec_of<FilesRule>(rule);
     struct stat st {};
     if (spec.format == FilesRule::Format::whole) {
         for (const auto& k : keys) {

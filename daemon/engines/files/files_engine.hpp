@@ -90,7 +90,7 @@ private:
         std::optional<std::regex> re;
         const date::time_zone* tz;
         WholeClock(const Rule& rule, const date::time_zone* zone)
-            : clock(rule.files().clock), tz(zone) {
+            : clock(spec_of<FilesRule>(rule).clock), tz(zone) {
             if (clock.kind == FilesClock::Kind::filename) {
                 re.emplace(clock.filename);
             }

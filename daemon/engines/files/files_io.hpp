@@ -4,6 +4,7 @@
 // Private to the files engine.
 
 #include "csv.hpp"
+#include "files_kind.hpp"
 #include "files_writer.hpp"
 #include "retentiond/anonymize.hpp"
 #include "retentiond/audit.hpp"

@@ -1,8 +1,19 @@
 #pragma once
 
+#include "files_spec.hpp"
 #include "retentiond/engine.hpp"
+#include "retentiond/kind.hpp"
 
 namespace retentiond {
+
+// The kind object the registry lists (engines/registry.cpp).
+const Kind& files_kind();
+
+// files_config.cpp: the kind's datastore section and rule keys.
+std::shared_ptr<const DatastoreSpec> read_files_datastore(ConfigReader& in,
+                                                          const ConfigMap& section);
+std::shared_ptr<const RuleSpec> read_files_rule(ConfigReader& in, const ConfigMap& section,
+                                                const Rule& rule);
 
 std::unique_ptr<Engine> make_files_engine(const Datastore& store, const Config& config);
 

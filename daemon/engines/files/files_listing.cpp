@@ -7,7 +7,7 @@ namespace retentiond::files_detail {
 std::vector<Match> FilesEngine::list(const Rule& rule, std::vector<std::string>& notes,
                                      bool sweep_stale_temps) const {
     const auto root = canonical_root();
-    const auto pattern = split(rule.files().files, '/');
+    const auto pattern = split(spec_of<FilesRule>(rule).files, '/');
     std::vector<Match> out;
     std::error_code ec;
     fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);

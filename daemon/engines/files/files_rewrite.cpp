@@ -25,7 +25,8 @@ FilesEngine::Rewrite FilesEngine::rewrite(const Rule& rule, RunContext& ctx, con
     std::int64_t touched = 0;
     try {
         const Secret empty;
-        const RuleView view{rule, rule.files(), ctx.audit_key ? *ctx.audit_key : empty, zone(ctx)};
+        const RuleView view{rule, spec_of<FilesRule>(rule), ctx.audit_key ? *ctx.audit_key : empty,
+                            zone(ctx)};
         auto p = make_parser(csv::fd_reader(in.get()), view);
         const auto index = rewrite_records(*p, rule, t, s, out, batches, touched);
         batches.flush();

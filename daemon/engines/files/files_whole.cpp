@@ -98,7 +98,7 @@ void FilesEngine::delete_whole_batch(const Rule& rule, RunContext& ctx, const Ti
     BatchIntent batch;
     batch.rule = rule.name;
     batch.datastore = m_name;
-    batch.target = rule.files().files;
+    batch.target = spec_of<FilesRule>(rule).files;
     batch.action = "delete";
     batch.cutoff = t.cutoff;
     for (std::size_t i = start; i < end; ++i) {

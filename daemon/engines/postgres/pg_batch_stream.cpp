@@ -34,7 +34,7 @@ public:
 // and an asynchronous commit (a batch's outcome line waits until the server has flushed its
 // commit, see WalPosition). Returns the WAL position, read in the same round trip as the settings.
 WalPosition begin_batch(pqxx::transaction_base& tx, const Plan& plan) {
-    const auto& pg = plan.rule->pg();
+    const auto& pg = spec_of<PostgresRule>(*plan.rule);
     // Django creates its foreign keys DEFERRABLE INITIALLY DEFERRED: a reference the dependents
     // missed would only fail at COMMIT, after the batch's statements, on the pipelined path even
     // while the next batch runs. Checked at each statement instead, it fails the batch there,
@@ -58,7 +58,7 @@ BatchIntent make_intent(const StreamRun& run, const pqxx::result& touched) {
     BatchIntent intent;
     intent.rule = run.rule.name;
     intent.datastore = run.datastore;
-    intent.target = run.rule.pg().table;
+    intent.target = spec_of<PostgresRule>(run.rule).table;
     intent.action = run.rule.action == Action::anonymize ? "anonymize" : "delete";
     intent.cutoff = run.cutoff;
     intent.keys.reserve(touched.size());
@@ -150,8 +150,8 @@ void BatchStream::run() {
         }
         make_durable();
     } catch (const CommitRefused& e) {
-        failed("commit on " + m_rule.pg().table + " refused: " + e.what() + "; stopped after " +
-               std::to_string(m_run.processed.load()) + " rows");
+        failed("commit on " + spec_of<PostgresRule>(m_rule).table + " refused: " + e.what() +
+               "; stopped after " + std::to_string(m_run.processed.load()) + " rows");
         journal_now("error", {{"processed", m_run.processed.load()}});
     }
 }
@@ -352,7 +352,7 @@ bool BatchStream::retry_after(const std::exception& e, int attempt, bool& confli
     const auto failure = classify(e);
     const std::string& state = failure.sqlstate;
     conflicted = conflicted || state == "40001";
-    const auto& pg = m_rule.pg();
+    const auto& pg = spec_of<PostgresRule>(m_rule);
     const auto processed = std::to_string(m_run.processed.load());
     if (failure.kind != ErrorClass::retry) {
         const std::string what = first_line(e.what());
@@ -397,7 +397,7 @@ void BatchStream::advance(const Batch& batch, std::int64_t range_end) {
             m_span = next_span(m_span, batch.done, m_run.batch_size, m_run.pages);
         }
     }
-    const auto pause = m_rule.pg().sleep_between_batches;
+    const auto pause = spec_of<PostgresRule>(m_rule).sleep_between_batches;
     if (batch.selected > 0 && pause.count() > 0 && m_range_start < m_run.pages) {
         make_durable(); // no row locks held, no outcome left waiting while throttled
         std::this_thread::sleep_for(pause);

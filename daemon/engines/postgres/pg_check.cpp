@@ -39,7 +39,7 @@ void check_strategy(const FieldStrategy& fs, const std::string& type, Diagnostic
 
 // The rule's columns exist in the table, with types its clock, mark and strategies work on.
 void check_columns(const Rule& rule, const Columns& columns, Diagnostics& diag) {
-    const auto& pg = rule.pg();
+    const auto& pg = spec_of<PostgresRule>(rule);
     const auto need = [&](const std::string& column, const std::string& what) {
         if (columns.count(column) == 0) {
             diag(what + " column " + column + " not found in " + pg.table);
@@ -180,7 +180,7 @@ void dependent_tables(pqxx::connection& conn, const std::vector<Dependent>& deps
 // The shapes that defeat or slow a purge (pg_shape.hpp): refusals fail `check`, the others are
 // warnings. Read in a transaction of their own, after the rule itself was found sound.
 void add_advisories(pqxx::connection& conn, const Rule& rule, std::vector<Diagnostic>& out) {
-    const auto& pg = rule.pg();
+    const auto& pg = spec_of<PostgresRule>(rule);
     std::vector<std::string> dependents;
     dependent_tables(conn, pg.dependents, dependents);
     try {
@@ -205,7 +205,7 @@ std::vector<Diagnostic> PostgresEngine::check(const Rule& rule) {
     try {
         auto conn = connect();
         pqxx::read_transaction tx(*conn);
-        const auto& pg = rule.pg();
+        const auto& pg = spec_of<PostgresRule>(rule);
         const auto table = quote_table(*conn, pg.table);
         if (!table_exists(tx, table)) {
             diag("table " + pg.table + " does not exist");

@@ -89,7 +89,7 @@ void count_related(pqxx::transaction_base& tx, const Plan& plan, DryRun& dry) {
             "SELECT " + d.reference + " FROM " + plan.table + " WHERE " + due_sql(plan, tx, dp);
         count_dependents(tx, std::vector<DepPlan>{d}, set, dp, dry.counters);
     }
-    if (plan.rule->pg().notice) {
+    if (spec_of<PostgresRule>(*plan.rule).notice) {
         const auto notices = pg_notice::count(tx, *plan.rule, notice_target(plan, tx));
         dry.counters["notice.to_send"] = notices.to_send;
         dry.counters["notice.waiting"] = notices.waiting;

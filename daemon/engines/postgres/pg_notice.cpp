@@ -33,7 +33,7 @@ void set_zone(pqxx::transaction_base& tx, const Target& t) {
 // Records whose notice window has started, that are eligible and hold no notice for their
 // current due date.
 std::string candidates_where(const Rule& rule, const Target& t, Params& p, bool table_exists) {
-    const auto& notice = *rule.pg().notice;
+    const auto& notice = *spec_of<PostgresRule>(rule).notice;
     const auto retain = p.add(rule.retain.to_pg_interval()) + "::interval";
     std::string where = t.clock + " IS NOT NULL AND (" + t.clock + " + " + retain + ") - " +
                         p.add(notice.before.to_pg_interval()) + "::interval <= now() AND (" +
@@ -194,7 +194,7 @@ pqxx::result select_candidates(pqxx::transaction_base& tx, const Rule& rule, con
     Params p(t.params);
     const auto retain = p.add(rule.retain.to_pg_interval()) + "::interval";
     std::string fields;
-    for (const auto& f : rule.pg().notice->fields) {
+    for (const auto& f : spec_of<PostgresRule>(rule).notice->fields) {
         fields += ", " + tx.quote_name(f) + "::text";
     }
     std::string keys;
@@ -211,11 +211,11 @@ pqxx::result select_candidates(pqxx::transaction_base& tx, const Rule& rule, con
 
 NoticeBatch describe(const pqxx::result& rows, const Rule& rule, const Target& t,
                      const std::string& datastore) {
-    const auto& notice = *rule.pg().notice;
+    const auto& notice = *spec_of<PostgresRule>(rule).notice;
     NoticeBatch batch;
     batch.intent.rule = rule.name;
     batch.intent.datastore = datastore;
-    batch.intent.target = rule.pg().table;
+    batch.intent.target = spec_of<PostgresRule>(rule).table;
     batch.intent.action = "notice";
     const int nkeys = static_cast<int>(t.keys.size());
     for (const auto& row : rows) {
@@ -258,7 +258,7 @@ void mark_noticed(pqxx::transaction_base& tx, const Rule& rule, const NoticeBatc
 std::optional<std::size_t> notice_batch(pqxx::connection& conn, const Rule& rule, const Target& t,
                                         RunContext& ctx, const std::string& datastore,
                                         int batch_size, Outcome& outcome) {
-    const auto& notice = *rule.pg().notice;
+    const auto& notice = *spec_of<PostgresRule>(rule).notice;
     pqxx::work tx(conn);
     set_zone(tx, t);
     const auto rows = select_candidates(tx, rule, t, batch_size);
@@ -323,7 +323,7 @@ Counts count(pqxx::transaction_base& tx, const Rule& rule, const Target& t) {
         exec(tx, "SELECT count(*) FROM " + t.table + " WHERE " + where, p)[0][0].as<std::int64_t>();
     if (table_exists) {
         Params w(t.params);
-        const auto& notice = *rule.pg().notice;
+        const auto& notice = *spec_of<PostgresRule>(rule).notice;
         counts.waiting =
             exec(
                 tx,

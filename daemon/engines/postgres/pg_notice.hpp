@@ -3,7 +3,7 @@
 // State lives in the datastore itself (table retentiond.notice), so several daemons share it and
 // a restored backup carries it. Internal to the postgres engine.
 
-#include "retentiond/engine.hpp"
+#include "postgres_kind.hpp"
 
 #include <pqxx/pqxx>
 
@@ -36,7 +36,7 @@ std::string gate_sql(const Rule& rule, const Target& t, bool table_exists, AddPa
     if (!table_exists) {
         return "FALSE"; // nobody was ever noticed: nothing may be deleted yet
     }
-    const auto& notice = *rule.pg().notice;
+    const auto& notice = *spec_of<PostgresRule>(rule).notice;
     return "EXISTS (SELECT 1 FROM retentiond.notice rn WHERE rn.retentiond_rule = " +
            add(rule.name) + " AND rn.retentiond_key = " + state_key_sql(t.keys) +
            " AND rn.retentiond_due_at = (" + t.clock + " + " + add(rule.retain.to_pg_interval()) +

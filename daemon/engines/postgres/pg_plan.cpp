@@ -188,7 +188,7 @@ bool any_client(const std::vector<DepPlan>& deps) {
 } // namespace
 
 Plan make_plan(pqxx::transaction_base& tx, const Rule& rule, const std::string& tz) {
-    const auto& pg = rule.pg();
+    const auto& pg = spec_of<PostgresRule>(rule);
     Plan plan;
     plan.rule = &rule;
     plan.tz = tz;

@@ -2,6 +2,7 @@
 // The rule resolved against the catalog (tables, columns, types, dependents), and the small helpers
 // around it. Internal to the postgres engine.
 
+#include "postgres_kind.hpp"
 #include "retentiond/engine.hpp"
 
 #include <pqxx/pqxx>

@@ -16,10 +16,11 @@ std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext&
                                                    pqxx::connection& conn,
                                                    RunResult& result) const {
     PreparedRun run;
-    if (rule.pg().notice) {
+    if (spec_of<PostgresRule>(rule).notice) {
         ctx.phase("notices");
     }
-    if (rule.pg().notice && !send_notices(rule, ctx, conn, result, run.notice_error)) {
+    if (spec_of<PostgresRule>(rule).notice &&
+        !send_notices(rule, ctx, conn, result, run.notice_error)) {
         return std::nullopt;
     }
     try {
@@ -34,8 +35,8 @@ std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext&
     } catch (const pqxx::sql_error& e) {
         // Counting timed out or the rule's SQL is refused: nothing was touched.
         result.status = RunResult::Status::failed;
-        result.message = "counting due rows in " + rule.pg().table + " failed (SQLSTATE " +
-                         e.sqlstate() + "): " + first_line(e.what());
+        result.message = "counting due rows in " + spec_of<PostgresRule>(rule).table +
+                         " failed (SQLSTATE " + e.sqlstate() + "): " + first_line(e.what());
         journal_event(ctx.journal, rule, "error", {{"sqlstate", e.sqlstate()}});
         return std::nullopt;
     }

@@ -7,7 +7,7 @@ using pg_sql::array_literal;
 using pg_sql::exec;
 
 std::string not_held_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p) {
-    const auto& hold = plan.rule->pg().hold;
+    const auto& hold = spec_of<PostgresRule>(*plan.rule).hold;
     if (!hold) {
         return "TRUE";
     }
@@ -84,7 +84,7 @@ std::string due_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p) {
     if (plan.rule->action == Action::anonymize && !plan.mark && !plan.own_xids.empty()) {
         s += " AND NOT (xmin = ANY(" + p.add(array_literal(plan.own_xids)) + "::xid[]))";
     }
-    if (plan.rule->pg().notice) {
+    if (spec_of<PostgresRule>(*plan.rule).notice) {
         // Notice before deletion: only records noticed for this due date, `before` ago.
         s += " AND " + pg_notice::gate_sql(*plan.rule, notice_target(plan, tx), plan.notice_table,
                                            [&](std::string v) { return p.add(std::move(v)); });
@@ -246,7 +246,7 @@ std::string ms(std::chrono::milliseconds d) {
 }
 
 void set_local(pqxx::transaction_base& tx, const Plan& plan) {
-    const auto& pg = plan.rule->pg();
+    const auto& pg = spec_of<PostgresRule>(*plan.rule);
     Params p;
     exec(tx,
          "SELECT set_config('lock_timeout', " + p.add(ms(pg.lock_timeout)) +

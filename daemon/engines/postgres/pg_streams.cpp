@@ -47,7 +47,7 @@ private:
 int stream_count(const StreamRun& run) {
     const bool parallel_ok =
         run.rule.action == Action::remove && run.pipelined && !run.plan.client_side;
-    return parallel_ok ? std::max(1, run.rule.pg().parallel) : 1;
+    return parallel_ok ? std::max(1, spec_of<PostgresRule>(run.rule).parallel) : 1;
 }
 
 // One thread per stream; the first stream keeps the run's connection. A failing stream makes the

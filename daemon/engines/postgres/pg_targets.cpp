@@ -37,7 +37,7 @@ void fail(const Rule& rule, const RunContext& ctx, RunResult& result, std::strin
 bool PostgresEngine::shape_refused(pqxx::transaction_base& tx, PreparedRun& run,
                                    const RunContext& ctx, RunResult& result) const {
     const Rule& rule = *run.plan.rule;
-    const auto& table = rule.pg().table;
+    const auto& table = spec_of<PostgresRule>(rule).table;
     const auto target = pg_shape::read_target(tx, run.plan.table);
     if (auto why = pg_shape::refusal(target, table); !why.empty()) {
         fail(rule, ctx, result, "refused: " + why);
@@ -108,7 +108,7 @@ void PostgresEngine::verify_nothing_due(const PreparedRun& run, const RunContext
         return;
     }
     fail(rule, ctx, result,
-         std::to_string(left) + " rows of " + rule.pg().table +
+         std::to_string(left) + " rows of " + spec_of<PostgresRule>(rule).table +
              " are still due after the run (due at its cutoff, not held, not changed since): "
              "likely a BEFORE DELETE trigger or a DO INSTEAD rule that cancels deletes, or rows "
              "the run could not reach; see `retentiond check`");

@@ -56,7 +56,8 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         }
         notice_error = prepared->notice_error;
         // Limits, before touching anything.
-        const LimitScope scope{result.due, prepared->total_rows, "rows", "in " + rule.pg().table};
+        const LimitScope scope{result.due, prepared->total_rows, "rows",
+                               "in " + spec_of<PostgresRule>(rule).table};
         if (refuse_over_limits(rule, ctx, scope, result)) {
             return result;
         }
@@ -84,7 +85,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
 
 Presence PostgresEngine::records_present(const Rule& rule, const std::string& target,
                                          const std::vector<std::string>& keys) {
-    const auto& pg = rule.pg();
+    const auto& pg = spec_of<PostgresRule>(rule);
     if (target != pg.table) {
         return Presence::unknown;
     }

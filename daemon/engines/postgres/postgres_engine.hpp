@@ -37,7 +37,8 @@ struct PreparedRun {
 class PostgresEngine final : public Engine {
 public:
     PostgresEngine(const Datastore& store, std::string default_tz, std::chrono::seconds max_skew)
-        : m_name(store.name), m_conninfo(with_application_name(store.dsn.reveal())),
+        : m_name(store.name),
+          m_conninfo(with_application_name(spec_of<PostgresStore>(store).dsn.reveal())),
           m_default_tz(std::move(default_tz)), m_max_skew(max_skew) {}
 
     std::vector<Diagnostic> check(const Rule& rule) override;

@@ -11,8 +11,8 @@ namespace retentiond::redis_detail {
 BatchSender::BatchSender(Connection& c, const Rule& rule, RunContext& ctx, const PurgeSetup& setup,
                          RunResult& res)
     : m_c(c), m_rule(rule), m_ctx(ctx), m_res(res), m_idle(setup.idle), m_cutoff(setup.cutoff),
-      m_hold_field(rule.redis().hold ? rule.redis().hold->hash_field : ""),
-      m_hold_value(rule.redis().hold ? rule.redis().hold->equals : ""),
+      m_hold_field(spec_of<RedisRule>(rule).hold ? spec_of<RedisRule>(rule).hold->hash_field : ""),
+      m_hold_value(spec_of<RedisRule>(rule).hold ? spec_of<RedisRule>(rule).hold->equals : ""),
       m_min_idle_text(std::to_string(setup.min_idle)),
       m_cutoff_s_text(std::to_string(
           std::chrono::floor<std::chrono::seconds>(setup.cutoff.time_since_epoch()).count())),
@@ -136,7 +136,7 @@ void BatchSender::apply(Batch& b, const std::string& action, Script& script,
     if (m_ctx.journal != nullptr) {
         intent.rule = m_rule.name;
         intent.datastore = m_rule.datastore;
-        intent.target = m_rule.redis().keys;
+        intent.target = spec_of<RedisRule>(m_rule).keys;
         intent.action = action;
         intent.cutoff = m_cutoff;
         intent.keys = f.batch.keys;
@@ -151,8 +151,9 @@ void BatchSender::flush_delete() {
         return;
     }
     apply(m_to_delete, "delete", m_delete_script,
-          {m_idle ? "idle" : "field", m_idle ? m_min_idle_text : m_rule.redis().clock.hash_field,
-           m_hold_field, m_hold_value, m_cutoff_s_text});
+          {m_idle ? "idle" : "field",
+           m_idle ? m_min_idle_text : spec_of<RedisRule>(m_rule).clock.hash_field, m_hold_field,
+           m_hold_value, m_cutoff_s_text});
 }
 
 void BatchSender::flush_expire() {

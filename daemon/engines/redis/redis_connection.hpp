@@ -3,6 +3,7 @@
 // One connection to a redis datastore (AUTH and SELECT done), pipelined: commands are queued and
 // each reply claimed by its sequence number. Private to the redis engine.
 
+#include "redis_kind.hpp"
 #include "redis_url.hpp"
 #include "retentiond/engine.hpp"
 #include "retentiond/errors.hpp"

@@ -86,7 +86,7 @@ const date::time_zone* zone_or_utc(const date::time_zone* tz) {
 }
 
 void require_redis(const Rule& rule) {
-    if (rule.kind != DatastoreKind::redis || !std::holds_alternative<RedisRule>(rule.spec)) {
+    if (!has_spec<RedisRule>(rule)) {
         throw std::invalid_argument("rule \"" + rule.name + "\" is not a redis rule");
     }
 }
@@ -95,7 +95,7 @@ class RedisEngine final : public Engine {
 public:
     explicit RedisEngine(const Datastore& store) : m_name(store.name) {
         try {
-            m_url = parse_redis_url(store.url.reveal());
+            m_url = parse_redis_url(spec_of<RedisStore>(store).url.reveal());
         } catch (const ParseError& e) {
             throw ParseError("datastore \"" + store.name + "\": " + e.what());
         }
@@ -118,11 +118,11 @@ std::vector<Diagnostic> RedisEngine::check(const Rule& rule) {
     auto problem = [&](std::string message) {
         out.push_back(Diagnostic{rule.pos, rule.name, std::move(message)});
     };
-    if (rule.kind != DatastoreKind::redis || !std::holds_alternative<RedisRule>(rule.spec)) {
+    if (!has_spec<RedisRule>(rule)) {
         problem("not a redis rule");
         return out;
     }
-    const auto& spec = rule.redis();
+    const auto& spec = spec_of<RedisRule>(rule);
     if (rule.action == Action::anonymize) {
         problem("action: anonymize is not supported for redis keys; use action: delete");
     }
@@ -218,7 +218,7 @@ void dry_count(const Observed& o, const Rule& rule, const Forecast& forecast, Dr
 
 DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
     require_redis(rule);
-    const auto& spec = rule.redis();
+    const auto& spec = spec_of<RedisRule>(rule);
     const auto* tz = zone_or_utc(ctx.tz);
     const bool idle = spec.clock.kind == RedisClock::Kind::idle;
     Connection c(m_url, m_name);
@@ -286,7 +286,7 @@ RunResult RedisEngine::purge(const Rule& rule, RunContext& ctx) {
 // Reads the server's clock and derives the cutoff and what the passes read.
 PurgeSetup prepare(Connection& c, const Rule& rule, const RunContext& ctx,
                    std::optional<long long> max_ttl) {
-    const auto& spec = rule.redis();
+    const auto& spec = spec_of<RedisRule>(rule);
     PurgeSetup s;
     s.tz = zone_or_utc(ctx.tz);
     s.idle = spec.clock.kind == RedisClock::Kind::idle;
@@ -304,7 +304,7 @@ PurgeSetup prepare(Connection& c, const Rule& rule, const RunContext& ctx,
 }
 
 RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
-    const auto max_ttl = max_ttl_seconds(rule.redis());
+    const auto max_ttl = max_ttl_seconds(spec_of<RedisRule>(rule));
     RunResult res;
     if (max_ttl && *max_ttl < 1) {
         res.status = RunResult::Status::failed;
@@ -333,7 +333,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         }
         res.due = counted.due;
         const LimitScope scope{counted.due, counted.in_scope, "keys",
-                               "matching " + rule.redis().keys};
+                               "matching " + spec_of<RedisRule>(rule).keys};
         if (refuse_over_limits(rule, ctx, scope, res) || (counted.due == 0 && !max_ttl)) {
             return res;
         }

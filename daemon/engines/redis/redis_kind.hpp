@@ -1,10 +1,21 @@
 #pragma once
 
+#include "redis_spec.hpp"
 #include "retentiond/engine.hpp"
+#include "retentiond/kind.hpp"
 
 #include <cstddef>
 
 namespace retentiond {
+
+// The kind object the registry lists (engines/registry.cpp).
+const Kind& redis_kind();
+
+// redis_config.cpp: the kind's datastore section and rule keys.
+std::shared_ptr<const DatastoreSpec> read_redis_datastore(ConfigReader& in,
+                                                          const ConfigMap& section);
+std::shared_ptr<const RuleSpec> read_redis_rule(ConfigReader& in, const ConfigMap& section,
+                                                const Rule& rule);
 
 std::unique_ptr<Engine> make_redis_engine(const Datastore& store, const Config& config);
 

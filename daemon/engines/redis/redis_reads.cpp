@@ -6,7 +6,7 @@ namespace retentiond::redis_detail {
 
 std::uint64_t append_reads(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
                            const ReadPlan& plan) {
-    const auto& spec = rule.redis();
+    const auto& spec = spec_of<RedisRule>(rule);
     std::uint64_t first = 0;
     bool any = false;
     auto add = [&](std::initializer_list<std::string_view> args) {
@@ -37,7 +37,7 @@ std::uint64_t append_reads(Connection& c, const Rule& rule, const std::vector<st
 void collect_reads(Connection& c, const Rule& rule, const std::vector<std::string>& keys,
                    std::uint64_t seq, const ReadPlan& plan, TimePoint now,
                    const date::time_zone* tz, std::vector<Observed>& out) {
-    const auto& spec = rule.redis();
+    const auto& spec = spec_of<RedisRule>(rule);
     const bool idle = spec.clock.kind == RedisClock::Kind::idle;
     out.assign(keys.size(), Observed{});
     for (auto& o : out) {

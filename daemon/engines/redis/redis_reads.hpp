@@ -4,6 +4,7 @@
 // verdict on each key. Private to the redis engine.
 
 #include "redis_connection.hpp"
+#include "redis_kind.hpp"
 #include "retentiond/config.hpp"
 
 #include <algorithm>
@@ -60,7 +61,7 @@ void read_scan_reply(const redisReply* r, std::string& cursor, std::vector<std::
 template <class PerPage>
 void scan_all(Connection& c, const Rule& rule, const ReadPlan& plan, TimePoint now,
               const date::time_zone* tz, PerPage&& per_page) {
-    const auto& spec = rule.redis();
+    const auto& spec = spec_of<RedisRule>(rule);
     const auto count = std::to_string(std::max(1, spec.scan_count));
     struct Page {
         std::vector<std::string> keys;

@@ -31,8 +31,8 @@ public:
         }
         m_dir = tmpl;
         m_store.name = "exports";
-        m_store.kind = DatastoreKind::files;
-        m_store.root = m_dir.string();
+        m_store.kind = &files_kind();
+        m_store.spec = spec_ptr(FilesStore(m_dir.string()));
         m_config.daemon.timezone = "Europe/Paris";
         m_engine = make_files_engine(m_store, m_config);
     }
@@ -66,7 +66,7 @@ public:
         Rule r;
         r.name = "cqlp-satisfaction-forms";
         r.datastore = m_store.name;
-        r.kind = DatastoreKind::files;
+        r.kind = &files_kind();
         r.retain = o.retain;
         r.action = o.action;
         r.batch_size = o.batch_size;
@@ -84,7 +84,7 @@ public:
             spec.hold = FilesHold{"Legal hold", "yes"};
         }
         spec.key_field = "Submission ID";
-        r.spec = spec;
+        r.spec = spec_ptr(spec);
         return r;
     }
 
@@ -146,13 +146,13 @@ private:
 public:
     std::unique_ptr<Engine> unreachable_engine() override {
         Datastore gone = m_store;
-        gone.root = (m_dir / "unmounted").string();
+        gone.spec = spec_ptr(FilesStore((m_dir / "unmounted").string()));
         return make_files_engine(gone, m_config);
     }
 
     std::optional<MissingTarget> missing_target(const RuleOptions& options) override {
         Datastore gone = m_store;
-        gone.root = (m_dir / "unmounted").string();
+        gone.spec = spec_ptr(FilesStore((m_dir / "unmounted").string()));
         return MissingTarget{make_files_engine(gone, m_config), make_rule(options), "unmounted"};
     }
 

@@ -78,8 +78,8 @@ protected:
         m_root = m_dir / "root";
         fs::create_directories(m_root);
         m_store.name = "exports";
-        m_store.kind = DatastoreKind::files;
-        m_store.root = m_root.string();
+        m_store.kind = &files_kind();
+        m_store.spec = spec_ptr(FilesStore(m_root.string()));
         m_config.daemon.timezone = "Europe/Paris";
         m_engine = make_files_engine(m_store, m_config);
     }
@@ -92,24 +92,24 @@ protected:
         Rule r;
         r.name = "forms";
         r.datastore = "exports";
-        r.kind = DatastoreKind::files;
+        r.kind = &files_kind();
         r.retain = parse_duration(retain);
         r.limits = Limits{std::nullopt, 1.0};
         FilesRule spec;
         spec.files = glob;
         spec.format = format;
-        r.spec = spec;
+        r.spec = spec_ptr(spec);
         return r;
     }
     static Rule tally_rule(const std::string& retain = "2 years") {
         auto r = rule("**/*.csv", FilesRule::Format::csv, retain);
-        auto& spec = std::get<FilesRule>(r.spec);
+        auto& spec = edit_spec<FilesRule>(r);
         spec.clock.field = "Submitted at";
         spec.clock.format = "%Y-%m-%d %H:%M:%S";
         spec.hold = FilesHold{"Legal hold", "yes"};
         return r;
     }
-    static FilesRule& spec(Rule& r) { return std::get<FilesRule>(r.spec); }
+    static FilesRule& spec(Rule& r) { return edit_spec<FilesRule>(r); }
 
     RunContext ctx(BatchJournal* journal) {
         RunContext c;

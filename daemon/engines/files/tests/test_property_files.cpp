@@ -250,7 +250,7 @@ Rule make_rule(const Retain& r, const Options& o, Gen& g) {
     Rule rule;
     rule.name = "prop-files";
     rule.datastore = "exports";
-    rule.kind = DatastoreKind::files;
+    rule.kind = &files_kind();
     rule.retain.months = r.months;
     rule.retain.days = r.days;
     rule.retain.micros = r.micros;
@@ -272,7 +272,7 @@ Rule make_rule(const Retain& r, const Options& o, Gen& g) {
         spec.hold = FilesHold{"Hold", "yes"};
     }
     spec.key_field = "ID";
-    rule.spec = spec;
+    rule.spec = spec_ptr(spec);
     return rule;
 }
 
@@ -376,8 +376,8 @@ void run_case(std::uint64_t seed, int number, int& boundary) {
 
     Datastore store;
     store.name = "exports";
-    store.kind = DatastoreKind::files;
-    store.root = dir.path();
+    store.kind = &files_kind();
+    store.spec = spec_ptr(FilesStore(dir.path()));
     Config config;
     config.daemon.timezone = rt.zone;
     auto engine = make_files_engine(store, config);

@@ -19,8 +19,8 @@ public:
             "contract_" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
         m_dsn = PgCluster::shared().create_database(name);
         m_store.name = "contract-pg";
-        m_store.kind = DatastoreKind::postgres;
-        m_store.dsn = Secret(m_dsn);
+        m_store.kind = &postgres_kind();
+        m_store.spec = spec_ptr(PostgresStore(Secret(m_dsn)));
         m_engine = make_postgres_engine(m_store, m_config);
     }
 
@@ -44,7 +44,7 @@ public:
         Rule rule;
         rule.name = "contract-pg";
         rule.datastore = m_store.name;
-        rule.kind = DatastoreKind::postgres;
+        rule.kind = &postgres_kind();
         rule.retain = options.retain;
         rule.action = options.action;
         rule.batch_size = options.batch_size;
@@ -57,7 +57,7 @@ public:
         if (options.with_hold) {
             pg.hold = PgHold{"held", PgHold::Kind::equals, "true"};
         }
-        rule.spec = pg;
+        rule.spec = spec_ptr(pg);
         if (options.action == Action::anonymize) {
             Strategy s;
             s.kind = Strategy::Kind::email_domain;
@@ -70,14 +70,15 @@ public:
 
     std::unique_ptr<Engine> unreachable_engine() override {
         Datastore down = m_store;
-        down.dsn = Secret("host=/nonexistent-retentiond-socket-dir port=1 dbname=none "
-                          "connect_timeout=2");
+        down.spec = spec_ptr(
+            PostgresStore(Secret("host=/nonexistent-retentiond-socket-dir port=1 dbname=none "
+                                 "connect_timeout=2")));
         return make_postgres_engine(down, m_config);
     }
 
     std::optional<MissingTarget> missing_target(const RuleOptions& options) override {
         Rule rule = make_rule(options);
-        std::get<PostgresRule>(rule.spec).table = "public.no_such_table";
+        edit_spec<PostgresRule>(rule).table = "public.no_such_table";
         return MissingTarget{make_postgres_engine(m_store, m_config), rule, "no_such_table"};
     }
 

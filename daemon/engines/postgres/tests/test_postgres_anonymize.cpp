@@ -44,7 +44,7 @@ protected:
                 "'10.0.0.1', '10.0.0.1', 'https://z.org/?q', 1.234, '1.234', '{\"a\":1}', "
                 "'{\"a\":1}', '2022-01-01 00:00+01', 'n3')");
         m_store.name = "app";
-        m_store.dsn = Secret(m_dsn);
+        m_store.spec = spec_ptr(PostgresStore(Secret(m_dsn)));
         m_engine = make_postgres_engine(m_store, m_config);
     }
 
@@ -60,7 +60,7 @@ protected:
         pg.key = {"id"};
         pg.clock = {"seen"};
         pg.mark = std::move(mark);
-        r.spec = pg;
+        r.spec = spec_ptr(pg);
         return r;
     }
 
@@ -214,7 +214,7 @@ TEST_F(PostgresAnonymizeTest, DependentsAreAnonymizedInTheSameBatch) {
     d.action = Dependent::Action::anonymize;
     d.anonymize = {{"shipping_name", strategy(Strategy::Kind::null_value), {}},
                    {"shipping_ip", strategy(Strategy::Kind::truncate_ip), {}}};
-    std::get<PostgresRule>(r.spec).dependents = {d};
+    edit_spec<PostgresRule>(r).dependents = {d};
     EXPECT_TRUE(problems(m_engine->check(r)).empty());
     const auto result = purge(r);
     ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;

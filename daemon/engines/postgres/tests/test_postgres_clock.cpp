@@ -27,18 +27,19 @@ protected:
                        "CREATE FUNCTION skewed.now() RETURNS timestamptz LANGUAGE sql STABLE "
                        "AS 'SELECT pg_catalog.now() + d FROM skewed.shift';");
         m_store.name = "db";
-        m_store.kind = DatastoreKind::postgres;
-        m_store.dsn = Secret(m_dsn + " options='-c search_path=skewed,pg_catalog,public'");
+        m_store.kind = &postgres_kind();
+        m_store.spec = spec_ptr(
+            PostgresStore(Secret(m_dsn + " options='-c search_path=skewed,pg_catalog,public'")));
         m_rule.name = "accounts";
         m_rule.datastore = "db";
-        m_rule.kind = DatastoreKind::postgres;
+        m_rule.kind = &postgres_kind();
         m_rule.retain = parse_duration("30 days");
         m_rule.limits = Limits{std::nullopt, 1.0};
         PostgresRule pg;
         pg.table = "accounts";
         pg.key = {"id"};
         pg.clock = {"last_login"};
-        m_rule.spec = pg;
+        m_rule.spec = spec_ptr(pg);
     }
 
     RunResult purge() {

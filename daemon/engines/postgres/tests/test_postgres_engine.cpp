@@ -47,7 +47,7 @@ Config shipped_dora_policy() {
 Rule shipped_dora_rule(const std::string& name) {
     for (auto rule : shipped_dora_policy().rules) {
         if (rule.name == name) {
-            std::get<PostgresRule>(rule.spec).notice.reset();
+            edit_spec<PostgresRule>(rule).notice.reset();
             rule.limits = Limits{std::nullopt, 1.0};
             return rule;
         }
@@ -64,8 +64,8 @@ protected:
         pg_exec(m_dsn,
                 read_text(std::string(RETENTIOND_SOURCE_DIR) + "/tests/fixtures/dora_schema.sql"));
         m_store.name = "dora";
-        m_store.kind = DatastoreKind::postgres;
-        m_store.dsn = Secret(m_dsn);
+        m_store.kind = &postgres_kind();
+        m_store.spec = spec_ptr(PostgresStore(Secret(m_dsn)));
         m_engine = make_postgres_engine(m_store, m_config);
     }
 
@@ -238,7 +238,7 @@ protected:
         pg.table = table;
         pg.key = {"id"};
         pg.clock = {"last_login"};
-        rule.spec = pg;
+        rule.spec = spec_ptr(pg);
         return rule;
     }
 
@@ -246,8 +246,8 @@ protected:
     Rule parallel_rule(int streams, std::chrono::milliseconds lock_timeout) {
         auto rule = plain_rule("accounts", 5000, 0);
         rule.batch_size = 300;
-        std::get<PostgresRule>(rule.spec).parallel = streams;
-        std::get<PostgresRule>(rule.spec).lock_timeout = lock_timeout;
+        edit_spec<PostgresRule>(rule).parallel = streams;
+        edit_spec<PostgresRule>(rule).lock_timeout = lock_timeout;
         return rule;
     }
     static std::string quote(const std::string& name) {
@@ -270,7 +270,7 @@ protected:
 };
 
 PostgresRule& pg_of(Rule& rule) {
-    return std::get<PostgresRule>(rule.spec);
+    return edit_spec<PostgresRule>(rule);
 }
 
 TEST_F(PostgresEngineTest, PurgesInactiveAccountsWithEveryDependentKind) {
@@ -516,7 +516,7 @@ TEST_F(PostgresEngineTest, ShippedAccountsRuleNeedsEveryOneOfItsDependents) {
                 walk(deps[i].dependents, p);
             }
         };
-    walk(std::get<PostgresRule>(full.spec).dependents, {});
+    walk(spec_of<PostgresRule>(full).dependents, {});
     EXPECT_EQ(paths.size(), 35U); // 28 references to users_user, 7 below them
     for (const auto& path : paths) {
         auto rule = full;
@@ -612,7 +612,7 @@ TEST_F(PostgresEngineTest, ShippedDoraPolicyLeavesNoEmailOfADeletedUser) {
     insert_row("stats_serviceshare", {{"user_id", o}, {"recipient_email", "'old@example.org'"}});
 
     for (auto rule : shipped_dora_policy().rules) {
-        std::get<PostgresRule>(rule.spec).notice.reset();
+        edit_spec<PostgresRule>(rule).notice.reset();
         rule.limits = Limits{std::nullopt, 1.0};
         const auto result = purge(rule);
         ASSERT_EQ(result.status, RunResult::Status::ok) << rule.name << ": " << result.message;
@@ -685,15 +685,15 @@ INSERT INTO log (data, "createdAt") VALUES
 )SQL");
     Datastore store;
     store.name = "cqlp";
-    store.kind = DatastoreKind::postgres;
-    store.dsn = Secret(dsn);
+    store.kind = &postgres_kind();
+    store.spec = spec_ptr(PostgresStore(Secret(dsn)));
     const auto engine = make_postgres_engine(store, m_config);
     const Config config =
         load_config(std::string(RETENTIOND_SOURCE_DIR) + "/policies/cest-qui-le-pro.yaml",
                     [](const std::string&) -> std::optional<std::string> { return "x"; });
     int ran = 0;
     for (const auto& rule : config.rules) {
-        if (rule.kind != DatastoreKind::postgres) {
+        if (rule.kind != &postgres_kind()) {
             continue;
         }
         EXPECT_TRUE(problems(engine->check(rule)).empty()) << rule.name;
@@ -758,7 +758,7 @@ TEST_F(PostgresEngineTest, CompositeKeysAreJournaledAsJsonArrays) {
     pg.table = "memberships";
     pg.key = {"org", "member"};
     pg.clock = {"seen"};
-    rule.spec = pg;
+    rule.spec = spec_ptr(pg);
     ASSERT_EQ(purge(rule).processed, 2);
     std::set<std::string> keys;
     for (const auto& i : m_journal.m_intents) {
@@ -850,8 +850,10 @@ void login_during_purge(PostgresEngineTest& t, const std::string& dsn, const Rul
                         const std::function<RunResult(const Rule&)>& run) {
     pqxx::connection other(dsn);
     pqxx::work tx(other);
-    tx.exec0("UPDATE " + std::string(rule.pg().table == "accounts" ? "accounts" : "users_user") +
-             " SET last_login = now() WHERE id = " + std::to_string(id));
+    tx.exec0(
+        "UPDATE " +
+        std::string(spec_of<PostgresRule>(rule).table == "accounts" ? "accounts" : "users_user") +
+        " SET last_login = now() WHERE id = " + std::to_string(id));
     std::thread purge_thread([&] { result = run(rule); });
     wait_for_lock_wait(dsn);
     tx.commit();
@@ -1002,7 +1004,7 @@ TEST_F(PostgresEngineTest, DurableWithoutLogicalMessagesToo) {
          "GRANT SELECT, DELETE ON accounts TO restricted_app;"
          "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC;");
     Datastore store = m_store;
-    store.dsn = Secret(m_dsn + " user=restricted_app");
+    store.spec = spec_ptr(PostgresStore(Secret(m_dsn + " user=restricted_app")));
     const auto engine = make_postgres_engine(store, m_config);
     RunContext ctx;
     ctx.tz = find_zone("UTC");
@@ -1181,7 +1183,7 @@ TEST_F(PostgresEngineTest, DjangoSessionsExpireWithTheirOidcSessions) {
     EXPECT_EQ(scalar("SELECT string_agg(session_key, ',') FROM django_session"), "active");
     EXPECT_EQ(scalar("SELECT string_agg(session_id, ',') FROM oidc_usersession"), "active");
 
-    std::get<PostgresRule>(rule.spec).dependents.clear();
+    edit_spec<PostgresRule>(rule).dependents.clear();
     const auto diagnostics = m_engine->check(rule);
     ASSERT_EQ(diagnostics.size(), 1U);
     EXPECT_NE(diagnostics.front().message.find("oidc_usersession_session_id_b45c8c33_fk_django_se"),
@@ -1192,7 +1194,8 @@ TEST_F(PostgresEngineTest, DjangoSessionsExpireWithTheirOidcSessions) {
 TEST_F(PostgresEngineTest, UnreachableServerIsUnavailable) {
     Datastore store;
     store.name = "down";
-    store.dsn = Secret("host=/nonexistent-dir port=1 dbname=x user=postgres password=hunter2");
+    store.spec = spec_ptr(PostgresStore(
+        Secret("host=/nonexistent-dir port=1 dbname=x user=postgres password=hunter2")));
     const auto engine = make_postgres_engine(store, m_config);
     try {
         engine->check(accounts_rule());

@@ -40,8 +40,8 @@ protected:
                        "first_name text NOT NULL, last_name text NOT NULL DEFAULT 'secret-name', "
                        "last_login timestamptz, is_staff boolean NOT NULL DEFAULT false)");
         m_store.name = "dora";
-        m_store.kind = DatastoreKind::postgres;
-        m_store.dsn = Secret(m_dsn);
+        m_store.kind = &postgres_kind();
+        m_store.spec = spec_ptr(PostgresStore(Secret(m_dsn)));
         m_notifier = m_dir.write("notify.sh", "#!/bin/sh\ncat >> '" + m_dir.file("received") +
                                                   "'\nexit $(cat '" + m_dir.file("exit_code") +
                                                   "' 2>/dev/null || echo 0)\n");
@@ -52,7 +52,7 @@ protected:
         Rule r;
         r.name = name;
         r.datastore = "dora";
-        r.kind = DatastoreKind::postgres;
+        r.kind = &postgres_kind();
         r.retain = parse_duration("30 days");
         r.limits = Limits{std::nullopt, 1.0};
         PostgresRule pg;
@@ -66,7 +66,7 @@ protected:
         notice.command = m_notifier;
         notice.timeout = std::chrono::seconds(10);
         pg.notice = notice;
-        r.spec = pg;
+        r.spec = spec_ptr(pg);
         return r;
     }
 
@@ -244,7 +244,7 @@ TEST_F(NoticeTest, NotifierTimeoutKillsItAndMarksNothing) {
     const auto slow = m_dir.write("slow.sh", "#!/bin/sh\ncat >/dev/null\nsleep 30\n");
     chmod(slow.c_str(), 0755);
     auto r = rule();
-    auto& notice = *std::get<PostgresRule>(r.spec).notice;
+    auto& notice = *edit_spec<PostgresRule>(r).notice;
     notice.command = slow;
     notice.timeout = std::chrono::seconds(1);
     const auto started = std::chrono::steady_clock::now();

@@ -26,8 +26,8 @@ protected:
         m_dsn = PgCluster::shared().create_database("shapes_" + std::to_string(::getpid()) + "_" +
                                                     std::to_string(++counter));
         m_store.name = "db";
-        m_store.kind = DatastoreKind::postgres;
-        m_store.dsn = Secret(m_dsn);
+        m_store.kind = &postgres_kind();
+        m_store.spec = spec_ptr(PostgresStore(Secret(m_dsn)));
         m_engine = make_postgres_engine(m_store, m_config);
     }
 
@@ -35,7 +35,7 @@ protected:
         Rule r;
         r.name = "events";
         r.datastore = "db";
-        r.kind = DatastoreKind::postgres;
+        r.kind = &postgres_kind();
         r.retain = parse_duration("30 days");
         r.limits = Limits{std::nullopt, 1.0};
         r.batch_size = 7;
@@ -43,7 +43,7 @@ protected:
         pg.table = table;
         pg.key = std::move(key);
         pg.clock = {"time"};
-        r.spec = pg;
+        r.spec = spec_ptr(pg);
         return r;
     }
 
@@ -161,7 +161,7 @@ TEST_F(Shapes, RowLevelSecurityThatHidesRowsFailsTheRun) {
                        "CREATE POLICY half ON secret USING (id % 2 = 0);"
                        "CREATE ROLE purger LOGIN; GRANT SELECT, DELETE ON secret TO purger;");
     Datastore as_purger = m_store;
-    as_purger.dsn = Secret(m_dsn + " user=purger");
+    as_purger.spec = spec_ptr(PostgresStore(Secret(m_dsn + " user=purger")));
     const auto engine = make_postgres_engine(as_purger, m_config);
     RunContext ctx;
     ctx.run_id = "rls";

@@ -399,7 +399,7 @@ Rule make_rule(const Case& c, const std::string& schema) {
     Rule rule;
     rule.name = "prop-pg";
     rule.datastore = "db";
-    rule.kind = DatastoreKind::postgres;
+    rule.kind = &postgres_kind();
     rule.retain.months = c.months;
     rule.retain.days = c.days;
     rule.retain.micros = c.micros;
@@ -448,7 +448,7 @@ Rule make_rule(const Case& c, const std::string& schema) {
         d3.action = Dependent::Action::set_null;
         pg.dependents = {d1, d3};
     }
-    rule.spec = pg;
+    rule.spec = spec_ptr(pg);
     return rule;
 }
 
@@ -488,10 +488,10 @@ Purged purge_case(const std::string& base_dsn, const Case& c, const date::time_z
                   const Rule& rule, RecordingJournal& journal) {
     Datastore store;
     store.name = "db";
-    store.kind = DatastoreKind::postgres;
-    store.dsn =
+    store.kind = &postgres_kind();
+    store.spec = spec_ptr(PostgresStore(
         Secret(c.fake_clock ? base_dsn + " options='-c search_path=fakeclock,pg_catalog,public'"
-                            : base_dsn);
+                            : base_dsn)));
     Config config;
     config.daemon.max_clock_skew = std::chrono::hours(24 * 365 * 200); // fake now() is years off
     auto engine = make_postgres_engine(store, config);
@@ -720,7 +720,7 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
     if (c.dependents) {
         check_dependents(conn, c, qs, processed, d1_before, d2_before, d3_before);
     }
-    check_journal(c, journal, rule.pg().table, processed, expected);
+    check_journal(c, journal, spec_of<PostgresRule>(rule).table, processed, expected);
 
     pqxx::work tx(conn);
     tx.exec0("DROP SCHEMA " + qs + " CASCADE");
@@ -753,7 +753,7 @@ TEST_F(PropertyPostgres, MixedRetainNeverDueEarly) {
     Rule rule;
     rule.name = "mixed";
     rule.datastore = "db";
-    rule.kind = DatastoreKind::postgres;
+    rule.kind = &postgres_kind();
     rule.retain.months = months;
     rule.retain.days = days;
     rule.retain.micros = micros;
@@ -763,10 +763,11 @@ TEST_F(PropertyPostgres, MixedRetainNeverDueEarly) {
     pg.table = "mixed.t";
     pg.key = {"id"};
     pg.clock = {"c1"};
-    rule.spec = pg;
+    rule.spec = spec_ptr(pg);
     Datastore store;
     store.name = "db";
-    store.dsn = Secret(s_dsn + " options='-c search_path=fakeclock,pg_catalog,public'");
+    store.spec = spec_ptr(
+        PostgresStore(Secret(s_dsn + " options='-c search_path=fakeclock,pg_catalog,public'")));
     Config config;
     config.daemon.max_clock_skew = std::chrono::hours(24 * 365 * 200); // fake now() is years off
     auto engine = make_postgres_engine(store, config);

@@ -34,8 +34,8 @@ public:
         static int next = 0;
         m_db = 1 + next++ % 15;
         m_store.name = "sessions";
-        m_store.kind = DatastoreKind::redis;
-        m_store.url = Secret(m_server.url(m_db));
+        m_store.kind = &redis_kind();
+        m_store.spec = spec_ptr(RedisStore(Secret(m_server.url(m_db))));
         m_engine = make_redis_engine(m_store, m_config);
     }
 
@@ -59,7 +59,7 @@ public:
         Rule rule;
         rule.name = "contract-redis";
         rule.datastore = m_store.name;
-        rule.kind = DatastoreKind::redis;
+        rule.kind = &redis_kind();
         rule.retain = options.retain;
         rule.action = options.action;
         rule.batch_size = options.batch_size;
@@ -73,7 +73,7 @@ public:
             spec.hold = RedisHold{"legal_hold", "yes"};
         }
         spec.scan_count = 7; // several SCAN pages even for small fixtures
-        rule.spec = spec;
+        rule.spec = spec_ptr(spec);
         return rule;
     }
 
@@ -100,7 +100,8 @@ public:
 
     std::unique_ptr<Engine> unreachable_engine() override {
         Datastore down = m_store;
-        down.url = Secret("redis://127.0.0.1:1/0"); // nothing listens on port 1
+        down.spec =
+            spec_ptr(RedisStore(Secret("redis://127.0.0.1:1/0"))); // nothing listens on port 1
         return make_redis_engine(down, m_config);
     }
 

@@ -146,7 +146,7 @@ Rule make_rule(const Retain& retain, bool with_hold, bool null_due, Gen& g) {
     Rule rule;
     rule.name = "prop-redis";
     rule.datastore = "cache";
-    rule.kind = DatastoreKind::redis;
+    rule.kind = &redis_kind();
     rule.retain.months = retain.months;
     rule.retain.days = retain.days;
     rule.retain.micros = retain.micros;
@@ -162,7 +162,7 @@ Rule make_rule(const Retain& retain, bool with_hold, bool null_due, Gen& g) {
         spec.hold = RedisHold{"hold", "yes"};
     }
     spec.scan_count = 1 + static_cast<int>(g.pick(10));
-    rule.spec = spec;
+    rule.spec = spec_ptr(spec);
     return rule;
 }
 
@@ -225,8 +225,8 @@ void run_case(RedisServer& server, std::uint64_t seed, int number, int& boundary
 
     Datastore store;
     store.name = "cache";
-    store.kind = DatastoreKind::redis;
-    store.url = Secret(server.url(0));
+    store.kind = &redis_kind();
+    store.spec = spec_ptr(RedisStore(Secret(server.url(0))));
     Config config;
     auto engine = make_redis_engine(store, config);
     RecordingJournal journal;

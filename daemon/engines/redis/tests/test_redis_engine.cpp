@@ -30,8 +30,8 @@ protected:
         const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
         m_prefix = std::string("t:") + info->name() + ":";
         m_store.name = "sessions";
-        m_store.kind = DatastoreKind::redis;
-        m_store.url = Secret(server().url(0));
+        m_store.kind = &redis_kind();
+        m_store.spec = spec_ptr(RedisStore(Secret(server().url(0))));
         // Leftovers of an earlier run of the same test in this process' server.
         for (const auto& k : lines(cmd({"KEYS", m_prefix + "*"}))) {
             cmd({"UNLINK", k});
@@ -97,7 +97,7 @@ protected:
         Rule r;
         r.name = "sessions";
         r.datastore = m_store.name;
-        r.kind = DatastoreKind::redis;
+        r.kind = &redis_kind();
         r.retain = parse_duration(retain);
         r.limits = Limits{std::nullopt, 1.0};
         RedisRule spec;
@@ -109,7 +109,7 @@ protected:
             spec.clock.hash_field = "last_seen";
         }
         spec.scan_count = 5;
-        r.spec = spec;
+        r.spec = spec_ptr(spec);
         return r;
     }
     std::unique_ptr<Engine> engine() { return make_redis_engine(m_store, m_config); }
@@ -198,7 +198,7 @@ TEST_F(RedisEngineTest, DryRunDoesNotResetIdleTime) {
     idle_key("old", 50000);
     idle_key("younger", 1000, 999999);
     auto r = rule("10 hours", true);
-    auto& spec = std::get<RedisRule>(r.spec);
+    auto& spec = edit_spec<RedisRule>(r);
     spec.max_ttl = parse_duration("12 hours");
     spec.hold = RedisHold{"legal_hold", "yes"};
 
@@ -219,7 +219,7 @@ TEST_F(RedisEngineTest, IdleClockRespectsTheHold) {
     set_idle("held", 7200);
     idle_key("free", 7200);
     auto r = rule("1 hour", true);
-    std::get<RedisRule>(r.spec).hold = RedisHold{"legal_hold", "yes"};
+    edit_spec<RedisRule>(r).hold = RedisHold{"legal_hold", "yes"};
     const auto result = purge(r);
     EXPECT_EQ(result.processed, 1) << result.message;
     EXPECT_EQ(result.counters.at("held"), 1);
@@ -232,7 +232,7 @@ TEST_F(RedisEngineTest, HashFieldHoldIsNeverDeletedNorJournaled) {
     session("held", t, true);
     session("free", t, false);
     auto r = rule("30 days");
-    std::get<RedisRule>(r.spec).hold = RedisHold{"legal_hold", "yes"};
+    edit_spec<RedisRule>(r).hold = RedisHold{"legal_hold", "yes"};
     const auto dry = dry_run(r);
     EXPECT_EQ(dry.due, 1);
     EXPECT_EQ(dry.held, 1);
@@ -253,7 +253,7 @@ TEST_F(RedisEngineTest, MaxTtlClampsKeysWithoutOrWithALongerTtl) {
     cmd({"EXPIRE", key("short-ttl"), "60"});
     session("held-no-ttl", recent, true);
     auto r = rule("12 hours");
-    auto& spec = std::get<RedisRule>(r.spec);
+    auto& spec = edit_spec<RedisRule>(r);
     spec.max_ttl = parse_duration("1 hour");
     spec.hold = RedisHold{"legal_hold", "yes"};
 
@@ -285,7 +285,7 @@ TEST_F(RedisEngineTest, KeyChangedAfterTheScanIsNotDeleted) {
     }
     auto r = rule("30 days");
     r.batch_size = 3;
-    std::get<RedisRule>(r.spec).scan_count = 100;
+    edit_spec<RedisRule>(r).scan_count = 100;
     auto ctx = context();
     bool touched = false;
     // After the first batch, the application refreshes every remaining session.
@@ -313,7 +313,7 @@ TEST_F(RedisEngineTest, WriteBetweenReadAndDeleteIsRechecked) {
         session("s" + std::to_string(i), old);
     }
     auto r = rule("30 days");
-    auto& spec = std::get<RedisRule>(r.spec);
+    auto& spec = edit_spec<RedisRule>(r);
     spec.scan_count = 100;
     spec.hold = RedisHold{"legal_hold", "yes"};
     auto ctx = context();
@@ -339,7 +339,7 @@ TEST_F(RedisEngineTest, TtlShortenedAfterTheReadIsNotClamped) {
     session("a", recent);
     session("b", recent);
     auto r = rule("12 hours");
-    auto& spec = std::get<RedisRule>(r.spec);
+    auto& spec = edit_spec<RedisRule>(r);
     spec.scan_count = 100;
     spec.max_ttl = parse_duration("1 hour");
     auto ctx = context();
@@ -385,7 +385,7 @@ TEST_F(RedisEngineTest, PipelinedBatchesJournalBeforeDeletingAndSettleInOrder) {
     journal.exists = [&](const std::string& k) { return cmd({"EXISTS", k}) == "1"; };
     auto r = rule("30 days");
     r.batch_size = 8;
-    std::get<RedisRule>(r.spec).scan_count = 7;
+    edit_spec<RedisRule>(r).scan_count = 7;
     auto ctx = context();
     ctx.journal = &journal;
     const auto result = engine()->purge(r, ctx);
@@ -441,7 +441,7 @@ TEST_F(RedisEngineTest, ScriptCacheFlushedMidRunFallsBackToTheBody) {
     session("no-ttl", std::to_string(now() - 60));
     auto r = rule("30 days");
     r.batch_size = 5;
-    auto& spec = std::get<RedisRule>(r.spec);
+    auto& spec = edit_spec<RedisRule>(r);
     spec.max_ttl = parse_duration("1 hour");
     auto ctx = context();
     int flushes = 0;
@@ -473,7 +473,7 @@ TEST_F(RedisEngineTest, IdleRecheckInTheScriptDoesNotTouchKeptKeys) {
     idle_key("a", 7200);
     idle_key("b", 7200);
     auto r = rule("1 hour", true);
-    std::get<RedisRule>(r.spec).scan_count = 100;
+    edit_spec<RedisRule>(r).scan_count = 100;
     auto ctx = context();
     // read as due; now idle 20 minutes only
     once_before_first_batch(ctx, [&] { set_idle("b", 1200); });
@@ -506,7 +506,7 @@ TEST_F(RedisEngineTest, LimitsPassKeepsTheDueKeysAndThePurgeDoesNotScanAgain) {
     r.limits = Limits{std::nullopt, 0.9};
     r.clock_null_due = true; // "plain" (no clock) is due too
     r.batch_size = 3;
-    auto& spec = std::get<RedisRule>(r.spec);
+    auto& spec = edit_spec<RedisRule>(r);
     spec.scan_count = 1000;
     spec.max_ttl = parse_duration("1 hour");
     auto ctx = context();
@@ -554,7 +554,7 @@ TEST_F(RedisEngineTest, IdleLimitsPassKeepsKeysAndTheBatchesRecheck) {
     idle_key("young", 600);
     auto r = rule("1 hour", true);
     r.limits = Limits{std::nullopt, 0.8};
-    auto& spec = std::get<RedisRule>(r.spec);
+    auto& spec = edit_spec<RedisRule>(r);
     spec.scan_count = 1000;
     spec.hold = RedisHold{"legal_hold", "yes"};
     auto ctx = context();
@@ -585,7 +585,7 @@ TEST_F(RedisEngineTest, LimitsPassOverItsBudgetScansAgain) {
     session("recent", std::to_string(t - 60));
     auto r = rule("30 days");
     r.limits = Limits{std::nullopt, 0.9};
-    std::get<RedisRule>(r.spec).scan_count = 1000;
+    edit_spec<RedisRule>(r).scan_count = 1000;
     set_redis_remember_budget(0);
     cmd({"CONFIG", "RESETSTAT"});
     const auto result = purge(r);
@@ -607,7 +607,7 @@ TEST_F(RedisEngineTest, RecheckByDueConditionForEpochSecondsByValueOtherwise) {
     session("iso", format_utc_seconds(TimePoint(std::chrono::seconds(t - 90 * 86400))));
     session("fraction", std::to_string(t - 40 * 86400) + ".5");
     auto r = rule("30 days");
-    std::get<RedisRule>(r.spec).scan_count = 1000;
+    edit_spec<RedisRule>(r).scan_count = 1000;
     auto ctx = context();
     once_before_first_batch(ctx, [&] {
         cmd({"HSET", key("epoch"), "last_seen", std::to_string(t - 41 * 86400)});
@@ -673,7 +673,7 @@ TEST_F(RedisPrivateServerTest, RestartMidScanFailsTheRunThenTheNextRunFinishes) 
     }
     auto r = rule("30 days");
     r.batch_size = 10;
-    std::get<RedisRule>(r.spec).scan_count = 10;
+    edit_spec<RedisRule>(r).scan_count = 10;
 
     auto ctx = context();
     int batches = 0;
@@ -725,7 +725,7 @@ TEST_F(RedisPrivateServerTest, PasswordUserDbAndUnixSocketUrls) {
 
     auto dry_with = [&](const std::string& url) {
         Datastore store = m_store;
-        store.url = Secret(url);
+        store.spec = spec_ptr(RedisStore(Secret(url)));
         auto ctx = context();
         return make_redis_engine(store, m_config)->dry_run(rule("1 day"), ctx);
     };
@@ -750,7 +750,7 @@ TEST_F(RedisPrivateServerTest, PasswordUserDbAndUnixSocketUrls) {
 TEST_F(RedisPrivateServerTest, BareSocketPathUsesDb0) {
     cmd({"HSET", key("k"), "user", "x"});
     Datastore store = m_store;
-    store.url = Secret(server().socket_path());
+    store.spec = spec_ptr(RedisStore(Secret(server().socket_path())));
     auto ctx = context();
     EXPECT_EQ(make_redis_engine(store, m_config)->dry_run(rule("1 day"), ctx).in_scope, 1);
 }
