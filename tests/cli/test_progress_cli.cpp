@@ -63,7 +63,7 @@ TEST(ProgressCli, OnATerminalABarWithPercentGroupedNumbersAndPhase) {
     // (Lines closer than 100 ms apart are not all drawn: the last one always is.)
     EXPECT_THAT(r.text, HasSubstr("forms  [####################] 100.0%  3,600/3,600  "));
     EXPECT_THAT(r.text, HasSubstr("/s  batches\r\033[K")); // the phase, then cleared
-    EXPECT_THAT(r.text, HasSubstr("forms")); // then the summary table
+    EXPECT_THAT(r.text, HasSubstr("forms"));               // then the summary table
     // The old form is gone.
     EXPECT_THAT(r.text, Not(HasSubstr("forms: 1200/3600")));
 }

@@ -191,8 +191,9 @@ TEST(BashCompletion, CompletesVerbsOptionsAndRules) {
     EXPECT_EQ(complete("retentiond report --format ''"), "md\nhtml\njson\ncsv\n");
     EXPECT_EQ(complete("retentiond policy-table --format ''"), "md\nhtml\n");
     EXPECT_EQ(complete("retentiond audit ''"), "verify\nprove\n--help\n");
-    EXPECT_EQ(complete("retentiond --config " + k_src + "/policies/dora.yaml purge --rule dora-acc"),
-              "dora-accounts\n");
+    EXPECT_EQ(
+        complete("retentiond --config " + k_src + "/policies/dora.yaml purge --rule dora-acc"),
+        "dora-accounts\n");
     // Every verb of the CLI is offered.
     const auto all = complete("retentiond ''");
     for (const auto& verb : cli_verbs()) {
