@@ -15,8 +15,7 @@
 #       retentiond does it (SELECT id, then DELETE, in one REPEATABLE READ transaction), ratios
 #       to (a)
 # Peak RSS of the driver comes from /usr/bin/time -v (Debian package `time`).
-# The driver (bench/pg_purge_bench.cpp) is compiled here with -O2 together with the engine source,
-# linked against BUILD_DIR's daemon/libretentiond_core.a and libretentiond_util.a for the rest.
+# The cluster and the driver (bench/pg_purge_bench.cpp) come from bench/pg_bench_lib.sh.
 #
 # The driver journals every batch like the CLI: JOURNAL=audit (default) is the real AuditLog (HMAC
 # digest of every key, fsyncs), JOURNAL=digest only computes the digests, JOURNAL=none attaches none.
@@ -31,59 +30,12 @@ set -euo pipefail
 N=${1:-2000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
-PGBIN=/usr/lib/postgresql/15/bin
 SECS=${PGBENCH_SECONDS:-15}
 JOURNAL=${JOURNAL:-audit}
 THROTTLE_MS=${THROTTLE_MS:-40}
 PARALLEL=${PARALLEL:-2}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/retentiond-pg-bench-XXXXXX")
-chmod 755 "$WORK"
-DATA=$WORK/data
 PORT=5433
-AS_PG=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres "$WORK"
-    AS_PG=(runuser -u postgres --)
-fi
-STARTED=
-
-cleanup() {
-    if [ -n "$STARTED" ]; then
-        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-for tool in g++ pkg-config awk psql pgbench; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 69; }
-done
-[ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 69; }
-[ -f "$BUILD_DIR/daemon/libretentiond_core.a" ] || { echo "build retentiond_core in $BUILD_DIR first" >&2; exit 69; }
-
-DRIVER=$WORK/pg_purge_bench
-g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$ROOT/daemon/engines/postgres" -I"$BUILD_DIR/generated" \
-    "$ROOT/bench/pg_purge_bench.cpp" "$ROOT"/daemon/engines/postgres/*.cpp \
-    "$BUILD_DIR/daemon/libretentiond_core.a" "$BUILD_DIR/daemon/libretentiond_util.a" \
-    -o "$DRIVER" $(pkg-config --libs libpqxx hiredis libsystemd yaml-cpp) -lpq -lspdlog -lfmt \
-    -ldate-tz -lcrypto -lpthread
-
-"${AS_PG[@]}" "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust --no-sync >/dev/null
-# Durable commits (fsync on) as in production; big WAL so checkpoints do not land mid-measure.
-cat >>"$DATA/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-port = $PORT
-shared_buffers = 256MB
-max_wal_size = 8GB
-checkpoint_timeout = 30min
-EOF
-"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$WORK/server.log" -w start >/dev/null
-STARTED=1
-
-dsn() { echo "host=$WORK port=$PORT user=postgres dbname=$1 options=-cclient_min_messages=warning"; }
-sql() { psql -X -q -v ON_ERROR_STOP=1 "$(dsn "$1")" -c "$2"; }
-now() { date +%s.%N; }
+. "$ROOT/bench/pg_bench_lib.sh"
 
 echo "loading $N accounts..."
 sql postgres "CREATE DATABASE src"
@@ -99,19 +51,6 @@ sql src "VACUUM ANALYZE accounts"
 pgbench -i -q -s 10 "$(dsn src)" >/dev/null 2>&1
 sql src "CHECKPOINT"
 
-fresh() { # a copy of the template, so every measure starts from the same table
-    sql postgres "DROP DATABASE IF EXISTS $1"
-    sql postgres "CREATE DATABASE $1 TEMPLATE src"
-    sql "$1" "CHECKPOINT"
-}
-timed_sql() { local t0; t0=$(now); sql "$1" "$2"; awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
-run_driver() { # db action [sleep_between_batches ms [parallel]] -> sets DRV_SECS, DRV_RSS_KB
-    /usr/bin/time -v -o "$WORK/time.txt" "$DRIVER" "$(dsn "$1")" accounts "$2" 10000 "$JOURNAL" "$WORK" ${3:+"$3"} ${4:+"$4"} >"$WORK/drv.txt"
-    echo "  driver ($1 $2 ${3:-0} ${4:-1}): $(cat "$WORK/drv.txt")" >&2
-    DRV_SECS=$(awk '{for(i=1;i<NF;i++) if($i=="seconds") print $(i+1)}' "$WORK/drv.txt")
-    DRV_RSS_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
-    DRV_ROWS=$(awk '{print $2}' "$WORK/drv.txt")
-}
 DUE="last_login < now() - interval '12 months'"
 
 fresh m1; PLAIN_DEL=$(timed_sql m1 "DELETE FROM accounts WHERE $DUE")
@@ -194,7 +133,6 @@ sleep 2
 T0=$(now); DURING_PLAIN=$(timed_sql m7 "DELETE FROM accounts WHERE $DUE"); T1=$(now)
 wait $PB; read -r DEL_TPS DEL_P99 < <(pgbench_stats delete "$T0" "$T1")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b/a}'; }
 echo
 echo "rows: $N, due: $ROWS_DEL (purge) / $ROWS_PAR (parallel purge) / $ROWS_UPD (anonymize), batch_size 10000, journal $JOURNAL"
 printf "purge:     plain DELETE %8.3f s   retentiond %8.3f s   ratio %s (target <= 1.5)\n" \

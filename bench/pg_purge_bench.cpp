@@ -139,9 +139,14 @@ int main(int argc, char** argv) {
     const auto result = engine->purge(rule, ctx);
     const std::chrono::duration<double> took = Clock::now() - start;
     std::printf("processed %lld batches %lld seconds %.3f status %d journal %s first_intent %.3f "
-                "journal_s %.3f (overlapped) %s\n",
+                "journal_s %.3f (overlapped) path %s verification %s %s\n",
                 static_cast<long long>(result.processed), static_cast<long long>(result.batches),
                 took.count(), static_cast<int>(result.status), journal_kind.c_str(),
-                journal.first_intent(), journal.spent(), result.message.c_str());
+                journal.first_intent(), journal.spent(),
+                result.path.empty() ? "-" : result.path.c_str(),
+                result.counters.count("verification.proven_without_count") != 0 ? "proven"
+                : result.counters.count("verification.remaining") != 0        ? "counted"
+                                                                              : "-",
+                result.message.c_str());
     return result.status == RunResult::Status::ok ? 0 : 1;
 }

@@ -384,6 +384,9 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
         out << pad(run.rule, 34) << pad(status, 13) << pad(std::to_string(run.result.due), 10)
             << pad(std::to_string(run.result.processed), 10) << pad(secs.str(), 9) << detail
             << '\n';
+        if (!run.result.path.empty()) {
+            out << "    path: " << run.result.path << '\n';
+        }
         for (const auto& [name, value] : run.result.counters) {
             out << "    " << name << ": " << value << '\n';
         }

@@ -185,6 +185,9 @@ void Runner::write_rule_end(AuditLog& audit, const RuleRun& run, const PurgeOpti
                        {"due", run.result.due},
                        {"processed", run.result.processed},
                        {"elapsed_ms", run.elapsed.count()}};
+    if (!run.result.path.empty()) {
+        end["path"] = run.result.path;
+    }
     if (options.slot) {
         end["slot"] = format_utc_seconds(*options.slot);
     }

@@ -49,6 +49,9 @@ struct RunResult {
     // failed because a record could not be parsed (exit 65), as opposed to an operational failure
     bool data_error = false;
     std::map<std::string, std::int64_t> counters; // dependents touched, keys given a TTL, ...
+    // How the engine reached the due rows when it has several ways (postgres: "pages" or
+    // "index NAME"): printed by purge and recorded in the audit's rule_end line.
+    std::string path;
 };
 
 // Everything an engine gets from the run that drives it.

@@ -32,8 +32,9 @@ public:
 
 // A batch's transaction: deferrable constraints checked at each statement, timeouts, time zone,
 // and an asynchronous commit (a batch's outcome line waits until the server has flushed its
-// commit, see WalPosition). Returns the WAL position, read in the same round trip as the settings.
-WalPosition begin_batch(pqxx::transaction_base& tx, const Plan& plan) {
+// commit, see WalPosition). Returns the WAL position, read in the same round trip as the settings,
+// and records the transaction's id in the run's evidence.
+WalPosition begin_batch(pqxx::transaction_base& tx, const Plan& plan, RunEvidence* evidence) {
     const auto& pg = spec_of<PostgresRule>(*plan.rule);
     // Django creates its foreign keys DEFERRABLE INITIALLY DEFERRED: a reference the dependents
     // missed would only fail at COMMIT, after the batch's statements, on the pipelined path even
@@ -48,8 +49,12 @@ WalPosition begin_batch(pqxx::transaction_base& tx, const Plan& plan) {
             ", true), set_config('statement_timeout', " + p.add(ms(pg.statement_timeout)) +
             ", true), set_config('TimeZone', " + p.add(plan.tz) +
             ", true), set_config('synchronous_commit', " + p.add(plan.async_commit ? "off" : "on") +
-            ", true), pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
+            ", true), pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text, "
+            "pg_current_xact_id()::text",
         p)[0];
+    if (evidence != nullptr) {
+        evidence->add_xid(std::stoull(row[6].c_str()));
+    }
     return WalPosition{parse_lsn(row[4].c_str()), parse_lsn(row[5].c_str())};
 }
 
@@ -134,26 +139,52 @@ BatchStream::BatchStream(StreamRun& run, std::unique_ptr<pqxx::connection> conn,
 
 void BatchStream::run() {
     try {
-        for (;;) {
-            if (m_range_start >= m_claim_end) {
-                std::tie(m_range_start, m_claim_end) = m_run.claim(m_span);
-            }
-            if (m_range_start >= m_run.pages || stop_now()) {
-                break;
-            }
-            const std::int64_t range_end = std::min(m_claim_end, m_range_start + m_span);
-            Batch batch;
-            if (!run_batch(range_end, batch)) {
-                return;
-            }
-            advance(batch, range_end);
+        // A failed batch has already made the stream durable and said why.
+        if (m_run.by_index ? run_index() : run_pages()) {
+            make_durable();
         }
-        make_durable();
     } catch (const CommitRefused& e) {
         failed("commit on " + spec_of<PostgresRule>(m_rule).table + " refused: " + e.what() +
                "; stopped after " + std::to_string(m_run.processed.load()) + " rows");
         journal_now("error", {{"processed", m_run.processed.load()}});
     }
+}
+
+// Page ranges claimed from the run's cursor until the heap ends; false when a batch failed.
+bool BatchStream::run_pages() {
+    for (;;) {
+        if (m_range_start >= m_claim_end) {
+            std::tie(m_range_start, m_claim_end) = m_run.claim(m_span);
+        }
+        if (m_range_start >= m_run.pages || stop_now()) {
+            return true;
+        }
+        const std::int64_t range_end = std::min(m_claim_end, m_range_start + m_span);
+        Batch batch;
+        if (!run_batch(range_end, batch)) {
+            return false;
+        }
+        advance(batch, range_end);
+    }
+}
+
+// The next due rows in (clock, ctid) order until a batch finds fewer than batch_size; false when a
+// batch failed.
+bool BatchStream::run_index() {
+    while (!stop_now()) {
+        Batch batch;
+        if (!run_batch(0, batch)) {
+            return false;
+        }
+        if (batch.selected > 0) {
+            m_first = false;
+        }
+        if (batch.selected < m_run.batch_size) {
+            return true;
+        }
+        throttle(batch);
+    }
+    return true;
 }
 
 // Another stream failed, or the run was asked to stop (after a first batch): the stream ends
@@ -184,7 +215,8 @@ bool BatchStream::run_batch(std::int64_t range_end, Batch& batch) {
     // Without dependents or client-side values, a batch works on a page range, reading it like
     // the plain DELETE. Otherwise (or when one page overflows batch_size) a selection pass picks
     // the next due rows in physical order.
-    batch.by_range = !m_run.lock_first && m_after_tid.empty() && !m_force_select;
+    batch.by_range = !m_run.by_index && !m_run.lock_first && m_after_tid.empty() && !m_force_select;
+    const IndexKeyset keyset = m_keyset; // a failed attempt's selection does not count
     for (int n = 1;; ++n) {
         m_pushed_xid = false;
         try {
@@ -201,6 +233,7 @@ bool BatchStream::run_batch(std::int64_t range_end, Batch& batch) {
             if (m_pushed_xid) {
                 m_plan.own_xids.pop_back();
             }
+            m_keyset = keyset;
             if (!retry_after(e, n, conflicted)) {
                 return false;
             }
@@ -209,6 +242,9 @@ bool BatchStream::run_batch(std::int64_t range_end, Batch& batch) {
 }
 
 void BatchStream::attempt(int slot, std::int64_t range_end, bool conflicted, Batch& batch) {
+    if (conflicted && m_run.evidence != nullptr) {
+        m_run.evidence->kept(); // the retry judges rows again: some may stay
+    }
     auto tx = std::make_unique<pqxx::work>(*m_conns[slot]);
     // Deletes by page range read the keys, then delete, in one REPEATABLE READ snapshot.
     const bool read_then_delete = batch.by_range && m_rule.action == Action::remove && !conflicted;
@@ -252,6 +288,8 @@ void BatchStream::attempt(int slot, std::int64_t range_end, bool conflicted, Bat
             return;
         }
         batch.selected = batch.done;
+    } else if (batch.done < batch.selected && m_run.evidence != nullptr) {
+        m_run.evidence->kept(); // a selected row changed, or its delete was cancelled
     }
     // The previous batch commits now that this one's statement has run.
     finish_open();
@@ -263,7 +301,7 @@ void BatchStream::attempt(int slot, std::int64_t range_end, bool conflicted, Bat
 
 // The batch's settings and WAL position; an anonymize without mark remembers its xid.
 WalPosition BatchStream::begin(pqxx::work& tx) {
-    const WalPosition wal = begin_batch(tx, m_plan);
+    const WalPosition wal = begin_batch(tx, m_plan, m_run.evidence);
     for (auto& u : m_unsettled) {
         if (!u.lsn) {
             u.lsn = wal.inserted; // its commit returned before this point
@@ -282,14 +320,21 @@ WalPosition BatchStream::begin(pqxx::work& tx) {
 bool BatchStream::select_rows(pqxx::work& tx, std::int64_t range_end, Batch& batch,
                               pqxx::result& selected) {
     Params s;
-    const auto sql = select_batch_sql(m_plan, tx, s, m_range_start, range_end, m_after_tid,
-                                      m_run.batch_size, m_run.lock_first);
+    const auto sql =
+        m_run.by_index
+            ? select_index_batch_sql(m_plan, tx, s, m_keyset, m_run.batch_size, m_run.lock_first)
+            : select_batch_sql(m_plan, tx, s, m_range_start, range_end, m_after_tid,
+                               m_run.batch_size, m_run.lock_first);
     selected = exec(tx, sql, s);
     batch.selected = static_cast<std::int64_t>(selected.size());
     if (selected.empty()) {
         return false;
     }
-    batch.last_tid = selected[selected.size() - 1][0].c_str();
+    const auto last = selected[selected.size() - 1];
+    batch.last_tid = last[0].c_str();
+    if (m_run.by_index) { // restored by run_batch when this attempt fails
+        m_keyset = IndexKeyset{std::string(last[last.size() - 1].c_str()), batch.last_tid};
+    }
     return true;
 }
 
@@ -397,8 +442,15 @@ void BatchStream::advance(const Batch& batch, std::int64_t range_end) {
             m_span = next_span(m_span, batch.done, m_run.batch_size, m_run.pages);
         }
     }
+    if (m_range_start < m_run.pages) {
+        throttle(batch);
+    }
+}
+
+// sleep_between_batches after a batch that found rows.
+void BatchStream::throttle(const Batch& batch) {
     const auto pause = spec_of<PostgresRule>(m_rule).sleep_between_batches;
-    if (batch.selected > 0 && pause.count() > 0 && m_range_start < m_run.pages) {
+    if (batch.selected > 0 && pause.count() > 0) {
         make_durable(); // no row locks held, no outcome left waiting while throttled
         std::this_thread::sleep_for(pause);
     }
@@ -464,8 +516,12 @@ void BatchStream::make_durable() {
     // A transaction that writes no WAL of its own commits without a flush, whatever
     // synchronous_commit says: a transactional logical message (no table, any wal_level) is the
     // smallest record that makes this commit flush.
-    tx.exec("SELECT set_config('synchronous_commit', 'on', true), "
-            "pg_logical_emit_message(true, 'retentiond', 'durable')");
+    const auto row = tx.exec("SELECT set_config('synchronous_commit', 'on', true), "
+                             "pg_logical_emit_message(true, 'retentiond', 'durable'), "
+                             "pg_current_xact_id()::text")[0];
+    if (m_run.evidence != nullptr) {
+        m_run.evidence->add_xid(std::stoull(row[2].c_str()));
+    }
     tx.commit();
     m_need_sync = false;
     settle(true);

@@ -7,6 +7,7 @@
 
 #include "pg_plan.hpp"
 #include "pg_sql.hpp"
+#include "pg_statements.hpp"
 
 #include "retentiond/engine.hpp"
 
@@ -38,6 +39,9 @@ struct StreamRun {
     TimePoint cutoff{};
     std::int64_t pages = 0;
     std::int64_t due = 0;
+    // A keyset walk of the clock's index instead of the page walk (pg_paths.cpp).
+    bool by_index = false;
+    RunEvidence* evidence = nullptr; // what the run's batches saw, for its verification
     std::int64_t batch_size = 1;
     std::int64_t initial_span = 1;
     // A selection pass locks the rows first (dependents, client-side values).
@@ -101,6 +105,8 @@ public:
     void run();
 
 private:
+    bool run_pages();
+    bool run_index();
     bool stop_now();
     // The batch over [m_range_start, range_end) with its attempts; false when the stream failed.
     bool run_batch(std::int64_t range_end, Batch& batch);
@@ -116,6 +122,7 @@ private:
     // After a failed attempt: true to retry, false when the stream failed.
     bool retry_after(const std::exception& e, int attempt, bool& conflicted);
     void advance(const Batch& batch, std::int64_t range_end);
+    void throttle(const Batch& batch);
 
     void finish_open();
     void settle(bool all);
@@ -140,6 +147,7 @@ private:
     std::int64_t m_range_start = 0;
     std::int64_t m_claim_end = 0; // this stream's pages: [m_range_start, m_claim_end)
     std::string m_after_tid;      // keyset within the current range
+    IndexKeyset m_keyset;         // where the keyset walk of the clock's index stands
     bool m_force_select = false;  // a single page holds more than batch_size due rows
     bool m_first = true;
 };

@@ -8,6 +8,8 @@
 #include <pqxx/pqxx>
 
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -77,6 +79,24 @@ struct Plan {
     std::vector<std::string> own_xids; // anonymize without mark: our batches' xids
     bool notice_table = false;         // retentiond.notice exists (rules with `notice:`)
     bool async_commit = false;         // batches commit with synchronous_commit off
+};
+
+// What the batches of a run saw, for the proof that no due row remains without counting them
+// (PostgresEngine::verify_nothing_due): every transaction id the run's own transactions took, and
+// whether a batch kept a row it had selected (a conflict, a cancelled delete). Shared by streams.
+struct RunEvidence {
+    std::mutex mutex;
+    std::vector<std::uint64_t> xids;
+    bool kept_selected = false;
+
+    void add_xid(std::uint64_t xid) {
+        const std::lock_guard<std::mutex> lock(mutex);
+        xids.push_back(xid);
+    }
+    void kept() {
+        const std::lock_guard<std::mutex> lock(mutex);
+        kept_selected = true;
+    }
 };
 
 // Resolves names and types; throws PlanError naming what is missing.

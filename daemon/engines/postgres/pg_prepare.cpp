@@ -3,6 +3,7 @@
 #include "postgres_engine.hpp"
 
 #include "pg_notice.hpp"
+#include "pg_shape.hpp"
 #include "pg_statements.hpp"
 
 #include "retentiond/engine_common.hpp"
@@ -11,6 +12,32 @@
 namespace retentiond::pg {
 
 using pg_sql::exec;
+
+namespace {
+
+// Where the run's proof that no due row remains starts (see verify_nothing_due): the next
+// transaction id, whether any transaction is in progress, and whether triggers or rules sit on the
+// target, its heaps or its dependents.
+void read_evidence_start(pqxx::transaction_base& tx, PreparedRun& run) {
+    const auto row = tx.exec("SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text "
+                             "FROM pg_current_snapshot() s")[0];
+    run.xid_start = std::stoull(row[1].c_str());
+    run.xid_quiet_start = std::string_view(row[0].c_str()) == row[1].c_str();
+    std::vector<std::string> tables{run.plan.table};
+    for (const auto& heap : run.heaps) {
+        tables.push_back(heap.rfind("ONLY ", 0) == 0 ? heap.substr(5) : heap);
+    }
+    const std::function<void(const std::vector<DepPlan>&)> add = [&](const auto& deps) {
+        for (const auto& d : deps) {
+            tables.push_back(d.table);
+            add(d.children);
+        }
+    };
+    add(run.plan.dependents);
+    run.triggers_or_rules = !pg_shape::triggers_and_rules(tx, tables).empty();
+}
+
+} // namespace
 
 std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext& ctx,
                                                    pqxx::connection& conn,
@@ -29,8 +56,11 @@ std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext&
             !read_clock(tx, run.plan, ctx, result)) {
             return std::nullopt;
         }
+        read_evidence_start(tx, run);
         ctx.phase("counting");
-        count_due(tx, run, result);
+        if (!choose_index_path(tx, run, result)) {
+            count_due(tx, run, result);
+        }
         tx.commit();
     } catch (const pqxx::sql_error& e) {
         // Counting timed out or the rule's SQL is refused: nothing was touched.

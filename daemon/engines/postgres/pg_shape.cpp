@@ -66,6 +66,27 @@ SELECT EXISTS (
     SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = $2
     WHERE i.indrelid = $1::regclass AND i.indkey[0] = a.attnum))";
 
+// Every enabled user trigger and every rewrite rule (not a view's _RETURN) of the relations in $1.
+constexpr const char* k_triggers_rules_sql = R"(
+SELECT 'trigger ' || quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass::text
+FROM pg_trigger t
+WHERE t.tgrelid = ANY ($1::regclass[]) AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+UNION ALL
+SELECT 'rule ' || quote_ident(r.rulename) || ' on ' || r.ev_class::regclass::text
+FROM pg_rewrite r
+WHERE r.ev_class = ANY ($1::regclass[]) AND r.rulename <> '_RETURN'
+ORDER BY 1)";
+
+// A valid, non-partial btree index of $1 whose first column is $2.
+constexpr const char* k_clock_btree_sql = R"(
+SELECT format('%I.%I', n.nspname, c.relname)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am am ON am.oid = c.relam
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = $2
+WHERE i.indrelid = $1::regclass AND i.indkey[0] = a.attnum AND i.indisvalid AND i.indisready
+  AND i.indpred IS NULL AND am.amname = 'btree'
+ORDER BY i.indnatts, c.relname LIMIT 1)";
+
 std::string array_of(const std::vector<std::string>& tables) {
     return pg_sql::array_literal(tables);
 }
@@ -130,6 +151,21 @@ Target read_target(pqxx::transaction_base& tx, const std::string& table) {
         t.role = rls[0][2].c_str();
     }
     return t;
+}
+
+std::vector<std::string> triggers_and_rules(pqxx::transaction_base& tx,
+                                            const std::vector<std::string>& tables) {
+    std::vector<std::string> out;
+    for (const auto& row : pg_sql::exec(tx, k_triggers_rules_sql, Params({array_of(tables)}))) {
+        out.emplace_back(row[0].c_str());
+    }
+    return out;
+}
+
+std::string clock_btree_index(pqxx::transaction_base& tx, const std::string& table,
+                              const std::string& clock) {
+    const auto r = pg_sql::exec(tx, k_clock_btree_sql, Params({table, clock}));
+    return r.empty() ? "" : std::string(r[0][0].c_str());
 }
 
 std::string refusal(const Target& target, const std::string& table) {

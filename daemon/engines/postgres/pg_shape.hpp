@@ -33,6 +33,17 @@ Target read_target(pqxx::transaction_base& tx, const std::string& table);
 // with inheritance children).
 std::string refusal(const Target& target, const std::string& table);
 
+// Triggers (any timing or event, enabled, not internal) and rewrite rules on the relations of
+// `tables` (quoted names): each could cancel, redirect or redo a delete, so a run on them cannot
+// prove from its own batches that no due row remains. Named, for messages.
+std::vector<std::string> triggers_and_rules(pqxx::transaction_base& tx,
+                                            const std::vector<std::string>& tables);
+
+// The index of `table` a keyset walk can follow: a valid, non-partial btree index whose first
+// column is `clock`. Empty when there is none.
+std::string clock_btree_index(pqxx::transaction_base& tx, const std::string& table,
+                              const std::string& clock);
+
 // One advisory of `check`: a warning does not stop a run, a refusal does.
 struct Advisory {
     bool refusal = false;

@@ -291,20 +291,46 @@ std::string page_range_sql(Params& m, std::int64_t start, std::int64_t end) {
            "::tid";
 }
 
-std::string select_batch_sql(const Plan& plan, pqxx::transaction_base& tx, Params& s,
-                             std::int64_t start, std::int64_t end, const std::string& after_tid,
-                             std::int64_t limit, bool lock) {
+namespace {
+
+// ", field::text" for every client-side field, in order.
+std::string client_columns(const Plan& plan, pqxx::transaction_base& tx) {
     std::string extra_cols;
     for (const auto& fs : plan.rule->anonymize) {
         if (needs_client(fs.strategy)) {
             extra_cols += ", " + tx.quote_name(fs.field) + "::text";
         }
     }
+    return extra_cols;
+}
+
+} // namespace
+
+std::string select_batch_sql(const Plan& plan, pqxx::transaction_base& tx, Params& s,
+                             std::int64_t start, std::int64_t end, const std::string& after_tid,
+                             std::int64_t limit, bool lock) {
+    const std::string extra_cols = client_columns(plan, tx);
     const std::string lower = after_tid.empty() ? "ctid >= " + s.add(page_tid(start)) + "::tid"
                                                 : "ctid > " + s.add(after_tid) + "::tid";
     return "SELECT ctid::text AS retentiond_tid" + extra_cols + " FROM " + plan.table + " WHERE " +
            lower + " AND ctid < " + s.add(page_tid(end)) + "::tid AND " + due_sql(plan, tx, s) +
            " ORDER BY ctid LIMIT " + s.add(std::to_string(limit)) + "::bigint" +
+           (lock ? " FOR UPDATE" : "");
+}
+
+std::string select_index_batch_sql(const Plan& plan, pqxx::transaction_base& tx, Params& s,
+                                   const IndexKeyset& after, std::int64_t limit, bool lock) {
+    std::string keyset;
+    if (after.clock) {
+        const std::string type =
+            plan.columns.at(spec_of<PostgresRule>(*plan.rule).clock.front()).type;
+        const auto c = s.add(*after.clock) + "::" + type;
+        keyset = plan.clock + " >= " + c + " AND (" + plan.clock + " > " + c + " OR ctid > " +
+                 s.add(after.tid) + "::tid) AND ";
+    }
+    return "SELECT ctid::text AS retentiond_tid" + client_columns(plan, tx) + ", " + plan.clock +
+           "::text FROM " + plan.table + " WHERE " + keyset + due_sql(plan, tx, s) + " ORDER BY " +
+           plan.clock + ", ctid LIMIT " + s.add(std::to_string(limit)) + "::bigint" +
            (lock ? " FOR UPDATE" : "");
 }
 

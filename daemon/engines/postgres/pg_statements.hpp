@@ -52,6 +52,15 @@ std::string page_range_sql(Params& m, std::int64_t start, std::int64_t end);
 std::string select_batch_sql(const Plan& plan, pqxx::transaction_base& tx, Params& s,
                              std::int64_t start, std::int64_t end, const std::string& after_tid,
                              std::int64_t limit, bool lock);
+// Where a keyset walk of the clock's index stands: after the row (clock, tid); none at the start.
+struct IndexKeyset {
+    std::optional<std::string> clock; // the clock's text
+    std::string tid;
+};
+// The keyset walk: the next due rows in (clock, ctid) order after `after`, at most `limit`, locked
+// when `lock`; selects ctid::text, the text of every client-side field, then the clock's text.
+std::string select_index_batch_sql(const Plan& plan, pqxx::transaction_base& tx, Params& s,
+                                   const IndexKeyset& after, std::int64_t limit, bool lock);
 // Read-then-delete over a page range: the keys, then the same rows deleted (one snapshot).
 struct ReadThenDelete {
     std::string read;

@@ -45,8 +45,8 @@ private:
 
 // How many streams the rule runs.
 int stream_count(const StreamRun& run) {
-    const bool parallel_ok =
-        run.rule.action == Action::remove && run.pipelined && !run.plan.client_side;
+    const bool parallel_ok = run.rule.action == Action::remove && run.pipelined &&
+                             !run.plan.client_side && !run.by_index;
     return parallel_ok ? std::max(1, spec_of<PostgresRule>(run.rule).parallel) : 1;
 }
 
@@ -116,6 +116,8 @@ void PostgresEngine::run_streams(PreparedRun& prepared, RunContext& ctx,
     run.cutoff = result.cutoff;
     run.pages = prepared.pages;
     run.due = result.due;
+    run.by_index = prepared.by_index;
+    run.evidence = prepared.evidence.get();
     run.batch_size = std::max(1, run.rule.batch_size);
     run.initial_span = initial_span(run.batch_size, run.pages, run.due);
     run.lock_first = !prepared.plan.dependents.empty() || prepared.plan.client_side;

@@ -55,6 +55,10 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
             return result;
         }
         notice_error = prepared->notice_error;
+        result.path = prepared->by_index ? "index " + prepared->clock_index
+                      : prepared->heaps.empty()
+                          ? "pages"
+                          : "pages of " + std::to_string(prepared->heaps.size()) + " tables";
         // Limits, before touching anything.
         const LimitScope scope{result.due, prepared->total_rows, "rows",
                                "in " + spec_of<PostgresRule>(rule).table};

@@ -2,6 +2,8 @@
 // The postgres engine's class, its methods spread over the files of its steps:
 //   postgres_engine.cpp  purge (prepare, limits, streams), records_present, connections
 //   pg_prepare.cpp       preparing the run: notices, plan, counts, clock skew
+//   pg_targets.cpp       the target's shape (partitions, children), the walk, the verification
+//   pg_paths.cpp         the path per run: page walk, or keyset walk of the clock's index
 //   pg_streams.cpp       running the batch streams (parallel: N) and merging their results
 //   pg_batch_stream.cpp  one stream: page ranges, attempts, commits, durability, span
 //   pg_statements.cpp    one builder per statement shape, and the conditions they share
@@ -31,6 +33,16 @@ struct PreparedRun {
     // The heaps the page walk visits, quoted: empty for a plain table (the target itself), else
     // each leaf partition or inheritance child, and "ONLY parent" for inheritance parents.
     std::vector<std::string> heaps;
+    // The path the batches take (pg_paths.cpp): the page walk, or a keyset walk of `clock_index`
+    // in (clock, ctid) order when few rows are due.
+    bool by_index = false;
+    std::string clock_index;
+    // For the proof that no due row remains: the first transaction id assigned after the run's
+    // start, whether none was in progress then, whether triggers or rules sit on the heaps.
+    std::uint64_t xid_start = 0;
+    bool xid_quiet_start = false;
+    bool triggers_or_rules = true;
+    std::shared_ptr<RunEvidence> evidence = std::make_shared<RunEvidence>();
     std::string notice_error; // the notifier failed: the run fails once the deletions are done
 };
 
@@ -66,6 +78,9 @@ private:
     bool clock_skew_refused(RunResult& result, const RunContext& ctx, const Rule& rule) const;
     static void count_due(pqxx::transaction_base& tx, PreparedRun& run, RunResult& result);
 
+    // --- the path (pg_paths.cpp): a keyset walk of the clock's index when few rows are due ---
+    static bool choose_index_path(pqxx::transaction_base& tx, PreparedRun& run, RunResult& result);
+
     // --- the target's shape (pg_targets.cpp): partitions and children walked one by one, views
     // and foreign tables refused, row-level security failing the run, and the verification that
     // no due row remains ---
@@ -74,6 +89,7 @@ private:
     void walk(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,
               RunResult& result) const;
     void verify_nothing_due(const PreparedRun& run, const RunContext& ctx, RunResult& result) const;
+    bool proven_nothing_due(const PreparedRun& run, pqxx::transaction_base& tx) const;
 
     // --- running and merging the streams (pg_streams.cpp) ---
     void run_streams(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,
