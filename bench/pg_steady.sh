@@ -35,7 +35,7 @@ load() { # db rows: DUE_ROWS of them due, scattered ((g * 7919) mod rows is a pe
                is_staff boolean NOT NULL DEFAULT false)"
     sql "$1" "INSERT INTO accounts SELECT g, 'user' || g || '@example.org', 'First' || g,
                'Last' || g,
-               CASE WHEN (g * 7919) % $2 < $DUE_ROWS
+               CASE WHEN (g::bigint * 7919) % $2 < $DUE_ROWS
                     THEN now() - interval '12 months' - interval '1 minute' * (1 + g % 4320)
                     ELSE now() - interval '1 minute' * (g % 524000) END,
                now() - interval '3 years' FROM generate_series(1, $2) g"

@@ -6,6 +6,7 @@
 #include "retentiond/version.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -757,6 +758,25 @@ void AuditLog::remove_pending(const std::string& batch_id) const {
     ::unlink(pending_file(batch_id).c_str());
 }
 
+namespace {
+
+json partition_json(const PartitionBatch& p) {
+    json j{{"parent", p.parent},
+           {"to", p.to},
+           {"to_us", p.to_us},
+           {"rows", p.rows},
+           {"key_index", p.key_index},
+           {"key_columns", p.key_columns},
+           {"disposition", p.disposition}};
+    if (p.from_us) {
+        j["from"] = p.from;
+        j["from_us"] = *p.from_us;
+    }
+    return j;
+}
+
+} // namespace
+
 std::string AuditLog::intent(const BatchIntent& batch) {
     std::string id;
     {
@@ -847,17 +867,17 @@ std::string AuditLog::intent(const BatchIntent& batch) {
     fsync_dir(dir);
 
     // If this throws, the pending file stays: the next start resolves it against the datastore.
+    json line{{"type", "intent"},       {"batch", id},
+              {"rule", batch.rule},     {"datastore", batch.datastore},
+              {"target", batch.target}, {"action", batch.action},
+              {"cutoff", cutoff},       {"count", batch.keys.size()}};
+    if (batch.partition) {
+        line["count"] = batch.partition->rows;
+        line["partition"] = partition_json(*batch.partition);
+    }
+    line["digests"] = json::array();
     const std::lock_guard lock(m_mutex);
-    append(json{{"type", "intent"},
-                {"batch", id},
-                {"rule", batch.rule},
-                {"datastore", batch.datastore},
-                {"target", batch.target},
-                {"action", batch.action},
-                {"cutoff", cutoff},
-                {"count", batch.keys.size()},
-                {"digests", json::array()}},
-           digests);
+    append(line, digests);
     m_in_flight[id] = {batch.rule, batch.datastore};
     return id;
 }
@@ -1208,6 +1228,60 @@ VerifyResult verify_audit_log(const std::string& path) {
 
 // --- prove ---------------------------------------------------------------------------------
 
+namespace {
+
+constexpr std::string_view k_partition_key = "\"partition\":{";
+
+// The instant a key's partition column holds ("2024-01-15 10:00:00+00", as PostgreSQL prints it).
+std::optional<std::int64_t> key_micros(std::string_view key, int index, int columns) {
+    std::string text(key);
+    if (columns > 1) {
+        const json j = json::parse(key, nullptr, false);
+        if (!j.is_array() || static_cast<int>(j.size()) != columns || !j[index].is_string()) {
+            return std::nullopt;
+        }
+        text = j[index].get<std::string>();
+    }
+    // PostgreSQL prints a whole-hour offset as "+00": RFC 3339 wants "+00:00".
+    if (text.size() > 3 && (text[text.size() - 3] == '+' || text[text.size() - 3] == '-') &&
+        std::isdigit(static_cast<unsigned char>(text.back())) != 0) {
+        text += ":00";
+    }
+    const auto t = parse_timestamp(text, "", find_zone("UTC"));
+    if (!t) {
+        return std::nullopt;
+    }
+    return std::chrono::duration_cast<std::chrono::microseconds>(t->time_since_epoch()).count();
+}
+
+// An intent of `rule` that emptied a whole partition whose bounds hold the key's partition
+// column: it proves the record went, without a digest per key.
+std::optional<ProofEntry> partition_proof(std::string_view line, std::string_view rule,
+                                          std::string_view key) {
+    const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
+    if (!j.is_object() || j.value("type", "") != "intent" || j.value("rule", "") != rule ||
+        !j.contains("partition") || !j["partition"].is_object()) {
+        return std::nullopt;
+    }
+    const auto& p = j["partition"];
+    const int index = p.value("key_index", -1);
+    const auto t = index < 0 ? std::nullopt : key_micros(key, index, p.value("key_columns", 1));
+    if (!t || *t >= p.value("to_us", std::int64_t{0}) ||
+        (p.contains("from_us") && *t < p.value("from_us", std::int64_t{0}))) {
+        return std::nullopt;
+    }
+    ProofEntry e;
+    e.time = j.value("ts", "");
+    e.run_id = j.value("run", "");
+    e.action = j.value("action", "");
+    e.cutoff = j.value("cutoff", "");
+    e.target = j.value("target", "");
+    e.batch = j.value("batch", "");
+    return e;
+}
+
+} // namespace
+
 std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
                               std::string_view rule, std::string_view key) {
     const std::string digest = record_digest(audit_key, rule, key);
@@ -1245,6 +1319,12 @@ std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
                 }
                 waiting.erase(it); // a rolled-back batch proves nothing
                 continue;
+            }
+            if (line.find(k_partition_key) != std::string_view::npos) {
+                if (auto e = partition_proof(line, rule, key)) {
+                    waiting[e->batch] = std::move(*e);
+                    continue;
+                }
             }
             if (!line_has_digest(line, digest, quoted)) {
                 continue;

@@ -18,6 +18,20 @@ namespace retentiond {
 
 // One batch about to be applied. keys are raw record keys: they never reach the audit log, only
 // their HMAC digests do.
+// A whole partition emptied at once (postgres, an extension of the audit log): it stands for its
+// rows' keys in the intent line, which then carries no digest unless the rule asked for them.
+struct PartitionBatch {
+    std::string parent; // the partitioned table, as the rule names it
+    std::string from;   // the bounds as the server prints them; "" = MINVALUE
+    std::string to;
+    std::optional<std::int64_t> from_us; // the bounds in microseconds since the epoch
+    std::int64_t to_us = 0;
+    int key_index = -1;  // the key column holding the partition's clock (-1: not in the key)
+    int key_columns = 1; // the key's columns
+    std::int64_t rows = 0;
+    std::string disposition; // dropped | detached
+};
+
 struct BatchIntent {
     std::string rule;
     std::string datastore;
@@ -25,6 +39,7 @@ struct BatchIntent {
     std::string action; // delete | anonymize | set_null | expire | notice
     TimePoint cutoff{};
     std::vector<std::string> keys; // canonical keys (see canonical_key)
+    std::optional<PartitionBatch> partition;
 };
 
 // Where engines report batches: the audit log in production, a recording fake in unit tests.

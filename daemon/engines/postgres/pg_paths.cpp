@@ -35,7 +35,7 @@ bool PostgresEngine::choose_index_path(pqxx::transaction_base& tx, PreparedRun& 
                                        RunResult& result) {
     Plan& plan = run.plan;
     const auto& pg = spec_of<PostgresRule>(*plan.rule);
-    if (!run.heaps.empty() || pg.clock.size() != 1 || plan.rule->clock_null_due) {
+    if (run.by_heaps || pg.clock.size() != 1 || plan.rule->clock_null_due) {
         return false;
     }
     const auto index = pg_shape::clock_btree_index(tx, plan.table, pg.clock.front());

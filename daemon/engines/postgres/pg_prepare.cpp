@@ -56,6 +56,7 @@ std::optional<PreparedRun> PostgresEngine::prepare(const Rule& rule, RunContext&
             !read_clock(tx, run.plan, ctx, result)) {
             return std::nullopt;
         }
+        classify_partitions(tx, run);
         read_evidence_start(tx, run);
         ctx.phase("counting");
         if (!choose_index_path(tx, run, result)) {
@@ -165,8 +166,27 @@ bool PostgresEngine::clock_skew_refused(RunResult& result, const RunContext& ctx
     return true;
 }
 
-// Rows in the table, due rows, and the table's pages.
+// Rows in the table, due rows, and the table's pages. With heaps (partitions, children): the heaps
+// the walk visits, counted one by one, plus the planner's estimates for the partitions emptied
+// whole (replaced by their exact counts as they are) or skipped.
 void PostgresEngine::count_due(pqxx::transaction_base& tx, PreparedRun& run, RunResult& result) {
+    if (run.by_heaps) {
+        for (const auto& heap : run.heaps) {
+            Params c;
+            const auto counts = exec(tx,
+                                     "SELECT count(*), count(*) FILTER (WHERE " +
+                                         due_sql(run.plan, tx, c) + ") FROM " + heap,
+                                     c)[0];
+            run.total_rows += counts[0].as<std::int64_t>();
+            result.due += counts[1].as<std::int64_t>();
+        }
+        for (const auto& whole : run.whole) {
+            run.total_rows += whole.estimated_rows;
+            result.due += whole.estimated_rows;
+        }
+        run.total_rows += run.skipped_rows;
+        return;
+    }
     Params c;
     const auto counts = exec(tx,
                              "SELECT count(*), count(*) FILTER (WHERE " + due_sql(run.plan, tx, c) +

@@ -129,6 +129,8 @@ std::optional<Notice> read_notice(ConfigReader& in, const ConfigNode& node) {
     return notice;
 }
 
+void read_partitions(ConfigReader& in, const ConfigMap& f, PostgresRule& pg);
+
 void read_postgres(ConfigReader& in, const ConfigMap& f, const Rule& rule, PostgresRule& pg) {
     in.require(f, {"table", "key"});
     if (const auto* v = f.get("table")) {
@@ -182,6 +184,29 @@ void read_postgres(ConfigReader& in, const ConfigMap& f, const Rule& rule, Postg
     }
     if (const auto* v = f.get("notice")) {
         pg.notice = read_notice(in, *v);
+    }
+    read_partitions(in, f, pg);
+}
+
+// partitions: drop | detach | rows; partition_digests: keys | none.
+void read_partitions(ConfigReader& in, const ConfigMap& f, PostgresRule& pg) {
+    if (const auto* v = f.get("partitions")) {
+        const auto s = in.string(*v, "partitions");
+        if (s == "drop" || s == "detach" || s == "rows") {
+            pg.partitions = *s == "drop"     ? PostgresRule::Partitions::drop
+                            : *s == "detach" ? PostgresRule::Partitions::detach
+                                             : PostgresRule::Partitions::rows;
+        } else if (s) {
+            in.error(*v, "partitions: expected drop, detach or rows, got " + in_quotes(*s));
+        }
+    }
+    if (const auto* v = f.get("partition_digests")) {
+        const auto s = in.string(*v, "partition_digests");
+        if (s == "keys" || s == "none") {
+            pg.partition_digests = *s == "keys";
+        } else if (s) {
+            in.error(*v, "partition_digests: expected keys or none, got " + in_quotes(*s));
+        }
     }
 }
 

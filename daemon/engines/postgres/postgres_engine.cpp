@@ -67,6 +67,7 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
         }
         if (result.due > 0) {
             ctx.phase("batches");
+            empty_whole_partitions(*prepared, ctx, result);
             walk(*prepared, ctx, std::move(conn), result);
             ctx.phase("verification");
             verify_nothing_due(*prepared, ctx, result);
@@ -87,11 +88,27 @@ RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
 
 // --- crash recovery --------------------------------------------------------------------------
 
+// A batch that emptied a whole partition names the partition: still attached, the transaction
+// rolled back; gone (dropped) or detached, it committed (detach, count, intent and drop commit
+// together).
+Presence PostgresEngine::partition_presence(const std::string& partition) const {
+    try {
+        auto conn = connect();
+        pqxx::read_transaction tx(*conn);
+        const auto r =
+            exec(tx, "SELECT c.relispartition FROM pg_class c WHERE c.oid = to_regclass($1)",
+                 Params({quote_table(*conn, partition)}));
+        return !r.empty() && r[0][0].as<bool>() ? Presence::present : Presence::absent;
+    } catch (const pqxx::broken_connection& e) {
+        unavailable(e);
+    }
+}
+
 Presence PostgresEngine::records_present(const Rule& rule, const std::string& target,
                                          const std::vector<std::string>& keys) {
     const auto& pg = spec_of<PostgresRule>(rule);
     if (target != pg.table) {
-        return Presence::unknown;
+        return partition_presence(target);
     }
     if (rule.action == Action::anonymize && !pg.mark) {
         return Presence::unknown;

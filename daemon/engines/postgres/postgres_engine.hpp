@@ -3,6 +3,7 @@
 //   postgres_engine.cpp  purge (prepare, limits, streams), records_present, connections
 //   pg_prepare.cpp       preparing the run: notices, plan, counts, clock skew
 //   pg_targets.cpp       the target's shape (partitions, children), the walk, the verification
+//   pg_partitions.cpp    leaf partitions emptied whole (DETACH + DROP) or skipped by their bounds
 //   pg_paths.cpp         the path per run: page walk, or keyset walk of the clock's index
 //   pg_streams.cpp       running the batch streams (parallel: N) and merging their results
 //   pg_batch_stream.cpp  one stream: page ranges, attempts, commits, durability, span
@@ -25,6 +26,19 @@
 
 namespace retentiond::pg {
 
+// A leaf partition whose every row is due, proven from its range bounds on the clock
+// (pg_partitions.cpp): detached and dropped (or kept detached) whole.
+struct WholePartition {
+    std::string leaf;   // quoted
+    std::string parent; // quoted: the partitioned table it is detached from
+    std::string name;   // schema.name, for the audit and messages
+    std::string from;   // the bounds as the server prints them; from is "" for MINVALUE
+    std::string to;
+    std::optional<std::int64_t> from_us; // the bounds in microseconds since the epoch
+    std::int64_t to_us = 0;
+    std::int64_t estimated_rows = 0;
+};
+
 // What preparing a run resolved: the plan (with the run's now and cutoff), the table's size.
 struct PreparedRun {
     Plan plan;
@@ -33,6 +47,11 @@ struct PreparedRun {
     // The heaps the page walk visits, quoted: empty for a plain table (the target itself), else
     // each leaf partition or inheritance child, and "ONLY parent" for inheritance parents.
     std::vector<std::string> heaps;
+    bool by_heaps = false; // a partitioned table or one with inheritance children: walk `heaps`
+    // Leaf partitions of a range on the clock: emptied whole, or skipped (none of their rows due).
+    std::vector<WholePartition> whole;
+    std::int64_t skipped_partitions = 0;
+    std::int64_t skipped_rows = 0; // their estimated rows, for the limits' table size
     // The path the batches take (pg_paths.cpp): the page walk, or a keyset walk of `clock_index`
     // in (clock, ctid) order when few rows are due.
     bool by_index = false;
@@ -62,6 +81,7 @@ public:
 private:
     std::unique_ptr<pqxx::connection> connect() const;
     [[noreturn]] void unavailable(const pqxx::broken_connection& e) const;
+    Presence partition_presence(const std::string& partition) const;
     std::string zone_name(const RunContext& ctx) const {
         return ctx.tz != nullptr ? std::string(ctx.tz->name()) : m_default_tz;
     }
@@ -77,6 +97,15 @@ private:
                     RunResult& result) const;
     bool clock_skew_refused(RunResult& result, const RunContext& ctx, const Rule& rule) const;
     static void count_due(pqxx::transaction_base& tx, PreparedRun& run, RunResult& result);
+
+    // --- whole partitions (pg_partitions.cpp): leaves a range on the clock proves wholly due
+    // (emptied without a per-row DELETE) or wholly not due (skipped) ---
+    static void classify_partitions(pqxx::transaction_base& tx, PreparedRun& run);
+    void empty_whole_partitions(PreparedRun& run, RunContext& ctx, RunResult& result) const;
+    bool empty_partition(pqxx::connection& conn, const PreparedRun& run, const WholePartition& p,
+                         RunContext& ctx, RunResult& result) const;
+    void recount_due(pqxx::connection& conn, const PreparedRun& run, const WholePartition& p,
+                     RunResult& result) const;
 
     // --- the path (pg_paths.cpp): a keyset walk of the clock's index when few rows are due ---
     static bool choose_index_path(pqxx::transaction_base& tx, PreparedRun& run, RunResult& result);

@@ -23,6 +23,8 @@ public:
                                   "statement_timeout",
                                   "sleep_between_batches",
                                   "parallel",
+                                  "partitions",
+                                  "partition_digests",
                                   "notice"};
         return keys;
     }

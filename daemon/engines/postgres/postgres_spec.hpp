@@ -56,6 +56,12 @@ struct PostgresRule : RuleSpec {
     std::chrono::milliseconds statement_timeout{60000};
     std::chrono::milliseconds sleep_between_batches{0};
     int parallel = 1; // concurrent batch streams (action: delete without dependents)
+    // Extension: a leaf partition whose every row is due is dropped whole (drop), detached and
+    // kept (detach), or purged row by row like any table (rows).
+    enum class Partitions { drop, detach, rows };
+    Partitions partitions = Partitions::drop;
+    bool partition_digests =
+        false; // journal each key of a whole partition (partition_digests: keys)
     std::optional<Notice> notice;
 };
 
