@@ -1,6 +1,7 @@
 // `retentiond report`: a dry run of the rules, rendered for the DPO.
 #include "retentiond/crypto.hpp"
 #include "retentiond/errors.hpp"
+#include "retentiond/fd.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/timeutil.hpp"
 
@@ -14,6 +15,7 @@
 #include <optional>
 #include <ostream>
 #include <stdexcept>
+#include <system_error>
 
 namespace retentiond {
 namespace {
@@ -40,15 +42,6 @@ Exit codes: 0 report produced; 75 produced, but a datastore could not be read (i
 "unknown"); 64 usage; 74 the output cannot be written; 78 configuration invalid.
 )";
 
-struct FdCloser {
-    int fd;
-    ~FdCloser() {
-        if (fd >= 0) {
-            ::close(fd);
-        }
-    }
-};
-
 [[noreturn]] void throw_io(const std::string& what, const std::string& path, int err) {
     throw IoError(what + " " + path + ": " + std::strerror(err));
 }
@@ -66,7 +59,7 @@ void write_atomically(const std::string& path, const std::string& text) {
     }
     bool renamed = false;
     try {
-        FdCloser closer{fd};
+        const Fd closer(fd);
         std::size_t done = 0;
         while (done < text.size()) {
             const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
@@ -85,10 +78,9 @@ void write_atomically(const std::string& path, const std::string& text) {
             throw_io("cannot rename to", path, errno);
         }
         renamed = true;
-        const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            ::fsync(dfd);
-            ::close(dfd);
+        try {
+            fsync_dir(dir); // the report is written; a directory that cannot be synced is no error
+        } catch (const std::system_error&) {
         }
     } catch (...) {
         if (!renamed) {

@@ -58,14 +58,6 @@ std::string mask_personal(std::string_view text) {
 
 namespace {
 
-const date::time_zone* zone_or_utc(const std::string& name) {
-    try {
-        return find_zone(name);
-    } catch (const std::exception&) {
-        return find_zone("UTC");
-    }
-}
-
 std::string iso_week_of(TimePoint t, const date::time_zone* tz) {
     const auto local = tz->to_local(date::floor<std::chrono::seconds>(t));
     const iso_week::year_weeknum_weekday ywd{date::floor<date::days>(local)};

@@ -306,14 +306,6 @@ std::string period_words(std::chrono::seconds s, const Texts& t) {
     return std::to_string(n / 60) + "\u00a0" + t.minute_unit;
 }
 
-const date::time_zone* zone_or_utc(const std::string& name) {
-    try {
-        return find_zone(name);
-    } catch (const std::exception&) {
-        return find_zone("UTC");
-    }
-}
-
 // Dates for people: in the daemon's time zone, day first in French.
 std::string local_time(TimePoint t, const ReportData& data, const Texts& t_) {
     const auto* tz = zone_or_utc(data.timezone);

@@ -81,10 +81,6 @@ using namespace redis_detail;
 
 constexpr std::size_t k_exists_chunk = 1000;
 
-const date::time_zone* zone_or_utc(const date::time_zone* tz) {
-    return tz != nullptr ? tz : find_zone("UTC");
-}
-
 void require_redis(const Rule& rule) {
     if (!has_spec<RedisRule>(rule)) {
         throw std::invalid_argument("rule \"" + rule.name + "\" is not a redis rule");
