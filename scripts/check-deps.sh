@@ -19,7 +19,7 @@ rank() { # layer of a file under daemon/, or of a public header's base name
     config/* | audit/* | engines/common/* | config | config_reader | kind | engine | audit | \
         anonymize | policy_table | \
         engine_common) echo 2 ;;
-    engines/registry.cpp) echo 4 ;;
+    engines/registry.cpp | registry) echo 4 ;;
     engines/* | run_lock) echo 3 ;; # run_lock.hpp: the postgres kind's coordination lock
     run/* | runner | progress) echo 5 ;;
     report/* | report | report_errors) echo 6 ;;

@@ -9,6 +9,7 @@
 #include "retentiond/notify.hpp"
 #include "retentiond/policy_table.hpp"
 #include "retentiond/progress.hpp"
+#include "retentiond/registry.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/runner.hpp"
 #include "retentiond/timeutil.hpp"

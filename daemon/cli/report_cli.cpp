@@ -2,6 +2,7 @@
 #include "retentiond/crypto.hpp"
 #include "retentiond/errors.hpp"
 #include "retentiond/fd.hpp"
+#include "retentiond/registry.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/timeutil.hpp"
 
