@@ -3,7 +3,7 @@
 # violation as FILE:LINE: what and why, and exits 1 if there is any. Run by ctest (check_deps).
 #
 # Layers, low to high: util < core (config, audit, engines/common) < engines/<kind> < registry
-# (engines/registry.cpp) < run < report < service < cli. A file may include the public headers
+# (engines/registry.cpp, registry.hpp) < run < report < service < cli. A file may include the public headers
 # (include/retentiond/) of its own layer and of the layers below it; an engine never includes
 # another kind, run, report, service or cli; a kind's own headers (engines/<kind>/*.hpp) are
 # private to its folder, but for <kind>_kind.hpp, which only the registry includes; pqxx is
@@ -19,7 +19,7 @@ rank() { # layer of a file under daemon/, or of a public header's base name
     config/* | audit/* | engines/common/* | config | config_reader | kind | engine | audit | \
         anonymize | policy_table | \
         engine_common) echo 2 ;;
-    engines/registry.cpp) echo 4 ;;
+    engines/registry.cpp | registry) echo 4 ;;
     engines/* | run_lock) echo 3 ;; # run_lock.hpp: the postgres kind's coordination lock
     run/* | runner | progress) echo 5 ;;
     report/* | report | report_errors) echo 6 ;;

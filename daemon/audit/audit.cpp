@@ -2,6 +2,7 @@
 
 #include "retentiond/crypto.hpp"
 #include "retentiond/errors.hpp"
+#include "retentiond/fd.hpp"
 #include "retentiond/timeutil.hpp"
 #include "retentiond/version.hpp"
 
@@ -35,23 +36,6 @@ constexpr std::string_view k_digests_key = R"("digests":[)";
     throw std::runtime_error(what + " " + path + ": " + std::strerror(err));
 }
 
-// Owns a file descriptor.
-class Fd {
-public:
-    explicit Fd(int fd = -1) : m_fd(fd) {}
-    ~Fd() {
-        if (m_fd >= 0) {
-            ::close(m_fd);
-        }
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    int get() const { return m_fd; }
-
-private:
-    int m_fd;
-};
-
 // Invalid UTF-8 (a file name, a Redis key) must not make a line unwritable; it is replaced.
 std::string dump(const json& j) {
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -79,15 +63,6 @@ void fsync_or_throw(int fd, const std::string& path) {
     if (::fsync(fd) != 0) {
         throw_errno("cannot fsync", path, errno);
     }
-}
-
-// Makes a directory entry change (create, rename) durable.
-void fsync_dir(const std::string& dir) {
-    Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fd.get() < 0) {
-        throw_errno("cannot open directory", dir, errno);
-    }
-    fsync_or_throw(fd.get(), dir);
 }
 
 void pread_all(int fd, char* out, std::size_t n, off_t pos, const std::string& path) {

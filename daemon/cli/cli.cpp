@@ -1,5 +1,8 @@
 #include "retentiond/cli.hpp"
 
+#include "options.hpp"
+#include "report_cli.hpp"
+
 #include "retentiond/audit.hpp"
 #include "retentiond/config.hpp"
 #include "retentiond/daemon.hpp"
@@ -9,6 +12,7 @@
 #include "retentiond/notify.hpp"
 #include "retentiond/policy_table.hpp"
 #include "retentiond/progress.hpp"
+#include "retentiond/registry.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/runner.hpp"
 #include "retentiond/timeutil.hpp"
@@ -82,64 +86,6 @@ struct Args {
     std::optional<std::string> config;
     std::string verb;
     std::vector<std::string> rest;
-};
-
-// Options shared by the verbs: flags and options with one value, in any order.
-class OptionParser {
-public:
-    OptionParser(std::vector<std::string> args) : m_args(std::move(args)) {}
-
-    bool flag(const std::string& name) {
-        bool found = false;
-        for (auto it = m_args.begin(); it != m_args.end();) {
-            if (*it == name) {
-                found = true;
-                it = m_args.erase(it);
-            } else {
-                ++it;
-            }
-        }
-        return found;
-    }
-
-    std::vector<std::string> values(const std::string& name) {
-        std::vector<std::string> found;
-        for (auto it = m_args.begin(); it != m_args.end();) {
-            if (*it == name) {
-                if (it + 1 == m_args.end()) {
-                    throw UsageError(name + " needs a value");
-                }
-                found.push_back(*(it + 1));
-                it = m_args.erase(it, it + 2);
-            } else if (it->rfind(name + "=", 0) == 0) {
-                found.push_back(it->substr(name.size() + 1));
-                it = m_args.erase(it);
-            } else {
-                ++it;
-            }
-        }
-        return found;
-    }
-
-    std::optional<std::string> value(const std::string& name) {
-        auto all = values(name);
-        if (all.size() > 1) {
-            throw UsageError(name + " given more than once");
-        }
-        if (all.empty()) {
-            return std::nullopt;
-        }
-        return all.front();
-    }
-
-    void finish() const {
-        if (!m_args.empty()) {
-            throw UsageError("unexpected argument \"" + m_args.front() + "\"");
-        }
-    }
-
-private:
-    std::vector<std::string> m_args;
 };
 
 Args split_args(int argc, char** argv) {

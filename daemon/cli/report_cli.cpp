@@ -1,6 +1,11 @@
 // `retentiond report`: a dry run of the rules, rendered for the DPO.
+#include "report_cli.hpp"
+
+#include "options.hpp"
 #include "retentiond/crypto.hpp"
 #include "retentiond/errors.hpp"
+#include "retentiond/fd.hpp"
+#include "retentiond/registry.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/timeutil.hpp"
 
@@ -14,6 +19,7 @@
 #include <optional>
 #include <ostream>
 #include <stdexcept>
+#include <system_error>
 
 namespace retentiond {
 namespace {
@@ -40,15 +46,6 @@ Exit codes: 0 report produced; 75 produced, but a datastore could not be read (i
 "unknown"); 64 usage; 74 the output cannot be written; 78 configuration invalid.
 )";
 
-struct FdCloser {
-    int fd;
-    ~FdCloser() {
-        if (fd >= 0) {
-            ::close(fd);
-        }
-    }
-};
-
 [[noreturn]] void throw_io(const std::string& what, const std::string& path, int err) {
     throw IoError(what + " " + path + ": " + std::strerror(err));
 }
@@ -66,7 +63,7 @@ void write_atomically(const std::string& path, const std::string& text) {
     }
     bool renamed = false;
     try {
-        FdCloser closer{fd};
+        const Fd closer(fd);
         std::size_t done = 0;
         while (done < text.size()) {
             const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
@@ -85,10 +82,9 @@ void write_atomically(const std::string& path, const std::string& text) {
             throw_io("cannot rename to", path, errno);
         }
         renamed = true;
-        const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            ::fsync(dfd);
-            ::close(dfd);
+        try {
+            fsync_dir(dir); // the report is written; a directory that cannot be synced is no error
+        } catch (const std::system_error&) {
         }
     } catch (...) {
         if (!renamed) {
@@ -112,80 +108,41 @@ std::string format_from_extension(const std::string& path) {
     return "md";
 }
 
-} // namespace
-
-int cmd_report(const std::string& config_path, const std::vector<std::string>& args,
-               std::ostream& out, std::ostream& err) {
-    std::optional<std::string> format;
+struct ReportOptions {
+    std::string format; // md, html, json or csv
     std::optional<std::string> output;
     std::optional<std::string> log;
-    std::string lang = "fr";
+    std::string lang; // fr or en
     std::vector<std::string> rules;
-    for (std::size_t i = 0; i < args.size(); ++i) {
-        const std::string& arg = args[i];
-        if (arg == "--help" || arg == "-h") {
-            out << k_report_help;
-            return k_exit_ok;
-        }
-        std::string name = arg;
-        std::optional<std::string> value;
-        if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-            name = arg.substr(0, eq);
-            value = arg.substr(eq + 1);
-        }
-        if (name != "--format" && name != "--output" && name != "--lang" && name != "--rule" &&
-            name != "--log") {
-            throw std::invalid_argument("report: unexpected argument \"" + arg + "\"");
-        }
-        if (!value) {
-            if (i + 1 >= args.size()) {
-                throw std::invalid_argument("report: " + name + " needs a value");
-            }
-            value = args[++i];
-        }
-        const auto once = [&](std::optional<std::string>& slot) {
-            if (slot) {
-                throw std::invalid_argument("report: " + name + " given more than once");
-            }
-            slot = *value;
-        };
-        if (name == "--format") {
-            once(format);
-        } else if (name == "--output") {
-            once(output);
-        } else if (name == "--log") {
-            once(log);
-        } else if (name == "--lang") {
-            lang = *value;
-        } else {
-            rules.push_back(*value);
-        }
-    }
-    const std::string fmt = format ? *format : output ? format_from_extension(*output) : "md";
-    if (fmt != "md" && fmt != "html" && fmt != "json" && fmt != "csv") {
-        throw std::invalid_argument("report: --format must be md, html, json or csv");
-    }
-    if (lang != "fr" && lang != "en") {
-        throw std::invalid_argument("report: --lang must be fr or en");
-    }
+};
 
-    const Config config = load_config(config_path);
-    for (const auto& w : config.warnings) {
-        err << "warning: " << w.to_string() << '\n';
+// The report's options, or nullopt when --help was asked (and printed).
+std::optional<ReportOptions> parse_report_options(const std::vector<std::string>& args,
+                                                  std::ostream& out) {
+    OptionParser opts(args, "report");
+    if (opts.flag("--help") || opts.flag("-h")) {
+        out << k_report_help;
+        return std::nullopt;
     }
-    select_rules(config, rules); // an unknown rule is a usage error before any store is read
-    Runner runner(config);
-    const auto dries = runner.dry_run(rules);
-    const auto data =
-        build_report_data(config, dries, log ? *log : config.daemon.audit_log, now_utc());
-    const auto text = render_report(data, fmt, lang);
-    if (output) {
-        write_atomically(*output, text);
-        err << "report: " << data.rules.size() << " rule" << (data.rules.size() == 1 ? "" : "s")
-            << ", overall " << to_string(data.overall) << ", written to " << *output << '\n';
-    } else {
-        out << text;
+    ReportOptions o;
+    const auto format = opts.value("--format");
+    o.output = opts.value("--output");
+    o.log = opts.value("--log");
+    o.lang = opts.last_value("--lang").value_or("fr");
+    o.rules = opts.values("--rule");
+    opts.finish();
+    o.format = format ? *format : o.output ? format_from_extension(*o.output) : "md";
+    if (o.format != "md" && o.format != "html" && o.format != "json" && o.format != "csv") {
+        throw UsageError("report: --format must be md, html, json or csv");
     }
+    if (o.lang != "fr" && o.lang != "en") {
+        throw UsageError("report: --lang must be fr or en");
+    }
+    return o;
+}
+
+// What the report could not show, on stderr; the exit code (75 when a datastore was not read).
+int report_gaps(const ReportData& data, std::ostream& err) {
     int unknown = 0;
     for (const auto& r : data.rules) {
         if (r.status == RuleStatus::unknown) {
@@ -199,6 +156,36 @@ int cmd_report(const std::string& config_path, const std::vector<std::string>& a
             << ": runs cannot be shown\n";
     }
     return unknown != 0 ? k_exit_partial : k_exit_ok;
+}
+
+} // namespace
+
+int cmd_report(const std::string& config_path, const std::vector<std::string>& args,
+               std::ostream& out, std::ostream& err) {
+    const auto options = parse_report_options(args, out);
+    if (!options) {
+        return k_exit_ok;
+    }
+    const Config config = load_config(config_path);
+    for (const auto& w : config.warnings) {
+        err << "warning: " << w.to_string() << '\n';
+    }
+    select_rules(config,
+                 options->rules); // an unknown rule is a usage error before any store is read
+    Runner runner(config);
+    const auto dries = runner.dry_run(options->rules);
+    const auto data =
+        build_report_data(config, dries, options->log.value_or(config.daemon.audit_log), now_utc());
+    const auto text = render_report(data, options->format, options->lang);
+    if (options->output) {
+        write_atomically(*options->output, text);
+        err << "report: " << data.rules.size() << " rule" << (data.rules.size() == 1 ? "" : "s")
+            << ", overall " << to_string(data.overall) << ", written to " << *options->output
+            << '\n';
+    } else {
+        out << text;
+    }
+    return report_gaps(data, err);
 }
 
 } // namespace retentiond

@@ -199,6 +199,25 @@ void Loader::read_sections(std::string_view name) {
     }
 }
 
+namespace {
+
+// "coordination needs a postgres datastore": the kinds say whether they coordinate runs
+// (Kind::coordinates_runs), so no kind is named here.
+std::string coordination_kinds(const std::vector<const Kind*>& kinds) {
+    Keys coordinating;
+    for (const Kind* kind : kinds) {
+        if (kind->coordinates_runs()) {
+            coordinating.push_back(kind->name());
+        }
+    }
+    if (coordinating.empty()) {
+        return "no kind of datastore coordinates runs";
+    }
+    return "coordination needs a " + join_names(coordinating) + " datastore";
+}
+
+} // namespace
+
 // Only once the datastores of every file are known.
 void Loader::check_coordination() {
     if (!m_coordination) {
@@ -216,8 +235,8 @@ void Loader::check_coordination() {
               "coordination: unknown datastore " + in_quotes(name) + hint(name, names));
     } else if (it->second.kind != nullptr && !it->second.kind->coordinates_runs()) {
         error(*m_coordination, "coordination: datastore " + in_quotes(name) + " is " +
-                                   std::string(it->second.kind->name()) +
-                                   "; coordination needs a postgres datastore");
+                                   std::string(it->second.kind->name()) + "; " +
+                                   coordination_kinds(m_kinds));
     }
 }
 

@@ -1,4 +1,5 @@
 // The one list of datastore kinds. A new kind is a folder under engines/ and a line here.
+#include "retentiond/registry.hpp"
 #include "engines/files/files_kind.hpp"
 #include "engines/postgres/postgres_kind.hpp"
 #include "engines/redis/redis_kind.hpp"

@@ -58,14 +58,6 @@ std::string mask_personal(std::string_view text) {
 
 namespace {
 
-const date::time_zone* zone_or_utc(const std::string& name) {
-    try {
-        return find_zone(name);
-    } catch (const std::exception&) {
-        return find_zone("UTC");
-    }
-}
-
 std::string iso_week_of(TimePoint t, const date::time_zone* tz) {
     const auto local = tz->to_local(date::floor<std::chrono::seconds>(t));
     const iso_week::year_weeknum_weekday ywd{date::floor<date::days>(local)};
@@ -216,79 +208,93 @@ private:
                 m_daemon_runs.insert(run);
             }
         } else if (type == "intent") {
-            const auto batch = str_field(j, {"batch", "batch_id"});
-            const auto rule = str_field(j, {"rule"});
-            if (!batch.empty() && !rule.empty()) {
-                const auto it = m_rules.find(rule);
-                m_pending[batch] = PendingBatch{
-                    rule, counts_as_purge(it == m_rules.end() ? nullptr : it->second,
-                                          str_field(j, {"action"}), str_field(j, {"target"}))};
-            }
-            if (!rule.empty()) {
-                touch(rule, run, at);
-            }
+            on_intent(j, run, at);
         } else if (type == "outcome") {
-            const auto batch = str_field(j, {"batch", "batch_id"});
-            auto rule = str_field(j, {"rule"});
-            bool counts = true;
-            const auto pending = m_pending.find(batch);
-            if (pending != m_pending.end()) {
-                rule = rule.empty() ? pending->second.rule : rule;
-                counts = pending->second.counts;
-                m_pending.erase(pending);
-            } else if (j.contains("action") || j.contains("target")) {
-                const auto it = m_rules.find(rule);
-                counts = counts_as_purge(it == m_rules.end() ? nullptr : it->second,
-                                         str_field(j, {"action"}), str_field(j, {"target"}));
-            }
-            if (rule.empty()) {
-                return;
-            }
-            auto& info = touch(rule, run, at);
-            const auto committed = j.find("committed");
-            if (committed == j.end() || !committed->is_boolean() || !committed->get<bool>() ||
-                !counts) {
-                return;
-            }
-            const std::int64_t count = int_field(j, "count");
-            info.processed += count;
-            ++info.batches;
-            if (at) {
-                const auto week = iso_week_of(*at, m_tz);
-                if (m_window.count(week) != 0) {
-                    m_history[rule].weeks[week] += count;
-                }
-            }
+            on_outcome(j, run, at);
         } else if (type == "error" || type == "refusal" || type == "refused") {
-            const auto rule = str_field(j, {"rule"});
-            if (rule.empty()) {
-                return;
-            }
-            auto& info = touch(rule, run, at);
-            info.ok = false;
-            info.failure = type == "error" ? "error" : "refusal";
-            info.message = event_message(j);
-            info.error_code = std::string(classify_event(j));
+            on_failure(j, type, run, at);
         } else if (type == "rule_end") {
             // One rule's run as a whole, when the writer records it (a daemon run has no
             // per-rule run_end otherwise).
             const auto rule = str_field(j, {"rule"});
-            if (rule.empty()) {
-                return;
+            if (!rule.empty()) {
+                apply_summary(touch(rule, run, at), j);
             }
-            auto& info = touch(rule, run, at);
-            apply_summary(info, j);
         } else if (type == "run_end" && m_daemon_runs.count(run) == 0) {
-            // A daemon's run_end sums its whole lifetime: not one run of each rule.
-            const auto it = j.find("summary");
-            if (it == j.end() || !it->is_array()) {
-                return;
+            on_run_end(j, run, at); // a daemon's run_end sums its whole lifetime: skipped
+        }
+    }
+
+    void on_intent(const nlohmann::json& j, const std::string& run, std::optional<TimePoint> at) {
+        const auto batch = str_field(j, {"batch", "batch_id"});
+        const auto rule = str_field(j, {"rule"});
+        if (!batch.empty() && !rule.empty()) {
+            const auto it = m_rules.find(rule);
+            m_pending[batch] = PendingBatch{
+                rule, counts_as_purge(it == m_rules.end() ? nullptr : it->second,
+                                      str_field(j, {"action"}), str_field(j, {"target"}))};
+        }
+        if (!rule.empty()) {
+            touch(rule, run, at);
+        }
+    }
+
+    void on_outcome(const nlohmann::json& j, const std::string& run, std::optional<TimePoint> at) {
+        const auto batch = str_field(j, {"batch", "batch_id"});
+        auto rule = str_field(j, {"rule"});
+        bool counts = true;
+        const auto pending = m_pending.find(batch);
+        if (pending != m_pending.end()) {
+            rule = rule.empty() ? pending->second.rule : rule;
+            counts = pending->second.counts;
+            m_pending.erase(pending);
+        } else if (j.contains("action") || j.contains("target")) {
+            const auto it = m_rules.find(rule);
+            counts = counts_as_purge(it == m_rules.end() ? nullptr : it->second,
+                                     str_field(j, {"action"}), str_field(j, {"target"}));
+        }
+        if (rule.empty()) {
+            return;
+        }
+        auto& info = touch(rule, run, at);
+        const auto committed = j.find("committed");
+        if (committed == j.end() || !committed->is_boolean() || !committed->get<bool>() ||
+            !counts) {
+            return;
+        }
+        const std::int64_t count = int_field(j, "count");
+        info.processed += count;
+        ++info.batches;
+        if (at) {
+            const auto week = iso_week_of(*at, m_tz);
+            if (m_window.count(week) != 0) {
+                m_history[rule].weeks[week] += count;
             }
-            for (const auto& entry : *it) {
-                const auto rule = entry.is_object() ? str_field(entry, {"rule"}) : "";
-                if (!rule.empty()) {
-                    apply_summary(touch(rule, run, at), entry);
-                }
+        }
+    }
+
+    void on_failure(const nlohmann::json& j, const std::string& type, const std::string& run,
+                    std::optional<TimePoint> at) {
+        const auto rule = str_field(j, {"rule"});
+        if (rule.empty()) {
+            return;
+        }
+        auto& info = touch(rule, run, at);
+        info.ok = false;
+        info.failure = type == "error" ? "error" : "refusal";
+        info.message = event_message(j);
+        info.error_code = std::string(classify_event(j));
+    }
+
+    void on_run_end(const nlohmann::json& j, const std::string& run, std::optional<TimePoint> at) {
+        const auto it = j.find("summary");
+        if (it == j.end() || !it->is_array()) {
+            return;
+        }
+        for (const auto& entry : *it) {
+            const auto rule = entry.is_object() ? str_field(entry, {"rule"}) : "";
+            if (!rule.empty()) {
+                apply_summary(touch(rule, run, at), entry);
             }
         }
     }

@@ -306,14 +306,6 @@ std::string period_words(std::chrono::seconds s, const Texts& t) {
     return std::to_string(n / 60) + "\u00a0" + t.minute_unit;
 }
 
-const date::time_zone* zone_or_utc(const std::string& name) {
-    try {
-        return find_zone(name);
-    } catch (const std::exception&) {
-        return find_zone("UTC");
-    }
-}
-
 // Dates for people: in the daemon's time zone, day first in French.
 std::string local_time(TimePoint t, const ReportData& data, const Texts& t_) {
     const auto* tz = zone_or_utc(data.timezone);
@@ -832,6 +824,66 @@ nlohmann::json run_json(const std::optional<RunInfo>& run, std::string_view lang
                                : nlohmann::json()}};
 }
 
+// A rule's dry-run figures in the JSON report (null when the rule's store was not read).
+nlohmann::json dry_json(const RuleReport& r) {
+    using nlohmann::json;
+    if (!r.dry) {
+        return nullptr;
+    }
+    return {{"now", format_utc_seconds(r.dry->now)},
+            {"cutoff", format_utc_seconds(r.dry->cutoff)},
+            {"in_scope", r.dry->in_scope},
+            {"due", r.dry->due},
+            {"held", r.dry->held},
+            {"no_clock", r.dry->no_clock},
+            {"unparseable", r.dry->unparseable},
+            {"oldest_clock",
+             r.dry->oldest_clock ? json(format_utc_seconds(*r.dry->oldest_clock)) : json()},
+            {"oldest_age_seconds",
+             r.oldest_age
+                 ? json(std::chrono::duration_cast<std::chrono::seconds>(*r.oldest_age).count())
+                 : json()},
+            {"oldest_past_grace", r.oldest_past_grace},
+            {"forecast", {{"7d", r.dry->due_7d}, {"30d", r.dry->due_30d}, {"90d", r.dry->due_90d}}},
+            {"age_buckets", r.dry->age_buckets},
+            {"counters", r.dry->counters},
+            {"notes", r.notes}};
+}
+
+// One rule of the JSON report.
+nlohmann::json rule_json(const RuleReport& r, const ReportData& data, const Texts& t) {
+    using nlohmann::json;
+    const std::string lang = t.lang;
+    json weeks = json::array();
+    for (const auto& w : r.purged_per_week) {
+        weeks.push_back({{"week", w.week}, {"count", w.count}});
+    }
+    return {
+        {"name", r.rule},
+        {"datastore", r.datastore},
+        {"kind", r.kind},
+        {"action", r.action},
+        {"category", r.category},
+        {"legal_basis", r.legal_basis},
+        {"description", r.description},
+        {"retain",
+         {{"text", r.retain_text},
+          {"approx_seconds",
+           std::chrono::duration_cast<std::chrono::seconds>(r.retain_approx).count()},
+          {"words", r.retention.get(lang)}}},
+        {"schedule", {{"text", r.schedule_text}, {"period_seconds", r.schedule_period.count()}}},
+        {"status", std::string(to_string(r.status))},
+        {"status_text", t.status_words[idx(r.status)]},
+        {"status_reason", status_reason(r, data, t)},
+        {"error", coded_error(!r.error.empty(), r.error_code, lang)},
+        {"error_code", r.error.empty() ? json() : json(error_text(r.error_code).code)},
+        {"dry_run", dry_json(r)},
+        {"last_run", run_json(r.last_run, lang)},
+        {"last_success", run_json(r.last_success, lang)},
+        {"purged_per_week", weeks},
+        {"purged_in_window", r.purged_in_window}};
+}
+
 std::string render_json(const ReportData& data, const Texts& t) {
     using nlohmann::json;
     const std::string lang = t.lang;
@@ -846,58 +898,7 @@ std::string render_json(const ReportData& data, const Texts& t) {
     json rules = json::array();
     for (const auto& r : data.rules) {
         ++counts[std::string(to_string(r.status))].get_ref<json::number_integer_t&>();
-        json dry = nullptr;
-        if (r.dry) {
-            dry = {
-                {"now", format_utc_seconds(r.dry->now)},
-                {"cutoff", format_utc_seconds(r.dry->cutoff)},
-                {"in_scope", r.dry->in_scope},
-                {"due", r.dry->due},
-                {"held", r.dry->held},
-                {"no_clock", r.dry->no_clock},
-                {"unparseable", r.dry->unparseable},
-                {"oldest_clock",
-                 r.dry->oldest_clock ? json(format_utc_seconds(*r.dry->oldest_clock)) : json()},
-                {"oldest_age_seconds",
-                 r.oldest_age
-                     ? json(std::chrono::duration_cast<std::chrono::seconds>(*r.oldest_age).count())
-                     : json()},
-                {"oldest_past_grace", r.oldest_past_grace},
-                {"forecast",
-                 {{"7d", r.dry->due_7d}, {"30d", r.dry->due_30d}, {"90d", r.dry->due_90d}}},
-                {"age_buckets", r.dry->age_buckets},
-                {"counters", r.dry->counters},
-                {"notes", r.notes}};
-        }
-        json weeks = json::array();
-        for (const auto& w : r.purged_per_week) {
-            weeks.push_back({{"week", w.week}, {"count", w.count}});
-        }
-        rules.push_back(
-            {{"name", r.rule},
-             {"datastore", r.datastore},
-             {"kind", r.kind},
-             {"action", r.action},
-             {"category", r.category},
-             {"legal_basis", r.legal_basis},
-             {"description", r.description},
-             {"retain",
-              {{"text", r.retain_text},
-               {"approx_seconds",
-                std::chrono::duration_cast<std::chrono::seconds>(r.retain_approx).count()},
-               {"words", r.retention.get(lang)}}},
-             {"schedule",
-              {{"text", r.schedule_text}, {"period_seconds", r.schedule_period.count()}}},
-             {"status", std::string(to_string(r.status))},
-             {"status_text", t.status_words[idx(r.status)]},
-             {"status_reason", status_reason(r, data, t)},
-             {"error", coded_error(!r.error.empty(), r.error_code, lang)},
-             {"error_code", r.error.empty() ? json() : json(error_text(r.error_code).code)},
-             {"dry_run", dry},
-             {"last_run", run_json(r.last_run, lang)},
-             {"last_success", run_json(r.last_success, lang)},
-             {"purged_per_week", weeks},
-             {"purged_in_window", r.purged_in_window}});
+        rules.push_back(rule_json(r, data, t));
     }
     json doc = {{"schema_version", k_report_schema_version},
                 {"generator", std::string("retentiond ") + k_version},

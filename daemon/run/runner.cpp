@@ -1,6 +1,7 @@
 #include "retentiond/runner.hpp"
 
 #include "retentiond/crypto.hpp"
+#include "retentiond/registry.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <spdlog/spdlog.h>

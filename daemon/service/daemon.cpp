@@ -7,6 +7,7 @@
 #include "retentiond/metrics.hpp"
 #include "retentiond/notify.hpp"
 #include "retentiond/progress.hpp"
+#include "retentiond/registry.hpp"
 #include "retentiond/run_lock.hpp"
 #include "retentiond/runner.hpp"
 #include "retentiond/schedule.hpp"

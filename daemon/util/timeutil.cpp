@@ -564,6 +564,18 @@ const date::time_zone* find_zone(std::string_view name) {
     }
 }
 
+const date::time_zone* zone_or_utc(std::string_view name) {
+    try {
+        return find_zone(name);
+    } catch (const std::exception&) {
+        return find_zone("UTC");
+    }
+}
+
+const date::time_zone* zone_or_utc(const date::time_zone* tz) {
+    return tz != nullptr ? tz : find_zone("UTC");
+}
+
 std::optional<TimePoint> parse_timestamp(std::string_view text, std::string_view format,
                                          const date::time_zone* tz) {
     text = trim(text);

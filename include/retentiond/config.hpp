@@ -178,10 +178,9 @@ EnvLookup process_env();
 // Loads the main file and its includes, validates everything, and returns the config, or throws
 // ConfigError holding every diagnostic of every file (not only the first). Each datastore's and
 // rule's own keys are read by its kind, one of `kinds` (in the order messages list them).
+// (registry.hpp: the same with every kind of the registry.)
 Config load_config(const std::string& path, const std::vector<const Kind*>& kinds,
                    const EnvLookup& env);
-// The same with every kind of the registry (defined in engines/registry.cpp).
-Config load_config(const std::string& path, const EnvLookup& env = process_env());
 
 // The config file path from --config, else $RETENTIOND_CONFIG, else
 // /etc/retentiond/retentiond.yaml.

@@ -94,8 +94,6 @@ public:
                                      const std::vector<std::string>& keys) = 0;
 };
 
-std::unique_ptr<Engine> make_engine(const Datastore& store, const Config& config);
-
 // Canonical text of a record key, for digests and `audit prove --key`: the value itself for a
 // single column, a JSON array of the values for a composite key.
 std::string canonical_key(const std::vector<std::string>& values);

@@ -8,7 +8,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -56,5 +59,37 @@ private:
     TimePoint m_30d{};
     TimePoint m_90d{};
 };
+
+// The dry run's age histogram: bucket i counts the records whose age is in [i/8, (i+1)/8) x retain,
+// the last one everything from 2x retain up; a clock in the future counts in bucket 0.
+inline constexpr std::size_t k_age_buckets = 17;
+
+// A record of a dry run as its kind judged it. not_due: kept (not due yet, or already anonymized).
+enum class DryVerdict { due, held, not_due, no_clock, unparseable };
+
+// The dry run's counters, for every kind: in scope, the verdicts, the records without a clock, the
+// oldest clock, the age histogram and the forecast.
+class DryRunTally {
+public:
+    // now and cutoff: the run's (DryRun::now, DryRun::cutoff).
+    DryRunTally(TimePoint now, TimePoint cutoff, const Duration& retain, const date::time_zone* tz);
+    // Counts one record in scope; `clock` is its clock when it has one that parses. A record
+    // without a clock counts in no_clock whatever its verdict (with `clock_null: due` it is due
+    // too), as PostgreSQL counts `clock IS NULL`; an unparseable clock is not a missing one. A
+    // record not due whose clock is past the cutoff counts in the forecast.
+    void add(DryRun& dry, DryVerdict verdict, const std::optional<TimePoint>& clock) const;
+    // The clock alone: oldest_clock and the age bucket (age_buckets sized on first use).
+    void add_age(DryRun& dry, TimePoint clock) const;
+
+private:
+    TimePoint m_now{};
+    TimePoint m_cutoff{};
+    std::chrono::microseconds m_retain{};
+    Forecast m_forecast;
+};
+
+// Adds the counters of `from` to `into` (a kind that tallies part by part: the files engine's
+// files).
+void merge_dry_run(DryRun& into, const DryRun& from);
 
 } // namespace retentiond

@@ -61,9 +61,4 @@ public:
                                                   std::string_view rule) const;
 };
 
-// The registry (engines/registry.cpp): every kind, in the order messages list them.
-const std::vector<const Kind*>& kinds();
-// nullptr when no kind has that name.
-const Kind* find_kind(std::string_view name);
-
 } // namespace retentiond

@@ -109,12 +109,6 @@ ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>
 // format: html | md | json | csv; lang: fr | en. Throws std::invalid_argument otherwise.
 std::string render_report(const ReportData& data, std::string_view format, std::string_view lang);
 
-// `retentiond report [--format F] [--output FILE] [--lang L] [--rule NAME]...`. Returns the exit
-// code: 0, or 75 when a rule's datastore could not be read (the report is still produced).
-// Usage errors throw std::invalid_argument.
-int cmd_report(const std::string& config_path, const std::vector<std::string>& args,
-               std::ostream& out, std::ostream& err);
-
 // Masks e-mail addresses and URI passwords in free text that reaches the report (error messages).
 std::string mask_personal(std::string_view text);
 

@@ -155,5 +155,37 @@ TEST(ReportCli, FormatFromExtensionAndOptions) {
     EXPECT_THAT(unknown_rule.err, HasSubstr("unknown rule \"nope\""));
 }
 
+// The report's options go through the CLI's one option parser; the messages are the report's own.
+TEST(ReportCli, OptionErrorsAreUsageErrorsNamingTheReport) {
+    Site site(false);
+    const auto usage = [&](std::vector<std::string> args) {
+        args.insert(args.begin(), {"--config", site.config, "report"});
+        const auto r = run_retentiond(args);
+        EXPECT_EQ(r.exit_code, 64) << r.err;
+        EXPECT_TRUE(r.out.empty()) << r.out;
+        return r.err;
+    };
+    EXPECT_EQ(usage({"--format"}), "retentiond: report: --format needs a value\n");
+    EXPECT_EQ(usage({"--output", "a.md", "--output=b.md"}),
+              "retentiond: report: --output given more than once\n");
+    EXPECT_EQ(usage({"--log", "a", "--log", "b"}),
+              "retentiond: report: --log given more than once\n");
+    EXPECT_EQ(usage({"--verbose"}), "retentiond: report: unexpected argument \"--verbose\"\n");
+    EXPECT_EQ(usage({"--format=pdf"}),
+              "retentiond: report: --format must be md, html, json or csv\n");
+    EXPECT_EQ(usage({"--lang", "de"}), "retentiond: report: --lang must be fr or en\n");
+
+    const auto help = run_retentiond({"--config", site.config, "report", "-h"});
+    EXPECT_EQ(help.exit_code, 0);
+    EXPECT_THAT(help.out, HasSubstr("Usage: retentiond report"));
+
+    // --lang may be repeated (the last wins); --rule=NAME and --format=md are read as well.
+    const auto r = run_retentiond({"--config", site.config, "report", "--lang", "fr", "--lang=en",
+                                   "--rule=satisfaction-forms", "--format=md"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, Not(HasSubstr("# Rapport de conservation")));
+    EXPECT_THAT(r.out, HasSubstr("satisfaction-forms"));
+}
+
 } // namespace
 } // namespace retentiond::test

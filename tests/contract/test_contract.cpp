@@ -89,6 +89,19 @@ TEST_P(Contract, DryRunCountsAndChangesNothing) {
     EXPECT_TRUE(m_journal.m_intents.empty());
 }
 
+// One definition of the dry run's counters (DryRunTally): a record without a clock is counted as
+// such even when `clock_null: due` makes it due, in every kind.
+TEST_P(Contract, DryRunCountsARecordWithoutClockAlsoWhenItIsDue) {
+    m_backend->seed(basic_fixture());
+    auto options = days(30);
+    options.clock_null_due = true;
+    const auto dry = dry_run(m_backend->make_rule(options));
+    EXPECT_EQ(dry.in_scope, 5);
+    EXPECT_EQ(dry.due, 3);
+    EXPECT_EQ(dry.held, 1);
+    EXPECT_EQ(dry.no_clock, 1);
+}
+
 TEST_P(Contract, ForecastCountsRecordsFallingDueSoon) {
     m_backend->seed({
         {"soon", std::chrono::seconds(25 * 86400), false}, // due in 5 days

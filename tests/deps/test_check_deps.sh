@@ -27,6 +27,8 @@ expect_violation engines/redis/redis_engine.cpp '#include "retentiond/report.hpp
 expect_violation engines/postgres/pg_notice.cpp '#include "retentiond/daemon.hpp"' "an engine including the daemon"
 expect_violation report/report.cpp '#include "engines/postgres/postgres_kind.hpp"' "the report naming a kind"
 expect_violation engines/registry.cpp '#include "engines/files/csv.hpp"' "the registry including a kind's private header"
+expect_violation config/loader.cpp '#include "retentiond/registry.hpp"' "the core including the registry"
+expect_violation engines/files/files_engine.cpp '#include "retentiond/registry.hpp"' "an engine including the registry"
 expect_violation util/crypto.cpp '#include "retentiond/config.hpp"' "util including the core"
 expect_violation audit/audit.cpp '#include "retentiond/runner.hpp"' "the audit log including the runner"
 expect_violation service/metrics.cpp '#include "retentiond/cli.hpp"' "the daemon including the CLI"

@@ -1,5 +1,6 @@
 // The YAML policy loader on arbitrary bytes: it may reject them (ConfigError), never crash.
 #include "retentiond/config.hpp"
+#include "retentiond/registry.hpp"
 
 #include <unistd.h>
 

@@ -3,6 +3,7 @@
 #include "engines/redis/redis_kind.hpp"
 #include "retentiond/config.hpp"
 #include "retentiond/crypto.hpp"
+#include "retentiond/registry.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -452,6 +453,51 @@ TEST_F(ConfigTest, DaemonSchedulingKeys) {
   retry_backoff: { initial: 1 hour }
 )"));
     EXPECT_EQ(long_initial.daemon.retry_backoff_max, std::chrono::seconds{3600});
+}
+
+// A kind that reads like another but coordinates runs: what a fourth kind able to hold the
+// daemon's cross-host lock would say.
+class CoordinatingKind final : public Kind {
+public:
+    CoordinatingKind(const Kind& like, std::string_view name) : m_like(like), m_name(name) {}
+    std::string_view name() const override { return m_name; }
+    const Keys& datastore_keys() const override { return m_like.datastore_keys(); }
+    const Keys& rule_keys() const override { return m_like.rule_keys(); }
+    std::shared_ptr<const DatastoreSpec> read_datastore(ConfigReader& in,
+                                                        const ConfigMap& section) const override {
+        return m_like.read_datastore(in, section);
+    }
+    std::shared_ptr<const RuleSpec> read_rule(ConfigReader& in, const ConfigMap& section,
+                                              const Rule& rule) const override {
+        return m_like.read_rule(in, section, rule);
+    }
+    std::unique_ptr<Engine> make_engine(const Datastore& store,
+                                        const Config& config) const override {
+        return m_like.make_engine(store, config);
+    }
+    bool coordinates_runs() const override { return true; }
+
+private:
+    const Kind& m_like;
+    std::string_view m_name;
+};
+
+// The loader names the kinds that coordinate runs by asking them, not a kind written in its text.
+TEST_F(ConfigTest, CoordinationNamesTheKindsThatCoordinateRuns) {
+    const auto path = write("retentiond.yaml", k_base + R"(daemon:
+  coordination: exports
+)");
+    const CoordinatingKind mongo(redis_kind(), "mongo");
+    const std::vector<const Kind*> with_mongo = {&postgres_kind(), &files_kind(), &mongo};
+    try {
+        load_config(path, with_mongo, env());
+        FAIL() << "coordination through a files datastore was accepted";
+    } catch (const ConfigError& e) {
+        ASSERT_EQ(e.diagnostics().size(), 1U);
+        EXPECT_EQ(e.diagnostics()[0].to_string(),
+                  path + ":19:17: coordination: datastore \"exports\" is files; coordination needs "
+                         "a postgres or mongo datastore");
+    }
 }
 
 TEST_F(ConfigTest, DaemonSchedulingKeysAreValidatedWithPositions) {

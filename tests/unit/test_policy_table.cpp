@@ -1,5 +1,6 @@
 #include "retentiond/config.hpp"
 #include "retentiond/policy_table.hpp"
+#include "retentiond/registry.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -38,6 +38,15 @@ TEST(FindZone, KnownAndUnknownNames) {
     }
 }
 
+TEST(ZoneOrUtc, UnknownNameOrNoZoneIsUtc) {
+    EXPECT_EQ(zone_or_utc("Europe/Paris")->name(), "Europe/Paris");
+    EXPECT_EQ(zone_or_utc(std::string("Mars/Olympus"))->name(), "UTC");
+    EXPECT_EQ(zone_or_utc("")->name(), "UTC");
+    const date::time_zone* none = nullptr;
+    EXPECT_EQ(zone_or_utc(none)->name(), "UTC");
+    EXPECT_EQ(zone_or_utc(find_zone("Asia/Tokyo"))->name(), "Asia/Tokyo");
+}
+
 TEST(FormatUtc, MicrosAndSeconds) {
     const TimePoint t = utc(2026, 8, 14, 11, 22, 5) + microseconds{42};
     EXPECT_EQ(format_utc(t), "2026-08-14T11:22:05.000042Z");

@@ -2,6 +2,7 @@
 
 #include "retentiond/audit.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -81,6 +82,78 @@ void Forecast::count(TimePoint clock, DryRun& dry) const {
     dry.due_7d += clock <= m_7d ? 1 : 0;
     dry.due_30d += clock <= m_30d ? 1 : 0;
     dry.due_90d += clock <= m_90d ? 1 : 0;
+}
+
+DryRunTally::DryRunTally(TimePoint now, TimePoint cutoff, const Duration& retain,
+                         const date::time_zone* tz)
+    : m_now(now), m_cutoff(cutoff), m_retain(retain.approx()), m_forecast(now, retain, tz) {}
+
+void DryRunTally::add(DryRun& dry, DryVerdict verdict,
+                      const std::optional<TimePoint>& clock) const {
+    ++dry.in_scope;
+    switch (verdict) {
+    case DryVerdict::due:
+        ++dry.due;
+        break;
+    case DryVerdict::held:
+        ++dry.held;
+        break;
+    case DryVerdict::unparseable:
+        ++dry.unparseable;
+        break;
+    case DryVerdict::not_due:
+    case DryVerdict::no_clock:
+        break;
+    }
+    if (!clock) {
+        dry.no_clock += verdict == DryVerdict::unparseable ? 0 : 1;
+        return;
+    }
+    add_age(dry, *clock);
+    if (verdict == DryVerdict::not_due && *clock > m_cutoff) {
+        m_forecast.count(*clock, dry);
+    }
+}
+
+void DryRunTally::add_age(DryRun& dry, TimePoint clock) const {
+    if (!dry.oldest_clock || clock < *dry.oldest_clock) {
+        dry.oldest_clock = clock;
+    }
+    if (dry.age_buckets.size() != k_age_buckets) {
+        dry.age_buckets.assign(k_age_buckets, 0);
+    }
+    const auto age = m_now - clock;
+    const auto last = static_cast<std::int64_t>(k_age_buckets - 1);
+    std::int64_t bucket = last;
+    if (age < std::chrono::microseconds::zero()) {
+        bucket = 0;
+    } else if (m_retain > std::chrono::microseconds::zero()) {
+        bucket = std::min<std::int64_t>(last, (age * 8) / m_retain);
+    }
+    ++dry.age_buckets[static_cast<std::size_t>(bucket)];
+}
+
+void merge_dry_run(DryRun& into, const DryRun& from) {
+    into.in_scope += from.in_scope;
+    into.due += from.due;
+    into.held += from.held;
+    into.no_clock += from.no_clock;
+    into.unparseable += from.unparseable;
+    into.due_7d += from.due_7d;
+    into.due_30d += from.due_30d;
+    into.due_90d += from.due_90d;
+    if (from.oldest_clock && (!into.oldest_clock || *from.oldest_clock < *into.oldest_clock)) {
+        into.oldest_clock = from.oldest_clock;
+    }
+    if (from.age_buckets.empty()) {
+        return;
+    }
+    if (into.age_buckets.size() != k_age_buckets) {
+        into.age_buckets.assign(k_age_buckets, 0);
+    }
+    for (std::size_t i = 0; i < k_age_buckets && i < from.age_buckets.size(); ++i) {
+        into.age_buckets[i] += from.age_buckets[i];
+    }
 }
 
 } // namespace retentiond

@@ -47,7 +47,7 @@ void FilesEngine::scan_all(const Rule& rule, const std::vector<Match>& files, co
                   {{"rule", rule.name}, {"target", f.rel}, {"reason", s.error}});
             continue;
         }
-        merge(pass.total, s.figures);
+        merge_dry_run(pass.total, s.figures);
         if (s.due > 0) {
             pass.scans.push_back(std::move(s));
         }

@@ -68,7 +68,7 @@ DryRun FilesEngine::dry_run(const Rule& rule, const RunContext& ctx) {
     DryRun d;
     d.now = t.now;
     d.cutoff = t.cutoff;
-    d.age_buckets.assign(17, 0);
+    d.age_buckets.assign(k_age_buckets, 0);
     const auto files = list(rule, d.notes);
     d.counters["files"] = static_cast<std::int64_t>(files.size());
     d.counters["files.unparseable"] = 0;
@@ -88,7 +88,7 @@ DryRun FilesEngine::dry_run(const Rule& rule, const RunContext& ctx) {
             note(d.notes, s.error);
             continue;
         }
-        merge(d, s.figures);
+        merge_dry_run(d, s.figures);
         to_rewrite += s.due > 0 ? 1 : 0;
         note(d.notes,
              f.rel + ": " + std::to_string(s.records) + " records, " +

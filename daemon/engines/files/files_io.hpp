@@ -12,6 +12,7 @@
 #include "retentiond/engine.hpp"
 #include "retentiond/engine_common.hpp"
 #include "retentiond/escape.hpp"
+#include "retentiond/fd.hpp"
 #include "retentiond/timestamp_memo.hpp"
 #include "retentiond/timeutil.hpp"
 
@@ -47,39 +48,6 @@ inline constexpr std::size_t k_max_notes = 200;
     throw std::system_error(errno, std::generic_category(), what);
 }
 
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) : m_fd(fd) {}
-    ~Fd() { reset(); }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    Fd(Fd&& o) noexcept : m_fd(o.m_fd) { o.m_fd = -1; }
-    Fd& operator=(Fd&& o) noexcept {
-        if (this != &o) {
-            reset();
-            m_fd = o.m_fd;
-            o.m_fd = -1;
-        }
-        return *this;
-    }
-    int get() const { return m_fd; }
-    int release() {
-        const int fd = m_fd;
-        m_fd = -1;
-        return fd;
-    }
-    void reset() {
-        if (m_fd >= 0) {
-            ::close(m_fd);
-            m_fd = -1;
-        }
-    }
-
-private:
-    int m_fd = -1;
-};
-
 inline Fd open_read(const fs::path& p) {
     const int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
@@ -87,13 +55,6 @@ inline Fd open_read(const fs::path& p) {
     }
     ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     return Fd(fd);
-}
-
-inline void fsync_dir(const fs::path& dir) {
-    Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (d.get() < 0 || ::fsync(d.get()) != 0) {
-        throw_errno("fsync directory");
-    }
 }
 
 // True when `path` is a temp copy no live rewrite holds (its lock is free), and it was removed.

@@ -17,8 +17,7 @@ struct Match {
 struct Timing {
     TimePoint now{};
     TimePoint cutoff{};
-    std::optional<Forecast> forecast; // due within 7 / 30 / 90 calendar days
-    std::chrono::microseconds retain_approx{};
+    std::optional<DryRunTally> dry; // the dry-run figures (engine_common.hpp)
     bool null_due = false;
 };
 
@@ -26,8 +25,7 @@ inline Timing make_timing(const Rule& rule, const date::time_zone* tz) {
     Timing t;
     t.now = now_utc();
     t.cutoff = subtract(t.now, rule.retain, tz);
-    t.forecast.emplace(t.now, rule.retain, tz);
-    t.retain_approx = rule.retain.approx();
+    t.dry.emplace(t.now, t.cutoff, rule.retain, tz);
     t.null_due = rule.clock_null_due;
     return t;
 }
@@ -49,61 +47,21 @@ inline Verdict classify(const Timing& t, const std::optional<TimePoint>& clock, 
 
 // Adds one record to the dry-run figures. verdict is final (an already anonymized record is kept).
 inline void tally(DryRun& d, const Timing& t, const std::optional<TimePoint>& clock, Verdict v) {
-    ++d.in_scope;
+    DryVerdict dry = DryVerdict::not_due;
     switch (v) {
     case Verdict::due:
-        ++d.due;
+        dry = DryVerdict::due;
         break;
     case Verdict::held:
-        ++d.held;
+        dry = DryVerdict::held;
         break;
     case Verdict::no_clock:
-        ++d.no_clock;
+        dry = DryVerdict::no_clock;
         break;
     case Verdict::kept:
         break;
     }
-    if (!clock) {
-        return;
-    }
-    if (!d.oldest_clock || *clock < *d.oldest_clock) {
-        d.oldest_clock = clock;
-    }
-    if (v == Verdict::kept && *clock > t.cutoff) {
-        t.forecast->count(*clock, d);
-    }
-    if (d.age_buckets.size() != 17) {
-        d.age_buckets.assign(17, 0);
-    }
-    const auto age = t.now - *clock;
-    std::size_t bucket = 16;
-    if (age < 0us) {
-        bucket = 0;
-    } else if (t.retain_approx > 0us) {
-        bucket = static_cast<std::size_t>(std::min<std::int64_t>(16, (age * 8) / t.retain_approx));
-    }
-    ++d.age_buckets[bucket];
-}
-
-inline void merge(DryRun& into, const DryRun& from) {
-    into.in_scope += from.in_scope;
-    into.due += from.due;
-    into.held += from.held;
-    into.no_clock += from.no_clock;
-    into.due_7d += from.due_7d;
-    into.due_30d += from.due_30d;
-    into.due_90d += from.due_90d;
-    if (from.oldest_clock && (!into.oldest_clock || *from.oldest_clock < *into.oldest_clock)) {
-        into.oldest_clock = from.oldest_clock;
-    }
-    if (!from.age_buckets.empty()) {
-        if (into.age_buckets.size() != 17) {
-            into.age_buckets.assign(17, 0);
-        }
-        for (std::size_t i = 0; i < 17; ++i) {
-            into.age_buckets[i] += from.age_buckets[i];
-        }
-    }
+    t.dry->add(d, dry, clock);
 }
 
 // --- anonymization idempotence -----------------------------------------------------------------

@@ -81,10 +81,6 @@ using namespace redis_detail;
 
 constexpr std::size_t k_exists_chunk = 1000;
 
-const date::time_zone* zone_or_utc(const date::time_zone* tz) {
-    return tz != nullptr ? tz : find_zone("UTC");
-}
-
 void require_redis(const Rule& rule) {
     if (!has_spec<RedisRule>(rule)) {
         throw std::invalid_argument("rule \"" + rule.name + "\" is not a redis rule");
@@ -157,63 +153,43 @@ std::vector<Diagnostic> RedisEngine::check(const Rule& rule) {
 
 // The dry run's figures beyond the verdicts.
 struct DryTally {
-    std::int64_t retain_us = 0;
     std::optional<long long> max_ttl;
     std::int64_t no_ttl = 0;
     std::int64_t above_max = 0;
 };
 
-// Adds a key's clock to oldest_clock and its age bucket (1/8 of retain each, 16 = beyond).
-void add_age(const Observed& o, std::int64_t retain_us, DryRun& d) {
-    if (!d.oldest_clock || o.at < *d.oldest_clock) {
-        d.oldest_clock = o.at;
+DryVerdict dry_verdict(Verdict v) {
+    switch (v) {
+    case Verdict::due:
+        return DryVerdict::due;
+    case Verdict::held:
+        return DryVerdict::held;
+    case Verdict::unparseable:
+        return DryVerdict::unparseable;
+    case Verdict::no_clock:
+        return DryVerdict::no_clock;
+    case Verdict::not_due:
+    case Verdict::gone:
+        break;
     }
-    const auto age = (d.now - o.at).count();
-    std::int64_t bucket = 16;
-    if (retain_us > 0) {
-        bucket = std::clamp<std::int64_t>(age * 8 / retain_us, 0, 16);
-    } else if (age < 0) {
-        bucket = 0;
-    }
-    ++d.age_buckets[static_cast<std::size_t>(bucket)];
+    return DryVerdict::not_due;
 }
 
 // Counts one key of the dry run.
-void dry_count(const Observed& o, const Rule& rule, const Forecast& forecast, DryTally& t,
+void dry_count(const Observed& o, const Rule& rule, const DryRunTally& figures, DryTally& t,
                DryRun& d) {
     if (!o.exists) {
         return;
     }
-    ++d.in_scope;
     if (o.ttl == -1) {
         ++t.no_ttl;
     }
     if (t.max_ttl && o.ttl > *t.max_ttl) {
         ++t.above_max;
     }
-    if (o.clock == Observed::Clock::none) {
-        ++d.no_clock;
-    }
-    if (o.clock == Observed::Clock::parsed) {
-        add_age(o, t.retain_us, d);
-    }
-    switch (judge(o, rule, d.cutoff)) {
-    case Verdict::due:
-        ++d.due;
-        break;
-    case Verdict::held:
-        ++d.held;
-        break;
-    case Verdict::unparseable:
-        ++d.unparseable;
-        break;
-    case Verdict::not_due:
-        forecast.count(o.at, d);
-        break;
-    case Verdict::gone:
-    case Verdict::no_clock:
-        break;
-    }
+    const bool parsed = o.clock == Observed::Clock::parsed;
+    figures.add(d, dry_verdict(judge(o, rule, d.cutoff)),
+                parsed ? std::optional<TimePoint>(o.at) : std::nullopt);
 }
 
 DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
@@ -226,10 +202,9 @@ DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
     DryRun d;
     d.now = server_now(c);
     d.cutoff = subtract(d.now, rule.retain, tz);
-    d.age_buckets.assign(17, 0);
-    const Forecast forecast(d.now, rule.retain, tz);
+    d.age_buckets.assign(k_age_buckets, 0);
+    const DryRunTally figures(d.now, d.cutoff, rule.retain, tz);
     DryTally t;
-    t.retain_us = rule.retain.approx().count();
     t.max_ttl = max_ttl_seconds(spec);
     const bool hold_unread = idle && spec.hold.has_value();
 
@@ -239,7 +214,7 @@ DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
     scan_all(c, rule, plan, d.now, tz,
              [&](const std::vector<std::string>&, const std::vector<Observed>& seen) {
                  for (const auto& o : seen) {
-                     dry_count(o, rule, forecast, t, d);
+                     dry_count(o, rule, figures, t, d);
                  }
                  return true;
              });

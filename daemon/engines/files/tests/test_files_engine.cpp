@@ -4,6 +4,7 @@
 #include "csv.hpp"
 #include "files_kind.hpp"
 #include "retentiond/config.hpp"
+#include "retentiond/registry.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <gtest/gtest.h>

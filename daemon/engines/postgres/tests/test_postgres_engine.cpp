@@ -4,6 +4,7 @@
 #include "retentiond/anonymize.hpp"
 #include "retentiond/audit.hpp"
 #include "retentiond/config.hpp"
+#include "retentiond/registry.hpp"
 #include "retentiond/timeutil.hpp"
 #include "support/pg_cluster.hpp"
 #include "support/process.hpp"
