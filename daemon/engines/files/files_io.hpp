@@ -41,7 +41,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 inline constexpr std::size_t k_write_block = std::size_t{1} << 20;
-inline constexpr std::size_t k_max_line = std::size_t{64} << 20;
+inline constexpr std::size_t k_max_line = csv::Reader::k_max_record; // JSON Lines: the same
 inline constexpr std::size_t k_max_notes = 200;
 
 [[noreturn]] inline void throw_errno(const std::string& what) {

@@ -18,6 +18,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace retentiond {
@@ -190,6 +191,41 @@ TEST_F(FilesEngine, RewrittenFileKeepsModeAndOwner) {
     EXPECT_EQ(after.st_mode & 07777, 0640U);
     EXPECT_EQ(after.st_uid, before.st_uid);
     EXPECT_EQ(after.st_gid, before.st_gid);
+}
+
+// A stop request (SIGTERM) made while the exports are counted ends the run in that pass: it was
+// seen only once every file had been read (the read of a large export set, or of one blocked
+// file, delayed it without bound). Nothing is replaced, no temp copy is left.
+TEST_F(FilesEngine, AStopRequestedWhileCountingEndsTheRunBeforeTheNextFile) {
+    std::map<std::string, std::string> texts;
+    for (int f = 0; f < 5; ++f) {
+        std::string text = "\"Submission ID\",\"Submitted at\"\n";
+        for (int i = 0; i < 100; ++i) {
+            text += "f" + std::to_string(f) + "-" + std::to_string(i) + "," +
+                    (i % 2 == 0 ? "2020" : "2099") + "-01-01 00:00:00\n";
+        }
+        texts["f" + std::to_string(f) + ".csv"] = text;
+        spit(m_root / ("f" + std::to_string(f) + ".csv"), text);
+    }
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    auto c = ctx(&m_journal);
+    std::vector<std::string> phases;
+    bool stop = false;
+    c.on_phase = [&](std::string_view p) {
+        phases.emplace_back(p);
+        stop = true; // SIGTERM arrives as the counting starts
+    };
+    c.stop_requested = [&] { return stop; };
+    const auto result = m_engine->purge(r, c);
+    EXPECT_EQ(result.status, RunResult::Status::stopped) << result.message;
+    EXPECT_EQ(result.processed, 0);
+    EXPECT_EQ(phases, (std::vector<std::string>{"counting"})) << "went on past the counting";
+    EXPECT_TRUE(m_journal.m_intents.empty());
+    for (const auto& [name, text] : texts) {
+        EXPECT_EQ(slurp(m_root / name), text) << name;
+    }
+    EXPECT_EQ(entries(m_root).size(), texts.size()) << "no temp copy left";
 }
 
 TEST_F(FilesEngine, DiskFullLeavesTheOriginalAndNoTempFile) {
