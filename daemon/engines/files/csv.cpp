@@ -291,7 +291,8 @@ bool Reader::fill() {
     }
     if (m_len == m_buf.size()) {
         if (m_buf.size() >= k_max_record) {
-            throw ParseError(m_line, "record longer than 64 MiB (unterminated quote?)");
+            throw ParseError(m_line, "record longer than " + std::to_string(k_max_record >> 20) +
+                                         " MiB, the maximum record size (unterminated quote?)");
         }
         m_buf.resize(std::min(m_buf.size() * 2, k_max_record));
     }

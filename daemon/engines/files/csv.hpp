@@ -75,7 +75,10 @@ using ReadFn = std::function<std::size_t(char* buf, std::size_t n)>;
 class Reader {
 public:
     static constexpr std::size_t k_block = std::size_t{1} << 20;
-    static constexpr std::size_t k_max_record = std::size_t{64} << 20;
+    // The maximum record size (docs/policy-format-extensions.md): a longer record (CSV) or line
+    // (JSON Lines) makes its file unparseable, named file:line (exit 65), instead of growing the
+    // buffer with it (a 50 MB field took 124 MB of memory).
+    static constexpr std::size_t k_max_record = std::size_t{16} << 20;
 
     // delimiter 0 = detect from the header: ';' when it has more semicolons than commas.
     Reader(ReadFn read, char delimiter = 0, std::size_t block = k_block);

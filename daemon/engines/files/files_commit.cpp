@@ -1,6 +1,8 @@
 #include "files_engine.hpp"
 #include "retentiond/engine_common.hpp"
 
+#include <thread>
+
 namespace retentiond::files_detail {
 
 RunResult FilesEngine::purge(const Rule& rule, RunContext& ctx) {
@@ -22,7 +24,9 @@ RunResult FilesEngine::purge(const Rule& rule, RunContext& ctx) {
     // or a stop drops the staged temps (their destructors unlink them).
     Pass pass;
     ctx.phase("counting");
-    scan_all(rule, files, t, ctx, pass);
+    if (!scan_all(rule, files, t, ctx, pass)) {
+        return stopped(r);
+    }
     r.due = pass.total.due;
     r.counters["files"] = static_cast<std::int64_t>(files.size());
     r.counters["files.unparseable"] = static_cast<std::int64_t>(pass.unparseable.size());
@@ -30,46 +34,68 @@ RunResult FilesEngine::purge(const Rule& rule, RunContext& ctx) {
         return r;
     }
     ctx.phase("batches");
-    if (replace_all(rule, ctx, t, pass, r)) {
-        fail_with(pass.failures, pass.unparseable, r);
+    if (!replace_all(rule, ctx, t, pass, r) || !retry_changed(rule, ctx, t, pass, r)) {
+        return stopped(r);
     }
+    fail_with(pass.failures, pass.unparseable, r);
     return r;
 }
 
-// The one pass: scans every file, keeps the scans of files with due records.
-void FilesEngine::scan_all(const Rule& rule, const std::vector<Match>& files, const Timing& t,
+RunResult& FilesEngine::stopped(RunResult& r) {
+    r.status = RunResult::Status::stopped;
+    r.message = stopped_message(r.processed, "records");
+    return r;
+}
+
+// The one pass: scans every file, keeps the scans of files with due records. False when a stop
+// was requested (between files or within one).
+bool FilesEngine::scan_all(const Rule& rule, const std::vector<Match>& files, const Timing& t,
                            const RunContext& ctx, Pass& pass) const {
     for (const auto& f : files) {
-        auto s = scan(rule, f, t, ctx, &pass.bits_budget, &pass.staging);
-        if (!s.error.empty()) {
-            pass.unparseable.push_back(s.error);
-            event(ctx, "unparseable",
-                  {{"rule", rule.name}, {"target", f.rel}, {"reason", s.error}});
+        if (stop_requested(ctx)) {
+            return false;
+        }
+        std::optional<Scan> s;
+        try {
+            s.emplace(scan(rule, f, t, ctx, &pass.bits_budget, &pass.staging));
+        } catch (const StopRequested&) {
+            return false;
+        }
+        if (!s->error.empty() || !s->failure.empty()) {
+            const auto& why = s->error.empty() ? s->failure : s->error;
+            (s->error.empty() ? pass.failures : pass.unparseable).push_back(why);
+            event(ctx, s->error.empty() ? "error" : "unparseable",
+                  {{"rule", rule.name}, {"target", f.rel}, {"reason", why}});
             continue;
         }
-        merge_dry_run(pass.total, s.figures);
-        if (s.due > 0) {
-            pass.scans.push_back(std::move(s));
+        merge_dry_run(pass.total, s->figures);
+        if (s->due > 0) {
+            pass.scans.push_back(std::move(*s));
         }
     }
+    return true;
 }
 
 // The commit phase: replaces the files that hold due records, staged ones by their temp, the
-// others by a second read (rewrite()). False when it stopped on request (r says so).
+// others by a second read (rewrite()). A file that changed since its read is left as it is and
+// noted in pass.changed. False when it stopped on request.
 bool FilesEngine::replace_all(const Rule& rule, RunContext& ctx, const Timing& t, Pass& pass,
                               RunResult& r) const {
-    std::int64_t rewritten = 0;
-    std::int64_t deleted = 0;
+    auto& rewritten = r.counters["files.rewritten"];
+    auto& deleted = r.counters["files.deleted"];
     for (auto& s : pass.scans) {
         if (stop_requested(ctx)) {
-            r.status = RunResult::Status::stopped;
-            r.message = stopped_message(r.processed, "records");
             return false;
         }
         try {
             const Rewrite outcome = replace(rule, ctx, t, s, r);
             rewritten += outcome == Rewrite::rewritten ? 1 : 0;
             deleted += outcome == Rewrite::deleted ? 1 : 0;
+            if (outcome == Rewrite::changed) {
+                pass.changed.emplace_back(s.file, s.due);
+            }
+        } catch (const StopRequested&) {
+            return false;
         } catch (const ParseError& e) {
             pass.unparseable.push_back(s.file.rel + ":" + std::to_string(e.line()) + ": " +
                                        e.reason());
@@ -84,9 +110,58 @@ bool FilesEngine::replace_all(const Rule& rule, RunContext& ctx, const Timing& t
             ctx.on_progress(r.processed, r.due);
         }
     }
-    r.counters["files.rewritten"] = rewritten;
-    r.counters["files.deleted"] = deleted;
+    pass.scans.clear(); // drops what is left staged (after a break)
     return true;
+}
+
+// A file that changed between its read and its replacement (a writer appending) is read and
+// replaced again, up to k_change_attempts in all with a short pause between; one still changing
+// then fails the rule with the count of its due records: a run never says ok while due records
+// remain. False when it stopped on request.
+bool FilesEngine::retry_changed(const Rule& rule, RunContext& ctx, const Timing& t, Pass& pass,
+                                RunResult& r) const {
+    for (int attempt = 2; attempt <= k_change_attempts && !pass.changed.empty(); ++attempt) {
+        if (!pause(ctx, std::chrono::milliseconds(100 * (attempt - 1)))) {
+            return false;
+        }
+        std::vector<Match> files;
+        for (const auto& [f, due] : pass.changed) {
+            files.push_back(f);
+        }
+        Pass again;
+        if (!scan_all(rule, files, t, ctx, again) || !replace_all(rule, ctx, t, again, r)) {
+            return false;
+        }
+        pass.unparseable.insert(pass.unparseable.end(), again.unparseable.begin(),
+                                again.unparseable.end());
+        pass.failures.insert(pass.failures.end(), again.failures.begin(), again.failures.end());
+        pass.changed = std::move(again.changed);
+    }
+    std::int64_t remaining = 0;
+    for (const auto& [f, due] : pass.changed) {
+        remaining += due;
+        pass.failures.push_back(f.rel + ": changed during each of " +
+                                std::to_string(k_change_attempts) + " attempts to rewrite it, " +
+                                std::to_string(due) + " due record(s) remain");
+        event(ctx, "error",
+              {{"rule", rule.name}, {"target", f.rel}, {"reason", pass.failures.back()}});
+    }
+    if (remaining > 0) {
+        r.counters["verification.remaining"] = remaining;
+    }
+    return true;
+}
+
+// Waits `d`, or less when a stop is requested (false then).
+bool FilesEngine::pause(const RunContext& ctx, std::chrono::milliseconds d) {
+    const auto until = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < until) {
+        if (stop_requested(ctx)) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(d, 20ms));
+    }
+    return !stop_requested(ctx);
 }
 
 // Replaces one file: by its staged temp, or by a second read when it could not be staged.
@@ -107,7 +182,7 @@ FilesEngine::Rewrite FilesEngine::replace(const Rule& rule, RunContext& ctx, con
         event(ctx, "skipped",
               {{"rule", rule.name},
                {"target", s.file.rel},
-               {"reason", "changed during rewrite, retried next run"}});
+               {"reason", "changed during rewrite, read again"}});
     }
     return outcome;
 }

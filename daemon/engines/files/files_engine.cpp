@@ -36,6 +36,12 @@ std::vector<Diagnostic> FilesEngine::check(const Rule& rule) {
         problem("datastore \"" + m_name + "\": root " + m_root.string() +
                 " is not a readable directory");
     }
+    if (fs::is_directory(m_root, ec)) {
+        // A directory or matched file the daemon's user cannot read fails the rule as in a run
+        // (UnavailableError, exit 69): check says so before the first run.
+        std::vector<std::string> notes;
+        list(rule, notes);
+    }
     const auto& spec = spec_of<FilesRule>(rule);
     if (spec.format == FilesRule::Format::whole) {
         if (spec.clock.kind == FilesClock::Kind::field) {
@@ -86,6 +92,11 @@ DryRun FilesEngine::dry_run(const Rule& rule, const RunContext& ctx) {
             ++d.unparseable;
             ++d.counters["files.unparseable"];
             note(d.notes, s.error);
+            continue;
+        }
+        if (!s.failure.empty()) {
+            ++d.counters["files.unreadable"];
+            note(d.notes, s.failure);
             continue;
         }
         merge_dry_run(d, s.figures);

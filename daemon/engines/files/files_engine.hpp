@@ -37,9 +37,13 @@ private:
         std::vector<Scan> scans;
         DryRun total;
         std::vector<std::string> unparseable;
-        std::vector<std::string> failures; // rewrites that failed (I/O)
+        std::vector<std::string> failures; // files refused, unreadable, or whose rewrite failed
+        // Files that changed between their read and their replacement, with their due records.
+        std::vector<std::pair<Match, std::int64_t>> changed;
         std::uint64_t bits_budget = k_due_bits_budget;
     };
+    // Reads and replacements of a file that keeps changing, in one run, before the rule fails.
+    static constexpr int k_change_attempts = 4;
 
     const date::time_zone* zone(const RunContext& ctx) const {
         return ctx.tz != nullptr ? ctx.tz : m_tz;
@@ -51,6 +55,12 @@ private:
     // files_listing.cpp
     std::vector<Match> list(const Rule& rule, std::vector<std::string>& notes,
                             bool sweep_stale_temps = false) const;
+    static bool readable(const fs::path& p, int mode);
+    static bool temp_copy(const fs::path& path, const std::string& rel,
+                          const std::vector<std::string>& parts,
+                          const std::vector<std::string>& pattern, std::vector<std::string>& notes,
+                          bool sweep);
+    void refuse_denied(const std::vector<std::string>& denied) const;
 
     // files_scan.cpp
     Scan scan(const Rule& rule, const Match& f, const Timing& t, const RunContext& ctx,
@@ -59,10 +69,14 @@ private:
                    std::uint64_t*& bits_budget, StagingBudget* staging, Scan& s) const;
 
     // files_commit.cpp
-    void scan_all(const Rule& rule, const std::vector<Match>& files, const Timing& t,
+    static RunResult& stopped(RunResult& r);
+    bool scan_all(const Rule& rule, const std::vector<Match>& files, const Timing& t,
                   const RunContext& ctx, Pass& pass) const;
     bool replace_all(const Rule& rule, RunContext& ctx, const Timing& t, Pass& pass,
                      RunResult& r) const;
+    bool retry_changed(const Rule& rule, RunContext& ctx, const Timing& t, Pass& pass,
+                       RunResult& r) const;
+    static bool pause(const RunContext& ctx, std::chrono::milliseconds d);
     Rewrite replace(const Rule& rule, RunContext& ctx, const Timing& t, const Scan& s,
                     RunResult& r) const;
     static void fail_with(const std::vector<std::string>& failures,
@@ -81,7 +95,7 @@ private:
                     RunResult& r) const;
     static std::uint64_t rewrite_records(RecordParser& p, const Rule& rule, const Timing& t,
                                          const Scan& s, std::optional<Writer>& out,
-                                         Batcher& batches, std::int64_t& touched);
+                                         Batcher& batches, std::int64_t& touched, StopPoll& poll);
 
     // files_whole.cpp: whole files; the clock is the mtime or a date in the file name; hold
     // does not apply.

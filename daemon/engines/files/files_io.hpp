@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -41,25 +42,85 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 inline constexpr std::size_t k_write_block = std::size_t{1} << 20;
-inline constexpr std::size_t k_max_line = std::size_t{64} << 20;
+inline constexpr std::size_t k_max_line = csv::Reader::k_max_record; // JSON Lines: the same
 inline constexpr std::size_t k_max_notes = 200;
 
 [[noreturn]] inline void throw_errno(const std::string& what) {
     throw std::system_error(errno, std::generic_category(), what);
 }
 
+// A path the glob matched that is not a regular file when opened (a FIFO, a socket, a device
+// swapped in after the listing): refused for that file, never read.
+class NotRegularFile : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Opens a file to read, never waiting: O_NONBLOCK, so that a FIFO swapped in after the listing
+// cannot block the open (a FIFO without a writer would hold the run for good), then fstat on the
+// descriptor: anything but a regular file throws NotRegularFile. O_NONBLOCK is cleared once the
+// file is known to be regular (it means nothing for regular files, but the reads expect none).
 inline Fd open_read(const fs::path& p) {
-    const int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
+    Fd fd(::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    if (fd.get() < 0) {
         throw_errno("open");
     }
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    return Fd(fd);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) {
+        throw_errno("stat");
+    }
+    if (!S_ISREG(st.st_mode)) {
+        throw NotRegularFile(S_ISFIFO(st.st_mode)   ? "a FIFO, not a regular file"
+                             : S_ISSOCK(st.st_mode) ? "a socket, not a regular file"
+                             : S_ISDIR(st.st_mode)  ? "a directory, not a regular file"
+                                                    : "a device, not a regular file");
+    }
+    const int flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        throw_errno("fcntl");
+    }
+    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    return fd;
 }
+
+// Whether an error is the kernel refusing access (EACCES, EPERM): a permission problem of the
+// datastore, not a record that does not parse.
+inline bool permission_denied(const std::exception& e) {
+    const auto* se = dynamic_cast<const std::system_error*>(&e);
+    return se != nullptr && (se->code() == std::errc::permission_denied ||
+                             se->code() == std::errc::operation_not_permitted);
+}
+
+// Thrown out of a pass over a file when a stop (SIGTERM) is requested: not an std::exception, so
+// that no "cannot read" handler takes it for a failure. Whatever was staged is dropped.
+struct StopRequested {};
+
+// Polls the run's stop request while a file is read, every 4096 records or 8 MiB: a large file
+// is not read to its end before a SIGTERM is seen.
+class StopPoll {
+public:
+    explicit StopPoll(const RunContext& ctx) : m_ctx(ctx) {}
+    void tick(std::size_t bytes) {
+        m_bytes += bytes;
+        if (++m_records < 4096 && m_bytes < (std::size_t{8} << 20)) {
+            return;
+        }
+        m_records = 0;
+        m_bytes = 0;
+        if (stop_requested(m_ctx)) {
+            throw StopRequested{};
+        }
+    }
+
+private:
+    const RunContext& m_ctx;
+    std::size_t m_records = 0;
+    std::size_t m_bytes = 0;
+};
 
 // True when `path` is a temp copy no live rewrite holds (its lock is free), and it was removed.
 inline bool remove_if_stale(const fs::path& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
         return false;
     }

@@ -429,7 +429,8 @@ private:
         }
         if (m_len == m_buf.size()) {
             if (m_buf.size() >= k_max_line) {
-                throw ParseError(m_line, "line longer than 64 MiB");
+                throw ParseError(m_line, "line longer than " + std::to_string(k_max_line >> 20) +
+                                             " MiB, the maximum record size");
             }
             m_buf.resize(std::min(m_buf.size() * 2, k_max_line));
         }

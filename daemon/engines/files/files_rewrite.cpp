@@ -28,7 +28,8 @@ FilesEngine::Rewrite FilesEngine::rewrite(const Rule& rule, RunContext& ctx, con
         const RuleView view{rule, spec_of<FilesRule>(rule), ctx.audit_key ? *ctx.audit_key : empty,
                             zone(ctx)};
         auto p = make_parser(csv::fd_reader(in.get()), view);
-        const auto index = rewrite_records(*p, rule, t, s, out, batches, touched);
+        StopPoll poll(ctx);
+        const auto index = rewrite_records(*p, rule, t, s, out, batches, touched, poll);
         batches.flush();
         if (touched != s.due || index != static_cast<std::uint64_t>(s.records)) {
             // the file changed between the passes
@@ -54,7 +55,8 @@ FilesEngine::Rewrite FilesEngine::rewrite(const Rule& rule, RunContext& ctx, con
 // batches (touched counts them). Returns the records read.
 std::uint64_t FilesEngine::rewrite_records(RecordParser& p, const Rule& rule, const Timing& t,
                                            const Scan& s, std::optional<Writer>& out,
-                                           Batcher& batches, std::int64_t& touched) {
+                                           Batcher& batches, std::int64_t& touched,
+                                           StopPoll& poll) {
     std::optional<TimePoint> clock;
     std::string changed;
     std::uint64_t index = 0; // records so far
@@ -65,6 +67,7 @@ std::uint64_t FilesEngine::rewrite_records(RecordParser& p, const Rule& rule, co
         if (!(known_kept ? p.skip() : p.next())) {
             break;
         }
+        poll.tick(p.raw().size());
         const bool is_record = p.record();
         index += is_record ? 1 : 0;
         if (!is_record || known_kept || decide(p, t, rule, clock) != Verdict::due) {

@@ -98,10 +98,18 @@ Scan FilesEngine::scan(const Rule& rule, const Match& f, const Timing& t, const 
         scan_file(rule, f, t, ctx, bits_budget, staging, s);
     } catch (const ParseError& e) {
         s.error = f.rel + ":" + std::to_string(e.line()) + ": " + e.reason();
+    } catch (const NotRegularFile& e) {
+        s.failure = f.rel + ": refused, " + e.what() + " (nothing read or written)";
     } catch (const std::exception& e) {
-        s.error = f.rel + ": cannot read: " + describe(e);
+        if (permission_denied(e)) {
+            // The rule cannot see every record it must purge: it fails whole (nothing touched).
+            throw UnavailableError("datastore \"" + m_name + "\": permission denied: " + f.rel +
+                                   " (" + describe(e) + ")");
+        }
+        s.failure = f.rel + ": cannot read: " + describe(e);
     }
-    if (bits_owner != nullptr && (s.staged || s.due == 0 || !s.error.empty())) {
+    if (bits_owner != nullptr &&
+        (s.staged || s.due == 0 || !s.error.empty() || !s.failure.empty())) {
         *bits_owner += s.bits.covered(); // not needed: no second pass over this file
         s.bits = DueBits();
     }
@@ -130,8 +138,10 @@ void FilesEngine::scan_file(const Rule& rule, const Match& f, const Timing& t,
     auto p = make_parser(csv::fd_reader(in.get()), view);
     std::optional<TimePoint> clock;
     std::uint64_t offset = 0; // input bytes before the current record
+    StopPoll poll(ctx);
     while (p->next()) {
         const auto raw = p->raw();
+        poll.tick(raw.size());
         if (!p->record()) {
             if (stager.writing()) {
                 stager.put(raw);

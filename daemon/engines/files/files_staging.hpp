@@ -147,7 +147,8 @@ struct Scan {
     DueBits bits;                   // filled by purge's pass, for the two-pass path
     std::unique_ptr<Staged> staged; // the single pass's output; null: rewrite() reads again
     bool changed = false;           // the file moved while its pass read it
-    std::string error;              // "rel:line: reason"
+    std::string error;              // "rel:line: reason": a record does not parse
+    std::string failure;            // "rel: reason": the file cannot be read (not a parse error)
 };
 
 inline std::string describe(const std::exception& e) {

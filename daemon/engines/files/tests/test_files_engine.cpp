@@ -7,6 +7,7 @@
 #include "retentiond/registry.hpp"
 #include "retentiond/timeutil.hpp"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace retentiond {
@@ -25,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::RecordingJournal;
+using ::testing::HasSubstr;
 
 std::string slurp(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -189,6 +192,41 @@ TEST_F(FilesEngine, RewrittenFileKeepsModeAndOwner) {
     EXPECT_EQ(after.st_mode & 07777, 0640U);
     EXPECT_EQ(after.st_uid, before.st_uid);
     EXPECT_EQ(after.st_gid, before.st_gid);
+}
+
+// A stop request (SIGTERM) made while the exports are counted ends the run in that pass: it was
+// seen only once every file had been read (the read of a large export set, or of one blocked
+// file, delayed it without bound). Nothing is replaced, no temp copy is left.
+TEST_F(FilesEngine, AStopRequestedWhileCountingEndsTheRunBeforeTheNextFile) {
+    std::map<std::string, std::string> texts;
+    for (int f = 0; f < 5; ++f) {
+        std::string text = "\"Submission ID\",\"Submitted at\"\n";
+        for (int i = 0; i < 100; ++i) {
+            text += "f" + std::to_string(f) + "-" + std::to_string(i) + "," +
+                    (i % 2 == 0 ? "2020" : "2099") + "-01-01 00:00:00\n";
+        }
+        texts["f" + std::to_string(f) + ".csv"] = text;
+        spit(m_root / ("f" + std::to_string(f) + ".csv"), text);
+    }
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    auto c = ctx(&m_journal);
+    std::vector<std::string> phases;
+    bool stop = false;
+    c.on_phase = [&](std::string_view p) {
+        phases.emplace_back(p);
+        stop = true; // SIGTERM arrives as the counting starts
+    };
+    c.stop_requested = [&] { return stop; };
+    const auto result = m_engine->purge(r, c);
+    EXPECT_EQ(result.status, RunResult::Status::stopped) << result.message;
+    EXPECT_EQ(result.processed, 0);
+    EXPECT_EQ(phases, (std::vector<std::string>{"counting"})) << "went on past the counting";
+    EXPECT_TRUE(m_journal.m_intents.empty());
+    for (const auto& [name, text] : texts) {
+        EXPECT_EQ(slurp(m_root / name), text) << name;
+    }
+    EXPECT_EQ(entries(m_root).size(), texts.size()) << "no temp copy left";
 }
 
 TEST_F(FilesEngine, DiskFullLeavesTheOriginalAndNoTempFile) {
@@ -412,18 +450,26 @@ TEST_F(FilesEngine, AFileWithNoRecordLeftIsDeleted) {
 }
 
 // A journal that appends to the file while the rewrite is in flight (its intent is written
-// before the rename), like an export tool writing at the wrong moment.
+// before the rename), like an export tool writing at the wrong moment: on every intent, or only
+// on the first `times` ones.
 class MeddlingJournal : public RecordingJournal {
 public:
-    explicit MeddlingJournal(fs::path p) : m_path(std::move(p)) {}
+    explicit MeddlingJournal(fs::path p, int times = -1) : m_path(std::move(p)), m_times(times) {}
     std::string intent(const BatchIntent& batch) override {
-        std::ofstream(m_path, std::ios::binary | std::ios::app) << "late,2099-01-01 00:00:00\n";
+        if (m_times != 0) {
+            --m_times;
+            std::ofstream(m_path, std::ios::binary | std::ios::app) << "late,2099-01-01 00:00:00\n";
+        }
         return RecordingJournal::intent(batch);
     }
     fs::path m_path;
+    int m_times;
 };
 
-TEST_F(FilesEngine, AFileChangedDuringTheRewriteIsLeftForTheNextRun) {
+// Issue 23, item 4: a file that changes during every rewrite was skipped and the run said ok
+// ("0 of 1 due"). It is now read and replaced again a bounded number of times (4 in all), then
+// the rule fails with the count of the due records left: never ok while they remain.
+TEST_F(FilesEngine, AFileThatChangesDuringEveryRewriteFailsTheRule) {
     const std::string data = "\"Submission ID\",\"Submitted at\"\nx1,2020-01-01 00:00:00\n"
                              "x2,2099-01-01 00:00:00\n";
     spit(m_root / "live.csv", data);
@@ -432,17 +478,49 @@ TEST_F(FilesEngine, AFileChangedDuringTheRewriteIsLeftForTheNextRun) {
     MeddlingJournal journal(m_root / "live.csv");
     auto c = ctx(&journal);
     const auto result = m_engine->purge(r, c);
+    EXPECT_EQ(result.status, RunResult::Status::failed) << result.message;
+    EXPECT_FALSE(result.data_error);
     EXPECT_EQ(result.processed, 0);
-    EXPECT_EQ(result.counters.at("files.changed_during_rewrite"), 1);
-    EXPECT_EQ(slurp(m_root / "live.csv"), data + "late,2099-01-01 00:00:00\n");
-    ASSERT_EQ(journal.m_outcomes.size(), 1U);
-    EXPECT_FALSE(journal.m_outcomes[0].committed);
+    EXPECT_EQ(result.due, 1);
+    EXPECT_EQ(result.counters.at("files.changed_during_rewrite"), 4);
+    EXPECT_EQ(result.counters.at("verification.remaining"), 1);
+    EXPECT_THAT(result.message,
+                HasSubstr("live.csv: changed during each of 4 attempts to rewrite it, 1 due "
+                          "record(s) remain"));
+    std::string late;
+    for (int i = 0; i < 4; ++i) {
+        late += "late,2099-01-01 00:00:00\n";
+    }
+    EXPECT_EQ(slurp(m_root / "live.csv"), data + late) << "nothing dropped, every append kept";
+    ASSERT_EQ(journal.m_outcomes.size(), 4U);
+    for (const auto& o : journal.m_outcomes) {
+        EXPECT_FALSE(o.committed);
+    }
     EXPECT_EQ(entries(m_root), (std::vector<std::string>{"live.csv"}));
 }
 
-// A multi-block export: kept runs longer than any I/O block, due records at and across block
-// boundaries (a 3 MiB quoted answer), CRLF and LF, blank lines. Pass 2 only delimits the kept
-// records; the output must still be the input minus the due records, byte for byte.
+// A file that changed once is read again in the same run and its due record goes (it was left
+// to the next run, the run saying ok).
+TEST_F(FilesEngine, AFileChangedOnceIsReadAgainInTheSameRun) {
+    const std::string data = "\"Submission ID\",\"Submitted at\"\nx1,2020-01-01 00:00:00\n"
+                             "x2,2099-01-01 00:00:00\n";
+    spit(m_root / "live.csv", data);
+    auto r = rule("*.csv", FilesRule::Format::csv, "2 years");
+    spec(r).clock.field = "Submitted at";
+    MeddlingJournal journal(m_root / "live.csv", 1);
+    auto c = ctx(&journal);
+    const auto result = m_engine->purge(r, c);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 1);
+    EXPECT_EQ(result.counters.at("files.changed_during_rewrite"), 1);
+    EXPECT_EQ(result.counters.count("verification.remaining"), 0U);
+    EXPECT_EQ(slurp(m_root / "live.csv"), "\"Submission ID\",\"Submitted at\"\n"
+                                          "x2,2099-01-01 00:00:00\nlate,2099-01-01 00:00:00\n");
+    ASSERT_EQ(journal.m_outcomes.size(), 2U);
+    EXPECT_FALSE(journal.m_outcomes[0].committed);
+    EXPECT_TRUE(journal.m_outcomes[1].committed);
+}
+
 TEST_F(FilesEngine, LargeExportWithDueRecordsAcrossBlockBoundaries) {
     std::string data = "\"Submission ID\",\"Submitted at\",\"Commentaire\"\r\n";
     std::set<std::string> due;
@@ -535,11 +613,16 @@ TEST_F(FilesEngine, ADueRecordIsDecidedAgainBeforeItIsDropped) {
     RedatingJournal journal(m_root / "live.csv", offset);
     auto c = ctx(&journal);
     const auto result = m_engine->purge(r, c);
-    EXPECT_EQ(result.processed, 0);
+    // The edit fails the first rename; the file, read again in the same run, loses only the
+    // record still due ("first"), never the redated one.
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 1);
     EXPECT_EQ(result.counters.at("files.changed_during_rewrite"), 1);
     auto expected = data;
     expected.replace(offset, 4, "2099");
-    EXPECT_EQ(slurp(m_root / "live.csv"), expected) << "no record dropped";
+    const std::string first = "first,2020-01-01 00:00:00\n";
+    expected.erase(expected.find(first), first.size());
+    EXPECT_TRUE(slurp(m_root / "live.csv") == expected) << "no record dropped";
     EXPECT_EQ(entries(m_root), (std::vector<std::string>{"live.csv"}));
 }
 
