@@ -32,9 +32,27 @@ using pg_sql::array_literal;
 using pg_sql::exec;
 using pg_sql::Params;
 
+namespace {
+
+// Gives the engine the purge's stop request while the purge runs, however it returns.
+class StopScope {
+public:
+    StopScope(std::function<bool()>& slot, const std::function<bool()>& stop) : m_slot(slot) {
+        m_slot = stop;
+    }
+    ~StopScope() { m_slot = {}; }
+    StopScope(const StopScope&) = delete;
+    StopScope& operator=(const StopScope&) = delete;
+
+private:
+    std::function<bool()>& m_slot;
+};
+
+} // namespace
+
 std::unique_ptr<pqxx::connection> PostgresEngine::connect() const {
     try {
-        return std::make_unique<pqxx::connection>(m_conninfo);
+        return open_connection(m_conninfo, m_stop);
     } catch (const pqxx::broken_connection& e) {
         unavailable(e);
     }
@@ -48,6 +66,8 @@ void PostgresEngine::unavailable(const pqxx::broken_connection& e) const {
 RunResult PostgresEngine::purge(const Rule& rule, RunContext& ctx) {
     RunResult result;
     std::string notice_error;
+    // A stop request abandons a connection attempt the server does not answer (pg_connect.hpp).
+    const StopScope stop_scope(m_stop, ctx.stop_requested);
     try {
         auto conn = connect();
         auto prepared = prepare(rule, ctx, *conn, result);

@@ -1,6 +1,7 @@
 #pragma once
 // The postgres engine's class, its methods spread over the files of its steps:
 //   postgres_engine.cpp  purge (prepare, limits, streams), records_present, connections
+//   pg_connect.cpp       connect_timeout default, connection attempts a stop can abandon
 //   pg_prepare.cpp       preparing the run: notices, plan, counts, clock skew
 //   pg_targets.cpp       the target's shape (partitions, children), the walk, the verification
 //   pg_partitions.cpp    leaf partitions emptied whole (DETACH + DROP) or skipped by their bounds
@@ -12,6 +13,7 @@
 //   pg_dry_run.cpp, pg_check.cpp
 // Internal to the postgres engine.
 
+#include "pg_connect.hpp"
 #include "pg_plan.hpp"
 
 #include "retentiond/engine.hpp"
@@ -20,6 +22,7 @@
 #include <pqxx/pqxx>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,7 +72,7 @@ class PostgresEngine final : public Engine {
 public:
     PostgresEngine(const Datastore& store, std::string default_tz, std::chrono::seconds max_skew)
         : m_name(store.name),
-          m_conninfo(with_application_name(spec_of<PostgresStore>(store).dsn.reveal())),
+          m_conninfo(with_connection_defaults(spec_of<PostgresStore>(store).dsn.reveal())),
           m_default_tz(std::move(default_tz)), m_max_skew(max_skew) {}
 
     std::vector<Diagnostic> check(const Rule& rule) override;
@@ -128,6 +131,9 @@ private:
     std::string m_conninfo;
     std::string m_default_tz;
     std::chrono::seconds m_max_skew;
+    // During a purge: its stop request, polled while connect() waits for the server. Set before
+    // the purge's threads start and cleared after they end.
+    std::function<bool()> m_stop;
 };
 
 } // namespace retentiond::pg

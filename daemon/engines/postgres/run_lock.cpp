@@ -1,5 +1,7 @@
 #include "retentiond/run_lock.hpp"
 
+#include "pg_connect.hpp"
+
 #include "retentiond/errors.hpp"
 #include "retentiond/timeutil.hpp"
 
@@ -114,7 +116,7 @@ void RunLock::record_slot(std::string_view rule, TimePoint slot, std::string_vie
 std::unique_ptr<RunLock> RunLock::try_acquire(const std::string& dsn, std::string_view rule) {
     std::unique_ptr<pqxx::connection> conn;
     try {
-        conn = std::make_unique<pqxx::connection>(dsn);
+        conn = std::make_unique<pqxx::connection>(pg::with_connect_timeout(dsn));
     } catch (const pqxx::broken_connection& e) {
         // libpq's message names host and socket, never the password.
         throw UnavailableError(std::string("cannot connect for the advisory lock: ") + e.what());

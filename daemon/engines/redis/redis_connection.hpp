@@ -9,11 +9,16 @@
 #include "retentiond/errors.hpp"
 
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <pthread.h>
 
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <deque>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <stdexcept>
@@ -32,8 +37,14 @@ struct ReplyFree {
 using ContextPtr = std::unique_ptr<redisContext, ContextFree>;
 using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
 
+// Every wait on the server is bounded: 5 s to connect, 15 s for each reply (a Lua batch script
+// of 5000 keys takes milliseconds; a server that answers nothing for 15 s is unavailable), and a
+// stop request (SIGTERM) gives a reply 2 s more, then abandons it: the run ends as unavailable,
+// the batch in flight (if any) applied atomically or not at all, its intent left to recovery.
 constexpr timeval k_connect_timeout{5, 0};
-constexpr timeval k_command_timeout{60, 0};
+constexpr std::chrono::seconds k_reply_timeout{15};
+constexpr std::chrono::seconds k_stop_grace{2};
+constexpr std::chrono::milliseconds k_wait_slice{200};
 
 // A command answered with an error reply that is not about availability.
 class ReplyError : public std::runtime_error {
@@ -79,10 +90,13 @@ private:
     sigset_t m_old{};
 };
 
-// One connection, AUTH and SELECT done. Every I/O failure throws UnavailableError.
+// One connection, AUTH and SELECT done. Every I/O failure throws UnavailableError, and so does a
+// reply that does not come within k_reply_timeout, or within k_stop_grace of a stop request
+// (`stop`, polled while waiting).
 class Connection {
 public:
-    Connection(const RedisUrl& url, const std::string& store) {
+    Connection(const RedisUrl& url, const std::string& store, std::function<bool()> stop = {})
+        : m_stop(std::move(stop)) {
         m_where = "redis datastore \"" + store + "\" (" + url.describe() + ")";
         m_ctx.reset(url.socket_path.empty()
                         ? redisConnectWithTimeout(url.host.c_str(), url.port, k_connect_timeout)
@@ -93,7 +107,8 @@ public:
         if (m_ctx->err != 0) {
             throw UnavailableError(m_where + ": cannot connect: " + m_ctx->errstr);
         }
-        redisSetTimeout(m_ctx.get(), k_command_timeout);
+        // Bounds a write the server does not read (the reads are bounded by wait_readable()).
+        redisSetTimeout(m_ctx.get(), timeval{k_reply_timeout.count(), 0});
         if (!url.password.empty()) {
             auto r = url.user.empty() ? call({"AUTH", url.password.reveal()})
                                       : call({"AUTH", url.user, url.password.reveal()});
@@ -181,11 +196,50 @@ private:
     [[noreturn]] void lost() {
         throw UnavailableError(m_where + ": connection lost: " + m_ctx->errstr);
     }
-    // The next reply on the wire (redisGetReply first sends whatever is still queued).
+    // Waits until the socket has something to read, in slices; between slices (a reply slower
+    // than k_wait_slice: never for a server that answers) polls the stop request. Throws
+    // UnavailableError past `deadline`, brought forward to k_stop_grace after a stop request.
+    void wait_readable(std::chrono::steady_clock::time_point& deadline) {
+        using std::chrono::steady_clock;
+        for (;;) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - steady_clock::now());
+            if (left.count() <= 0) {
+                throw UnavailableError(m_where +
+                                       (m_stop_seen ? ": stop requested while waiting for a reply"
+                                                    : ": no reply within " +
+                                                          std::to_string(k_reply_timeout.count()) +
+                                                          " s (timed out)"));
+            }
+            pollfd p{m_ctx->fd, POLLIN, 0};
+            const int n = ::poll(&p, 1, static_cast<int>(std::min(left, k_wait_slice).count()));
+            if (n > 0) {
+                return; // data, or the peer closed: redisBufferRead tells
+            }
+            if (n < 0 && errno != EINTR) {
+                throw UnavailableError(m_where + ": poll: " + std::strerror(errno));
+            }
+            if (!m_stop_seen && m_stop && m_stop()) {
+                m_stop_seen = true;
+                deadline = std::min(deadline, steady_clock::now() + k_stop_grace);
+            }
+        }
+    }
+    // The next reply on the wire (what is still queued is sent first), as redisGetReply reads
+    // it but with bounded, interruptible waits.
     ReplyPtr read_next() {
+        flush();
         void* raw = nullptr;
-        if (redisGetReply(m_ctx.get(), &raw) != REDIS_OK || raw == nullptr) {
+        if (redisGetReplyFromReader(m_ctx.get(), &raw) != REDIS_OK) {
             lost();
+        }
+        auto deadline = std::chrono::steady_clock::now() + k_reply_timeout;
+        while (raw == nullptr) {
+            wait_readable(deadline);
+            if (redisBufferRead(m_ctx.get()) != REDIS_OK ||
+                redisGetReplyFromReader(m_ctx.get(), &raw) != REDIS_OK) {
+                lost();
+            }
         }
         ReplyPtr r(static_cast<redisReply*>(raw));
         if (r->type == REDIS_REPLY_ERROR) {
@@ -201,6 +255,8 @@ private:
     }
 
     SigpipeBlock m_sigpipe; // first: outlives the context
+    std::function<bool()> m_stop;
+    bool m_stop_seen = false;
     ContextPtr m_ctx;
     std::string m_where;
     std::vector<const char*> m_argv;

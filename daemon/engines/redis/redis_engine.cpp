@@ -228,8 +228,9 @@ DryRun RedisEngine::dry_run(const Rule& rule, const RunContext& ctx) {
                           "keys' idle time); \"due\" includes held keys");
     }
     if (d.unparseable > 0) {
-        d.notes.push_back(std::to_string(d.unparseable) + " key(s) whose clock field does not "
-                                                          "parse as epoch seconds or ISO 8601");
+        d.notes.push_back(std::to_string(d.unparseable) +
+                          " key(s) whose clock field does not parse (epoch seconds, epoch "
+                          "milliseconds or ISO 8601): a purge leaves them and fails the rule");
     }
     return d;
 }
@@ -278,6 +279,29 @@ PurgeSetup prepare(Connection& c, const Rule& rule, const RunContext& ctx,
     return s;
 }
 
+// Keys whose clock does not parse are never judged, so never deleted: the rule cannot say it
+// kept its promise. They are counted (the `unparseable` counter, a `clock_unparseable` event)
+// and the rule fails as a data error (exit 65), as the files engine does for a record that does
+// not parse; the due keys were deleted all the same.
+void fail_on_unparseable(const Rule& rule, RunContext& ctx, std::int64_t count, RunResult& res) {
+    if (count == 0) {
+        return;
+    }
+    const auto& spec = spec_of<RedisRule>(rule);
+    res.counters["unparseable"] = count;
+    journal_event(ctx.journal, rule, "clock_unparseable",
+                  {{"keys", count}, {"field", spec.clock.hash_field}});
+    if (res.status != RunResult::Status::ok) {
+        return; // stopped or refused: that is the run's message
+    }
+    res.status = RunResult::Status::failed;
+    res.data_error = true;
+    res.message = std::to_string(count) + " key(s) matching " + spec.keys +
+                  " whose clock field \"" + spec.clock.hash_field +
+                  "\" does not parse (epoch seconds, epoch milliseconds or ISO 8601): left in "
+                  "place, never judged";
+}
+
 RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
     const auto max_ttl = max_ttl_seconds(spec_of<RedisRule>(rule));
     RunResult res;
@@ -286,7 +310,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         res.message = "max_ttl must be at least one second";
         return res;
     }
-    Connection c(m_url, m_name);
+    Connection c(m_url, m_name, ctx.stop_requested);
     const PurgeSetup setup = prepare(c, rule, ctx, max_ttl);
     res.cutoff = setup.cutoff;
     TtlTally ttl{max_ttl};
@@ -309,7 +333,11 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         res.due = counted.due;
         const LimitScope scope{counted.due, counted.in_scope, "keys",
                                "matching " + spec_of<RedisRule>(rule).keys};
-        if (refuse_over_limits(rule, ctx, scope, res) || (counted.due == 0 && !max_ttl)) {
+        if (refuse_over_limits(rule, ctx, scope, res)) {
+            return res;
+        }
+        if (counted.due == 0 && !max_ttl) {
+            fail_on_unparseable(rule, ctx, ttl.unparseable, res);
             return res;
         }
     }
@@ -337,6 +365,7 @@ RunResult RedisEngine::run(const Rule& rule, RunContext& ctx) {
         res.counters["expired"] = sender.expired();
         res.counters["ttl_above_max"] = ttl.above_max;
     }
+    fail_on_unparseable(rule, ctx, ttl.unparseable, res);
     return res;
 }
 

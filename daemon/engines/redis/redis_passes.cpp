@@ -13,6 +13,7 @@ void count_key(const Rule& rule, const PurgeSetup& setup, const std::string& key
     }
     ++out.in_scope;
     const bool clamp = ttl.count(o);
+    ttl.unparseable += v == Verdict::unparseable ? 1 : 0;
     if (v == Verdict::due) {
         ++out.due;
         const char kind = setup.idle ? 'i' : delete_flag(o);
@@ -30,6 +31,7 @@ void purge_key(const Rule& rule, const PurgeSetup& setup, const std::string& key
         return;
     }
     const bool clamp = ttl.count(o);
+    ttl.unparseable += v == Verdict::unparseable ? 1 : 0;
     if (v == Verdict::due) {
         sender.add_due(key, setup.idle ? 'i' : delete_flag(o), o.raw);
     } else if (clamp && v != Verdict::held) {

@@ -14,11 +14,12 @@
 
 namespace retentiond::redis_detail {
 
-// The TTL figures of the keys a pass looks at.
+// The TTL figures of the keys a pass looks at, and the keys whose clock does not parse.
 struct TtlTally {
     std::optional<long long> max_ttl;
     std::int64_t no_ttl = 0;
     std::int64_t above_max = 0;
+    std::int64_t unparseable = 0;
 
     // Counts the key's TTL figures; true when it is to be clamped.
     bool count(const Observed& o) {
@@ -29,9 +30,13 @@ struct TtlTally {
     }
 };
 
-// The delete flag of a due key in hash_field mode (see k_delete_script).
+// The delete flag of a due key in hash_field mode (see k_delete_script): '-' no field, 'n' epoch
+// seconds, '=' any other text, sentinels ("0", "-1") included.
 inline char delete_flag(const Observed& o) {
-    return o.clock == Observed::Clock::none ? '-' : epoch_digits(o.raw) ? 'n' : '=';
+    if (!o.field) {
+        return '-';
+    }
+    return o.clock == Observed::Clock::parsed && epoch_digits(o.raw) ? 'n' : '=';
 }
 
 // What the counting pass found.

@@ -20,7 +20,8 @@ struct Observed {
     bool exists = false;
     enum class Clock { none, parsed, unparseable } clock = Clock::none;
     TimePoint at{};
-    std::string raw; // hash_field mode: the field's text, to re-check before deleting
+    bool field = false; // hash_field mode: the field exists (raw holds its text)
+    std::string raw;    // hash_field mode: the field's text, to re-check before deleting
     bool held = false;
     bool ttl_known = false;
     long long ttl = -1; // seconds; -1 = no TTL
@@ -101,8 +102,21 @@ void scan_all(Connection& c, const Rule& rule, const ReadPlan& plan, TimePoint n
     }
 }
 
-// A clock the scripts judge themselves: 1 to 12 decimal digits, epoch seconds (the same value
-// parse_epoch_or_iso gives: due when <= the cutoff's whole seconds).
+// The clock policy of kind redis (docs/policy-format-extensions.md, "Clock values"), for a
+// hash field's text, surrounding blanks ignored: an empty text, 0 or a negative number
+// (sentinels: "never") is no clock; a decimal number whose whole part has 9 to 12 digits is epoch
+// seconds, 13 digits epoch milliseconds (JavaScript's Date.now()); fewer than 9 digits (before
+// 1973) or more than 13 is not a clock; other text is ISO 8601 as parse_timestamp reads it. What
+// is not a clock does not parse: counted, and it fails the rule.
+struct ClockRead {
+    Observed::Clock clock = Observed::Clock::none;
+    TimePoint at{};
+};
+ClockRead read_clock(std::string_view text, const date::time_zone* tz);
+
+// A clock the scripts judge themselves: 1 to 12 decimal digits, epoch seconds (read_clock gives
+// the same value when it parses it: due when <= the cutoff's whole seconds; the script also
+// requires at least 100000000, as read_clock does).
 inline bool epoch_digits(std::string_view v) {
     return !v.empty() && v.size() <= 12 &&
            std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });

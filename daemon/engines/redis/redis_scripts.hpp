@@ -11,10 +11,13 @@ namespace retentiond::redis_detail {
 // ARGV: mode (idle | field), min idle seconds or the clock field, hold field ('' = none), hold
 // value, the cutoff in whole epoch seconds (field mode), then in field mode one flag per key and
 // the expected values of the '=' keys, in order. Flags: 'n' the clock is still 1 to 12 decimal
-// digits (epoch seconds) at or before the cutoff (the due condition itself, evaluated now); '='
-// the field still holds exactly the text judged due (clocks Lua cannot parse: ISO 8601,
-// fractions); '-' still no clock. In field mode the clock and the hold are one HMGET (one lookup
-// of the key). UNLINK runs once per 1000 keys (per-call overhead dominates in Lua).
+// digits (epoch seconds), a plausible clock (from 100000000: below is a sentinel or not a clock,
+// see read_clock) and at or before the cutoff (the
+// due condition itself, evaluated now); '=' the field still holds exactly the text judged due
+// (clocks Lua cannot parse: ISO 8601, fractions, milliseconds, and sentinels such as "0" under
+// clock_null: due); '-' still no field. In field mode the clock and
+// the hold are one HMGET (one lookup of the key). UNLINK runs once per 1000 keys (per-call overhead
+// dominates in Lua).
 inline constexpr std::string_view k_delete_script = R"lua(
 local mode, arg, hold_field, hold_value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local cutoff, flags, j = tonumber(ARGV[5]), ARGV[6], 6
@@ -39,7 +42,7 @@ for i, key in ipairs(KEYS) do
     local f = string.byte(flags, i)
     if f == 110 then -- 'n'
       due = type(v) == 'string' and #v <= 12 and string.find(v, '^%d+$') ~= nil and
-        tonumber(v) <= cutoff
+        tonumber(v) >= 100000000 and tonumber(v) <= cutoff
     elseif f == 61 then -- '='
       j = j + 1
       due = v == ARGV[j]

@@ -150,14 +150,100 @@ TEST_F(RedisEngineTest, HashFieldClockTakesEpochSecondsAndIso8601) {
     EXPECT_EQ(dry.unparseable, 1);
     EXPECT_EQ(dry.counters.at("no_ttl"), 7);
 
+    // The due keys are deleted; the one whose clock does not parse fails the rule (exit 65).
     const auto result = purge(r);
-    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_TRUE(result.data_error);
+    EXPECT_EQ(result.message, "1 key(s) matching " + key("*") +
+                                  " whose clock field \"last_seen\" does not parse (epoch "
+                                  "seconds, epoch milliseconds or ISO 8601): left in place, "
+                                  "never judged");
+    EXPECT_EQ(result.counters.at("unparseable"), 1);
     EXPECT_EQ(result.processed, 2);
     EXPECT_FALSE(exists("epoch-old"));
     EXPECT_FALSE(exists("iso-old"));
     for (const auto* k : {"epoch-new", "iso-offset-new", "garbage", "no-clock", "a-string"}) {
         EXPECT_TRUE(exists(k)) << k;
     }
+}
+
+// Issue 23, item 5: the clock policy of kind redis (read_clock). 13 digits are epoch
+// milliseconds (Date.now()); 0, negative numbers and an empty text are sentinels, no clock, so
+// due only with clock_null: due; numbers before 1973 (" 123 ") or past 2286 in milliseconds are
+// not clocks: counted as unparseable, never deleted, and the rule fails.
+TEST_F(RedisEngineTest, MillisecondClocksAreDueSentinelsAreNoClock) {
+    const auto t = now();
+    session("ms-old", std::to_string((t - 40 * 86400) * 1000 + 123));
+    session("ms-new", std::to_string((t - 2 * 86400) * 1000));
+    session("ms-frac-old", std::to_string((t - 40 * 86400) * 1000) + ".5");
+    session("s-padded-old", "  " + std::to_string(t - 40 * 86400) + " ");
+    session("zero", "0");
+    session("minus-one", "-1");
+    session("empty", "");
+    session("tiny", " 123 ");
+    session("huge", "17000000000000000");
+
+    auto r = rule("30 days");
+    const auto dry = dry_run(r);
+    EXPECT_EQ(dry.in_scope, 9);
+    EXPECT_EQ(dry.due, 3) << "ms-old, ms-frac-old, s-padded-old";
+    EXPECT_EQ(dry.no_clock, 3) << "zero, minus-one, empty";
+    EXPECT_EQ(dry.unparseable, 2) << "tiny, huge";
+    EXPECT_EQ(dry.due_7d, 0);
+    EXPECT_EQ(dry.due_30d, 1) << "ms-new falls due in 28 days";
+
+    const auto result = purge(r);
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_TRUE(result.data_error);
+    EXPECT_EQ(result.processed, 3);
+    EXPECT_EQ(result.counters.at("unparseable"), 2);
+    ASSERT_FALSE(m_journal.m_events.empty());
+    EXPECT_EQ(m_journal.m_events.back().first, "clock_unparseable");
+    EXPECT_EQ(m_journal.m_events.back().second.at("keys"), 2);
+    for (const auto* k : {"ms-old", "ms-frac-old", "s-padded-old"}) {
+        EXPECT_FALSE(exists(k)) << k;
+    }
+    for (const auto* k : {"ms-new", "zero", "minus-one", "empty", "tiny", "huge"}) {
+        EXPECT_TRUE(exists(k)) << k;
+    }
+
+    // clock_null: due takes the sentinels as "no clock, due"; still not the unparseable ones.
+    r.clock_null_due = true;
+    const auto again = purge(r);
+    EXPECT_TRUE(again.data_error);
+    EXPECT_EQ(again.processed, 3) << again.message;
+    for (const auto* k : {"zero", "minus-one", "empty"}) {
+        EXPECT_FALSE(exists(k)) << k;
+    }
+    for (const auto* k : {"ms-new", "tiny", "huge"}) {
+        EXPECT_TRUE(exists(k)) << k;
+    }
+}
+
+// Unparseable clocks fail the rule on every path: here the limits' counting pass finds nothing
+// due and the purge ends there.
+TEST_F(RedisEngineTest, UnparseableClockFailsTheRuleWhenNothingIsDue) {
+    session("garbage", "last tuesday");
+    session("recent", std::to_string(now() - 60));
+    auto r = rule("30 days");
+    r.limits = Limits{std::nullopt, 0.5};
+    const auto result = purge(r);
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_TRUE(result.data_error);
+    EXPECT_EQ(result.counters.at("unparseable"), 1);
+    EXPECT_TRUE(exists("garbage"));
+}
+
+// A sentinel written between the read and the batch keeps the key: the script's 'n' re-check
+// takes 0 as no clock, not as 1970.
+TEST_F(RedisEngineTest, SentinelWrittenBeforeTheBatchKeepsTheKey) {
+    session("a", std::to_string(now() - 100 * 86400));
+    auto r = rule("30 days");
+    auto ctx = context();
+    once_before_first_batch(ctx, [&] { cmd({"HSET", key("a"), "last_seen", "0"}); });
+    const auto result = engine()->purge(r, ctx);
+    EXPECT_EQ(result.processed, 0) << result.message;
+    EXPECT_TRUE(exists("a"));
 }
 
 TEST_F(RedisEngineTest, NonHashKeyIsDueOnlyWithClockNullDue) {
