@@ -1,5 +1,6 @@
 // Bench driver for bench/pg_purge.sh: runs the postgres engine's purge once and prints the time.
 // usage: pg_purge_bench DSN TABLE delete|anonymize BATCH_SIZE [JOURNAL [DIR [SLEEP_MS [PARALLEL]]]]
+//   env: BENCH_COMPOSITE_KEY=1 (key id, last_login), PARTITION_DIGESTS=keys
 //   JOURNAL: audit (default: the real AuditLog in DIR, fsyncs included, as the CLI runs it),
 //            digest (in memory: HMAC digest of every key, no file I/O), none (no journal).
 // Prints on one line: processed, batches, seconds, status, then the phases: time until the first
@@ -108,6 +109,13 @@ int main(int argc, char** argv) {
     pg.table = argv[2];
     pg.key = {"id"};
     pg.clock = {"last_login"};
+    // The partitions bench: a composite key (id, last_login), and per-key digests on request.
+    if (const char* key = std::getenv("BENCH_COMPOSITE_KEY"); key != nullptr && *key == '1') {
+        pg.key = {"id", "last_login"};
+    }
+    if (const char* digests = std::getenv("PARTITION_DIGESTS"); digests != nullptr) {
+        pg.partition_digests = std::string(digests) == "keys";
+    }
     if (argc > 7) { // the rule's sleep_between_batches
         pg.sleep_between_batches = std::chrono::milliseconds(std::atoi(argv[7]));
     }

@@ -118,11 +118,18 @@ void PostgresEngine::classify_partitions(pqxx::transaction_base& tx, PreparedRun
             continue;
         }
         const Verdict verdict = judge(tx, run.plan, type, p, from, to);
-        if (verdict != Verdict::boundary && p.estimated_rows < 1) {
-            // Never analyzed (or empty): no estimate to stand for it in the limits, count it.
-            p.estimated_rows = tx.exec1("SELECT count(*) FROM " + p.leaf)[0].as<std::int64_t>();
+        const bool whole = verdict == Verdict::whole && may_empty_whole(*run.plan.rule);
+        if ((whole && pg.hold) || (verdict != Verdict::boundary && p.estimated_rows < 1)) {
+            // Never analyzed (or empty): no estimate to stand for it in the limits; with a hold,
+            // the held rows are not due: count it.
+            Params c;
+            const auto where = whole ? " WHERE " + due_sql(run.plan, tx, c) : std::string();
+            p.estimated_rows =
+                exec(tx, "SELECT count(*) FROM " + p.leaf + where, c)[0][0].as<std::int64_t>();
         }
-        if (verdict == Verdict::whole && may_empty_whole(*run.plan.rule)) {
+        if (whole && p.estimated_rows == 0) {
+            judged.insert(p.leaf); // nothing in it: nothing to empty, nothing to walk
+        } else if (whole) {
             judged.insert(p.leaf);
             run.whole.push_back(std::move(p));
         } else if (verdict == Verdict::none) {

@@ -190,6 +190,31 @@ TEST_F(Partitions, RowsModePurgesRowByRow) {
     EXPECT_EQ(count("ev_0"), 0); // emptied, still attached
 }
 
+TEST_F(Partitions, ARowUpdatedToALaterClockMidRunStays) {
+    // id 185 is due, in ev_6, walked after ev_0's first batch; moved to today's partition then.
+    ASSERT_EQ(count("ev_6 WHERE id = 185"), 1);
+    const auto due = count(k_due);
+    RunContext ctx;
+    ctx.run_id = "parts";
+    ctx.tz = find_zone("UTC");
+    ctx.audit_key = &m_key;
+    ctx.journal = &m_journal;
+    bool moved = false;
+    ctx.on_progress = [&](std::int64_t, std::int64_t) {
+        if (!moved) {
+            pg_exec(m_dsn, "UPDATE ev SET time = now() WHERE id = 185");
+            moved = true;
+        }
+    };
+    const auto result = m_engine->purge(rule(PostgresRule::Partitions::rows), ctx);
+    ASSERT_TRUE(moved);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, due - 1);
+    EXPECT_EQ(count("ev WHERE id = 185 AND time > now() - interval '1 day'"), 1);
+    EXPECT_EQ(count(k_due), 0);
+    EXPECT_EQ(result.counters.at("verification.remaining"), 0);
+}
+
 TEST_F(Partitions, AuditProveAnswersByTheBoundsAndDigestsOnRequest) {
     const auto dir =
         std::filesystem::temp_directory_path() / ("retentiond-parts-" + std::to_string(::getpid()));

@@ -79,6 +79,10 @@ struct Case {
     bool dependents = false;
     int batch_size = 5;
     std::optional<std::int64_t> max_rows;
+    // The table's shape: plain, hash partitions on id (walked leaf by leaf), or range partitions
+    // on c1 (leaves judged by their bounds: wholly due ones emptied whole, others walked).
+    enum class Shape { plain, hash, range } shape = Shape::plain;
+    bool partition_digests = false;
     std::string table; // unquoted, possibly hostile
     std::vector<Row> rows;
     std::map<std::int64_t, std::vector<std::int64_t>> d1; // parent id -> d1 ids
@@ -132,6 +136,11 @@ public:
         c.dependents = !c.composite && !c.anonymize && pick(2) == 0;
         c.batch_size = 1 + static_cast<int>(pick(7));
         c.table = k_tables[pick(4)];
+        c.shape = static_cast<Case::Shape>(pick(4) % 3);
+        if (c.shape == Case::Shape::range && c.dependents) {
+            c.shape = Case::Shape::hash; // a foreign key needs a key the range leaves lack
+        }
+        c.partition_digests = pick(2) == 0;
         return c;
     }
 
@@ -332,14 +341,42 @@ bool set_now(Generator& gen, const Case& c, const date::time_zone* tz, pqxx::con
 }
 
 // --- schema and data
+// The leaves: 3 by hash; by range, 40-day leaves from 800 days before now to 200 days after, one
+// from MINVALUE, one to MAXVALUE, and a DEFAULT one (rows without c1).
+std::string partitions_ddl(const Case& c, const std::string& qs, const std::string& qt) {
+    std::string ddl;
+    if (c.shape == Case::Shape::hash) {
+        for (int i = 0; i < 3; ++i) {
+            ddl += "CREATE TABLE " + qs + ".h" + std::to_string(i) + " PARTITION OF " + qt +
+                   " FOR VALUES WITH (MODULUS 3, REMAINDER " + std::to_string(i) + ");";
+        }
+    } else if (c.shape == Case::Shape::range) {
+        std::string from = "MINVALUE";
+        for (int k = -20; k <= 6; ++k) {
+            const std::string to =
+                k == 6 ? "MAXVALUE"
+                       : "'" + format_utc(c.now + std::chrono::hours(24 * 40 * k)) + "'";
+            ddl += "CREATE TABLE " + qs + ".r" + std::to_string(k + 20) + " PARTITION OF " + qt +
+                   " FOR VALUES FROM (" + from + ") TO (" + to + ");";
+            from = to;
+        }
+        ddl += "CREATE TABLE " + qs + ".rdefault PARTITION OF " + qt + " DEFAULT;";
+    }
+    return ddl;
+}
+
 void create_tables(pqxx::connection& conn, const Case& c, const std::string& qs,
                    const std::string& qt) {
     pqxx::work tx(conn);
     std::string ddl = "DROP SCHEMA IF EXISTS " + qs + " CASCADE; CREATE SCHEMA " + qs + ";";
     ddl += "CREATE TABLE " + qt + " (id bigint NOT NULL, b text NOT NULL, c1 timestamptz, " +
            "c2 timestamptz, held boolean, legal text, hold_until timestamptz, email text, " +
-           "name text, anon boolean, anon_at timestamptz, payload text, PRIMARY KEY " +
-           (c.composite ? "(id, b)" : "(id)") + ");";
+           "name text, anon boolean, anon_at timestamptz, payload text" +
+           (c.shape == Case::Shape::range
+                ? std::string(") PARTITION BY RANGE (c1);")
+                : std::string(", PRIMARY KEY ") + (c.composite ? "(id, b)" : "(id)") + ")" +
+                      (c.shape == Case::Shape::hash ? " PARTITION BY HASH (id);" : ";"));
+    ddl += partitions_ddl(c, qs, qt);
     if (c.dependents) {
         ddl += "CREATE TABLE " + qs +
                ".d1 (id bigint PRIMARY KEY, pid bigint NOT NULL REFERENCES " + qt +
@@ -434,6 +471,7 @@ Rule make_rule(const Case& c, const std::string& schema) {
     } else if (c.mark == Case::Mark::timestamp) {
         pg.mark = "anon_at";
     }
+    pg.partition_digests = c.partition_digests;
     if (c.dependents) {
         Dependent d2;
         d2.table = schema + ".d2";
@@ -620,13 +658,31 @@ void check_dependents(pqxx::connection& conn, const Case& c, const std::string& 
 
 // The journal: every processed row is in a committed batch of this table; no batch names a
 // row the oracle did not expect.
+// A partition emptied whole without digests stands for the rows its bounds hold.
 void check_journal(const Case& c, const RecordingJournal& journal, const std::string& table,
                    const std::set<std::string>& processed, const std::set<std::string>& expected) {
     std::set<std::string> journaled;
     for (const auto& o : journal.m_outcomes) {
         const auto& intent = journal.m_intents.at(o.intent);
-        if (o.committed && intent.target == table) {
-            journaled.insert(intent.keys.begin(), intent.keys.end());
+        if (!o.committed || (intent.target != table && !intent.partition)) {
+            continue;
+        }
+        journaled.insert(intent.keys.begin(), intent.keys.end());
+        if (!intent.partition || !intent.keys.empty()) {
+            continue;
+        }
+        EXPECT_TRUE(!c.partition_digests || intent.partition->rows == 0)
+            << c.where() << ": a partition intent without digests";
+        const auto& p = *intent.partition;
+        for (const auto& r : c.rows) {
+            const auto us = r.c1 ? std::optional<std::int64_t>(
+                                       std::chrono::duration_cast<std::chrono::microseconds>(
+                                           r.c1->time_since_epoch())
+                                           .count())
+                                 : std::nullopt;
+            if (us && *us < p.to_us && (!p.from_us || *us >= *p.from_us)) {
+                journaled.insert(parent_key(c, r));
+            }
         }
     }
     for (const auto& k : processed) {
