@@ -750,14 +750,8 @@ json partition_json(const PartitionBatch& p) {
     return j;
 }
 
-} // namespace
-
-std::string AuditLog::intent(const BatchIntent& batch) {
-    std::string id;
-    {
-        const std::lock_guard lock(m_mutex);
-        id = m_run_id + "-" + std::to_string(++m_batches);
-    }
+// The intent's digests, rendered as the body of a JSON array of hex strings.
+std::string batch_digests(const Secret& audit_key, const BatchIntent& batch) {
     std::string digests;
     digests.reserve(batch.keys.size() * 67);
     for (const auto& key : batch.keys) {
@@ -765,19 +759,43 @@ std::string AuditLog::intent(const BatchIntent& batch) {
             digests += ',';
         }
         digests += '"';
-        digests += record_digest(m_key, batch.rule, key);
+        digests += record_digest(audit_key, batch.rule, key);
         digests += '"';
     }
-    const std::string cutoff = format_utc(batch.cutoff);
+    return digests;
+}
 
-    // The raw keys go beside the log, never into it: crash recovery needs them to ask the
-    // datastore whether the batch committed. Durable before the intent line.
-    const std::string dir = pending_dir();
+void make_pending_dir(const std::string& log_path, const std::string& dir) {
     if (::mkdir(dir.c_str(), 0700) == 0) {
-        fsync_dir(parent_dir(m_path));
+        fsync_dir(parent_dir(log_path));
     } else if (errno != EEXIST) {
         throw_errno("cannot create", dir, errno);
     }
+}
+
+// Appends `keys` as a JSON array body. Strict: a key that is not UTF-8 must survive byte for
+// byte, so json::type_error is thrown for it. By hand: a batch holds thousands of keys, mostly
+// plain ASCII, and a json array of them costs an allocation per key to build and to free.
+void append_keys_strict(std::string& text, const std::vector<std::string>& keys) {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        const auto& key = keys[i];
+        if (i > 0) {
+            text += ',';
+        }
+        if (std::all_of(key.begin(), key.end(),
+                        [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; })) {
+            text += '"';
+            text += key;
+            text += '"';
+        } else {
+            text += json(key).dump();
+        }
+    }
+}
+
+// The pending-keys file's content: the batch and its raw keys (as hex when not UTF-8).
+std::string pending_text(const std::string& id, const BatchIntent& batch,
+                         const std::string& cutoff) {
     json pending{{"batch", id},
                  {"rule", batch.rule},
                  {"datastore", batch.datastore},
@@ -785,42 +803,27 @@ std::string AuditLog::intent(const BatchIntent& batch) {
                  {"action", batch.action},
                  {"cutoff", cutoff},
                  {"cutoff_us", batch.cutoff.time_since_epoch().count()}};
-    std::string text;
     try {
-        // strict: a key that is not UTF-8 must survive byte for byte (dump() throws).
-        // The keys are appended by hand: a batch holds thousands, mostly plain ASCII, and a json
-        // array of them costs an allocation per key to build and to free.
-        text = pending.dump();
+        std::string text = pending.dump();
         text.pop_back(); // '}'
         text += ",\"keys\":[";
-        for (std::size_t i = 0; i < batch.keys.size(); ++i) {
-            const auto& key = batch.keys[i];
-            if (i > 0) {
-                text += ',';
-            }
-            if (std::all_of(key.begin(), key.end(), [](char c) {
-                    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
-                })) {
-                text += '"';
-                text += key;
-                text += '"';
-            } else {
-                text += json(key).dump();
-            }
-        }
+        append_keys_strict(text, batch.keys);
         text += "]}";
+        return text;
     } catch (const json::type_error&) {
         // Not UTF-8: what recovery hands back to the engine is kept as hex, exactly.
-        pending.erase("keys");
         json hex = json::array();
         for (const auto& key : batch.keys) {
             hex.push_back(to_hex(key));
         }
         pending["keys_hex"] = std::move(hex);
         pending["target_hex"] = to_hex(batch.target);
-        text = dump(pending);
+        return dump(pending);
     }
-    const std::string file = pending_file(id);
+}
+
+// Written to a temp file, fsynced, renamed and the directory fsynced: whole and durable.
+void write_pending_file(const std::string& dir, const std::string& file, const std::string& text) {
     const std::string tmp = file + ".tmp";
     try {
         {
@@ -840,8 +843,9 @@ std::string AuditLog::intent(const BatchIntent& batch) {
         throw AuditWriteError(e.what());
     }
     fsync_dir(dir);
+}
 
-    // If this throws, the pending file stays: the next start resolves it against the datastore.
+json intent_line(const std::string& id, const BatchIntent& batch, const std::string& cutoff) {
     json line{{"type", "intent"},       {"batch", id},
               {"rule", batch.rule},     {"datastore", batch.datastore},
               {"target", batch.target}, {"action", batch.action},
@@ -851,8 +855,30 @@ std::string AuditLog::intent(const BatchIntent& batch) {
         line["partition"] = partition_json(*batch.partition);
     }
     line["digests"] = json::array();
+    return line;
+}
+
+} // namespace
+
+std::string AuditLog::intent(const BatchIntent& batch) {
+    std::string id;
+    {
+        const std::lock_guard lock(m_mutex);
+        id = m_run_id + "-" + std::to_string(++m_batches);
+    }
+    const std::string digests = batch_digests(m_key, batch);
+    const std::string cutoff = format_utc(batch.cutoff);
+
+    // The raw keys go beside the log, never into it: crash recovery needs them to ask the
+    // datastore whether the batch committed. Durable before the intent line.
+    const std::string dir = pending_dir();
+    make_pending_dir(m_path, dir);
+    write_pending_file(dir, pending_file(id), pending_text(id, batch, cutoff));
+
+    // If this throws, the pending file stays: the next start resolves it against the datastore.
+    json line = intent_line(id, batch, cutoff);
     const std::lock_guard lock(m_mutex);
-    append(line, digests);
+    append(std::move(line), digests);
     m_in_flight[id] = {batch.rule, batch.datastore};
     return id;
 }
