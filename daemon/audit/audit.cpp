@@ -998,28 +998,21 @@ bool read_pending_file(const std::string& file, AuditLog::Pending& out) {
     return true;
 }
 
-} // namespace
+// A pending-keys file left by another process, and what its log says about the batch.
+struct PendingCandidate {
+    std::string file;
+    AuditLog::Pending pending;
+    std::string needle; // "batch":"<id>" as it appears in a line
+    bool intent = false;
+    bool outcome = false;
+};
 
-std::vector<AuditLog::Pending> AuditLog::pending() const {
+// The pending files in `dir` not written by this process (batch ids starting `own_prefix`).
+// Temp files left by a crash before their rename are removed: no intent can follow them.
+std::vector<PendingCandidate> pending_candidates(const std::string& dir,
+                                                 const std::string& own_prefix) {
     namespace fs = std::filesystem;
-    // Two threads recovering at once would race on removing the same leftovers.
-    const std::lock_guard recovering(m_pending_mutex);
-    // This process's own batches (in flight, or abandoned by an engine error) are not crash
-    // leftovers. Every one of them carries this log's run id; another process never does.
-    const std::string own_prefix = m_run_id + "-";
-    const std::string dir = pending_dir();
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) {
-        return {};
-    }
-    struct Candidate {
-        std::string file;
-        Pending pending;
-        std::string needle; // "batch":"<id>" as it appears in a line
-        bool intent = false;
-        bool outcome = false;
-    };
-    std::vector<Candidate> candidates;
+    std::vector<PendingCandidate> candidates;
     for (const auto& entry : fs::directory_iterator(dir)) {
         const std::string file = entry.path().string();
         if (entry.path().filename().string().rfind(sanitize_file_name(own_prefix), 0) == 0) {
@@ -1032,7 +1025,7 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         if (entry.path().extension() != ".json") {
             continue;
         }
-        Candidate c;
+        PendingCandidate c;
         c.file = file;
         if (!read_pending_file(file, c.pending)) {
             continue; // settled meanwhile
@@ -1043,14 +1036,16 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         c.needle = R"("batch":)" + json(c.pending.batch_id).dump();
         candidates.push_back(std::move(c));
     }
-    if (candidates.empty()) {
-        return {};
-    }
+    return candidates;
+}
 
+// Marks which candidates have an intent line and an outcome line in the log at `log_path`.
+void find_intents_and_outcomes(const std::string& log_path,
+                               std::vector<PendingCandidate>& candidates) {
     // Newest lines first: a crash leftover's intent is normally near the end of the log.
     auto unresolved = candidates.size();
     // Rotated files too, in case the log was rotated between the crash and this start.
-    auto files = log_files_oldest_first(m_path);
+    auto files = log_files_oldest_first(log_path);
     std::reverse(files.begin(), files.end());
     for (const auto& file : files) {
         if (unresolved == 0) {
@@ -1075,8 +1070,12 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
             return unresolved > 0;
         });
     }
+}
 
-    std::vector<Pending> out;
+// The candidates with an intent and no outcome; the others' files are removed.
+std::vector<AuditLog::Pending> unresolved_batches(const std::string& dir,
+                                                  std::vector<PendingCandidate>& candidates) {
+    std::vector<AuditLog::Pending> out;
     bool removed = false;
     for (auto& c : candidates) {
         if (c.intent && !c.outcome) {
@@ -1092,6 +1091,27 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         fsync_dir(dir);
     }
     return out;
+}
+
+} // namespace
+
+std::vector<AuditLog::Pending> AuditLog::pending() const {
+    // Two threads recovering at once would race on removing the same leftovers.
+    const std::lock_guard recovering(m_pending_mutex);
+    // This process's own batches (in flight, or abandoned by an engine error) are not crash
+    // leftovers. Every one of them carries this log's run id; another process never does.
+    const std::string own_prefix = m_run_id + "-";
+    const std::string dir = pending_dir();
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) {
+        return {};
+    }
+    auto candidates = pending_candidates(dir, own_prefix);
+    if (candidates.empty()) {
+        return {};
+    }
+    find_intents_and_outcomes(m_path, candidates);
+    return unresolved_batches(dir, candidates);
 }
 
 std::vector<AuditLog::Pending> AuditLog::abandoned(const std::string& datastore) {
