@@ -1148,16 +1148,107 @@ void AuditLog::resolve(const Pending& p, bool committed, const std::string& how)
 
 // --- verify --------------------------------------------------------------------------------
 
+namespace {
+
+// The first line where the chain breaks, and why.
+struct ChainBreak {
+    std::uint64_t line;
+    std::string reason;
+};
+
+// Line `mismatch_at`'s prev did not match line mismatch_at - 1. If the next line's prev does not
+// match line mismatch_at either, line mismatch_at itself was altered; otherwise the line before
+// it was. `next` is that next line, `prev_hash` the SHA-256 of line mismatch_at.
+ChainBreak altered_line(std::uint64_t mismatch_at, std::string_view next, bool terminated,
+                        const std::string& prev_hash) {
+    const std::string at = std::to_string(mismatch_at);
+    const std::string before = std::to_string(mismatch_at - 1);
+    LineFields f;
+    if (terminated && parse_fields(next, f) && f.prev && *f.prev != prev_hash) {
+        return {mismatch_at, "line " + at + " was altered: its prev does not match line " + before +
+                                 " and its SHA-256 is not the prev of line " +
+                                 std::to_string(mismatch_at + 1)};
+    }
+    return {mismatch_at - 1,
+            "line " + before + " was altered: its SHA-256 is not the prev recorded in line " + at};
+}
+
+// What is wrong with line n on its own (framing, JSON, required fields, version, seq), if
+// anything; `f` holds its fields when nothing is.
+std::optional<ChainBreak> malformed_line(std::string_view line, bool terminated, std::uint64_t n,
+                                         LineFields& f) {
+    const std::string ln = std::to_string(n);
+    if (!terminated) {
+        return ChainBreak{n, "line " + ln +
+                                 " is incomplete (no trailing newline): a torn or truncated write"};
+    }
+    if (!parse_fields(line, f)) {
+        return ChainBreak{n, f.object || f.error_pos != 0
+                                 ? "line " + ln + " is not valid JSON (at byte " +
+                                       std::to_string(f.error_pos) + ")"
+                                 : "line " + ln + " is not a JSON object"};
+    }
+    for (const auto& [name, present] :
+         {std::pair{"v", f.v.has_value()}, std::pair{"seq", f.seq.has_value()},
+          std::pair{"ts", f.ts.has_value()}, std::pair{"type", f.type.has_value()},
+          std::pair{"prev", f.prev.has_value()}}) {
+        if (!present) {
+            return ChainBreak{n, "line " + ln + " has no valid \"" + name + "\""};
+        }
+    }
+    if (*f.v != 1) {
+        return ChainBreak{n,
+                          "line " + ln + " has unsupported format version " + std::to_string(*f.v)};
+    }
+    if (*f.seq != n) {
+        return ChainBreak{n, "line " + ln + " has seq " + std::to_string(*f.seq) + ", expected " +
+                                 ln + ": a line was removed, inserted or moved"};
+    }
+    return std::nullopt;
+}
+
+// Line 1 of `path` chains to `prev`: the start of a chain, or the last line of the rotated file
+// before it (checked when that file is present; result.note says which).
+std::optional<ChainBreak> check_first_link(const std::string& path, const std::string& prev,
+                                           VerifyResult& result) {
+    if (prev == k_zero_hash) {
+        return std::nullopt;
+    }
+    const std::string rotated = predecessor_of(path);
+    const auto last = last_line_of(rotated);
+    if (!last) {
+        result.note = "line 1 chains to a rotated file (" + rotated +
+                      ") that is not present; that link was not checked";
+    } else if (sha256_hex(*last) != prev) {
+        return ChainBreak{1, "line 1's prev is neither the start of a chain nor the SHA-256 of "
+                             "the last line of " +
+                                 rotated};
+    } else {
+        result.note = "line 1 chains to the last line of " + rotated;
+    }
+    return std::nullopt;
+}
+
+void count_line(const LineFields& f, VerifyResult& result) {
+    if (*f.type == "run_start") {
+        ++result.runs;
+    } else if (*f.type == "outcome" && f.committed.value_or(false) && f.count) {
+        result.records += static_cast<std::uint64_t>(std::max<std::int64_t>(*f.count, 0));
+    }
+}
+
+} // namespace
+
 VerifyResult verify_audit_log(const std::string& path) {
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0) {
         throw_errno("cannot open audit log", path, errno);
     }
     VerifyResult result;
-    auto fail = [&result](std::uint64_t line, std::string reason) {
+    auto fail = [&result](ChainBreak at) {
         result.ok = false;
-        result.bad_line = line;
-        result.reason = std::move(reason);
+        result.bad_line = at.line;
+        result.reason = std::move(at.reason);
         return result;
     };
     ForwardLines lines(fd.get(), path);
@@ -1168,80 +1259,28 @@ VerifyResult verify_audit_log(const std::string& path) {
     std::uint64_t mismatch_at = 0; // a line whose prev did not match: decided by the next line
     while (lines.next(line, terminated)) {
         ++n;
-        const std::string ln = std::to_string(n);
         if (mismatch_at != 0) {
-            // Line n-1's prev did not match line n-2. If line n's prev does not match line n-1
-            // either, line n-1 itself was altered; otherwise line n-2 was.
-            LineFields next;
-            if (terminated && parse_fields(line, next) && next.prev && *next.prev != prev_hash) {
-                return fail(mismatch_at, "line " + std::to_string(mismatch_at) +
-                                             " was altered: its prev does not match line " +
-                                             std::to_string(mismatch_at - 1) +
-                                             " and its SHA-256 is not the prev of line " + ln);
-            }
-            return fail(mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
-                                             " was altered: its SHA-256 is not the prev recorded "
-                                             "in line " +
-                                             std::to_string(mismatch_at));
-        }
-        if (!terminated) {
-            return fail(n, "line " + ln +
-                               " is incomplete (no trailing newline): a torn or truncated write");
+            return fail(altered_line(mismatch_at, line, terminated, prev_hash));
         }
         LineFields f;
-        if (!parse_fields(line, f)) {
-            return fail(n, f.object || f.error_pos != 0
-                               ? "line " + ln + " is not valid JSON (at byte " +
-                                     std::to_string(f.error_pos) + ")"
-                               : "line " + ln + " is not a JSON object");
+        if (auto broken = malformed_line(line, terminated, n, f)) {
+            return fail(std::move(*broken));
         }
-        for (const auto& [name, present] :
-             {std::pair{"v", f.v.has_value()}, std::pair{"seq", f.seq.has_value()},
-              std::pair{"ts", f.ts.has_value()}, std::pair{"type", f.type.has_value()},
-              std::pair{"prev", f.prev.has_value()}}) {
-            if (!present) {
-                return fail(n, "line " + ln + " has no valid \"" + name + "\"");
-            }
-        }
-        if (*f.v != 1) {
-            return fail(n,
-                        "line " + ln + " has unsupported format version " + std::to_string(*f.v));
-        }
-        if (*f.seq != n) {
-            return fail(n, "line " + ln + " has seq " + std::to_string(*f.seq) + ", expected " +
-                               ln + ": a line was removed, inserted or moved");
-        }
-        const std::string hash = sha256_hex(line);
         if (n == 1) {
-            if (*f.prev != k_zero_hash) {
-                const std::string rotated = predecessor_of(path);
-                const auto last = last_line_of(rotated);
-                if (!last) {
-                    result.note = "line 1 chains to a rotated file (" + rotated +
-                                  ") that is not present; that link was not checked";
-                } else if (sha256_hex(*last) != *f.prev) {
-                    return fail(1, "line 1's prev is neither the start of a chain nor the "
-                                   "SHA-256 of the last line of " +
-                                       rotated);
-                } else {
-                    result.note = "line 1 chains to the last line of " + rotated;
-                }
+            if (auto broken = check_first_link(path, *f.prev, result)) {
+                return fail(std::move(*broken));
             }
         } else if (*f.prev != prev_hash) {
             mismatch_at = n;
         }
-        prev_hash = hash;
-        if (*f.type == "run_start") {
-            ++result.runs;
-        } else if (*f.type == "outcome" && f.committed.value_or(false) && f.count) {
-            result.records += static_cast<std::uint64_t>(std::max<std::int64_t>(*f.count, 0));
-        }
+        prev_hash = sha256_hex(line);
+        count_line(f, result);
     }
     if (mismatch_at != 0) {
-        return fail(mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
-                                         " does not hash to the prev recorded in line " +
-                                         std::to_string(mismatch_at) +
-                                         " (one of the two was altered)");
+        return fail({mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
+                                          " does not hash to the prev recorded in line " +
+                                          std::to_string(mismatch_at) +
+                                          " (one of the two was altered)"});
     }
     result.lines = n;
     return result;
