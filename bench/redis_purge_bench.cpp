@@ -83,31 +83,32 @@ private:
     std::exit(64);
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-    if (argc < 4) {
-        usage();
-    }
-    Datastore store;
-    store.name = "bench";
-    store.kind = &redis_kind();
-    store.spec = spec_ptr(RedisStore(Secret(argv[1])));
-
-    Rule rule;
-    rule.name = "bench-sessions";
-    rule.datastore = store.name;
-    rule.kind = &redis_kind();
-    rule.retain = parse_duration(argv[3]);
-    rule.limits = Limits{std::nullopt, 0.5};
-    RedisRule spec;
-    spec.keys = argv[2];
-    spec.clock.kind = RedisClock::Kind::hash_field;
-    spec.clock.hash_field = "last_seen";
+// What the command line asks besides the rule.
+struct BenchOptions {
     bool force = false;
     bool dry = false;
     std::string journal_kind = "audit";
     std::string dir = "/tmp";
+};
+
+// The rule of PATTERN and RETAIN with the defaults, before the flags.
+Rule bench_rule(const std::string& store, const std::string& retain, RedisRule& spec,
+                const std::string& pattern) {
+    Rule rule;
+    rule.name = "bench-sessions";
+    rule.datastore = store;
+    rule.kind = &redis_kind();
+    rule.retain = parse_duration(retain);
+    rule.limits = Limits{std::nullopt, 0.5};
+    spec.keys = pattern;
+    spec.clock.kind = RedisClock::Kind::hash_field;
+    spec.clock.hash_field = "last_seen";
+    return rule;
+}
+
+// The flags after URL PATTERN RETAIN, into the rule, its spec and the options.
+BenchOptions parse_flags(int argc, char** argv, Rule& rule, RedisRule& spec) {
+    BenchOptions o;
     for (int i = 4; i < argc; ++i) {
         const std::string a = argv[i];
         auto next = [&]() -> std::string {
@@ -129,53 +130,33 @@ int main(int argc, char** argv) {
         } else if (a == "--max-fraction") {
             rule.limits.max_fraction = std::stod(next());
         } else if (a == "--force") {
-            force = true;
+            o.force = true;
         } else if (a == "--dry-run") {
-            dry = true;
+            o.dry = true;
         } else if (a == "--journal") {
-            journal_kind = next();
+            o.journal_kind = next();
         } else if (a == "--dir") {
-            dir = next();
+            o.dir = next();
         } else {
             usage();
         }
     }
-    rule.spec = spec_ptr(spec);
+    return o;
+}
 
-    Config config;
-    auto engine = make_redis_engine(store, config);
-    if (journal_kind != "audit" && journal_kind != "digest" && journal_kind != "none") {
-        usage();
-    }
-    const Secret key(std::string(32, 'k'));
-    std::unique_ptr<AuditLog> audit;
-    if (journal_kind == "audit" && !dry) {
-        audit = std::make_unique<AuditLog>(dir + "/bench-audit.jsonl", key, new_run_id());
-    }
-    TimedJournal journal(audit.get(), key, journal_kind == "digest");
-    RunContext ctx;
-    ctx.run_id = "bench";
-    ctx.force = force;
-    ctx.tz = find_zone("UTC");
-    ctx.journal = &journal;
-    ctx.audit_key = &key;
+int print_dry_run(const DryRun& d, double secs) {
+    std::printf("mode=dry_run seconds=%.3f in_scope=%lld due=%lld no_ttl=%lld "
+                "ttl_above_max=%lld keys_read_per_s=%.0f\n",
+                secs, static_cast<long long>(d.in_scope), static_cast<long long>(d.due),
+                static_cast<long long>(d.counters.count("no_ttl") ? d.counters.at("no_ttl") : 0),
+                static_cast<long long>(
+                    d.counters.count("ttl_above_max") ? d.counters.at("ttl_above_max") : 0),
+                static_cast<double>(d.in_scope) / secs);
+    return 0;
+}
 
-    const auto start = Clock::now();
-    if (dry) {
-        const auto d = engine->dry_run(rule, ctx);
-        const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-        std::printf(
-            "mode=dry_run seconds=%.3f in_scope=%lld due=%lld no_ttl=%lld "
-            "ttl_above_max=%lld keys_read_per_s=%.0f\n",
-            secs, static_cast<long long>(d.in_scope), static_cast<long long>(d.due),
-            static_cast<long long>(d.counters.count("no_ttl") ? d.counters.at("no_ttl") : 0),
-            static_cast<long long>(
-                d.counters.count("ttl_above_max") ? d.counters.at("ttl_above_max") : 0),
-            static_cast<double>(d.in_scope) / secs);
-        return 0;
-    }
-    const auto r = engine->purge(rule, ctx);
-    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+int print_purge(const RunResult& r, double secs, const std::string& journal_kind,
+                const TimedJournal& journal) {
     auto counter = [&](const char* name) -> long long {
         const auto it = r.counters.find(name);
         return it == r.counters.end() ? 0 : it->second;
@@ -187,4 +168,50 @@ int main(int argc, char** argv) {
                 static_cast<long long>(r.batches), static_cast<double>(r.processed) / secs,
                 journal_kind.c_str(), journal.spent(), r.message.c_str());
     return r.status == RunResult::Status::ok ? 0 : 1;
+}
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 4) {
+        usage();
+    }
+    Datastore store;
+    store.name = "bench";
+    store.kind = &redis_kind();
+    store.spec = spec_ptr(RedisStore(Secret(argv[1])));
+    RedisRule spec;
+    Rule rule = bench_rule(store.name, argv[3], spec, argv[2]);
+    const BenchOptions o = parse_flags(argc, argv, rule, spec);
+    rule.spec = spec_ptr(spec);
+
+    Config config;
+    auto engine = make_redis_engine(store, config);
+    if (o.journal_kind != "audit" && o.journal_kind != "digest" && o.journal_kind != "none") {
+        usage();
+    }
+    const Secret key(std::string(32, 'k'));
+    std::unique_ptr<AuditLog> audit;
+    if (o.journal_kind == "audit" && !o.dry) {
+        audit = std::make_unique<AuditLog>(o.dir + "/bench-audit.jsonl", key, new_run_id());
+    }
+    TimedJournal journal(audit.get(), key, o.journal_kind == "digest");
+    RunContext ctx;
+    ctx.run_id = "bench";
+    ctx.force = o.force;
+    ctx.tz = find_zone("UTC");
+    ctx.journal = &journal;
+    ctx.audit_key = &key;
+
+    const auto start = Clock::now();
+    if (o.dry) {
+        const auto d = engine->dry_run(rule, ctx);
+        return print_dry_run(d, seconds_since(start));
+    }
+    const auto r = engine->purge(rule, ctx);
+    return print_purge(r, seconds_since(start), o.journal_kind, journal);
 }

@@ -750,14 +750,8 @@ json partition_json(const PartitionBatch& p) {
     return j;
 }
 
-} // namespace
-
-std::string AuditLog::intent(const BatchIntent& batch) {
-    std::string id;
-    {
-        const std::lock_guard lock(m_mutex);
-        id = m_run_id + "-" + std::to_string(++m_batches);
-    }
+// The intent's digests, rendered as the body of a JSON array of hex strings.
+std::string batch_digests(const Secret& audit_key, const BatchIntent& batch) {
     std::string digests;
     digests.reserve(batch.keys.size() * 67);
     for (const auto& key : batch.keys) {
@@ -765,19 +759,43 @@ std::string AuditLog::intent(const BatchIntent& batch) {
             digests += ',';
         }
         digests += '"';
-        digests += record_digest(m_key, batch.rule, key);
+        digests += record_digest(audit_key, batch.rule, key);
         digests += '"';
     }
-    const std::string cutoff = format_utc(batch.cutoff);
+    return digests;
+}
 
-    // The raw keys go beside the log, never into it: crash recovery needs them to ask the
-    // datastore whether the batch committed. Durable before the intent line.
-    const std::string dir = pending_dir();
+void make_pending_dir(const std::string& log_path, const std::string& dir) {
     if (::mkdir(dir.c_str(), 0700) == 0) {
-        fsync_dir(parent_dir(m_path));
+        fsync_dir(parent_dir(log_path));
     } else if (errno != EEXIST) {
         throw_errno("cannot create", dir, errno);
     }
+}
+
+// Appends `keys` as a JSON array body. Strict: a key that is not UTF-8 must survive byte for
+// byte, so json::type_error is thrown for it. By hand: a batch holds thousands of keys, mostly
+// plain ASCII, and a json array of them costs an allocation per key to build and to free.
+void append_keys_strict(std::string& text, const std::vector<std::string>& keys) {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        const auto& key = keys[i];
+        if (i > 0) {
+            text += ',';
+        }
+        if (std::all_of(key.begin(), key.end(),
+                        [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; })) {
+            text += '"';
+            text += key;
+            text += '"';
+        } else {
+            text += json(key).dump();
+        }
+    }
+}
+
+// The pending-keys file's content: the batch and its raw keys (as hex when not UTF-8).
+std::string pending_text(const std::string& id, const BatchIntent& batch,
+                         const std::string& cutoff) {
     json pending{{"batch", id},
                  {"rule", batch.rule},
                  {"datastore", batch.datastore},
@@ -785,42 +803,27 @@ std::string AuditLog::intent(const BatchIntent& batch) {
                  {"action", batch.action},
                  {"cutoff", cutoff},
                  {"cutoff_us", batch.cutoff.time_since_epoch().count()}};
-    std::string text;
     try {
-        // strict: a key that is not UTF-8 must survive byte for byte (dump() throws).
-        // The keys are appended by hand: a batch holds thousands, mostly plain ASCII, and a json
-        // array of them costs an allocation per key to build and to free.
-        text = pending.dump();
+        std::string text = pending.dump();
         text.pop_back(); // '}'
         text += ",\"keys\":[";
-        for (std::size_t i = 0; i < batch.keys.size(); ++i) {
-            const auto& key = batch.keys[i];
-            if (i > 0) {
-                text += ',';
-            }
-            if (std::all_of(key.begin(), key.end(), [](char c) {
-                    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
-                })) {
-                text += '"';
-                text += key;
-                text += '"';
-            } else {
-                text += json(key).dump();
-            }
-        }
+        append_keys_strict(text, batch.keys);
         text += "]}";
+        return text;
     } catch (const json::type_error&) {
         // Not UTF-8: what recovery hands back to the engine is kept as hex, exactly.
-        pending.erase("keys");
         json hex = json::array();
         for (const auto& key : batch.keys) {
             hex.push_back(to_hex(key));
         }
         pending["keys_hex"] = std::move(hex);
         pending["target_hex"] = to_hex(batch.target);
-        text = dump(pending);
+        return dump(pending);
     }
-    const std::string file = pending_file(id);
+}
+
+// Written to a temp file, fsynced, renamed and the directory fsynced: whole and durable.
+void write_pending_file(const std::string& dir, const std::string& file, const std::string& text) {
     const std::string tmp = file + ".tmp";
     try {
         {
@@ -840,8 +843,9 @@ std::string AuditLog::intent(const BatchIntent& batch) {
         throw AuditWriteError(e.what());
     }
     fsync_dir(dir);
+}
 
-    // If this throws, the pending file stays: the next start resolves it against the datastore.
+json intent_line(const std::string& id, const BatchIntent& batch, const std::string& cutoff) {
     json line{{"type", "intent"},       {"batch", id},
               {"rule", batch.rule},     {"datastore", batch.datastore},
               {"target", batch.target}, {"action", batch.action},
@@ -851,8 +855,30 @@ std::string AuditLog::intent(const BatchIntent& batch) {
         line["partition"] = partition_json(*batch.partition);
     }
     line["digests"] = json::array();
+    return line;
+}
+
+} // namespace
+
+std::string AuditLog::intent(const BatchIntent& batch) {
+    std::string id;
+    {
+        const std::lock_guard lock(m_mutex);
+        id = m_run_id + "-" + std::to_string(++m_batches);
+    }
+    const std::string digests = batch_digests(m_key, batch);
+    const std::string cutoff = format_utc(batch.cutoff);
+
+    // The raw keys go beside the log, never into it: crash recovery needs them to ask the
+    // datastore whether the batch committed. Durable before the intent line.
+    const std::string dir = pending_dir();
+    make_pending_dir(m_path, dir);
+    write_pending_file(dir, pending_file(id), pending_text(id, batch, cutoff));
+
+    // If this throws, the pending file stays: the next start resolves it against the datastore.
+    json line = intent_line(id, batch, cutoff);
     const std::lock_guard lock(m_mutex);
-    append(line, digests);
+    append(std::move(line), digests);
     m_in_flight[id] = {batch.rule, batch.datastore};
     return id;
 }
@@ -972,28 +998,21 @@ bool read_pending_file(const std::string& file, AuditLog::Pending& out) {
     return true;
 }
 
-} // namespace
+// A pending-keys file left by another process, and what its log says about the batch.
+struct PendingCandidate {
+    std::string file;
+    AuditLog::Pending pending;
+    std::string needle; // "batch":"<id>" as it appears in a line
+    bool intent = false;
+    bool outcome = false;
+};
 
-std::vector<AuditLog::Pending> AuditLog::pending() const {
+// The pending files in `dir` not written by this process (batch ids starting `own_prefix`).
+// Temp files left by a crash before their rename are removed: no intent can follow them.
+std::vector<PendingCandidate> pending_candidates(const std::string& dir,
+                                                 const std::string& own_prefix) {
     namespace fs = std::filesystem;
-    // Two threads recovering at once would race on removing the same leftovers.
-    const std::lock_guard recovering(m_pending_mutex);
-    // This process's own batches (in flight, or abandoned by an engine error) are not crash
-    // leftovers. Every one of them carries this log's run id; another process never does.
-    const std::string own_prefix = m_run_id + "-";
-    const std::string dir = pending_dir();
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) {
-        return {};
-    }
-    struct Candidate {
-        std::string file;
-        Pending pending;
-        std::string needle; // "batch":"<id>" as it appears in a line
-        bool intent = false;
-        bool outcome = false;
-    };
-    std::vector<Candidate> candidates;
+    std::vector<PendingCandidate> candidates;
     for (const auto& entry : fs::directory_iterator(dir)) {
         const std::string file = entry.path().string();
         if (entry.path().filename().string().rfind(sanitize_file_name(own_prefix), 0) == 0) {
@@ -1006,7 +1025,7 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         if (entry.path().extension() != ".json") {
             continue;
         }
-        Candidate c;
+        PendingCandidate c;
         c.file = file;
         if (!read_pending_file(file, c.pending)) {
             continue; // settled meanwhile
@@ -1017,14 +1036,16 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         c.needle = R"("batch":)" + json(c.pending.batch_id).dump();
         candidates.push_back(std::move(c));
     }
-    if (candidates.empty()) {
-        return {};
-    }
+    return candidates;
+}
 
+// Marks which candidates have an intent line and an outcome line in the log at `log_path`.
+void find_intents_and_outcomes(const std::string& log_path,
+                               std::vector<PendingCandidate>& candidates) {
     // Newest lines first: a crash leftover's intent is normally near the end of the log.
     auto unresolved = candidates.size();
     // Rotated files too, in case the log was rotated between the crash and this start.
-    auto files = log_files_oldest_first(m_path);
+    auto files = log_files_oldest_first(log_path);
     std::reverse(files.begin(), files.end());
     for (const auto& file : files) {
         if (unresolved == 0) {
@@ -1049,8 +1070,12 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
             return unresolved > 0;
         });
     }
+}
 
-    std::vector<Pending> out;
+// The candidates with an intent and no outcome; the others' files are removed.
+std::vector<AuditLog::Pending> unresolved_batches(const std::string& dir,
+                                                  std::vector<PendingCandidate>& candidates) {
+    std::vector<AuditLog::Pending> out;
     bool removed = false;
     for (auto& c : candidates) {
         if (c.intent && !c.outcome) {
@@ -1066,6 +1091,27 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
         fsync_dir(dir);
     }
     return out;
+}
+
+} // namespace
+
+std::vector<AuditLog::Pending> AuditLog::pending() const {
+    // Two threads recovering at once would race on removing the same leftovers.
+    const std::lock_guard recovering(m_pending_mutex);
+    // This process's own batches (in flight, or abandoned by an engine error) are not crash
+    // leftovers. Every one of them carries this log's run id; another process never does.
+    const std::string own_prefix = m_run_id + "-";
+    const std::string dir = pending_dir();
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) {
+        return {};
+    }
+    auto candidates = pending_candidates(dir, own_prefix);
+    if (candidates.empty()) {
+        return {};
+    }
+    find_intents_and_outcomes(m_path, candidates);
+    return unresolved_batches(dir, candidates);
 }
 
 std::vector<AuditLog::Pending> AuditLog::abandoned(const std::string& datastore) {
@@ -1102,16 +1148,107 @@ void AuditLog::resolve(const Pending& p, bool committed, const std::string& how)
 
 // --- verify --------------------------------------------------------------------------------
 
+namespace {
+
+// The first line where the chain breaks, and why.
+struct ChainBreak {
+    std::uint64_t line;
+    std::string reason;
+};
+
+// Line `mismatch_at`'s prev did not match line mismatch_at - 1. If the next line's prev does not
+// match line mismatch_at either, line mismatch_at itself was altered; otherwise the line before
+// it was. `next` is that next line, `prev_hash` the SHA-256 of line mismatch_at.
+ChainBreak altered_line(std::uint64_t mismatch_at, std::string_view next, bool terminated,
+                        const std::string& prev_hash) {
+    const std::string at = std::to_string(mismatch_at);
+    const std::string before = std::to_string(mismatch_at - 1);
+    LineFields f;
+    if (terminated && parse_fields(next, f) && f.prev && *f.prev != prev_hash) {
+        return {mismatch_at, "line " + at + " was altered: its prev does not match line " + before +
+                                 " and its SHA-256 is not the prev of line " +
+                                 std::to_string(mismatch_at + 1)};
+    }
+    return {mismatch_at - 1,
+            "line " + before + " was altered: its SHA-256 is not the prev recorded in line " + at};
+}
+
+// What is wrong with line n on its own (framing, JSON, required fields, version, seq), if
+// anything; `f` holds its fields when nothing is.
+std::optional<ChainBreak> malformed_line(std::string_view line, bool terminated, std::uint64_t n,
+                                         LineFields& f) {
+    const std::string ln = std::to_string(n);
+    if (!terminated) {
+        return ChainBreak{n, "line " + ln +
+                                 " is incomplete (no trailing newline): a torn or truncated write"};
+    }
+    if (!parse_fields(line, f)) {
+        return ChainBreak{n, f.object || f.error_pos != 0
+                                 ? "line " + ln + " is not valid JSON (at byte " +
+                                       std::to_string(f.error_pos) + ")"
+                                 : "line " + ln + " is not a JSON object"};
+    }
+    for (const auto& [name, present] :
+         {std::pair{"v", f.v.has_value()}, std::pair{"seq", f.seq.has_value()},
+          std::pair{"ts", f.ts.has_value()}, std::pair{"type", f.type.has_value()},
+          std::pair{"prev", f.prev.has_value()}}) {
+        if (!present) {
+            return ChainBreak{n, "line " + ln + " has no valid \"" + name + "\""};
+        }
+    }
+    if (*f.v != 1) {
+        return ChainBreak{n,
+                          "line " + ln + " has unsupported format version " + std::to_string(*f.v)};
+    }
+    if (*f.seq != n) {
+        return ChainBreak{n, "line " + ln + " has seq " + std::to_string(*f.seq) + ", expected " +
+                                 ln + ": a line was removed, inserted or moved"};
+    }
+    return std::nullopt;
+}
+
+// Line 1 of `path` chains to `prev`: the start of a chain, or the last line of the rotated file
+// before it (checked when that file is present; result.note says which).
+std::optional<ChainBreak> check_first_link(const std::string& path, const std::string& prev,
+                                           VerifyResult& result) {
+    if (prev == k_zero_hash) {
+        return std::nullopt;
+    }
+    const std::string rotated = predecessor_of(path);
+    const auto last = last_line_of(rotated);
+    if (!last) {
+        result.note = "line 1 chains to a rotated file (" + rotated +
+                      ") that is not present; that link was not checked";
+    } else if (sha256_hex(*last) != prev) {
+        return ChainBreak{1, "line 1's prev is neither the start of a chain nor the SHA-256 of "
+                             "the last line of " +
+                                 rotated};
+    } else {
+        result.note = "line 1 chains to the last line of " + rotated;
+    }
+    return std::nullopt;
+}
+
+void count_line(const LineFields& f, VerifyResult& result) {
+    if (*f.type == "run_start") {
+        ++result.runs;
+    } else if (*f.type == "outcome" && f.committed.value_or(false) && f.count) {
+        result.records += static_cast<std::uint64_t>(std::max<std::int64_t>(*f.count, 0));
+    }
+}
+
+} // namespace
+
 VerifyResult verify_audit_log(const std::string& path) {
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0) {
         throw_errno("cannot open audit log", path, errno);
     }
     VerifyResult result;
-    auto fail = [&result](std::uint64_t line, std::string reason) {
+    auto fail = [&result](ChainBreak at) {
         result.ok = false;
-        result.bad_line = line;
-        result.reason = std::move(reason);
+        result.bad_line = at.line;
+        result.reason = std::move(at.reason);
         return result;
     };
     ForwardLines lines(fd.get(), path);
@@ -1122,80 +1259,28 @@ VerifyResult verify_audit_log(const std::string& path) {
     std::uint64_t mismatch_at = 0; // a line whose prev did not match: decided by the next line
     while (lines.next(line, terminated)) {
         ++n;
-        const std::string ln = std::to_string(n);
         if (mismatch_at != 0) {
-            // Line n-1's prev did not match line n-2. If line n's prev does not match line n-1
-            // either, line n-1 itself was altered; otherwise line n-2 was.
-            LineFields next;
-            if (terminated && parse_fields(line, next) && next.prev && *next.prev != prev_hash) {
-                return fail(mismatch_at, "line " + std::to_string(mismatch_at) +
-                                             " was altered: its prev does not match line " +
-                                             std::to_string(mismatch_at - 1) +
-                                             " and its SHA-256 is not the prev of line " + ln);
-            }
-            return fail(mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
-                                             " was altered: its SHA-256 is not the prev recorded "
-                                             "in line " +
-                                             std::to_string(mismatch_at));
-        }
-        if (!terminated) {
-            return fail(n, "line " + ln +
-                               " is incomplete (no trailing newline): a torn or truncated write");
+            return fail(altered_line(mismatch_at, line, terminated, prev_hash));
         }
         LineFields f;
-        if (!parse_fields(line, f)) {
-            return fail(n, f.object || f.error_pos != 0
-                               ? "line " + ln + " is not valid JSON (at byte " +
-                                     std::to_string(f.error_pos) + ")"
-                               : "line " + ln + " is not a JSON object");
+        if (auto broken = malformed_line(line, terminated, n, f)) {
+            return fail(std::move(*broken));
         }
-        for (const auto& [name, present] :
-             {std::pair{"v", f.v.has_value()}, std::pair{"seq", f.seq.has_value()},
-              std::pair{"ts", f.ts.has_value()}, std::pair{"type", f.type.has_value()},
-              std::pair{"prev", f.prev.has_value()}}) {
-            if (!present) {
-                return fail(n, "line " + ln + " has no valid \"" + name + "\"");
-            }
-        }
-        if (*f.v != 1) {
-            return fail(n,
-                        "line " + ln + " has unsupported format version " + std::to_string(*f.v));
-        }
-        if (*f.seq != n) {
-            return fail(n, "line " + ln + " has seq " + std::to_string(*f.seq) + ", expected " +
-                               ln + ": a line was removed, inserted or moved");
-        }
-        const std::string hash = sha256_hex(line);
         if (n == 1) {
-            if (*f.prev != k_zero_hash) {
-                const std::string rotated = predecessor_of(path);
-                const auto last = last_line_of(rotated);
-                if (!last) {
-                    result.note = "line 1 chains to a rotated file (" + rotated +
-                                  ") that is not present; that link was not checked";
-                } else if (sha256_hex(*last) != *f.prev) {
-                    return fail(1, "line 1's prev is neither the start of a chain nor the "
-                                   "SHA-256 of the last line of " +
-                                       rotated);
-                } else {
-                    result.note = "line 1 chains to the last line of " + rotated;
-                }
+            if (auto broken = check_first_link(path, *f.prev, result)) {
+                return fail(std::move(*broken));
             }
         } else if (*f.prev != prev_hash) {
             mismatch_at = n;
         }
-        prev_hash = hash;
-        if (*f.type == "run_start") {
-            ++result.runs;
-        } else if (*f.type == "outcome" && f.committed.value_or(false) && f.count) {
-            result.records += static_cast<std::uint64_t>(std::max<std::int64_t>(*f.count, 0));
-        }
+        prev_hash = sha256_hex(line);
+        count_line(f, result);
     }
     if (mismatch_at != 0) {
-        return fail(mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
-                                         " does not hash to the prev recorded in line " +
-                                         std::to_string(mismatch_at) +
-                                         " (one of the two was altered)");
+        return fail({mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
+                                          " does not hash to the prev recorded in line " +
+                                          std::to_string(mismatch_at) +
+                                          " (one of the two was altered)"});
     }
     result.lines = n;
     return result;

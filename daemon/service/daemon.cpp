@@ -29,6 +29,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <set>
@@ -87,6 +88,26 @@ RunOutcome outcome_of(const RuleRun& run) {
         break;
     }
     return RunOutcome::failed;
+}
+
+// The journal line for a rule's run: info when it finished or stopped, else a warning or error.
+void log_outcome(const JobResult& result, const Rule& rule) {
+    const auto& run = result.run;
+    switch (result.outcome) {
+    case RunOutcome::success:
+    case RunOutcome::stopped:
+        spdlog::info("rule {}: {} ({} of {} due records processed in {} ms)", result.rule,
+                     result.outcome == RunOutcome::success ? "ok" : "stopped", run.result.processed,
+                     run.result.due, run.elapsed.count());
+        break;
+    case RunOutcome::unavailable:
+        spdlog::warn("rule {}: datastore {} unavailable: {}", result.rule, rule.datastore,
+                     run.error);
+        break;
+    default:
+        spdlog::error("rule {}: failed: {}", result.rule,
+                      run.error.empty() ? run.result.message : run.error);
+    }
 }
 
 // Where a rule takes its advisory lock and records its slots: its own datastore when its kind
@@ -259,63 +280,59 @@ private:
         return result;
     }
 
-    JobResult run_one(const Job& job) {
-        const std::string& name = job.rule;
-        JobResult result;
-        result.rule = name;
-        const Rule* rule = m_config->find_rule(name);
-        if (rule == nullptr) {
-            result.removed = true;
-            return result;
-        }
-        result.datastore = rule->datastore;
-        result.action = std::string(to_string(rule->action));
-        m_hooks.on_activity(m_datastore, "purging " + name);
+    JobResult skipped(JobResult result, const Rule& rule, const Job& job,
+                      const std::string& reason) {
+        m_audit.event("skipped", {{"rule", job.rule},
+                                  {"datastore", rule.datastore},
+                                  {"slot", format_utc_seconds(job.slot)},
+                                  {"reason", reason}});
+        result.outcome = RunOutcome::skipped;
+        return result;
+    }
 
-        // Several hosts: one run at a time (advisory lock), and each slot once (rule_runs).
+    // The advisory lock a rule runs under, and whether its slot was found free in rule_runs.
+    struct SlotClaim {
         std::unique_ptr<RunLock> lock;
         bool slot_checked = false;
-        if (const Datastore* coord = coordination_store(*m_config, *rule)) {
-            result.coordination = coord->name;
-            try {
-                lock = coord->kind->try_lock_run(*coord, name);
-            } catch (const UnavailableError& e) {
-                return unavailable(std::move(result), *rule, coord->name, e.what());
-            }
-            if (!lock) {
-                spdlog::info("rule {} is running on another host: skipped", name);
-                m_audit.event("skipped", {{"rule", name},
-                                          {"datastore", rule->datastore},
-                                          {"slot", format_utc_seconds(job.slot)},
-                                          {"reason", "running on another host (advisory lock)"}});
-                result.outcome = RunOutcome::skipped;
-                return result;
-            }
-            try {
-                if (const auto by = lock->slot_taken(name, job.slot)) {
-                    spdlog::info("rule {}: slot {} already run by {}: skipped", name,
-                                 format_utc_seconds(job.slot), *by);
-                    m_audit.event("skipped", {{"rule", name},
-                                              {"datastore", rule->datastore},
-                                              {"slot", format_utc_seconds(job.slot)},
-                                              {"reason", "slot already run by " + *by}});
-                    result.outcome = RunOutcome::skipped;
-                    return result;
-                }
-                slot_checked = true;
-            } catch (const UnavailableError& e) {
-                return unavailable(std::move(result), *rule, coord->name, e.what());
-            } catch (const std::exception& e) {
-                // No CREATE privilege, say: the lock alone still keeps runs from overlapping.
-                spdlog::warn("rule {}: retentiond.rule_runs unusable ({}): running under the "
-                             "advisory lock alone, another host may run this slot again",
-                             name, e.what());
-            }
-        }
+    };
 
+    // Takes the rule's advisory lock on `coord` and checks the slot: nullopt when the run may go
+    // ahead, else its result (skipped, or the coordination store unavailable).
+    std::optional<JobResult> claim_slot(const Datastore& coord, const Rule& rule, const Job& job,
+                                        const JobResult& result, SlotClaim& claim) {
+        const std::string& name = job.rule;
+        try {
+            claim.lock = coord.kind->try_lock_run(coord, name);
+        } catch (const UnavailableError& e) {
+            return unavailable(result, rule, coord.name, e.what());
+        }
+        if (!claim.lock) {
+            spdlog::info("rule {} is running on another host: skipped", name);
+            return skipped(result, rule, job, "running on another host (advisory lock)");
+        }
+        try {
+            if (const auto by = claim.lock->slot_taken(name, job.slot)) {
+                spdlog::info("rule {}: slot {} already run by {}: skipped", name,
+                             format_utc_seconds(job.slot), *by);
+                return skipped(result, rule, job, "slot already run by " + *by);
+            }
+            claim.slot_checked = true;
+        } catch (const UnavailableError& e) {
+            return unavailable(result, rule, coord.name, e.what());
+        } catch (const std::exception& e) {
+            // No CREATE privilege, say: the lock alone still keeps runs from overlapping.
+            spdlog::warn("rule {}: retentiond.rule_runs unusable ({}): running under the "
+                         "advisory lock alone, another host may run this slot again",
+                         name, e.what());
+        }
+        return std::nullopt;
+    }
+
+    // The rule's purge, its progress shown in STATUS= and in the journal.
+    RuleRun purge(const Rule& rule, TimePoint slot) {
         PurgeOptions options;
         options.mode = "daemon";
-        options.slot = job.slot;
+        options.slot = slot;
         options.stop_requested = [this] { return m_stop.load(); };
         // STATUS= shows the phase and done/due; the journal gets a progress line every ~10 s.
         ProgressReporter progress(
@@ -327,37 +344,50 @@ private:
         options.phase = [&progress](const Rule& r, std::string_view phase) {
             progress.phase(r.name, phase);
         };
+        return m_runner->run_rule(rule, m_audit, new_run_id(), options);
+    }
+
+    void record_slot(RunLock& lock, const Job& job, TimePoint started, const RuleRun& run) {
+        try {
+            lock.record_slot(job.rule, job.slot, m_host, started, rule_run_status(run));
+        } catch (const std::exception& e) {
+            spdlog::warn("rule {}: slot {} not recorded ({}): another host may run it again",
+                         job.rule, format_utc_seconds(job.slot), e.what());
+        }
+    }
+
+    JobResult run_one(const Job& job) {
+        JobResult result;
+        result.rule = job.rule;
+        const Rule* rule = m_config->find_rule(job.rule);
+        if (rule == nullptr) {
+            result.removed = true;
+            return result;
+        }
+        result.datastore = rule->datastore;
+        result.action = std::string(to_string(rule->action));
+        m_hooks.on_activity(m_datastore, "purging " + job.rule);
+
+        // Several hosts: one run at a time (advisory lock), and each slot once (rule_runs).
+        SlotClaim claim;
+        if (const Datastore* coord = coordination_store(*m_config, *rule)) {
+            result.coordination = coord->name;
+            if (auto refused = claim_slot(*coord, *rule, job, result, claim)) {
+                return std::move(*refused);
+            }
+        }
         const TimePoint started = now_utc();
-        result.run = m_runner->run_rule(*rule, m_audit, new_run_id(), options);
+        result.run = purge(*rule, job.slot);
         result.outcome = outcome_of(result.run);
         if (result.outcome == RunOutcome::unavailable) {
             result.down_store = rule->datastore;
         }
-        const auto& run = result.run;
-        switch (result.outcome) {
-        case RunOutcome::success:
-        case RunOutcome::stopped:
-            spdlog::info("rule {}: {} ({} of {} due records processed in {} ms)", name,
-                         result.outcome == RunOutcome::success ? "ok" : "stopped",
-                         run.result.processed, run.result.due, run.elapsed.count());
-            break;
-        case RunOutcome::unavailable:
-            spdlog::warn("rule {}: datastore {} unavailable: {}", name, rule->datastore, run.error);
-            break;
-        default:
-            spdlog::error("rule {}: failed: {}", name,
-                          run.error.empty() ? run.result.message : run.error);
-        }
+        log_outcome(result, *rule);
         // A finished slot (a refusal would be refused again) is recorded for the other hosts; an
         // outage or a stop leaves it to whoever runs it next.
-        if (slot_checked &&
+        if (claim.slot_checked &&
             (result.outcome == RunOutcome::success || result.outcome == RunOutcome::failed)) {
-            try {
-                lock->record_slot(name, job.slot, m_host, started, rule_run_status(run));
-            } catch (const std::exception& e) {
-                spdlog::warn("rule {}: slot {} not recorded ({}): another host may run it again",
-                             name, format_utc_seconds(job.slot), e.what());
-            }
+            record_slot(*claim.lock, job, started, result.run);
         }
         return result;
     }

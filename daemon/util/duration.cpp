@@ -249,23 +249,68 @@ Parts parse_words(std::string_view text, Mode mode) {
     return parts;
 }
 
+// An ISO designator read in the date part (before 'T') or the time part, and its rank: the
+// designators must come in this order, each at most once.
+struct Designator {
+    char letter;
+    bool in_time;
+    Unit unit;
+};
+constexpr std::array<Designator, 7> k_designators = {{
+    {'Y', false, k_year},
+    {'M', false, k_month},
+    {'W', false, k_week},
+    {'D', false, k_day},
+    {'H', true, k_hour},
+    {'M', true, k_minute},
+    {'S', true, k_second},
+}};
+
+// The index of `letter` in k_designators (its rank), or throws.
+int designator_rank(std::string_view text, char letter, bool in_time) {
+    for (std::size_t i = 0; i < k_designators.size(); ++i) {
+        if (k_designators[i].letter == letter && k_designators[i].in_time == in_time) {
+            return static_cast<int>(i);
+        }
+    }
+    throw DurationError(text, "");
+}
+
+// ".f" or ",f" after an ISO number: microseconds (digits past the sixth ignored), or nullopt.
+std::optional<std::int64_t> read_iso_fraction(std::string_view text, std::size_t& pos) {
+    if (pos >= text.size() || (text[pos] != '.' && text[pos] != ',')) {
+        return std::nullopt;
+    }
+    ++pos;
+    std::int64_t fraction = 0;
+    std::int64_t scale = 100'000;
+    std::size_t digits = 0;
+    while (pos < text.size() && is_digit(text[pos])) {
+        if (digits < 6) {
+            fraction += (text[pos] - '0') * scale;
+            scale /= 10;
+        }
+        ++digits;
+        ++pos;
+    }
+    if (digits == 0) {
+        throw DurationError(text, "");
+    }
+    return fraction;
+}
+
 // P[nY][nM][nW][nD][T[nH][nM][n[.f]S]]
 Parts parse_iso(std::string_view text) {
     Parts parts;
     std::size_t pos = 1; // after 'P'
     bool in_time = false;
     int last_rank = -1;
-    bool any = false;
     while (pos < text.size()) {
         if (text[pos] == 'T') {
-            if (in_time) {
+            if (in_time || ++pos >= text.size()) {
                 throw DurationError(text, "");
             }
             in_time = true;
-            ++pos;
-            if (pos >= text.size()) {
-                throw DurationError(text, "");
-            }
             continue;
         }
         std::int64_t n = 0;
@@ -274,82 +319,23 @@ Parts parse_iso(std::string_view text) {
                                           ? "too large (at most 10000 years)"
                                           : "");
         }
-        std::int64_t fraction = 0;
-        bool has_fraction = false;
-        if (pos < text.size() && (text[pos] == '.' || text[pos] == ',')) {
-            ++pos;
-            std::int64_t scale = 100'000;
-            std::size_t digits = 0;
-            while (pos < text.size() && is_digit(text[pos])) {
-                if (digits < 6) {
-                    fraction += (text[pos] - '0') * scale;
-                    scale /= 10;
-                }
-                ++digits;
-                ++pos;
-            }
-            if (digits == 0) {
-                throw DurationError(text, "");
-            }
-            has_fraction = true;
-        }
+        const auto fraction = read_iso_fraction(text, pos);
         if (pos >= text.size()) {
             throw DurationError(text, "");
         }
-        const char designator = text[pos++];
-        Unit unit{};
-        int rank = 0;
-        if (!in_time) {
-            switch (designator) {
-            case 'Y':
-                unit = k_year;
-                rank = 0;
-                break;
-            case 'M':
-                unit = k_month;
-                rank = 1;
-                break;
-            case 'W':
-                unit = k_week;
-                rank = 2;
-                break;
-            case 'D':
-                unit = k_day;
-                rank = 3;
-                break;
-            default:
-                throw DurationError(text, "");
-            }
-        } else {
-            switch (designator) {
-            case 'H':
-                unit = k_hour;
-                rank = 4;
-                break;
-            case 'M':
-                unit = k_minute;
-                rank = 5;
-                break;
-            case 'S':
-                unit = k_second;
-                rank = 6;
-                break;
-            default:
-                throw DurationError(text, "");
-            }
-        }
-        if (rank <= last_rank || (has_fraction && unit != k_second)) {
+        const int rank = designator_rank(text, text[pos++], in_time);
+        const Unit unit = k_designators[static_cast<std::size_t>(rank)].unit;
+        if (rank <= last_rank || (fraction && unit != k_second)) {
             throw DurationError(text, "");
         }
         last_rank = rank;
-        any = true;
         parts.given[unit] = true;
         parts.count[unit] = n;
-        if (has_fraction) {
-            parts.fraction_micros = fraction;
+        if (fraction) {
+            parts.fraction_micros = *fraction;
         }
     }
-    if (!any || (in_time && last_rank < 4)) {
+    if (last_rank < 0 || (in_time && last_rank < 4)) {
         throw DurationError(text, "");
     }
     return parts;

@@ -331,26 +331,111 @@ bool parse_default(std::string_view text, Fields& f) {
 
 bool parse_format(Cursor& in, std::string_view format, Fields& f, int depth);
 
+// One small reader per directive that needs more than a line; parse_directive is the table.
+
+bool parse_year(Cursor& in, Fields& f) {
+    const bool negative = in.eat('-');
+    if (!in.number(1, 4, f.year)) {
+        return false;
+    }
+    if (negative) {
+        f.year = -f.year;
+    }
+    return true;
+}
+
+bool parse_two_digit_year(Cursor& in, Fields& f) {
+    int yy = 0;
+    if (!in.number(1, 2, yy)) {
+        return false;
+    }
+    f.year = yy < 69 ? 2000 + yy : 1900 + yy; // POSIX pivot
+    return true;
+}
+
+bool parse_seconds(Cursor& in, std::string_view format_rest, Fields& f) {
+    if (!in.number(1, 2, f.second)) {
+        return false;
+    }
+    // Fractional seconds ride along with %S unless the format spells the separator itself.
+    if ((in.peek() == '.' || in.peek() == ',') && is_digit(in.peek_at(1)) &&
+        (format_rest.empty() || format_rest.front() != in.peek())) {
+        in.advance();
+        return in.fraction(f.micros);
+    }
+    return true;
+}
+
+bool parse_meridiem(Cursor& in, Fields& f) {
+    constexpr std::array<std::string_view, 4> k_meridiem = {"am", "pm", "a.m.", "p.m."};
+    const int w = in.word(k_meridiem);
+    if (w < 0) {
+        return false;
+    }
+    f.meridiem = w % 2;
+    return true;
+}
+
+bool parse_month_name(Cursor& in, Fields& f) {
+    const int w = in.word(k_month_names);
+    if (w < 0) {
+        return false;
+    }
+    f.month = w % 12 + 1;
+    return true;
+}
+
+// %Z: "UTC"-like names mean offset 0, anything else must name an IANA zone.
+bool parse_zone_name(Cursor& in, Fields& f) {
+    const auto rest = in.rest();
+    std::size_t n = 0;
+    while (n < rest.size() &&
+           (std::isalnum(static_cast<unsigned char>(rest[n])) != 0 || rest[n] == '/' ||
+            rest[n] == '_' || rest[n] == '-' || rest[n] == '+')) {
+        ++n;
+    }
+    const auto name = rest.substr(0, n);
+    if (name.empty()) {
+        return false;
+    }
+    in.skip(n);
+    if (name == "Z" || name == "UTC" || name == "GMT" || name == "UT") {
+        f.has_offset = true;
+        f.offset_seconds = 0;
+        return true;
+    }
+    try {
+        f.zone = date::locate_zone(std::string(name));
+        return true;
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+// %s: seconds since the epoch, at most 12 digits.
+bool parse_epoch(Cursor& in, Fields& f) {
+    const bool negative = in.eat('-');
+    std::int64_t value = 0;
+    int count = 0;
+    while (is_digit(in.peek()) && count < 12) {
+        value = value * 10 + (in.peek() - '0');
+        in.advance();
+        ++count;
+    }
+    if (count == 0 || is_digit(in.peek())) {
+        return false;
+    }
+    f.has_epoch = true;
+    f.epoch_seconds = negative ? -value : value;
+    return true;
+}
+
 bool parse_directive(Cursor& in, char d, std::string_view format_rest, Fields& f, int depth) {
     switch (d) {
-    case 'Y': {
-        bool negative = in.eat('-');
-        if (!in.number(1, 4, f.year)) {
-            return false;
-        }
-        if (negative) {
-            f.year = -f.year;
-        }
-        return true;
-    }
-    case 'y': {
-        int yy = 0;
-        if (!in.number(1, 2, yy)) {
-            return false;
-        }
-        f.year = yy < 69 ? 2000 + yy : 1900 + yy; // POSIX pivot
-        return true;
-    }
+    case 'Y':
+        return parse_year(in, f);
+    case 'y':
+        return parse_two_digit_year(in, f);
     case 'm':
         return in.number(1, 2, f.month);
     case 'd':
@@ -371,83 +456,24 @@ bool parse_directive(Cursor& in, char d, std::string_view format_rest, Fields& f
     case 'M':
         return in.number(1, 2, f.minute);
     case 'S':
-        if (!in.number(1, 2, f.second)) {
-            return false;
-        }
-        // Fractional seconds ride along with %S unless the format spells the separator itself.
-        if ((in.peek() == '.' || in.peek() == ',') && is_digit(in.peek_at(1)) &&
-            (format_rest.empty() || format_rest.front() != in.peek())) {
-            in.advance();
-            return in.fraction(f.micros);
-        }
-        return true;
+        return parse_seconds(in, format_rest, f);
     case 'f':
         return in.fraction(f.micros);
-    case 'p': {
-        constexpr std::array<std::string_view, 4> k_meridiem = {"am", "pm", "a.m.", "p.m."};
-        const int w = in.word(k_meridiem);
-        if (w < 0) {
-            return false;
-        }
-        f.meridiem = w % 2;
-        return true;
-    }
+    case 'p':
+        return parse_meridiem(in, f);
     case 'b':
     case 'B':
-    case 'h': {
-        const int w = in.word(k_month_names);
-        if (w < 0) {
-            return false;
-        }
-        f.month = w % 12 + 1;
-        return true;
-    }
+    case 'h':
+        return parse_month_name(in, f);
     case 'a':
     case 'A':
         return in.word(k_weekday_names) >= 0; // read and ignored, as strptime does
     case 'z':
         return parse_offset(in, f);
-    case 'Z': {
-        const auto rest = in.rest();
-        std::size_t n = 0;
-        while (n < rest.size() &&
-               (std::isalnum(static_cast<unsigned char>(rest[n])) != 0 || rest[n] == '/' ||
-                rest[n] == '_' || rest[n] == '-' || rest[n] == '+')) {
-            ++n;
-        }
-        const auto name = rest.substr(0, n);
-        if (name.empty()) {
-            return false;
-        }
-        in.skip(n);
-        if (name == "Z" || name == "UTC" || name == "GMT" || name == "UT") {
-            f.has_offset = true;
-            f.offset_seconds = 0;
-            return true;
-        }
-        try {
-            f.zone = date::locate_zone(std::string(name));
-            return true;
-        } catch (const std::exception&) {
-            return false;
-        }
-    }
-    case 's': {
-        const bool negative = in.eat('-');
-        std::int64_t value = 0;
-        int count = 0;
-        while (is_digit(in.peek()) && count < 12) {
-            value = value * 10 + (in.peek() - '0');
-            in.advance();
-            ++count;
-        }
-        if (count == 0 || is_digit(in.peek())) {
-            return false;
-        }
-        f.has_epoch = true;
-        f.epoch_seconds = negative ? -value : value;
-        return true;
-    }
+    case 'Z':
+        return parse_zone_name(in, f);
+    case 's':
+        return parse_epoch(in, f);
     case 'T':
         return parse_format(in, "%H:%M:%S", f, depth + 1);
     case 'F':

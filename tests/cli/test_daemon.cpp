@@ -891,22 +891,62 @@ TEST_F(DaemonTest, TwoDaemonsRunEachSlotExactlyOnce) {
     EXPECT_EQ(run_retentiond({"--config", cfg_b, "audit", "verify"}).exit_code, 0);
 }
 
+// Six sessions in `db`, the first four last seen 3 days ago (due), the other two now.
+void seed_sessions(const RedisServer& redis, int db) {
+    const auto time = redis_cmd(redis, {"TIME"}, db);
+    const auto now = std::stoll(time.substr(0, time.find('\n')));
+    for (int i = 1; i <= 6; ++i) {
+        const auto seen = std::to_string(i <= 4 ? now - 3 * 86400 : now);
+        redis_cmd(redis, {"HSET", "sess:" + std::to_string(i), "last_seen", seen}, db);
+    }
+}
+
+// /metrics says the Redis store "cache" is down and its rule failing, PostgreSQL's not.
+bool metrics_show_cache_down(int port) {
+    const auto p = parse_prometheus(http_get(port, "/metrics").body);
+    return p.value("retentiond_datastore_up", {{"datastore", "cache"}}) == 0 &&
+           p.value("retentiond_datastore_up", {{"datastore", "app"}}) == 1 &&
+           p.value("retentiond_rule_failures_total", {{"rule", "sessions"}}) >= 3 &&
+           p.value("retentiond_rule_failures_total", {{"rule", "old-items"}}) == 0;
+}
+
+// A STATUS= message at or after message `from` names `store` as down.
+bool status_says_down(NotifySocket& notify, std::size_t from, const std::string& store) {
+    const auto all = notify.messages();
+    for (auto i = from; i < all.size(); ++i) {
+        if (all[i].rfind("STATUS=", 0) == 0 &&
+            all[i].find("datastore down: " + store) != std::string::npos) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Messages at or after message `from` with a line starting with `state`.
+std::size_t count_since(NotifySocket& notify, const std::string& state, std::size_t from) {
+    std::size_t n = 0;
+    for (auto i = notify.find(state, from); i; i = notify.find(state, *i + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+// The audit log's unavailable errors; every error line must be of `rule`.
+std::size_t unavailable_errors(const std::string& audit, const std::string& rule) {
+    std::size_t unavailable = 0;
+    for (const auto& e : audit_of(audit, "error")) {
+        EXPECT_EQ(e.value("rule", ""), rule) << e.dump();
+        unavailable += e.value("unavailable", false) ? 1 : 0;
+    }
+    return unavailable;
+}
+
 TEST_F(DaemonTest, RedisOutageBacksOffWhileOtherStoresGoOn) {
     auto& redis = RedisServer::shared();
     constexpr int k_db = 3;
-    const auto rcmd = [&](const std::vector<std::string>& args) {
-        return redis_cmd(redis, args, k_db);
-    };
-    const auto seed = [&] {
-        const auto now = std::stoll(rcmd({"TIME"}).substr(0, rcmd({"TIME"}).find('\n')));
-        for (int i = 1; i <= 6; ++i) {
-            const auto seen = std::to_string(i <= 4 ? now - 3 * 86400 : now);
-            rcmd({"HSET", "sess:" + std::to_string(i), "last_seen", seen});
-        }
-    };
-    const auto sessions_left = [&] { return std::stoi(rcmd({"DBSIZE"})); };
-    rcmd({"FLUSHDB"});
-    seed();
+    const auto sessions_left = [&] { return std::stoi(redis_cmd(redis, {"DBSIZE"}, k_db)); };
+    redis_cmd(redis, {"FLUSHDB"}, k_db);
+    seed_sessions(redis, k_db);
     add_redis_sessions(k_db, "    limits: { max_fraction: 1 }\n");
     const auto audit = m_dir.file("audit.jsonl");
     const auto cfg = m_dir.write("retentiond.yaml", config(audit, "127.0.0.1:0"));
@@ -926,27 +966,8 @@ TEST_F(DaemonTest, RedisOutageBacksOffWhileOtherStoresGoOn) {
     ASSERT_TRUE(wait_for([&] { return d.log_has("rule sessions: retrying at"); }, 10s)) << d.log();
     ASSERT_TRUE(wait_for([&] { return d.log_has("(outage #3)"); }, 15s)) << d.log();
     EXPECT_TRUE(d.log_has("(outage #1)"));
-    EXPECT_TRUE(wait_for(
-        [&] {
-            const auto p = parse_prometheus(http_get(port, "/metrics").body);
-            return p.value("retentiond_datastore_up", {{"datastore", "cache"}}) == 0 &&
-                   p.value("retentiond_datastore_up", {{"datastore", "app"}}) == 1 &&
-                   p.value("retentiond_rule_failures_total", {{"rule", "sessions"}}) >= 3 &&
-                   p.value("retentiond_rule_failures_total", {{"rule", "old-items"}}) == 0;
-        },
-        5s));
-    EXPECT_TRUE(wait_for(
-        [&] {
-            const auto& all = notify.messages();
-            for (auto i = outage_start; i < all.size(); ++i) {
-                if (all[i].rfind("STATUS=", 0) == 0 &&
-                    all[i].find("datastore down: cache") != std::string::npos) {
-                    return true;
-                }
-            }
-            return false;
-        },
-        5s));
+    EXPECT_TRUE(wait_for([&] { return metrics_show_cache_down(port); }, 5s));
+    EXPECT_TRUE(wait_for([&] { return status_says_down(notify, outage_start, "cache"); }, 5s));
     ASSERT_TRUE(wait_for([&] { return http_get(port, "/healthz").status == 503; }, 10s));
 
     // PostgreSQL's rule goes on meanwhile, and the watchdog keeps being fed.
@@ -955,26 +976,17 @@ TEST_F(DaemonTest, RedisOutageBacksOffWhileOtherStoresGoOn) {
     ASSERT_TRUE(wait_for([&] { return due_left() == 0; }, 10s)) << d.log();
     EXPECT_TRUE(
         wait_for([&] { return count_of(d.log(), "rule old-items: ok") >= pg_runs + 2; }, 5s));
-    std::size_t pings = 0;
-    for (auto i = notify.find("WATCHDOG=1", outage_start); i;
-         i = notify.find("WATCHDOG=1", *i + 1)) {
-        ++pings;
-    }
-    EXPECT_GE(pings, 5u); // every 0.2 s over several seconds of outage
+    // Every 0.2 s over several seconds of outage.
+    EXPECT_GE(count_since(notify, "WATCHDOG=1", outage_start), 5u);
 
     // Redis comes back (empty: no persistence): the next retry succeeds.
     redis.start();
-    seed();
+    seed_sessions(redis, k_db);
     ASSERT_TRUE(wait_for([&] { return sessions_left() == 2; }, 15s)) << d.log();
     expect_up_again_then_stop(d, port, "cache");
     EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
     // The outage is in the audit log: unavailable errors for the redis rule only.
-    std::size_t unavailable = 0;
-    for (const auto& e : audit_of(audit, "error")) {
-        EXPECT_EQ(e.value("rule", ""), "sessions") << e.dump();
-        unavailable += e.value("unavailable", false) ? 1 : 0;
-    }
-    EXPECT_GE(unavailable, 3u);
+    EXPECT_GE(unavailable_errors(audit, "sessions"), 3u);
 }
 
 TEST_F(DaemonTest, BatchLeftPendingWhileItsStoreIsDownIsResolvedWhenItReturns) {

@@ -160,58 +160,37 @@ std::string line(const nlohmann::json& j) {
     return j.dump() + "\n";
 }
 
-// The audit log as daemon/audit/audit.cpp writes it (fields that matter here; prev/seq left out).
-std::string fixture_audit_log() {
+nlohmann::json audit_intent(const std::string& run, const std::string& ts, const std::string& batch,
+                            const std::string& rule, const std::string& target,
+                            const std::string& action, int count) {
+    return {{"type", "intent"}, {"run", run},       {"ts", ts},         {"batch", batch},
+            {"rule", rule},     {"target", target}, {"action", action}, {"count", count}};
+}
+
+nlohmann::json audit_outcome(const std::string& run, const std::string& ts,
+                             const std::string& batch, bool committed, int count) {
+    return {{"type", "outcome"},      {"run", run},    {"ts", ts}, {"batch", batch},
+            {"committed", committed}, {"count", count}};
+}
+
+// Run 1 (Monday of W30): two rules purge, one of them with a dependent table's batch.
+std::string fixture_first_run() {
     const std::string r1 = "20260720T010000Z-aaaa0001";
-    const std::string r2 = "20260813T010000Z-bbbb0002";
-    const std::string t1 = "2026-07-20T01:00:05.000000Z"; // Monday of W30
-    const std::string t2 = "2026-08-13T01:00:05.000000Z"; // Thursday of W33
+    const std::string t1 = "2026-07-20T01:00:05.000000Z";
     std::string log;
     log += line({{"type", "run_start"}, {"run", r1}, {"ts", t1}, {"mode", "purge"}});
-    log += line({{"type", "intent"},
-                 {"run", r1},
-                 {"ts", t1},
-                 {"batch", r1 + "-1"},
-                 {"rule", "dora-inactive-accounts"},
-                 {"target", "public.users_user"},
-                 {"action", "delete"},
-                 {"count", 100},
-                 {"digests", {"ab12"}}});
+    auto users = audit_intent(r1, t1, r1 + "-1", "dora-inactive-accounts", "public.users_user",
+                              "delete", 100);
+    users["digests"] = nlohmann::json::array({"ab12"});
+    log += line(users);
     // A dependent table's batch: not "records purged" of the rule.
-    log += line({{"type", "intent"},
-                 {"run", r1},
-                 {"ts", t1},
-                 {"batch", r1 + "-2"},
-                 {"rule", "dora-inactive-accounts"},
-                 {"target", "structures_structuremember"},
-                 {"action", "delete"},
-                 {"count", 7}});
-    log += line({{"type", "outcome"},
-                 {"run", r1},
-                 {"ts", t1},
-                 {"batch", r1 + "-2"},
-                 {"committed", true},
-                 {"count", 7}});
-    log += line({{"type", "outcome"},
-                 {"run", r1},
-                 {"ts", t1},
-                 {"batch", r1 + "-1"},
-                 {"committed", true},
-                 {"count", 100}});
-    log += line({{"type", "intent"},
-                 {"run", r1},
-                 {"ts", t1},
-                 {"batch", r1 + "-3"},
-                 {"rule", "cqlp-satisfaction-forms"},
-                 {"target", "forms/A_Submissions.csv"},
-                 {"action", "delete"},
-                 {"count", 12}});
-    log += line({{"type", "outcome"},
-                 {"run", r1},
-                 {"ts", t1},
-                 {"batch", r1 + "-3"},
-                 {"committed", true},
-                 {"count", 12}});
+    log += line(audit_intent(r1, t1, r1 + "-2", "dora-inactive-accounts",
+                             "structures_structuremember", "delete", 7));
+    log += line(audit_outcome(r1, t1, r1 + "-2", true, 7));
+    log += line(audit_outcome(r1, t1, r1 + "-1", true, 100));
+    log += line(audit_intent(r1, t1, r1 + "-3", "cqlp-satisfaction-forms",
+                             "forms/A_Submissions.csv", "delete", 12));
+    log += line(audit_outcome(r1, t1, r1 + "-3", true, 12));
     log += line({{"type", "run_end"},
                  {"run", r1},
                  {"ts", t1},
@@ -220,50 +199,24 @@ std::string fixture_audit_log() {
                   {{{"rule", "dora-inactive-accounts"}, {"processed", 100}, {"ok", true}},
                    {{"rule", "cqlp-satisfaction-forms"}, {"processed", 12}, {"ok", true}},
                    {{"rule", "dora-orientations"}, {"processed", 0}, {"ok", true}}}}});
-    log += "{not json at all\n";
+    return log;
+}
+
+// Run 2 (Thursday of W33): a rolled-back batch and a refusal, so the run is partial.
+std::string fixture_second_run() {
+    const std::string r2 = "20260813T010000Z-bbbb0002";
+    const std::string t2 = "2026-08-13T01:00:05.000000Z";
+    std::string log;
     log += line({{"type", "run_start"}, {"run", r2}, {"ts", t2}, {"mode", "purge"}});
-    log += line({{"type", "intent"},
-                 {"run", r2},
-                 {"ts", t2},
-                 {"batch", r2 + "-1"},
-                 {"rule", "dora-inactive-accounts"},
-                 {"target", "public.users_user"},
-                 {"action", "delete"},
-                 {"count", 20}});
-    log += line({{"type", "outcome"},
-                 {"run", r2},
-                 {"ts", t2},
-                 {"batch", r2 + "-1"},
-                 {"committed", true},
-                 {"count", 20}});
-    log += line({{"type", "intent"},
-                 {"run", r2},
-                 {"ts", t2},
-                 {"batch", r2 + "-2"},
-                 {"rule", "dora-orientations"},
-                 {"target", "orientations_orientation"},
-                 {"action", "anonymize"},
-                 {"count", 5000}});
-    log += line({{"type", "outcome"},
-                 {"run", r2},
-                 {"ts", t2},
-                 {"batch", r2 + "-2"},
-                 {"committed", true},
-                 {"count", 5000}});
-    log += line({{"type", "intent"},
-                 {"run", r2},
-                 {"ts", t2},
-                 {"batch", r2 + "-3"},
-                 {"rule", "dora-orientations"},
-                 {"target", "orientations_orientation"},
-                 {"action", "anonymize"},
-                 {"count", 10}});
-    log += line({{"type", "outcome"},
-                 {"run", r2},
-                 {"ts", t2},
-                 {"batch", r2 + "-3"},
-                 {"committed", false},
-                 {"count", 0}});
+    log += line(audit_intent(r2, t2, r2 + "-1", "dora-inactive-accounts", "public.users_user",
+                             "delete", 20));
+    log += line(audit_outcome(r2, t2, r2 + "-1", true, 20));
+    log += line(audit_intent(r2, t2, r2 + "-2", "dora-orientations", "orientations_orientation",
+                             "anonymize", 5000));
+    log += line(audit_outcome(r2, t2, r2 + "-2", true, 5000));
+    log += line(audit_intent(r2, t2, r2 + "-3", "dora-orientations", "orientations_orientation",
+                             "anonymize", 10));
+    log += line(audit_outcome(r2, t2, r2 + "-3", false, 0));
     log += line({{"type", "refusal"},
                  {"run", r2},
                  {"ts", t2},
@@ -278,6 +231,12 @@ std::string fixture_audit_log() {
                    {{"rule", "dora-orientations"}, {"processed", 5000}, {"ok", true}},
                    {{"rule", "cqlp-satisfaction-forms"}, {"processed", 0}, {"ok", false}}}}});
     return log;
+}
+
+// The audit log as daemon/audit/audit.cpp writes it (fields that matter here; prev/seq left out),
+// with a damaged line between the two runs.
+std::string fixture_audit_log() {
+    return fixture_first_run() + "{not json at all\n" + fixture_second_run();
 }
 
 class ReportTest : public ::testing::Test {

@@ -215,6 +215,51 @@ protected:
                    {{"user_id", u}, {"recipient_email", "'ami" + u + "@example.net'"}});
     }
 
+    // Where DORA writes the e-mail of `old` besides the account, dated as DORA dates it: action
+    // log lines of the last login of `old` and `recent`, a notification history line, a change
+    // by `staff` in the admin, an orientation with Les Emplois' data on it, a self-share.
+    // Returns the orientation's id.
+    std::string write_email_copies(std::int64_t old, std::int64_t recent, std::int64_t staff) {
+        const auto o = std::to_string(old);
+        // Action log lines of the last login (auth link, ProConnect), 400 days ago.
+        for (const auto& [who, days] :
+             std::vector<std::pair<std::int64_t, int>>{{old, 400}, {recent, 10}}) {
+            insert_row("logs_actionlog",
+                       {{"created_at", "now() - interval '" + std::to_string(days) + " days'"},
+                        {"msg", "'Connexion par lien direct'"},
+                        {"payload", "jsonb_build_object('userId', " + std::to_string(who) +
+                                        ", 'userEmail', (SELECT email FROM users_user WHERE id = " +
+                                        std::to_string(who) + "), 'legal', true)"}});
+        }
+        // A notification history line whose notification was deleted long ago (SET_NULL).
+        insert_row(
+            "notifications_notificationlog",
+            {{"triggered_at", "now() - interval '500 days'"}, {"owner", "'old@example.org'"}});
+        // A staff member's change to the account, in the admin, 400 days ago.
+        insert_row("django_admin_log", {{"user_id", std::to_string(staff)},
+                                        {"object_id", "'" + o + "'"},
+                                        {"object_repr", "'old@example.org'"},
+                                        {"action_flag", "2"},
+                                        {"action_time", "now() - interval '400 days'"}});
+        // An orientation the user sent as prescriber and referent.
+        const auto orientation = insert_row("orientations_orientation",
+                                            {{"prescriber_id", o},
+                                             {"referent_email", "'old@example.org'"},
+                                             {"referent_last_name", "'Old'"},
+                                             {"beneficiary_email", "'benef@example.net'"},
+                                             {"di_service_id", "'di-2'"},
+                                             {"di_contact_email", "'contact@example.net'"},
+                                             {"creation_date", "now() - interval '420 days'"},
+                                             {"processing_date", "now() - interval '410 days'"}},
+                                            "id");
+        insert_row("orientations_emploisorientationdata",
+                   {{"orientation_id", orientation}, {"prescriber_email", "'old@example.org'"}});
+        // A service the user shared with themself.
+        insert_row("stats_serviceshare",
+                   {{"user_id", o}, {"recipient_email", "'old@example.org'"}});
+        return orientation;
+    }
+
     Rule accounts_rule() { return shipped_dora_rule("dora-accounts"); }
 
     // A plain table with no foreign keys: accounts(id, last_login).
@@ -543,102 +588,28 @@ TEST_F(PostgresEngineTest, ShippedAccountsRuleNeedsEveryOneOfItsDependents) {
     }
 }
 
-// Every rule of the shipped DORA policy, run once on the real schema: the due accounts go with
-// every row that references them, every other account keeps all of its rows, and no e-mail of a
-// deleted user is left in any text, varchar, array or jsonb column of the schema.
-TEST_F(PostgresEngineTest, ShippedDoraPolicyLeavesNoEmailOfADeletedUser) {
-    const auto old = user("old@example.org", 400, 900);
-    const auto never = user("never@example.org", std::nullopt, 500);
-    const auto recent = user("recent@example.org", 10, 900);
-    const auto staff = user("staff@example.org", 400, 900, true);
-    for (const auto id : {old, never, recent, staff}) {
-        attach_everything(id);
-    }
-    // Per foreign key into users_user, how many rows reference an account.
+// Per foreign key into users_user, how many rows reference account `id`: "table.column=n ...".
+std::string references_of(const std::string& dsn, std::int64_t id) {
     const auto fk_sql =
         "SELECT c.conrelid::regclass::text, a.attname FROM pg_constraint c JOIN pg_attribute a "
         "ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] WHERE c.contype = 'f' AND "
         "c.confrelid = 'users_user'::regclass ORDER BY 1, 2";
-    const auto rows_of = [&](std::int64_t id) {
-        std::string out;
-        pqxx::connection conn(m_dsn);
-        pqxx::nontransaction tx(conn);
-        for (const auto& fk : tx.exec(fk_sql)) {
-            out += std::string(fk[0].c_str()) + "." + fk[1].c_str() + "=" +
-                   tx.exec("SELECT count(*) FROM " + std::string(fk[0].c_str()) + " WHERE " +
-                           fk[1].c_str() + " = " + std::to_string(id))[0][0]
-                       .c_str() +
-                   " ";
-        }
-        return out;
-    };
-    const auto recent_rows = rows_of(recent);
-    const auto staff_rows = rows_of(staff);
-    EXPECT_EQ(recent_rows.find("=0 "), std::string::npos) << recent_rows;
-    const auto o = std::to_string(old);
-    // Where DORA writes the e-mail besides the account, dated as DORA dates it.
-    // Action log lines of the last login (auth link, ProConnect), 400 days ago.
-    for (const auto& [who, days] :
-         std::vector<std::pair<std::int64_t, int>>{{old, 400}, {recent, 10}}) {
-        insert_row("logs_actionlog",
-                   {{"created_at", "now() - interval '" + std::to_string(days) + " days'"},
-                    {"msg", "'Connexion par lien direct'"},
-                    {"payload", "jsonb_build_object('userId', " + std::to_string(who) +
-                                    ", 'userEmail', (SELECT email FROM users_user WHERE id = " +
-                                    std::to_string(who) + "), 'legal', true)"}});
+    std::string out;
+    pqxx::connection conn(dsn);
+    pqxx::nontransaction tx(conn);
+    for (const auto& fk : tx.exec(fk_sql)) {
+        out += std::string(fk[0].c_str()) + "." + fk[1].c_str() + "=" +
+               tx.exec("SELECT count(*) FROM " + std::string(fk[0].c_str()) + " WHERE " +
+                       fk[1].c_str() + " = " + std::to_string(id))[0][0]
+                   .c_str() +
+               " ";
     }
-    // A notification history line whose notification was deleted long ago (SET_NULL).
-    insert_row("notifications_notificationlog",
-               {{"triggered_at", "now() - interval '500 days'"}, {"owner", "'old@example.org'"}});
-    // A staff member's change to the account, in the admin, 400 days ago.
-    insert_row("django_admin_log", {{"user_id", std::to_string(staff)},
-                                    {"object_id", "'" + o + "'"},
-                                    {"object_repr", "'old@example.org'"},
-                                    {"action_flag", "2"},
-                                    {"action_time", "now() - interval '400 days'"}});
-    // An orientation the user sent as prescriber and referent, with Les Emplois' data on it.
-    const auto orientation = insert_row("orientations_orientation",
-                                        {{"prescriber_id", o},
-                                         {"referent_email", "'old@example.org'"},
-                                         {"referent_last_name", "'Old'"},
-                                         {"beneficiary_email", "'benef@example.net'"},
-                                         {"di_service_id", "'di-2'"},
-                                         {"di_contact_email", "'contact@example.net'"},
-                                         {"creation_date", "now() - interval '420 days'"},
-                                         {"processing_date", "now() - interval '410 days'"}},
-                                        "id");
-    insert_row("orientations_emploisorientationdata",
-               {{"orientation_id", orientation}, {"prescriber_email", "'old@example.org'"}});
-    // A service the user shared with themself.
-    insert_row("stats_serviceshare", {{"user_id", o}, {"recipient_email", "'old@example.org'"}});
+    return out;
+}
 
-    for (auto rule : shipped_dora_policy().rules) {
-        edit_spec<PostgresRule>(rule).notice.reset();
-        rule.limits = Limits{std::nullopt, 1.0};
-        const auto result = purge(rule);
-        ASSERT_EQ(result.status, RunResult::Status::ok) << rule.name << ": " << result.message;
-    }
-
-    EXPECT_EQ(scalar("SELECT string_agg(email, ',' ORDER BY email) FROM users_user"),
-              "recent@example.org,staff@example.org");
-    EXPECT_EQ(rows_of(recent), recent_rows);
-    EXPECT_EQ(rows_of(staff), staff_rows);
-    for (const auto id : {old, never}) {
-        const auto rows = rows_of(id);
-        for (std::size_t at = rows.find('='); at != std::string::npos;
-             at = rows.find('=', at + 1)) {
-            EXPECT_EQ(rows[at + 1], '0') << rows;
-        }
-    }
-    // The orientation: identities blanked, the row kept for statistics.
-    EXPECT_EQ(scalar("SELECT concat_ws('|', referent_email, referent_last_name, beneficiary_email, "
-                     "di_contact_email, is_anonymized, prescriber_id IS NULL) FROM "
-                     "orientations_orientation WHERE id = " +
-                     orientation),
-              "||||t|t");
-
-    // Every text-like column of every table, for the deleted users' e-mails.
-    pqxx::connection conn(m_dsn);
+// No text-like column of any table holds the deleted users' e-mails; the kept ones' stay.
+void expect_no_email_of_deleted_users(const std::string& dsn) {
+    pqxx::connection conn(dsn);
     pqxx::nontransaction tx(conn);
     const auto columns = tx.exec(
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
@@ -657,6 +628,49 @@ TEST_F(PostgresEngineTest, ShippedDoraPolicyLeavesNoEmailOfADeletedUser) {
                       "'recent@example.org'")[0][0]
                   .as<int>(),
               1);
+}
+
+// Every rule of the shipped DORA policy, run once on the real schema: the due accounts go with
+// every row that references them, every other account keeps all of its rows, and no e-mail of a
+// deleted user is left in any text, varchar, array or jsonb column of the schema.
+TEST_F(PostgresEngineTest, ShippedDoraPolicyLeavesNoEmailOfADeletedUser) {
+    const auto old = user("old@example.org", 400, 900);
+    const auto never = user("never@example.org", std::nullopt, 500);
+    const auto recent = user("recent@example.org", 10, 900);
+    const auto staff = user("staff@example.org", 400, 900, true);
+    for (const auto id : {old, never, recent, staff}) {
+        attach_everything(id);
+    }
+    const auto recent_rows = references_of(m_dsn, recent);
+    const auto staff_rows = references_of(m_dsn, staff);
+    EXPECT_EQ(recent_rows.find("=0 "), std::string::npos) << recent_rows;
+    const auto orientation = write_email_copies(old, recent, staff);
+
+    for (auto rule : shipped_dora_policy().rules) {
+        edit_spec<PostgresRule>(rule).notice.reset();
+        rule.limits = Limits{std::nullopt, 1.0};
+        const auto result = purge(rule);
+        ASSERT_EQ(result.status, RunResult::Status::ok) << rule.name << ": " << result.message;
+    }
+
+    EXPECT_EQ(scalar("SELECT string_agg(email, ',' ORDER BY email) FROM users_user"),
+              "recent@example.org,staff@example.org");
+    EXPECT_EQ(references_of(m_dsn, recent), recent_rows);
+    EXPECT_EQ(references_of(m_dsn, staff), staff_rows);
+    for (const auto id : {old, never}) {
+        const auto rows = references_of(m_dsn, id);
+        for (std::size_t at = rows.find('='); at != std::string::npos;
+             at = rows.find('=', at + 1)) {
+            EXPECT_EQ(rows[at + 1], '0') << rows;
+        }
+    }
+    // The orientation: identities blanked, the row kept for statistics.
+    EXPECT_EQ(scalar("SELECT concat_ws('|', referent_email, referent_last_name, beneficiary_email, "
+                     "di_contact_email, is_anonymized, prescriber_id IS NULL) FROM "
+                     "orientations_orientation WHERE id = " +
+                     orientation),
+              "||||t|t");
+    expect_no_email_of_deleted_users(m_dsn);
 }
 
 // The shipped C'est qui le pro rules on the tables as the service's migration creates them, with
