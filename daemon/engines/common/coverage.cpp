@@ -425,10 +425,10 @@ std::vector<StaleAcknowledgement> apply_acknowledgements(std::vector<StoreCovera
         // Stale only where the scan saw everything the acknowledgement could match.
         bool scanned = ack.datastore.empty() && every_store &&
                        std::none_of(stores.begin(), stores.end(),
-                                    [](const StoreCoverage& s) { return s.unavailable; });
+                                    [](const StoreCoverage& s) { return !s.error.empty(); });
         bool used = false;
         for (auto& store : stores) {
-            if (store.datastore == ack.datastore && !store.unavailable) {
+            if (store.datastore == ack.datastore && store.error.empty()) {
                 scanned = true;
             }
             for (auto& f : store.scan.findings) {
