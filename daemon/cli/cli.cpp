@@ -1,5 +1,6 @@
 #include "retentiond/cli.hpp"
 
+#include "coverage_cli.hpp"
 #include "options.hpp"
 #include "report_cli.hpp"
 
@@ -69,6 +70,7 @@ Commands:
   run                         run as a daemon: every rule on its schedule
   purge --now                 apply the rules once, now (see purge --help)
   check [--offline]           validate the configuration (and the live datastores)
+  coverage                    personal data no rule covers (see coverage --help)
   report                      dry-run report for the DPO
   policy-table                the privacy policy's retention table, from the rules
   audit verify                check the audit log's hash chain
@@ -199,6 +201,8 @@ int cmd_check(const Args& args, std::ostream& out, std::ostream& err) {
     if (unavailable) {
         return k_exit_unavailable;
     }
+    // Informational: the gate is `retentiond coverage`; check's exit code stays the rules'.
+    out << coverage_summary(collect_coverage(config)) << '\n';
     out << "configuration and datastores valid: " << config.rules.size() << " rules, "
         << config.datastores.size() << " datastores\n";
     return k_exit_ok;
@@ -472,6 +476,9 @@ int run_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
         }
         if (args.verb == "audit") {
             return cmd_audit(args, out, err);
+        }
+        if (args.verb == "coverage") {
+            return cmd_coverage(config_path(args), args.rest, out, err);
         }
         if (args.verb == "report") {
             return cmd_report(config_path(args), args.rest, out, err);

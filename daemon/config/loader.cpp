@@ -17,7 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const Keys k_main_keys = {"version", "daemon", "include", "datastores", "rules"};
+const Keys k_main_keys = {"version", "daemon", "include", "datastores", "rules", "coverage"};
 const Keys k_daemon_keys = {"audit_log", "audit_key",      "metrics",
                             "timezone",  "max_clock_skew", "store_down_unhealthy",
                             "splay",     "retry_backoff",  "coordination"};
@@ -178,7 +178,7 @@ void Loader::read_includes(const Includes& includes, const std::string& path) {
     }
 }
 
-// The section `name` ("datastores", "rules") of every file, in file order.
+// The section `name` ("datastores", "rules", "coverage") of every file, in file order.
 void Loader::read_sections(std::string_view name) {
     for (std::size_t i = 0; i < m_files.size(); ++i) {
         m_file = i;
@@ -190,6 +190,8 @@ void Loader::read_sections(std::string_view name) {
             if (it->first.IsScalar() && it->first.Scalar() == name) {
                 if (name == "datastores") {
                     read_datastores(wrap(it->second));
+                } else if (name == "coverage") {
+                    read_coverage(wrap(it->second));
                 } else {
                     read_rules(wrap(it->second));
                 }
@@ -253,6 +255,7 @@ Config Loader::load(const std::string& path) {
     // Datastores of every file first: a rule may use a datastore declared in another file.
     read_sections("datastores");
     read_sections("rules");
+    read_sections("coverage");
     check_coordination();
 
     std::string all_bytes;

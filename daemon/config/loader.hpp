@@ -131,6 +131,10 @@ private:
     const Kind* read_datastore_kind(const ConfigMap& f, const ConfigNode& node);
     void read_rules(const ConfigNode& node);
 
+    // --- coverage acknowledgements (loader_coverage.cpp)
+    void read_coverage(const ConfigNode& node);
+    void read_coverage_ignore(const ConfigNode& node);
+
     // --- rules (loader_rules.cpp)
     void read_rule(const ConfigNode& node);
     void read_rule_name(const ConfigMap& f, Rule& rule);

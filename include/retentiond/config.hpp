@@ -158,6 +158,18 @@ struct DaemonSettings {
     std::string coordination;
 };
 
+// Extension `coverage: { ignore: [...] }`: a location that looks personal and needs no rule, with
+// the reason the report prints. One of table (and column), files or pattern.
+struct CoverageIgnore {
+    std::string datastore; // empty: any datastore
+    std::string table;     // "public.t" or "t" (public)
+    std::string column;    // empty: every column of the table
+    std::string files;     // a glob relative to the root
+    std::string pattern;   // a key pattern, compared with the scan's pattern
+    std::string reason;
+    SourcePos pos;
+};
+
 struct Config {
     std::string main_file;
     std::vector<std::string> files; // every file read, main first
@@ -165,6 +177,7 @@ struct Config {
     DaemonSettings daemon;
     std::map<std::string, Datastore> datastores;
     std::vector<Rule> rules;
+    std::vector<CoverageIgnore> coverage_ignores;
     std::vector<Diagnostic> warnings; // e.g. a DSN with an inline password
 
     const Rule* find_rule(std::string_view name) const;

@@ -16,6 +16,7 @@ namespace retentiond {
 
 class Engine;
 class RunLock;
+struct CoverageScan;
 
 class Kind {
 public:
@@ -51,6 +52,13 @@ public:
         (void)target;
         return true;
     }
+
+    // Coverage (coverage.hpp): what looks personal in `store` and which of `rules` (the
+    // store's) covers it. Bounded reads only, never a value in the result. Throws
+    // UnavailableError when the store cannot be reached. The default: a note that this kind has
+    // no scan.
+    virtual CoverageScan scan_coverage(const Datastore& store,
+                                       const std::vector<const Rule*>& rules) const;
 
     // The daemon: whether rules on this kind's datastores take their cross-host run lock on
     // their own datastore, and a datastore of this kind can be `daemon.coordination`.

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "retentiond/config.hpp"
+#include "retentiond/coverage.hpp"
 #include "retentiond/engine.hpp"
 #include "retentiond/runner.hpp"
 
@@ -95,6 +96,8 @@ struct ReportData {
     std::vector<std::string> weeks;    // ISO weeks shown, oldest first (k_report_weeks)
     std::vector<RuleReport> rules;
     RuleStatus overall = RuleStatus::compliant;
+    // "Personal data without a rule" (coverage.hpp): absent when the report was built without it.
+    std::optional<CoverageReport> coverage;
 };
 
 constexpr int k_report_weeks = 12;
@@ -105,6 +108,12 @@ constexpr int k_report_schema_version = 1;
 // every rule is then "never run". now dates the report and ends the week window.
 ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>& dries,
                              const std::string& audit_log_path, TimePoint now);
+
+// Scans every datastore (or only `datastore`) for what looks personal, through each kind's
+// Kind::scan_coverage, then applies the configuration's acknowledgements. A store that cannot
+// be reached is marked unavailable, never thrown. UsageError: an unknown datastore.
+CoverageReport collect_coverage(const Config& config,
+                                const std::optional<std::string>& datastore = std::nullopt);
 
 // format: html | md | json | csv; lang: fr | en. Throws std::invalid_argument otherwise.
 std::string render_report(const ReportData& data, std::string_view format, std::string_view lang);

@@ -28,6 +28,10 @@ public:
                                         const Config& config) const override {
         return make_files_engine(store, config);
     }
+    CoverageScan scan_coverage(const Datastore& store,
+                               const std::vector<const Rule*>& rules) const override {
+        return scan_files_coverage(store, rules);
+    }
 };
 
 } // namespace

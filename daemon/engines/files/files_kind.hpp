@@ -1,6 +1,7 @@
 #pragma once
 
 #include "files_spec.hpp"
+#include "retentiond/coverage.hpp"
 #include "retentiond/engine.hpp"
 #include "retentiond/kind.hpp"
 
@@ -16,5 +17,8 @@ std::shared_ptr<const RuleSpec> read_files_rule(ConfigReader& in, const ConfigMa
                                                 const Rule& rule);
 
 std::unique_ptr<Engine> make_files_engine(const Datastore& store, const Config& config);
+
+// files_coverage.cpp: Kind::scan_coverage.
+CoverageScan scan_files_coverage(const Datastore& store, const std::vector<const Rule*>& rules);
 
 } // namespace retentiond

@@ -49,6 +49,10 @@ public:
         };
         return target == table || unqualified(target) == unqualified(table);
     }
+    CoverageScan scan_coverage(const Datastore& store,
+                               const std::vector<const Rule*>& rules) const override {
+        return scan_postgres_coverage(store, rules);
+    }
     bool coordinates_runs() const override { return true; }
     std::unique_ptr<RunLock> try_lock_run(const Datastore& store,
                                           std::string_view rule) const override {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "postgres_spec.hpp"
+#include "retentiond/coverage.hpp"
 #include "retentiond/engine.hpp"
 #include "retentiond/kind.hpp"
 
@@ -16,5 +17,8 @@ std::shared_ptr<const RuleSpec> read_postgres_rule(ConfigReader& in, const Confi
                                                    const Rule& rule);
 
 std::unique_ptr<Engine> make_postgres_engine(const Datastore& store, const Config& config);
+
+// pg_coverage.cpp: Kind::scan_coverage.
+CoverageScan scan_postgres_coverage(const Datastore& store, const std::vector<const Rule*>& rules);
 
 } // namespace retentiond

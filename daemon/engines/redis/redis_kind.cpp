@@ -30,6 +30,10 @@ public:
                                         const Config& config) const override {
         return make_redis_engine(store, config);
     }
+    CoverageScan scan_coverage(const Datastore& store,
+                               const std::vector<const Rule*>& rules) const override {
+        return scan_redis_coverage(store, rules);
+    }
 };
 
 } // namespace

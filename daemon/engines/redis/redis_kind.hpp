@@ -1,6 +1,7 @@
 #pragma once
 
 #include "redis_spec.hpp"
+#include "retentiond/coverage.hpp"
 #include "retentiond/engine.hpp"
 #include "retentiond/kind.hpp"
 
@@ -18,6 +19,9 @@ std::shared_ptr<const RuleSpec> read_redis_rule(ConfigReader& in, const ConfigMa
                                                 const Rule& rule);
 
 std::unique_ptr<Engine> make_redis_engine(const Datastore& store, const Config& config);
+
+// redis_coverage.cpp: Kind::scan_coverage.
+CoverageScan scan_redis_coverage(const Datastore& store, const std::vector<const Rule*>& rules);
 
 // Tests: the bytes of keys a redis rule with limits keeps between its counting pass and the purge
 // (default 16 MiB; past it the purge scans again). Not thread-safe: set it before any run.
