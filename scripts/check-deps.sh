@@ -22,7 +22,7 @@ rank() { # layer of a file under daemon/, or of a public header's base name
     engines/registry.cpp | registry) echo 4 ;;
     engines/* | run_lock) echo 3 ;; # run_lock.hpp: the postgres kind's coordination lock
     run/* | runner | progress) echo 5 ;;
-    report/* | report | report_errors) echo 6 ;;
+    report/* | report | report_errors | report_coverage) echo 6 ;;
     service/* | daemon | metrics | notify | scheduler) echo 7 ;;
     cli/* | main.cpp | cli) echo 8 ;;
     *) echo 0 ;;

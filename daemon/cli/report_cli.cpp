@@ -174,8 +174,9 @@ int cmd_report(const std::string& config_path, const std::vector<std::string>& a
                  options->rules); // an unknown rule is a usage error before any store is read
     Runner runner(config);
     const auto dries = runner.dry_run(options->rules);
-    const auto data =
+    auto data =
         build_report_data(config, dries, options->log.value_or(config.daemon.audit_log), now_utc());
+    data.coverage = collect_coverage(config); // "personal data without a rule"
     const auto text = render_report(data, options->format, options->lang);
     if (options->output) {
         write_atomically(*options->output, text);

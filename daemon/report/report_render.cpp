@@ -1,6 +1,7 @@
 // The DPO report's four renderings (html, md, json, csv) of one ReportData.
 #include "retentiond/escape.hpp"
 #include "retentiond/report.hpp"
+#include "retentiond/report_coverage.hpp"
 #include "retentiond/report_errors.hpp"
 #include "retentiond/timeutil.hpp"
 #include "retentiond/version.hpp"
@@ -571,7 +572,9 @@ std::string services_text(const ReportData& data) {
     return s;
 }
 
-std::string render_html(const ReportData& data, const Texts& t) {
+// The HTML report's head, header (status, generation, services, config, audit log, coverage) and
+// legend.
+std::string html_head(const ReportData& data, const Texts& t) {
     const std::string lang = t.lang;
     std::string h;
     h += "<!DOCTYPE html>\n<html lang=\"" + lang + "\">\n<head>\n<meta charset=\"utf-8\">\n";
@@ -591,13 +594,23 @@ std::string render_html(const ReportData& data, const Texts& t) {
     } else {
         h += " — <span class=\"warn\">" + esc(t.audit_missing) + "</span>";
     }
-    h += "</td></tr>\n</table>\n<ul class=\"legend\">\n";
+    h += "</td></tr>\n";
+    if (data.coverage) {
+        h += "<tr><th>" + esc(coverage_status_label(lang)) + "</th><td>" +
+             esc(coverage_status_text(*data.coverage, lang)) + "</td></tr>\n";
+    }
+    h += "</table>\n<ul class=\"legend\">\n";
     for (std::size_t i = 0; i < 5; ++i) {
         h += "<li><b>" + esc(t.status_words[i]) + "</b>" +
              (t.lang == std::string_view("fr") ? " : " : ": ") + esc(t.status_help[i]) + "</li>\n";
     }
     h += "</ul>\n</header>\n";
+    return h;
+}
 
+// The HTML report's summary table, worst rule first.
+std::string html_summary(const ReportData& data, const Texts& t) {
+    std::string h;
     h += "<section class=\"summary\">\n<h2>" + esc(t.summary) +
          "</h2>\n<table>\n<colgroup><col style=\"width:18%\"><col style=\"width:21%\"><col "
          "style=\"width:14%\"><col style=\"width:11%\"><col style=\"width:8%\"><col "
@@ -613,68 +626,83 @@ std::string render_html(const ReportData& data, const Texts& t) {
              "</td><td>" + esc(run_when(r.last_success, data, t)) + "</td></tr>\n";
     }
     h += "</table>\n</section>\n";
+    return h;
+}
 
+// One rule's section of the HTML report.
+std::string html_rule(const RuleReport& r, const ReportData& data, const Texts& t) {
+    const std::string lang = t.lang;
+    std::string h;
+    h += "<section class=\"rule\" id=\"rule-" + esc(r.rule) +
+         "\" style=\"border-left-color:" + k_status_color[idx(r.status)] + "\">\n";
+    h += "<h2>" + esc(r.rule) + " " + badge(r.status, t) + "</h2>\n";
+    h += "<p class=\"why\">" + esc(status_reason(r, data, t)) + "</p>\n";
+    h += "<div class=\"cols\"><div>\n<table class=\"kv\">\n";
+    const auto kv = [&](const char* k, const std::string& v) {
+        h += "<tr><th>" + esc(k) + "</th><td>" + esc(v) + "</td></tr>\n";
+    };
+    kv(t.category, r.category);
+    kv(t.legal_basis, r.legal_basis);
+    if (!r.description.empty()) {
+        kv(t.description, r.description);
+    }
+    kv(t.retention, r.retention.get(lang));
+    kv(t.action, action_words(r, t));
+    kv(t.service, r.datastore + " (" + r.kind + ")");
+    kv(t.schedule, r.schedule_text);
+    h += "</table>\n</div><div>\n<table class=\"kv numbers\">\n";
+    const auto kn = [&](const char* k, const std::string& v) {
+        h += "<tr><th>" + esc(k) + "</th><td class=\"n\">" + esc(v) + "</td></tr>\n";
+    };
+    if (r.dry) {
+        kn(t.in_scope, group(r.dry->in_scope, t));
+        kn(t.due, group(r.dry->due, t));
+        kn(t.held, group(r.dry->held, t));
+        kn(t.no_clock, group(r.dry->no_clock, t));
+        if (r.dry->unparseable != 0) {
+            kn(t.unparseable, group(r.dry->unparseable, t));
+        }
+        kn(t.oldest, oldest_words(r, t));
+        kn((std::string(t.forecast) + " " + t.forecast_cols).c_str(), forecast_words(r, t));
+    }
+    kn(t.last_success, run_when(r.last_success, data, t));
+    if (r.last_success) {
+        h += "<tr><td colspan=\"2\" class=\"n\">" + esc(run_did(*r.last_success, t)) +
+             "</td></tr>\n";
+    }
+    h += "</table>\n</div></div>\n";
+    if (r.dry && (!r.dry->counters.empty() || r.notes != 0)) {
+        h += "<p class=\"note\">";
+        if (!r.dry->counters.empty()) {
+            h += esc(t.counters) + " :";
+            for (const auto& [name, value] : r.dry->counters) {
+                h += " <span class=\"mono\">" + esc(name) + "</span> = " + esc(group(value, t)) +
+                     ";";
+            }
+        }
+        if (r.notes != 0) {
+            h += " " + esc(std::to_string(r.notes)) + " " + esc(t.notes);
+        }
+        h += "</p>\n";
+    }
+    // A store that could not be read has no ages to chart; its past purges still count.
+    if (r.dry || r.purged_in_window != 0) {
+        h += "<div class=\"charts\">\n<figure class=\"age\"><figcaption>" + esc(t.age_chart) +
+             "</figcaption>" + age_svg(r, t) + "</figure>\n<figure class=\"weeks\"><figcaption>" +
+             esc(t.purged_week) + "</figcaption>" + weeks_svg(r, t) + "</figure>\n</div>\n";
+    }
+    h += "</section>\n";
+    return h;
+}
+
+std::string render_html(const ReportData& data, const Texts& t) {
+    const std::string lang = t.lang;
+    std::string h = html_head(data, t) + html_summary(data, t);
     for (const RuleReport& r : worst_first(data)) {
-        h += "<section class=\"rule\" id=\"rule-" + esc(r.rule) +
-             "\" style=\"border-left-color:" + k_status_color[idx(r.status)] + "\">\n";
-        h += "<h2>" + esc(r.rule) + " " + badge(r.status, t) + "</h2>\n";
-        h += "<p class=\"why\">" + esc(status_reason(r, data, t)) + "</p>\n";
-        h += "<div class=\"cols\"><div>\n<table class=\"kv\">\n";
-        const auto kv = [&](const char* k, const std::string& v) {
-            h += "<tr><th>" + esc(k) + "</th><td>" + esc(v) + "</td></tr>\n";
-        };
-        kv(t.category, r.category);
-        kv(t.legal_basis, r.legal_basis);
-        if (!r.description.empty()) {
-            kv(t.description, r.description);
-        }
-        kv(t.retention, r.retention.get(lang));
-        kv(t.action, action_words(r, t));
-        kv(t.service, r.datastore + " (" + r.kind + ")");
-        kv(t.schedule, r.schedule_text);
-        h += "</table>\n</div><div>\n<table class=\"kv numbers\">\n";
-        const auto kn = [&](const char* k, const std::string& v) {
-            h += "<tr><th>" + esc(k) + "</th><td class=\"n\">" + esc(v) + "</td></tr>\n";
-        };
-        if (r.dry) {
-            kn(t.in_scope, group(r.dry->in_scope, t));
-            kn(t.due, group(r.dry->due, t));
-            kn(t.held, group(r.dry->held, t));
-            kn(t.no_clock, group(r.dry->no_clock, t));
-            if (r.dry->unparseable != 0) {
-                kn(t.unparseable, group(r.dry->unparseable, t));
-            }
-            kn(t.oldest, oldest_words(r, t));
-            kn((std::string(t.forecast) + " " + t.forecast_cols).c_str(), forecast_words(r, t));
-        }
-        kn(t.last_success, run_when(r.last_success, data, t));
-        if (r.last_success) {
-            h += "<tr><td colspan=\"2\" class=\"n\">" + esc(run_did(*r.last_success, t)) +
-                 "</td></tr>\n";
-        }
-        h += "</table>\n</div></div>\n";
-        if (r.dry && (!r.dry->counters.empty() || r.notes != 0)) {
-            h += "<p class=\"note\">";
-            if (!r.dry->counters.empty()) {
-                h += esc(t.counters) + " :";
-                for (const auto& [name, value] : r.dry->counters) {
-                    h += " <span class=\"mono\">" + esc(name) +
-                         "</span> = " + esc(group(value, t)) + ";";
-                }
-            }
-            if (r.notes != 0) {
-                h += " " + esc(std::to_string(r.notes)) + " " + esc(t.notes);
-            }
-            h += "</p>\n";
-        }
-        // A store that could not be read has no ages to chart; its past purges still count.
-        if (r.dry || r.purged_in_window != 0) {
-            h += "<div class=\"charts\">\n<figure class=\"age\"><figcaption>" + esc(t.age_chart) +
-                 "</figcaption>" + age_svg(r, t) +
-                 "</figure>\n<figure class=\"weeks\"><figcaption>" + esc(t.purged_week) +
-                 "</figcaption>" + weeks_svg(r, t) + "</figure>\n</div>\n";
-        }
-        h += "</section>\n";
+        h += html_rule(r, data, t);
+    }
+    if (data.coverage) {
+        h += coverage_section_html(*data.coverage, lang);
     }
     h += "<footer>" + esc(fill(t.footer, {k_version})) + "</footer>\n</body>\n</html>\n";
     return h;
@@ -710,7 +738,8 @@ std::string cell(std::string_view s) {
     return out;
 }
 
-std::string render_md(const ReportData& data, const Texts& t) {
+// The Markdown report's header, legend and summary table.
+std::string md_head(const ReportData& data, const Texts& t) {
     const std::string lang = t.lang;
     std::string m = "# " + std::string(t.title) + "\n\n";
     m += "| | |\n|---|---|\n";
@@ -724,7 +753,12 @@ std::string render_md(const ReportData& data, const Texts& t) {
          (data.audit_log_read ? " (" + group(static_cast<std::int64_t>(data.audit_lines), t) + " " +
                                     t.audit_lines + ")"
                               : std::string(" — ") + t.audit_missing) +
-         " |\n\n";
+         " |\n";
+    if (data.coverage) {
+        m += "| " + cell(coverage_status_label(lang)) + " | " +
+             cell(coverage_status_text(*data.coverage, lang)) + " |\n";
+    }
+    m += "\n";
     for (std::size_t i = 0; i < 5; ++i) {
         m += "- **" + std::string(t.status_words[i]) + "**: " + t.status_help[i] + "\n";
     }
@@ -738,63 +772,78 @@ std::string render_md(const ReportData& data, const Texts& t) {
              " | " + (r.dry ? group(r.dry->due, t) : "—") + " | " + oldest_words(r, t) + " | " +
              run_when(r.last_success, data, t) + " |\n";
     }
-    for (const RuleReport& r : worst_first(data)) {
-        m += "\n## " + cell(r.rule) + " — " + t.status_words[idx(r.status)] + "\n\n";
-        m += cell(status_reason(r, data, t)) + "\n\n";
-        m += "| | |\n|---|---|\n";
-        const auto kv = [&](const char* k, const std::string& v) {
-            m += "| " + std::string(k) + " | " + cell(v) + " |\n";
-        };
-        kv(t.category, r.category);
-        kv(t.legal_basis, r.legal_basis);
-        if (!r.description.empty()) {
-            kv(t.description, r.description);
+    return m;
+}
+
+// One rule's section of the Markdown report.
+std::string md_rule(const RuleReport& r, const ReportData& data, const Texts& t) {
+    const std::string lang = t.lang;
+    std::string m;
+    m += "\n## " + cell(r.rule) + " — " + t.status_words[idx(r.status)] + "\n\n";
+    m += cell(status_reason(r, data, t)) + "\n\n";
+    m += "| | |\n|---|---|\n";
+    const auto kv = [&](const char* k, const std::string& v) {
+        m += "| " + std::string(k) + " | " + cell(v) + " |\n";
+    };
+    kv(t.category, r.category);
+    kv(t.legal_basis, r.legal_basis);
+    if (!r.description.empty()) {
+        kv(t.description, r.description);
+    }
+    kv(t.retention, r.retention.get(lang));
+    kv(t.action, action_words(r, t));
+    kv(t.service, r.datastore + " (" + r.kind + ")");
+    kv(t.schedule, r.schedule_text);
+    if (r.dry) {
+        kv(t.in_scope, group(r.dry->in_scope, t));
+        kv(t.due, group(r.dry->due, t));
+        kv(t.held, group(r.dry->held, t));
+        kv(t.no_clock, group(r.dry->no_clock, t));
+        if (r.dry->unparseable != 0) {
+            kv(t.unparseable, group(r.dry->unparseable, t));
         }
-        kv(t.retention, r.retention.get(lang));
-        kv(t.action, action_words(r, t));
-        kv(t.service, r.datastore + " (" + r.kind + ")");
-        kv(t.schedule, r.schedule_text);
-        if (r.dry) {
-            kv(t.in_scope, group(r.dry->in_scope, t));
-            kv(t.due, group(r.dry->due, t));
-            kv(t.held, group(r.dry->held, t));
-            kv(t.no_clock, group(r.dry->no_clock, t));
-            if (r.dry->unparseable != 0) {
-                kv(t.unparseable, group(r.dry->unparseable, t));
-            }
-            kv(t.oldest, oldest_words(r, t));
-            kv((std::string(t.forecast) + " " + t.forecast_cols).c_str(), forecast_words(r, t));
-            for (const auto& [name, value] : r.dry->counters) {
-                kv((std::string(t.counters) + ": " + name).c_str(), group(value, t));
-            }
-            if (r.notes != 0) {
-                kv(t.notes, std::to_string(r.notes));
-            }
+        kv(t.oldest, oldest_words(r, t));
+        kv((std::string(t.forecast) + " " + t.forecast_cols).c_str(), forecast_words(r, t));
+        for (const auto& [name, value] : r.dry->counters) {
+            kv((std::string(t.counters) + ": " + name).c_str(), group(value, t));
         }
-        kv(t.last_success,
-           run_when(r.last_success, data, t) +
-               (r.last_success ? " — " + run_did(*r.last_success, t) : std::string{}));
-        if (r.dry && !r.dry->age_buckets.empty()) {
-            m += "\n" + std::string(t.age_chart) + " (" + t.age_caption + "; " + t.limit_label +
-                 " = " + cell(r.retain_words.get(lang)) + "):\n\n| " + t.bucket + " | " +
-                 t.records + " |\n|---|---:|\n";
-            const auto& b = r.dry->age_buckets;
-            for (std::size_t i = 0; i < b.size(); ++i) {
-                char band[64];
-                if (i + 1 == b.size()) {
-                    std::snprintf(band, sizeof band, "≥ %zu/8", i);
-                } else {
-                    std::snprintf(band, sizeof band, "%zu/8 – %zu/8", i, i + 1);
-                }
-                m += "| " + std::string(band) + (i >= 8 ? " ⚠" : "") + " | " + group(b[i], t) +
-                     " |\n";
-            }
+        if (r.notes != 0) {
+            kv(t.notes, std::to_string(r.notes));
         }
-        m += "\n" + std::string(t.purged_week) + ":\n\n| " + t.week + " | " + t.records +
+    }
+    kv(t.last_success, run_when(r.last_success, data, t) +
+                           (r.last_success ? " — " + run_did(*r.last_success, t) : std::string{}));
+    if (r.dry && !r.dry->age_buckets.empty()) {
+        m += "\n" + std::string(t.age_chart) + " (" + t.age_caption + "; " + t.limit_label + " = " +
+             cell(r.retain_words.get(lang)) + "):\n\n| " + t.bucket + " | " + t.records +
              " |\n|---|---:|\n";
-        for (const auto& w : r.purged_per_week) {
-            m += "| " + w.week + " | " + group(w.count, t) + " |\n";
+        const auto& b = r.dry->age_buckets;
+        for (std::size_t i = 0; i < b.size(); ++i) {
+            char band[64];
+            if (i + 1 == b.size()) {
+                std::snprintf(band, sizeof band, "≥ %zu/8", i);
+            } else {
+                std::snprintf(band, sizeof band, "%zu/8 – %zu/8", i, i + 1);
+            }
+            m += "| " + std::string(band) + (i >= 8 ? " ⚠" : "") + " | " + group(b[i], t) + " |\n";
         }
+    }
+    m += "\n" + std::string(t.purged_week) + ":\n\n| " + t.week + " | " + t.records +
+         " |\n|---|---:|\n";
+    for (const auto& w : r.purged_per_week) {
+        m += "| " + w.week + " | " + group(w.count, t) + " |\n";
+    }
+    return m;
+}
+
+std::string render_md(const ReportData& data, const Texts& t) {
+    const std::string lang = t.lang;
+    std::string m = md_head(data, t);
+    for (const RuleReport& r : worst_first(data)) {
+        m += md_rule(r, data, t);
+    }
+    if (data.coverage) {
+        m += coverage_section_md(*data.coverage, lang);
     }
     m += "\n---\n" + fill(t.footer, {k_version}) + "\n";
     return m;
@@ -917,6 +966,9 @@ std::string render_json(const ReportData& data, const Texts& t) {
                 {"overall_status", std::string(to_string(data.overall))},
                 {"status_counts", counts},
                 {"rules", rules}};
+    if (data.coverage) {
+        doc["coverage"] = coverage_json(*data.coverage);
+    }
     return doc.dump(2) + "\n";
 }
 

@@ -272,5 +272,27 @@ TEST(CoverageCli, CheckPrintsOneSummaryLineWithoutChangingItsExitCode) {
     expect_no_value(r);
 }
 
+TEST(CoverageCli, TheDpoReportListsPersonalDataWithoutARuleInItsLanguage) {
+    DoraSite site("coverage:\n"
+                  "  ignore:\n"
+                  "    - { datastore: dora, table: app_contact, column: iban, reason: \"RIB: "
+                  "contrat\" }\n");
+    const auto md = site.run({"report", "--format", "md", "--lang", "en"});
+    expect_no_value(md);
+    EXPECT_THAT(md.out, HasSubstr("## Personal data without a rule"));
+    EXPECT_THAT(md.out, HasSubstr("look personal and no rule covers them"));
+    EXPECT_THAT(md.out, HasSubstr("public.app_contact.email"));
+    EXPECT_THAT(md.out, HasSubstr("acknowledged: RIB: contrat"));
+    const auto fr = site.run({"report", "--format", "html", "--lang", "fr"});
+    expect_no_value(fr);
+    EXPECT_THAT(fr.out, HasSubstr("Données personnelles sans règle"));
+    EXPECT_THAT(fr.out, HasSubstr("aucune règle"));
+    const auto json = site.run({"report", "--format", "json"});
+    expect_no_value(json);
+    const auto doc = nlohmann::json::parse(json.out);
+    EXPECT_FALSE(doc["coverage"]["complete"].get<bool>());
+    EXPECT_GE(doc["coverage"]["uncovered"].get<int>(), 2);
+    EXPECT_EQ(doc["coverage"]["acknowledged"].get<int>(), 1);
+}
 } // namespace
 } // namespace retentiond::test
