@@ -474,7 +474,7 @@ private:
 
     RuleView m_view;
     csv::ReadFn m_read;
-    std::vector<char> m_buf;
+    GrowBuffer m_buf;
     TimestampMemo m_time;
     std::size_t m_pos = 0;
     std::size_t m_len = 0;
