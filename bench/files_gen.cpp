@@ -149,9 +149,9 @@ void short_record(std::string& out, std::uint64_t n, const char* when) {
 const char* const k_long_header =
     "\"Submission ID\",\"Respondent ID\",\"Submitted at\",\"Nom\",\"Prénom\",\"Email\","
     "\"Téléphone\",\"Situation professionnelle\",\"Commentaire\"\n";
-const char* const k_short_header =
-    "\xEF\xBB\xBF\"Submission ID\",\"Respondent ID\",\"Submitted at\",\"Nom\",\"Prénom\",\"Email\",\"Note\","
-    "\"Commentaire\"\r\n";
+const char* const k_short_header = "\xEF\xBB\xBF\"Submission ID\",\"Respondent ID\",\"Submitted "
+                                   "at\",\"Nom\",\"Prénom\",\"Email\",\"Note\","
+                                   "\"Commentaire\"\r\n";
 
 } // namespace
 
