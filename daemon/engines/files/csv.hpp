@@ -1,5 +1,7 @@
 #pragma once
 
+#include "grow_buffer.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -101,7 +103,7 @@ private:
     void classify();
 
     ReadFn m_read;
-    std::vector<char> m_buf;
+    files_detail::GrowBuffer m_buf;
     std::size_t m_pos = 0;
     std::size_t m_len = 0;
     bool m_eof = false;

@@ -4,6 +4,7 @@
 // the decision on one record. Private to the files engine.
 
 #include "files_io.hpp"
+#include "json_scan.hpp"
 
 namespace retentiond::files_detail {
 
@@ -299,12 +300,12 @@ public:
           m_time(v.spec.clock.format, v.tz) {
         const auto& spec = v.spec;
         if (spec.clock.kind == FilesClock::Kind::field) {
-            m_clock_path = dotted(spec.clock.field);
+            m_paths[k_clock] = dotted(spec.clock.field);
         }
         if (spec.hold) {
-            m_hold_path = dotted(spec.hold->field);
+            m_paths[k_hold] = dotted(spec.hold->field);
         }
-        m_key_path = dotted(spec.key_field.empty() ? "id" : spec.key_field);
+        m_paths[k_key] = dotted(spec.key_field.empty() ? "id" : spec.key_field);
     }
 
     bool next() override {
@@ -338,11 +339,15 @@ public:
         }
         m_ending = m_raw.substr(body.size());
         m_anon_done = false;
-        m_doc = nlohmann::json::parse(body, nullptr, false);
-        if (m_doc.is_discarded()) {
+        m_body = body;
+        m_doc.reset();
+        // Checked and read without a document: a long line costs its bytes once (the document
+        // is built only to anonymize a due record).
+        const JsonScan scanned = scan_json(body, m_paths, m_found);
+        if (scanned == JsonScan::invalid) {
             throw ParseError(line(), "invalid JSON");
         }
-        if (!m_doc.is_object()) {
+        if (scanned == JsonScan::not_object) {
             throw ParseError(line(), "not a JSON object");
         }
         return true;
@@ -351,45 +356,47 @@ public:
     std::string_view raw() const override { return m_raw; }
     std::uint64_t line() const override { return m_line; }
     std::optional<TimePoint> clock() override {
-        if (m_clock_path.empty()) {
+        if (m_paths[k_clock].empty() || !m_found[k_clock]) {
             return std::nullopt;
         }
-        const auto* v = lookup(m_doc, m_clock_path);
-        if (v == nullptr || v->is_null() || (v->is_string() && v->get<std::string>().empty())) {
+        const auto raw = *m_found[k_clock];
+        if (const auto s = plain_string(raw)) {
+            if (s->empty()) {
+                return std::nullopt;
+            }
+            return parsed_clock(m_time.parse(*s));
+        }
+        const auto v = nlohmann::json::parse(raw);
+        if (v.is_null() || (v.is_string() && v.get_ref<const std::string&>().empty())) {
             return std::nullopt;
         }
         std::optional<TimePoint> t;
-        if (v->is_string()) {
-            t = m_time.parse(v->get_ref<const std::string&>());
-        } else if (v->is_number()) { // epoch seconds
-            const double s = v->get<double>();
+        if (v.is_string()) {
+            t = m_time.parse(v.get_ref<const std::string&>());
+        } else if (v.is_number()) { // epoch seconds
+            const double s = v.get<double>();
             if (std::isfinite(s)) {
                 t = TimePoint(std::chrono::microseconds(std::llround(s * 1e6)));
             }
         }
-        if (!t) {
-            throw ParseError(line(),
-                             "unparseable timestamp in \"" + m_view.spec.clock.field + "\"");
-        }
-        return t;
+        return parsed_clock(t);
     }
     bool held() override {
-        if (m_hold_path.empty()) {
+        if (m_paths[k_hold].empty() || !m_found[k_hold]) {
             return false;
         }
-        const auto* v = lookup(m_doc, m_hold_path);
-        return v != nullptr && !v->is_null() && scalar(*v) == m_view.spec.hold->equals;
+        return *m_found[k_hold] != "null" && text(*m_found[k_hold]) == m_view.spec.hold->equals;
     }
-    std::string key() override {
-        const auto* v = lookup(m_doc, m_key_path);
-        return v == nullptr ? std::string() : scalar(*v);
-    }
+    std::string key() override { return m_found[k_key] ? text(*m_found[k_key]) : std::string(); }
     bool anonymize(std::string* out) override {
         // Works on a copy, once per record: the check (pass 1) and the rewrite must agree.
         if (!m_anon_done) {
             m_anon_done = true;
             m_anon_out.clear();
-            nlohmann::json doc = m_doc;
+            if (!m_doc) {
+                m_doc = nlohmann::json::parse(m_body); // checked by scan_json
+            }
+            nlohmann::json doc = *m_doc;
             bool changed = false;
             for (const auto& fsg : m_view.rule.anonymize) {
                 const auto path = dotted(fsg.field);
@@ -421,6 +428,32 @@ public:
     }
 
 private:
+    static constexpr std::size_t k_clock = 0;
+    static constexpr std::size_t k_hold = 1;
+    static constexpr std::size_t k_key = 2;
+
+    // A JSON string's value when it holds no escape (most do): its inner bytes.
+    static std::optional<std::string_view> plain_string(std::string_view raw) {
+        if (raw.size() < 2 || raw.front() != '"' || raw.find('\\') != std::string_view::npos) {
+            return std::nullopt;
+        }
+        return raw.substr(1, raw.size() - 2);
+    }
+    // A value as held and key compare it: a string's value, anything else as JSON text.
+    static std::string text(std::string_view raw) {
+        if (const auto s = plain_string(raw)) {
+            return std::string(*s);
+        }
+        return scalar(nlohmann::json::parse(raw));
+    }
+    std::optional<TimePoint> parsed_clock(std::optional<TimePoint> t) const {
+        if (!t) {
+            throw ParseError(line(),
+                             "unparseable timestamp in \"" + m_view.spec.clock.field + "\"");
+        }
+        return t;
+    }
+
     void fill() {
         if (m_pos > 0) {
             std::memmove(m_buf.data(), m_buf.data() + m_pos, m_len - m_pos);
@@ -441,7 +474,7 @@ private:
 
     RuleView m_view;
     csv::ReadFn m_read;
-    std::vector<char> m_buf;
+    GrowBuffer m_buf;
     TimestampMemo m_time;
     std::size_t m_pos = 0;
     std::size_t m_len = 0;
@@ -450,12 +483,12 @@ private:
     std::string_view m_ending;
     std::uint64_t m_line = 1;
     bool m_is_record = false;
-    nlohmann::json m_doc;
+    std::string_view m_body;             // the line without its ending
+    std::optional<nlohmann::json> m_doc; // parsed only to anonymize
     bool m_anon_done = false;
     std::string m_anon_out;
-    std::vector<std::string> m_clock_path;
-    std::vector<std::string> m_hold_path;
-    std::vector<std::string> m_key_path;
+    std::vector<std::vector<std::string>> m_paths{3}; // clock, hold, key (empty: not read)
+    std::vector<std::optional<std::string_view>> m_found;
 };
 
 inline std::unique_ptr<RecordParser> make_parser(csv::ReadFn read, const RuleView& v) {

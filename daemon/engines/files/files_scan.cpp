@@ -51,6 +51,9 @@ public:
         }
     }
     void flush() {
+        if (m_staged && !m_staged->keys.seal()) {
+            give_up();
+        }
         if (!m_out) {
             return;
         }
@@ -128,7 +131,7 @@ void FilesEngine::scan_file(const Rule& rule, const Match& f, const Timing& t,
     s.id = identity(st);
     std::unique_ptr<Staged> staged;
     if (staging != nullptr && staging->allows(static_cast<std::uint64_t>(st.st_size))) {
-        staged = std::make_unique<Staged>(&staging->key_bytes);
+        staged = std::make_unique<Staged>(&staging->key_bytes, f.abs.parent_path());
         staged->st = st;
     }
     Stager stager(std::move(staged));
