@@ -349,6 +349,80 @@ void scan_audit_log(const Config& config, const std::string& path, ReportData& d
 
 } // namespace
 
+namespace {
+
+// What the policy says of a rule: names, wording, schedule.
+RuleReport describe_rule(const Rule& rule) {
+    RuleReport r;
+    r.rule = rule.name;
+    r.datastore = rule.datastore;
+    r.kind = rule.kind != nullptr ? std::string(rule.kind->name()) : std::string();
+    r.action = std::string(to_string(rule.action));
+    r.category = rule.category;
+    r.legal_basis = rule.legal_basis;
+    r.description = rule.description;
+    r.retain_text = rule.retain.text;
+    r.retention.fr = retention_wording(rule, "fr");
+    r.retention.en = retention_wording(rule, "en");
+    r.retain_words.fr = describe_duration(rule.retain, "fr");
+    r.retain_words.en = describe_duration(rule.retain, "en");
+    r.retain_approx = rule.retain.approx();
+    r.schedule_text = rule.schedule.text;
+    r.schedule_period = rule.schedule.period();
+    return r;
+}
+
+// The dry run's figures, or the error that stood in their way (code and masked detail).
+void add_dry_run(const RuleDryRun& dry, RuleReport& r) {
+    if (dry.dry) {
+        r.dry = *dry.dry;
+        r.notes = r.dry->notes.size();
+        r.dry->notes.clear();
+        if (r.dry->oldest_clock) {
+            r.oldest_age = r.dry->now - *r.dry->oldest_clock;
+            r.oldest_past_grace = *r.dry->oldest_clock < r.dry->cutoff - r.schedule_period;
+        }
+        return;
+    }
+    r.error = mask_personal(dry.error.empty() ? "unavailable" : dry.error);
+    r.error_code = std::string(classify_error(dry.error, dry.unavailable));
+    // The report shows the code and its message in its language; the detail goes here.
+    spdlog::warn("report: rule {}: {}: {}", r.rule, r.error_code, r.error);
+}
+
+// The audit log's history of the rule: its runs and its purges per week.
+void add_history(const RuleHistory* history, const std::vector<std::string>& weeks, RuleReport& r) {
+    if (history != nullptr) {
+        r.last_run = history->current;
+        r.last_success =
+            history->current && history->current->ok ? history->current : history->last_success;
+    }
+    for (const auto& week : weeks) {
+        std::int64_t count = 0;
+        if (history != nullptr) {
+            const auto w = history->weeks.find(week);
+            count = w == history->weeks.end() ? 0 : w->second;
+        }
+        r.purged_per_week.push_back({week, count});
+        r.purged_in_window += count;
+    }
+}
+
+RuleStatus status_of(const RuleReport& r) {
+    if (!r.dry) {
+        return RuleStatus::unknown;
+    }
+    if (r.last_run && !r.last_run->ok) {
+        return RuleStatus::failing;
+    }
+    if (r.dry->due > 0 && r.oldest_past_grace) {
+        return RuleStatus::overdue;
+    }
+    return r.last_run ? RuleStatus::compliant : RuleStatus::never_run;
+}
+
+} // namespace
+
 ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>& dries,
                              const std::string& audit_log_path, TimePoint now) {
     ReportData data;
@@ -373,65 +447,11 @@ ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>
             continue;
         }
         ++rules_per_store[rule->datastore];
-        RuleReport r;
-        r.rule = rule->name;
-        r.datastore = rule->datastore;
-        r.kind = rule->kind != nullptr ? std::string(rule->kind->name()) : std::string();
-        r.action = std::string(to_string(rule->action));
-        r.category = rule->category;
-        r.legal_basis = rule->legal_basis;
-        r.description = rule->description;
-        r.retain_text = rule->retain.text;
-        r.retention.fr = retention_wording(*rule, "fr");
-        r.retention.en = retention_wording(*rule, "en");
-        r.retain_words.fr = describe_duration(rule->retain, "fr");
-        r.retain_words.en = describe_duration(rule->retain, "en");
-        r.retain_approx = rule->retain.approx();
-        r.schedule_text = rule->schedule.text;
-        r.schedule_period = rule->schedule.period();
-
-        if (dry.dry) {
-            r.dry = *dry.dry;
-            r.notes = r.dry->notes.size();
-            r.dry->notes.clear();
-            if (r.dry->oldest_clock) {
-                r.oldest_age = r.dry->now - *r.dry->oldest_clock;
-                r.oldest_past_grace = *r.dry->oldest_clock < r.dry->cutoff - r.schedule_period;
-            }
-        } else {
-            r.error = mask_personal(dry.error.empty() ? "unavailable" : dry.error);
-            r.error_code = std::string(classify_error(dry.error, dry.unavailable));
-            // The report shows the code and its message in its language; the detail goes here.
-            spdlog::warn("report: rule {}: {}: {}", r.rule, r.error_code, r.error);
-        }
-
+        RuleReport r = describe_rule(*rule);
+        add_dry_run(dry, r);
         const auto found = histories.find(rule->name);
-        if (found != histories.end()) {
-            auto& h = found->second;
-            r.last_run = h.current;
-            r.last_success = h.current && h.current->ok ? h.current : h.last_success;
-        }
-        for (const auto& week : data.weeks) {
-            std::int64_t count = 0;
-            if (found != histories.end()) {
-                const auto w = found->second.weeks.find(week);
-                count = w == found->second.weeks.end() ? 0 : w->second;
-            }
-            r.purged_per_week.push_back({week, count});
-            r.purged_in_window += count;
-        }
-
-        if (!r.dry) {
-            r.status = RuleStatus::unknown;
-        } else if (r.last_run && !r.last_run->ok) {
-            r.status = RuleStatus::failing;
-        } else if (r.dry->due > 0 && r.oldest_past_grace) {
-            r.status = RuleStatus::overdue;
-        } else if (!r.last_run) {
-            r.status = RuleStatus::never_run;
-        } else {
-            r.status = RuleStatus::compliant;
-        }
+        add_history(found != histories.end() ? &found->second : nullptr, data.weeks, r);
+        r.status = status_of(r);
         data.overall = std::max(data.overall, r.status);
         data.rules.push_back(std::move(r));
     }
