@@ -1,4 +1,6 @@
-// Leaf partitions of a range on the clock, judged by their bounds before any row is read. A leaf
+// Leaf partitions of a range on the clock, judged by their bounds before any row is read (and any
+// other partition with a btree index on the clock, by its clock's extremes, re-checked once it is
+// detached and no row can arrive any more). A leaf
 // whose upper bound is due (every row's clock is below it, so every row is due) is emptied whole:
 // in one transaction bounded by lock_timeout, DETACH PARTITION, a count (and the keys, with
 // `partition_digests: keys`), the audit intent naming the partition, its bounds and its row count,
@@ -15,6 +17,7 @@
 #include "postgres_engine.hpp"
 
 #include "pg_errors.hpp"
+#include "pg_shape.hpp"
 #include "pg_statements.hpp"
 
 #include "retentiond/audit.hpp"
@@ -43,6 +46,14 @@ JOIN pg_partitioned_table pt ON pt.partrelid = i.inhparent
 JOIN pg_attribute a ON a.attrelid = i.inhparent AND a.attnum = pt.partattrs[0]
 WHERE c.oid = ANY ($1::regclass[]) AND c.relispartition AND pt.partstrat = 'r'
   AND pt.partnatts = 1 AND a.attname = $2)";
+
+// The partitioned table $1 is a partition of, its name as schema.name, its estimated rows.
+constexpr const char* k_partition_of_sql = R"(
+SELECT format('%I.%I', pn.nspname, p.relname), n.nspname || '.' || c.relname, c.reltuples::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_inherits i ON i.inhrelid = c.oid
+JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE c.oid = $1::regclass AND c.relispartition)";
 
 // "FOR VALUES FROM ('a') TO ('b')": the two bound literals as the server prints them.
 bool split_bounds(const std::string& text, std::string& from, std::string& to) {
@@ -95,6 +106,62 @@ bool may_empty_whole(const Rule& rule) {
            pg.partitions != PostgresRule::Partitions::rows;
 }
 
+// Whether every row of `leaf` is due, from its clock's extremes (an index makes them cheap):
+// the latest clock is due and no row lacks a clock (unless `clock_null: due`). Also selects the
+// extremes: text, then microseconds since the epoch. NULL when the leaf is empty.
+std::string min_max_sql(const Plan& plan, const std::string& leaf, Params& q) {
+    const auto retain = q.add(plan.rule->retain.to_pg_interval()) + "::interval";
+    const auto now = q.add(plan.now_text) + "::timestamptz";
+    const std::string& c = plan.clock;
+    const std::string no_null = plan.rule->clock_null_due ? std::string()
+                                                          : " AND NOT EXISTS (SELECT 1 FROM " +
+                                                                leaf + " WHERE " + c + " IS NULL)";
+    return "SELECT max(" + c + ") + " + retain + " <= " + now + no_null + ", min(" + c +
+           ")::text, max(" + c + ")::text, (extract(epoch FROM min(" + c +
+           ")) * 1000000)::bigint, (extract(epoch FROM max(" + c + ")) * 1000000)::bigint FROM " +
+           leaf;
+}
+
+// A partition no range on the clock judges (list, hash, DEFAULT, the one across the cutoff)
+// whose every row is due by its clock's extremes, read through a btree index on the clock.
+std::optional<WholePartition> whole_by_extremes(pqxx::transaction_base& tx, const Plan& plan,
+                                                const std::string& clock, const std::string& leaf) {
+    if (pg_shape::clock_btree_index(tx, leaf, clock).empty()) {
+        return std::nullopt;
+    }
+    const auto of = exec(tx, k_partition_of_sql, Params({leaf}));
+    if (of.empty()) {
+        return std::nullopt; // an inheritance child: DETACH PARTITION does not apply
+    }
+    Params q;
+    const auto row = exec(tx, min_max_sql(plan, leaf, q), q)[0];
+    if (row[0].is_null() || !row[0].as<bool>()) {
+        return std::nullopt;
+    }
+    WholePartition p{leaf,
+                     of[0][0].c_str(),
+                     of[0][1].c_str(),
+                     row[1].c_str(),
+                     row[2].c_str(),
+                     row[3].as<std::int64_t>(),
+                     row[4].as<std::int64_t>() + 1,
+                     of[0][2].as<std::int64_t>()};
+    p.by_extremes = true;
+    return p;
+}
+
+// The rows a leaf stands for in the limits: the planner's estimate, or its count when there is
+// none (never analyzed) or when a hold keeps some of its rows (then its due rows).
+void estimate_rows(pqxx::transaction_base& tx, const Plan& plan, WholePartition& p, bool whole) {
+    if (!(whole && spec_of<PostgresRule>(*plan.rule).hold) && p.estimated_rows >= 1) {
+        return;
+    }
+    Params c;
+    const auto where = whole ? " WHERE " + due_sql(plan, tx, c) : std::string();
+    p.estimated_rows =
+        exec(tx, "SELECT count(*) FROM " + p.leaf + where, c)[0][0].as<std::int64_t>();
+}
+
 } // namespace
 
 void PostgresEngine::classify_partitions(pqxx::transaction_base& tx, PreparedRun& run) {
@@ -119,13 +186,8 @@ void PostgresEngine::classify_partitions(pqxx::transaction_base& tx, PreparedRun
         }
         const Verdict verdict = judge(tx, run.plan, type, p, from, to);
         const bool whole = verdict == Verdict::whole && may_empty_whole(*run.plan.rule);
-        if ((whole && pg.hold) || (verdict != Verdict::boundary && p.estimated_rows < 1)) {
-            // Never analyzed (or empty): no estimate to stand for it in the limits; with a hold,
-            // the held rows are not due: count it.
-            Params c;
-            const auto where = whole ? " WHERE " + due_sql(run.plan, tx, c) : std::string();
-            p.estimated_rows =
-                exec(tx, "SELECT count(*) FROM " + p.leaf + where, c)[0][0].as<std::int64_t>();
+        if (verdict != Verdict::boundary) {
+            estimate_rows(tx, run.plan, p, whole);
         }
         if (whole && p.estimated_rows == 0) {
             judged.insert(p.leaf); // nothing in it: nothing to empty, nothing to walk
@@ -136,6 +198,18 @@ void PostgresEngine::classify_partitions(pqxx::transaction_base& tx, PreparedRun
             judged.insert(p.leaf);
             ++run.skipped_partitions;
             run.skipped_rows += p.estimated_rows;
+        }
+    }
+    for (const auto& leaf : tables) {
+        if (judged.count(leaf) != 0 || !may_empty_whole(*run.plan.rule)) {
+            continue;
+        }
+        if (auto p = whole_by_extremes(tx, run.plan, pg.clock.front(), leaf)) {
+            estimate_rows(tx, run.plan, *p, true);
+            judged.insert(leaf);
+            if (p->estimated_rows > 0) {
+                run.whole.push_back(std::move(*p));
+            }
         }
     }
     std::erase_if(run.heaps, [&](const std::string& h) { return judged.count(h) != 0; });
@@ -220,6 +294,10 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
         pqxx::work tx(conn);
         set_local(tx, run.plan);
         tx.exec0("ALTER TABLE " + p.parent + " DETACH PARTITION " + p.leaf);
+        Params x;
+        if (p.by_extremes && !exec(tx, min_max_sql(run.plan, p.leaf, x), x)[0][0].as<bool>(false)) {
+            throw std::runtime_error("a row not due yet arrived in it"); // detached: no more can
+        }
         Params h;
         if (pg.hold && exec(tx,
                             "SELECT EXISTS (SELECT 1 FROM " + p.leaf + " WHERE " +

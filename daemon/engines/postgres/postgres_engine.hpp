@@ -40,6 +40,9 @@ struct WholePartition {
     std::optional<std::int64_t> from_us; // the bounds in microseconds since the epoch
     std::int64_t to_us = 0;
     std::int64_t estimated_rows = 0;
+    // Judged by its clock's extremes (min/max through an index), not by range bounds: from/to are
+    // the extremes, re-checked inside the transaction once the partition is detached.
+    bool by_extremes = false;
 };
 
 // What preparing a run resolved: the plan (with the run's now and cutoff), the table's size.

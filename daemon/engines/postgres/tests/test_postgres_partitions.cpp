@@ -215,6 +215,38 @@ TEST_F(Partitions, ARowUpdatedToALaterClockMidRunStays) {
     EXPECT_EQ(result.counters.at("verification.remaining"), 0);
 }
 
+TEST_F(Partitions, ListPartitionsWhollyDueByTheirClockExtremesAreDroppedToo) {
+    pg_exec(m_dsn, "CREATE TABLE lst (id bigint, kind text NOT NULL, time timestamptz, held "
+                   "boolean NOT NULL DEFAULT false, PRIMARY KEY (id, kind, time)) "
+                   "PARTITION BY LIST (kind);"
+                   "CREATE TABLE lst_old PARTITION OF lst FOR VALUES IN ('old');"
+                   "CREATE TABLE lst_new PARTITION OF lst FOR VALUES IN ('new');"
+                   "CREATE TABLE lst_noidx PARTITION OF lst FOR VALUES IN ('noidx');"
+                   "CREATE INDEX ON lst_old (time); CREATE INDEX ON lst_new (time);"
+                   "INSERT INTO lst SELECT g, 'old', now() - interval '200 days' - g * interval "
+                   "'1 day' FROM generate_series(1, 40) g;"
+                   "INSERT INTO lst SELECT g, 'new', now() - g * interval '5 days' FROM "
+                   "generate_series(1, 40) g;"
+                   "INSERT INTO lst SELECT g, 'noidx', now() - interval '300 days' FROM "
+                   "generate_series(1, 10) g;");
+    auto r = rule();
+    edit_spec<PostgresRule>(r).table = "lst";
+    edit_spec<PostgresRule>(r).key = {"id", "kind", "time"};
+    const auto due = count("lst WHERE time + interval '100 days' <= now()");
+    const auto result = purge(r);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, due);
+    EXPECT_EQ(result.counters.at("partitions.dropped"), 1); // lst_old; lst_noidx has no index
+    EXPECT_EQ(pg_scalar(m_dsn, "SELECT to_regclass('lst_old') IS NULL"), "t");
+    EXPECT_EQ(count("lst_noidx"), 0); // purged by the batches
+    EXPECT_EQ(count("lst WHERE time + interval '100 days' <= now()"), 0);
+    ASSERT_EQ(partition_intents().size(), 1U);
+    const auto& part = *partition_intents()[0]->partition;
+    EXPECT_EQ(part.rows, 40);
+    EXPECT_EQ(part.key_index, 2);
+    EXPECT_LT(*part.from_us, part.to_us);
+}
+
 TEST_F(Partitions, AuditProveAnswersByTheBoundsAndDigestsOnRequest) {
     const auto dir =
         std::filesystem::temp_directory_path() / ("retentiond-parts-" + std::to_string(::getpid()));
