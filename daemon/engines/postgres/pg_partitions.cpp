@@ -294,6 +294,9 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
         pqxx::work tx(conn);
         set_local(tx, run.plan);
         tx.exec0("ALTER TABLE " + p.parent + " DETACH PARTITION " + p.leaf);
+        // The run's own transaction id, for the proof that nothing else wrote (pg_targets.cpp).
+        run.evidence->add_xid(
+            std::stoull(tx.exec1("SELECT pg_current_xact_id()::text")[0].c_str()));
         Params x;
         if (p.by_extremes && !exec(tx, min_max_sql(run.plan, p.leaf, x), x)[0][0].as<bool>(false)) {
             throw std::runtime_error("a row not due yet arrived in it"); // detached: no more can
