@@ -408,7 +408,9 @@ void add_history(const RuleHistory* history, const std::vector<std::string>& wee
     }
 }
 
-RuleStatus status_of(const RuleReport& r) {
+// Records whose clock cannot be read cannot be judged: the rule cannot be called compliant (nor
+// merely never run) while the dry run finds any; it is unknown, with the code saying why.
+RuleStatus status_of(RuleReport& r) {
     if (!r.dry) {
         return RuleStatus::unknown;
     }
@@ -417,6 +419,10 @@ RuleStatus status_of(const RuleReport& r) {
     }
     if (r.dry->due > 0 && r.oldest_past_grace) {
         return RuleStatus::overdue;
+    }
+    if (r.dry->unparseable > 0) {
+        r.error_code = "RD-DATA-UNPARSEABLE";
+        return RuleStatus::unknown;
     }
     return r.last_run ? RuleStatus::compliant : RuleStatus::never_run;
 }

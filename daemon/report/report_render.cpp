@@ -83,7 +83,8 @@ struct Texts {
     const char* yes;
     const char* no;
     char decimal_point;
-    const char* thousands; // separator
+    const char* thousands;      // separator
+    const char* why_unreadable; // records whose clock cannot be read
 };
 
 constexpr Texts k_fr{
@@ -157,6 +158,8 @@ constexpr Texts k_fr{
     "non",
     ',',
     "\u202f",
+    "%s enregistrement(s) dont la date de référence est illisible : leur échéance ne peut pas "
+    "être jugée, la promesse ne peut donc pas être vérifiée (%s).",
 };
 
 constexpr Texts k_en{
@@ -227,6 +230,8 @@ constexpr Texts k_en{
     "no",
     '.',
     ",",
+    "%s record(s) whose clock cannot be read: whether they are due cannot be judged, so the "
+    "promise cannot be checked (%s).",
 };
 
 const Texts& texts(std::string_view lang) {
@@ -375,6 +380,10 @@ std::string run_did(const RunInfo& run, const Texts& t) {
 std::string status_reason(const RuleReport& r, const ReportData& data, const Texts& t) {
     switch (r.status) {
     case RuleStatus::unknown:
+        if (r.dry) { // the store was read, but some records' clocks could not be
+            return fill(t.why_unreadable,
+                        {group(r.dry->unparseable, t), error_for_report(r.error_code, t.lang)});
+        }
         return fill(t.why_unknown, {error_for_report(r.error_code, t.lang)});
     case RuleStatus::failing:
         return fill(

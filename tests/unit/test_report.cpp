@@ -309,6 +309,28 @@ TEST_F(ReportTest, LastRunsAndWeeklyCountsComeFromTheAuditLog) {
               "Connection refused");
 }
 
+TEST_F(ReportTest, RecordsWhoseClockCannotBeReadKeepARuleFromBeingCompliant) {
+    auto dries = fixture_dries(m_config);
+    for (auto& d : dries) {
+        if (d.rule == "dora-inactive-accounts") {
+            ASSERT_TRUE(d.dry);
+            d.dry->unparseable = 3;
+        }
+    }
+    const auto data =
+        build_report_data(m_config, dries, m_dir.write("audit2.jsonl", fixture_audit_log()), k_now);
+    for (const auto& r : data.rules) {
+        if (r.rule == "dora-inactive-accounts") {
+            EXPECT_EQ(r.status, RuleStatus::unknown); // was compliant (StatusesFollow...)
+            EXPECT_EQ(r.error_code, "RD-DATA-UNPARSEABLE");
+        }
+    }
+    EXPECT_NE(render_report(data, "md", "en").find("3 record(s) whose clock cannot be read"),
+              std::string::npos);
+    EXPECT_NE(render_report(data, "md", "fr").find("date de référence est illisible"),
+              std::string::npos);
+}
+
 TEST_F(ReportTest, MissingAuditLogMeansNeverRun) {
     const auto data = build_report_data(m_config, fixture_dries(m_config),
                                         m_dir.file("no-such-log.jsonl"), k_now);
