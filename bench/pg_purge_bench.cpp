@@ -153,8 +153,8 @@ int main(int argc, char** argv) {
                 journal.first_intent(), journal.spent(),
                 result.path.empty() ? "-" : result.path.c_str(),
                 result.counters.count("verification.proven_without_count") != 0 ? "proven"
-                : result.counters.count("verification.remaining") != 0        ? "counted"
-                                                                              : "-",
+                : result.counters.count("verification.remaining") != 0          ? "counted"
+                                                                                : "-",
                 result.message.c_str());
     return result.status == RunResult::Status::ok ? 0 : 1;
 }

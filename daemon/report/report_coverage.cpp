@@ -3,6 +3,8 @@
 // could not see; locations a rule covers are only counted.
 #include "retentiond/report_coverage.hpp"
 
+#include "retentiond/escape.hpp"
+
 #include <algorithm>
 #include <vector>
 
@@ -116,35 +118,6 @@ std::vector<std::string> limits(const CoverageReport& c, const CoverageTexts& t)
     return out;
 }
 
-std::string md_cell(std::string s) {
-    std::replace(s.begin(), s.end(), '|', '/');
-    std::replace(s.begin(), s.end(), '\n', ' ');
-    return s;
-}
-
-std::string html_escape(std::string_view s) {
-    std::string out;
-    for (const char ch : s) {
-        switch (ch) {
-        case '&':
-            out += "&amp;";
-            break;
-        case '<':
-            out += "&lt;";
-            break;
-        case '>':
-            out += "&gt;";
-            break;
-        case '"':
-            out += "&quot;";
-            break;
-        default:
-            out += ch;
-        }
-    }
-    return out;
-}
-
 } // namespace
 
 std::string coverage_status_label(std::string_view lang) {
@@ -165,21 +138,21 @@ std::string coverage_section_md(const CoverageReport& c, std::string_view lang) 
         m += "\n| " + std::string(t.location) + " | " + t.why + " | " + t.state +
              " |\n|---|---|---|\n";
         for (const auto* f : rows) {
-            m += "| " + md_cell(f->datastore + " " + f->location) + " | " +
-                 md_cell(joined(f->why)) + " | " + md_cell(state_text(*f, t)) + " |\n";
+            m += "| " + md_table_cell(f->datastore + " " + f->location) + " | " +
+                 md_table_cell(joined(f->why)) + " | " + md_table_cell(state_text(*f, t)) + " |\n";
         }
     }
     const auto seen = limits(c, t);
     if (!seen.empty()) {
         m += "\n" + std::string(t.notes) + t.sep + "\n\n";
         for (const auto& line : seen) {
-            m += "- " + md_cell(line) + "\n";
+            m += "- " + md_table_cell(line) + "\n";
         }
     }
     if (!c.stale.empty()) {
         m += "\n" + std::string(t.stale) + t.sep + "\n\n";
         for (const auto& s : c.stale) {
-            m += "- " + md_cell(s.what) + "\n";
+            m += "- " + md_table_cell(s.what) + "\n";
         }
     }
     return m;

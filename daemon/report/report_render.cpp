@@ -721,30 +721,7 @@ std::string render_html(const ReportData& data, const Texts& t) {
 
 // A table cell: no line breaks, no pipes, no raw HTML.
 std::string cell(std::string_view s) {
-    std::string out;
-    for (const char c : s) {
-        switch (c) {
-        case '|':
-            out += "\\|";
-            break;
-        case '\n':
-        case '\r':
-            out += ' ';
-            break;
-        case '<':
-            out += "&lt;";
-            break;
-        case '>':
-            out += "&gt;";
-            break;
-        case '&':
-            out += "&amp;";
-            break;
-        default:
-            out += c;
-        }
-    }
-    return out;
+    return md_table_cell(s);
 }
 
 // The Markdown report's header, legend and summary table.

@@ -29,6 +29,33 @@ std::string html_escape(std::string_view text) {
     return out;
 }
 
+std::string md_table_cell(std::string_view s) {
+    std::string out;
+    for (const char c : s) {
+        switch (c) {
+        case '|':
+            out += "\\|";
+            break;
+        case '\n':
+        case '\r':
+            out += ' ';
+            break;
+        case '<':
+            out += "&lt;";
+            break;
+        case '>':
+            out += "&gt;";
+            break;
+        case '&':
+            out += "&amp;";
+            break;
+        default:
+            out += c;
+        }
+    }
+    return out;
+}
+
 namespace csv {
 
 void append_field(std::string& out, std::string_view value, char delimiter) {
