@@ -155,8 +155,10 @@ const ConfigNode* ConfigMap::get(std::string_view name) const {
     return e ? &e->value : nullptr;
 }
 
-std::unique_ptr<RunLock> Kind::try_lock_run(const Datastore& store, std::string_view rule) const {
+std::unique_ptr<RunLock> Kind::try_lock_run(const Datastore& store, std::string_view rule,
+                                            const std::function<bool()>& stop) const {
     (void)rule;
+    (void)stop;
     throw std::logic_error("datastore \"" + store.name + "\": kind " + std::string(name()) +
                            " takes no run lock");
 }

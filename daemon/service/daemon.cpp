@@ -302,7 +302,7 @@ private:
                                         const JobResult& result, SlotClaim& claim) {
         const std::string& name = job.rule;
         try {
-            claim.lock = coord.kind->try_lock_run(coord, name);
+            claim.lock = coord.kind->try_lock_run(coord, name, [this] { return m_stop.load(); });
         } catch (const UnavailableError& e) {
             return unavailable(result, rule, coord.name, e.what());
         }

@@ -65,7 +65,10 @@ struct RunContext {
     // What the run is doing, for progress displays: "counting", "notices", "batches",
     // "verification". Engines call phase(), which does nothing when nobody listens.
     std::function<void(std::string_view phase)> on_phase;
-    std::function<bool()> stop_requested; // SIGTERM: finish the current batch, then return
+    // SIGTERM: finish the current batch, then return. Must be thread-safe: the postgres engine
+    // also polls it from its connection watch, which cancels a statement still running 2 s after
+    // the request (pg_connect.hpp).
+    std::function<bool()> stop_requested;
 
     void phase(std::string_view name) const {
         if (on_phase) {

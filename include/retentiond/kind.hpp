@@ -7,6 +7,7 @@
 #include "retentiond/config.hpp"
 #include "retentiond/config_reader.hpp"
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -64,9 +65,10 @@ public:
     // their own datastore, and a datastore of this kind can be `daemon.coordination`.
     virtual bool coordinates_runs() const { return false; }
     // The run lock of `rule` on `store` (coordinates_runs() only): nullptr when another session
-    // holds it; throws UnavailableError when the store cannot be reached.
-    virtual std::unique_ptr<RunLock> try_lock_run(const Datastore& store,
-                                                  std::string_view rule) const;
+    // holds it; throws UnavailableError when the store cannot be reached. `stop` (thread-safe)
+    // ends a wait on the store within seconds.
+    virtual std::unique_ptr<RunLock> try_lock_run(const Datastore& store, std::string_view rule,
+                                                  const std::function<bool()>& stop) const;
 };
 
 } // namespace retentiond

@@ -3,6 +3,7 @@
 #include "retentiond/duration.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,8 +20,11 @@ std::int64_t advisory_lock_key(std::string_view rule);
 class RunLock {
 public:
     // Connects and tries the lock. Returns nullptr when another session holds it; throws
-    // UnavailableError when the database cannot be reached.
-    static std::unique_ptr<RunLock> try_acquire(const std::string& dsn, std::string_view rule);
+    // UnavailableError when the database cannot be reached. A `stop` request (thread-safe: it is
+    // also polled from another thread) abandons the connection attempt, and cuts the connection
+    // short when the server stops answering (the postgres engine's watch, pg_connect.hpp).
+    static std::unique_ptr<RunLock> try_acquire(const std::string& dsn, std::string_view rule,
+                                                const std::function<bool()>& stop = {});
     ~RunLock();
 
     // Exactly once per slot across hosts, checked and recorded under the lock in

@@ -6,6 +6,7 @@
 //   PostgreSQL DSN without connect_timeout hung for good and ignored SIGTERM; a silent Redis held
 //   a run for 60 s. Now `purge --now` exits 69 within the default timeouts, and SIGTERM ends it
 //   within a few seconds.
+#include "support/pg_cluster.hpp"
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
 
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <optional>
 #include <thread>
@@ -340,6 +342,115 @@ TEST_F(SilentStores, SigtermEndsARedisWaitWithinSeconds) {
     ASSERT_TRUE(code.has_value()) << "SIGTERM did not end the wait for Redis";
     EXPECT_EQ(*code, 69) << m_child->output();
     EXPECT_THAT(m_child->output(), HasSubstr("stop requested while waiting for a reply"));
+}
+
+TEST_F(SilentStores, SigtermEndsTheDaemonsWaitForItsRunLockWithinSeconds) {
+    // The rule's run lock is taken on its own datastore, which accepts and never answers: the
+    // lock's connection attempt would take the whole 10 s connect_timeout.
+    const auto config = postgres_config();
+    std::string text = read_file(config) + "    schedule: every 1s\n";
+    const auto cfg = m_dir.write("retentiond.yaml", text);
+    m_child.emplace(std::vector<std::string>{"--config", cfg, "run"}, m_dir);
+    std::this_thread::sleep_for(2500ms); // the first slot is due after 1 s
+    const auto signalled = Clock::now();
+    m_child->signal(SIGTERM);
+    const auto code = m_child->wait_for(15s);
+    ASSERT_TRUE(code.has_value()) << m_child->output();
+    EXPECT_EQ(*code, 0) << m_child->output();
+    EXPECT_LE(std::chrono::duration<double>(Clock::now() - signalled).count(), 5.0)
+        << "the daemon waited for the run lock's connection attempt: " << m_child->output();
+}
+
+// A PostgreSQL that answers, then stalls in the middle of a batch: a statement trigger sleeps in
+// the DELETE (a statement that runs long), and its backend can be frozen (SIGSTOP: a server that
+// stopped answering mid-statement). SIGTERM waited for the statement (up to statement_timeout,
+// 60 s by default), and for ever for the frozen one.
+class StalledPostgres : public ::testing::Test {
+protected:
+    void SetUp() override {
+        const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+        m_db = std::string("stalled_") + test->name();
+        for (auto& c : m_db) {
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        m_dsn = PgCluster::shared().create_database(m_db);
+        pg_exec(m_dsn, "CREATE TABLE items (id int PRIMARY KEY, created_at timestamptz NOT NULL);"
+                       "INSERT INTO items SELECT g, now() - interval '3 years'"
+                       " FROM generate_series(1, 2000) g;"
+                       "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS"
+                       " $$ BEGIN PERFORM pg_sleep(45); RETURN NULL; END $$;"
+                       "CREATE TRIGGER stall BEFORE DELETE ON items"
+                       " FOR EACH STATEMENT EXECUTE FUNCTION stall();");
+        m_config = m_dir.write("retentiond.yaml", "version: 1\n" + daemon_block(m_dir) +
+                                                      "datastores:\n  app:\n    kind: postgres\n"
+                                                      "    dsn: \"" +
+                                                      m_dsn +
+                                                      "\"\nrules:\n"
+                                                      "  - name: old-items\n"
+                                                      "    datastore: app\n"
+                                                      "    category: items\n"
+                                                      "    table: items\n"
+                                                      "    key: id\n"
+                                                      "    clock: created_at\n"
+                                                      "    retain: 1 year\n"
+                                                      "    action: delete\n"
+                                                      "    limits: { max_fraction: 1 }\n");
+    }
+    void TearDown() override {
+        if (m_frozen > 0) {
+            ::kill(m_frozen, SIGCONT);
+        }
+    }
+    // The backend running the DELETE, once it sleeps in the trigger (0 if not within 10 s).
+    int sleeping_backend() const {
+        for (int i = 0; i < 100; ++i) {
+            const auto pid = pg_scalar(
+                m_dsn, "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE datname = '" +
+                           m_db + "' AND wait_event = 'PgSleep' AND pid <> pg_backend_pid()");
+            if (pid != "0") {
+                return std::stoi(pid);
+            }
+            std::this_thread::sleep_for(100ms);
+        }
+        return 0;
+    }
+    std::string rows() const { return pg_scalar(m_dsn, "SELECT count(*) FROM items"); }
+
+    TempDir m_dir;
+    std::string m_db;
+    std::string m_dsn;
+    std::string m_config;
+    int m_frozen = 0;
+    std::optional<Child> m_child;
+};
+
+TEST_F(StalledPostgres, SigtermCancelsAStatementThatRunsLong) {
+    m_child.emplace(std::vector<std::string>{"--config", m_config, "purge", "--now"}, m_dir);
+    ASSERT_GT(sleeping_backend(), 0) << m_child->output();
+    const auto signalled = Clock::now();
+    m_child->signal(SIGTERM);
+    const auto code = m_child->wait_for(20s);
+    ASSERT_TRUE(code.has_value()) << "SIGTERM waited for the statement";
+    EXPECT_LE(std::chrono::duration<double>(Clock::now() - signalled).count(), 6.0);
+    EXPECT_EQ(*code, 75) << m_child->output();
+    EXPECT_THAT(m_child->output(), HasSubstr("the batch in flight was cancelled"));
+    EXPECT_EQ(rows(), "2000") << "nothing of the cancelled batch applied";
+}
+
+TEST_F(StalledPostgres, SigtermCutsAConnectionWhoseServerStoppedAnswering) {
+    m_child.emplace(std::vector<std::string>{"--config", m_config, "purge", "--now"}, m_dir);
+    m_frozen = sleeping_backend();
+    ASSERT_GT(m_frozen, 0) << m_child->output();
+    ASSERT_EQ(::kill(m_frozen, SIGSTOP), 0);
+    const auto signalled = Clock::now();
+    m_child->signal(SIGTERM);
+    const auto code = m_child->wait_for(20s);
+    ASSERT_TRUE(code.has_value()) << "SIGTERM waited for a server that no longer answers";
+    EXPECT_LE(std::chrono::duration<double>(Clock::now() - signalled).count(), 9.0);
+    EXPECT_EQ(*code, 69) << m_child->output();
+    ::kill(m_frozen, SIGCONT);
+    m_frozen = 0;
+    EXPECT_EQ(rows(), "2000");
 }
 
 } // namespace

@@ -18,7 +18,8 @@ public:
     const std::string& socket_path() const { return m_socket; }
     int port() const { return m_port; }
     void stop();
-    void start(); // same port and socket
+    void start();                     // same port and socket
+    int pid() const { return m_pid; } // to freeze it (SIGSTOP) in a test
 
     static RedisServer& shared();
 

@@ -133,7 +133,7 @@ void StreamRun::progress(std::int64_t done) {
     }
 }
 
-BatchStream::BatchStream(StreamRun& run, std::unique_ptr<pqxx::connection> conn, RunResult& out)
+BatchStream::BatchStream(StreamRun& run, pg::Connection conn, RunResult& out)
     : m_run(run), m_plan(run.plan), m_rule(run.rule), m_out(out), m_conns{std::move(conn), nullptr},
       m_span(run.initial_span) {}
 
@@ -234,6 +234,9 @@ bool BatchStream::run_batch(std::int64_t range_end, Batch& batch) {
                 m_plan.own_xids.pop_back();
             }
             m_keyset = keyset;
+            if (stop_requested(m_run.ctx)) {
+                return stopped_in_flight(e); // cancelled by the stop watch, or failing anyway
+            }
             if (!retry_after(e, n, conflicted)) {
                 return false;
             }
@@ -391,6 +394,19 @@ void BatchStream::open(std::unique_ptr<pqxx::work> tx, int slot, const Batch& ba
     }
     next.tx = std::move(tx);
     m_open = std::move(next);
+}
+
+// A stop request came while the batch ran, and it failed (k_cancel_after_stop after the request the
+// statement in flight is cancelled, pg_connect.hpp): no retry, the run ends stopped, nothing of
+// that batch applied.
+bool BatchStream::stopped_in_flight(const std::exception& e) {
+    const auto state = classify(e).sqlstate;
+    journal_now("error", {{"sqlstate", state}, {"processed", m_run.processed.load()}});
+    m_out.status = RunResult::Status::stopped;
+    m_out.message = stopped_message(m_run.processed.load(), "rows") +
+                    "; the batch in flight was cancelled (SQLSTATE " + state +
+                    "), nothing of it applied";
+    return false;
 }
 
 bool BatchStream::retry_after(const std::exception& e, int attempt, bool& conflicted) {

@@ -5,6 +5,7 @@
 // are classified (pg_errors.hpp) and retried; the span follows the density of due rows
 // (pg_span.hpp). Internal to the postgres engine.
 
+#include "pg_connect.hpp"
 #include "pg_plan.hpp"
 #include "pg_sql.hpp"
 #include "pg_statements.hpp"
@@ -48,7 +49,7 @@ struct StreamRun {
     bool lock_first = false;
     // Batch i commits after batch i+1's statement ran (not with dependents).
     bool pipelined = true;
-    std::function<std::unique_ptr<pqxx::connection>()> connect;
+    std::function<pg::Connection()> connect;
 
     std::atomic<std::int64_t> processed{0}; // by every stream
     std::atomic<bool> abort{false};         // a sibling stream failed
@@ -101,7 +102,7 @@ public:
     // `out` gets processed, batches, counters, and status and message when the stream stops or
     // fails; what the stream cannot handle (connection lost, commit outcome unknown, audit write
     // failure) is thrown.
-    BatchStream(StreamRun& run, std::unique_ptr<pqxx::connection> conn, RunResult& out);
+    BatchStream(StreamRun& run, pg::Connection conn, RunResult& out);
     void run();
 
 private:
@@ -120,6 +121,7 @@ private:
     void open(std::unique_ptr<pqxx::work> tx, int slot, const Batch& batch,
               const pqxx::result& touched);
     // After a failed attempt: true to retry, false when the stream failed.
+    bool stopped_in_flight(const std::exception& e);
     bool retry_after(const std::exception& e, int attempt, bool& conflicted);
     void advance(const Batch& batch, std::int64_t range_end);
     void throttle(const Batch& batch);
@@ -136,7 +138,7 @@ private:
     const Rule& m_rule;
     RunResult& m_out;
     // Declared before m_open: an open transaction goes before its connection.
-    std::array<std::unique_ptr<pqxx::connection>, 2> m_conns;
+    std::array<pg::Connection, 2> m_conns;
     std::optional<OpenBatch> m_open;
     std::deque<UnsettledBatch> m_unsettled;
     WalPosition m_wal;

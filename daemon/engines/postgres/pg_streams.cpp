@@ -52,8 +52,7 @@ int stream_count(const StreamRun& run) {
 
 // One thread per stream; the first stream keeps the run's connection. A failing stream makes the
 // others finish their batch and stop; the first exception (in stream order) is rethrown.
-void run_parallel(StreamRun& run, std::unique_ptr<pqxx::connection> conn,
-                  std::vector<RunResult>& parts) {
+void run_parallel(StreamRun& run, pg::Connection conn, std::vector<RunResult>& parts) {
     std::vector<std::exception_ptr> errors(parts.size());
     std::vector<std::thread> threads;
     for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -103,14 +102,17 @@ void merge(const std::vector<RunResult>& parts, RunResult& result) {
         result.message = failed->message;
     } else if (stopped != nullptr) {
         result.status = stopped->status;
-        result.message = stopped_message(result.processed, "rows");
+        // The streams' total, and what the stream said after it ("; the batch in flight ...").
+        const auto detail = stopped->message.find(';');
+        result.message = stopped_message(result.processed, "rows") +
+                         (detail == std::string::npos ? "" : stopped->message.substr(detail));
     }
 }
 
 } // namespace
 
-void PostgresEngine::run_streams(PreparedRun& prepared, RunContext& ctx,
-                                 std::unique_ptr<pqxx::connection> conn, RunResult& result) const {
+void PostgresEngine::run_streams(PreparedRun& prepared, RunContext& ctx, pg::Connection conn,
+                                 RunResult& result) const {
     StreamRun run(prepared.plan, ctx);
     run.datastore = m_name;
     run.cutoff = result.cutoff;

@@ -66,7 +66,7 @@ bool PostgresEngine::shape_refused(pqxx::transaction_base& tx, PreparedRun& run,
     return false;
 }
 
-void PostgresEngine::walk(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,
+void PostgresEngine::walk(PreparedRun& run, RunContext& ctx, pg::Connection conn,
                           RunResult& result) const {
     if (!run.by_heaps) {
         if (run.pages > 0) {

@@ -50,9 +50,9 @@ private:
 
 } // namespace
 
-std::unique_ptr<pqxx::connection> PostgresEngine::connect() const {
+pg::Connection PostgresEngine::connect() const {
     try {
-        return open_connection(m_conninfo, m_stop);
+        return open_connection(m_conninfo, m_stop, Watch::yes);
     } catch (const pqxx::broken_connection& e) {
         unavailable(e);
     }

@@ -85,7 +85,7 @@ public:
                              const std::vector<std::string>& keys) override;
 
 private:
-    std::unique_ptr<pqxx::connection> connect() const;
+    pg::Connection connect() const;
     [[noreturn]] void unavailable(const pqxx::broken_connection& e) const;
     Presence partition_presence(const std::string& partition) const;
     std::string zone_name(const RunContext& ctx) const {
@@ -121,13 +121,12 @@ private:
     // no due row remains ---
     bool shape_refused(pqxx::transaction_base& tx, PreparedRun& run, const RunContext& ctx,
                        RunResult& result) const;
-    void walk(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,
-              RunResult& result) const;
+    void walk(PreparedRun& run, RunContext& ctx, pg::Connection conn, RunResult& result) const;
     void verify_nothing_due(const PreparedRun& run, const RunContext& ctx, RunResult& result) const;
     bool proven_nothing_due(const PreparedRun& run, pqxx::transaction_base& tx) const;
 
     // --- running and merging the streams (pg_streams.cpp) ---
-    void run_streams(PreparedRun& run, RunContext& ctx, std::unique_ptr<pqxx::connection> conn,
+    void run_streams(PreparedRun& run, RunContext& ctx, pg::Connection conn,
                      RunResult& result) const;
 
     std::string m_name;

@@ -54,9 +54,9 @@ public:
         return scan_postgres_coverage(store, rules);
     }
     bool coordinates_runs() const override { return true; }
-    std::unique_ptr<RunLock> try_lock_run(const Datastore& store,
-                                          std::string_view rule) const override {
-        return RunLock::try_acquire(spec_of<PostgresStore>(store).dsn.reveal(), rule);
+    std::unique_ptr<RunLock> try_lock_run(const Datastore& store, std::string_view rule,
+                                          const std::function<bool()>& stop) const override {
+        return RunLock::try_acquire(spec_of<PostgresStore>(store).dsn.reveal(), rule, stop);
     }
 };
 

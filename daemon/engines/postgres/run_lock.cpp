@@ -24,8 +24,8 @@ std::int64_t advisory_lock_key(std::string_view rule) {
 }
 
 struct RunLock::Impl {
-    explicit Impl(std::unique_ptr<pqxx::connection> c) : conn(std::move(c)) {}
-    std::unique_ptr<pqxx::connection> conn;
+    explicit Impl(pg::Connection c) : conn(std::move(c)) {}
+    pg::Connection conn;
 };
 
 RunLock::RunLock(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
@@ -113,10 +113,11 @@ void RunLock::record_slot(std::string_view rule, TimePoint slot, std::string_vie
     });
 }
 
-std::unique_ptr<RunLock> RunLock::try_acquire(const std::string& dsn, std::string_view rule) {
-    std::unique_ptr<pqxx::connection> conn;
+std::unique_ptr<RunLock> RunLock::try_acquire(const std::string& dsn, std::string_view rule,
+                                              const std::function<bool()>& stop) {
+    pg::Connection conn;
     try {
-        conn = std::make_unique<pqxx::connection>(pg::with_connect_timeout(dsn));
+        conn = pg::open_connection(pg::with_connect_timeout(dsn), stop, pg::Watch::yes);
     } catch (const pqxx::broken_connection& e) {
         // libpq's message names host and socket, never the password.
         throw UnavailableError(std::string("cannot connect for the advisory lock: ") + e.what());

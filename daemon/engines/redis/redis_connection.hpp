@@ -9,6 +9,7 @@
 #include "retentiond/errors.hpp"
 
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 #include <poll.h>
 #include <pthread.h>
 
@@ -38,9 +39,11 @@ using ContextPtr = std::unique_ptr<redisContext, ContextFree>;
 using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
 
 // Every wait on the server is bounded: 5 s to connect, 15 s for each reply (a Lua batch script
-// of 5000 keys takes milliseconds; a server that answers nothing for 15 s is unavailable), and a
-// stop request (SIGTERM) gives a reply 2 s more, then abandons it: the run ends as unavailable,
-// the batch in flight (if any) applied atomically or not at all, its intent left to recovery.
+// of 5000 keys takes milliseconds; a server that answers nothing for 15 s is unavailable) and for
+// the server to read what is sent, and a stop request (SIGTERM) gives either wait 2 s more, then
+// abandons it: the run ends as unavailable, the batch in flight (if any) applied atomically or
+// not at all, its intent left to recovery. Writes wait for the socket in slices too: one write()
+// blocks at most k_wait_slice (the socket's send timeout).
 constexpr timeval k_connect_timeout{5, 0};
 constexpr std::chrono::seconds k_reply_timeout{15};
 constexpr std::chrono::seconds k_stop_grace{2};
@@ -107,8 +110,9 @@ public:
         if (m_ctx->err != 0) {
             throw UnavailableError(m_where + ": cannot connect: " + m_ctx->errstr);
         }
-        // Bounds a write the server does not read (the reads are bounded by wait_readable()).
-        redisSetTimeout(m_ctx.get(), timeval{k_reply_timeout.count(), 0});
+        // One write() blocks at most a slice (flush() waits for room first, so it makes progress);
+        // reads never block: wait_ready() comes first.
+        redisSetTimeout(m_ctx.get(), timeval{0, k_wait_slice.count() * 1000});
         if (!url.password.empty()) {
             auto r = url.user.empty() ? call({"AUTH", url.password.reveal()})
                                       : call({"AUTH", url.user, url.password.reveal()});
@@ -153,10 +157,13 @@ public:
     std::uint64_t append(const std::vector<std::string_view>& args) {
         return append(args.data(), args.size());
     }
-    // Sends what is queued without waiting for a reply: the server works while we do.
+    // Sends what is queued without waiting for a reply: the server works while we do. A server
+    // that reads nothing holds it at most k_reply_timeout, or k_stop_grace after a stop request.
     void flush() {
-        int done = 0;
-        while (done == 0) {
+        auto deadline = std::chrono::steady_clock::now() + k_reply_timeout;
+        while (sdslen(m_ctx->obuf) > 0) {
+            wait_ready(POLLOUT, deadline);
+            int done = 0;
             if (redisBufferWrite(m_ctx.get(), &done) != REDIS_OK) {
                 lost();
             }
@@ -193,25 +200,31 @@ public:
     }
 
 private:
+    std::string timed_out(short events) const {
+        const std::string s = std::to_string(k_reply_timeout.count());
+        if (events == POLLOUT) {
+            return m_stop_seen ? ": stop requested while sending"
+                               : ": the server read nothing for " + s + " s (timed out)";
+        }
+        return m_stop_seen ? ": stop requested while waiting for a reply"
+                           : ": no reply within " + s + " s (timed out)";
+    }
     [[noreturn]] void lost() {
         throw UnavailableError(m_where + ": connection lost: " + m_ctx->errstr);
     }
-    // Waits until the socket has something to read, in slices; between slices (a reply slower
-    // than k_wait_slice: never for a server that answers) polls the stop request. Throws
-    // UnavailableError past `deadline`, brought forward to k_stop_grace after a stop request.
-    void wait_readable(std::chrono::steady_clock::time_point& deadline) {
+    // Waits until the socket has something to read (POLLIN) or room to write (POLLOUT), in
+    // slices; between slices (a reply slower than k_wait_slice: never for a server that answers)
+    // polls the stop request. Throws UnavailableError past `deadline`, brought forward to
+    // k_stop_grace after a stop request.
+    void wait_ready(short events, std::chrono::steady_clock::time_point& deadline) {
         using std::chrono::steady_clock;
         for (;;) {
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                 deadline - steady_clock::now());
             if (left.count() <= 0) {
-                throw UnavailableError(m_where +
-                                       (m_stop_seen ? ": stop requested while waiting for a reply"
-                                                    : ": no reply within " +
-                                                          std::to_string(k_reply_timeout.count()) +
-                                                          " s (timed out)"));
+                throw UnavailableError(m_where + timed_out(events));
             }
-            pollfd p{m_ctx->fd, POLLIN, 0};
+            pollfd p{m_ctx->fd, events, 0};
             const int n = ::poll(&p, 1, static_cast<int>(std::min(left, k_wait_slice).count()));
             if (n > 0) {
                 return; // data, or the peer closed: redisBufferRead tells
@@ -235,7 +248,7 @@ private:
         }
         auto deadline = std::chrono::steady_clock::now() + k_reply_timeout;
         while (raw == nullptr) {
-            wait_readable(deadline);
+            wait_ready(POLLIN, deadline);
             if (redisBufferRead(m_ctx.get()) != REDIS_OK ||
                 redisGetReplyFromReader(m_ctx.get(), &raw) != REDIS_OK) {
                 lost();
