@@ -21,13 +21,12 @@ void read_dry_clock(pqxx::transaction_base& tx, Plan& plan, DryRun& dry) {
                           "SELECT (now() - " + retain +
                               ")::text, (extract(epoch FROM now()) * 1000000)::bigint, "
                               "(extract(epoch FROM now() - " +
-                              retain + ") * 1000000)::bigint, now()::text, " +
-                              due_bounds_sql(p.add(rule.retain.to_pg_interval())),
+                              retain + ") * 1000000)::bigint, now()::text",
                           p)[0];
     plan.cutoff_text = row[0].c_str();
     plan.now_text = row[3].c_str();
-    set_due_bounds(plan, row, 4);
     dry.now = from_micros(row[1].as<std::int64_t>());
+    read_due_bounds(tx, plan, dry.now);
     dry.cutoff = from_micros(row[2].as<std::int64_t>());
 }
 

@@ -131,13 +131,12 @@ bool PostgresEngine::read_clock(pqxx::transaction_base& tx, Plan& plan, const Ru
                               "'pg_logical_emit_message' AND pronamespace = "
                               "'pg_catalog'::regnamespace AND proargtypes[2] = "
                               "'text'::regtype AND "
-                              "has_function_privilege(oid, 'EXECUTE')), " +
-                              due_bounds_sql(retain),
+                              "has_function_privilege(oid, 'EXECUTE'))",
                           p)[0];
     plan.cutoff_text = row[0].c_str();
     plan.now_text = row[2].c_str();
-    set_due_bounds(plan, row, 5);
     result.now = from_micros(row[3].as<std::int64_t>());
+    read_due_bounds(tx, plan, result.now);
     if (clock_skew_refused(result, ctx, rule)) {
         return false;
     }

@@ -1,6 +1,14 @@
 // The SQL of a run: see pg_statements.hpp.
 #include "pg_statements.hpp"
 
+#include "retentiond/duration.hpp"
+#include "retentiond/timeutil.hpp"
+
+#include <date/tz.h>
+
+#include <algorithm>
+#include <chrono>
+
 namespace retentiond::pg {
 
 using pg_sql::array_literal;
@@ -30,21 +38,85 @@ std::string unmarked_sql(const Plan& plan) {
 }
 
 // Due means clock + retain <= now (policy-format.md). With calendar units that is not the same as
-// clock <= now - retain (2025-01-31 + 1 month = 02-28, but 02-28 - 1 month = 01-28), so the exact
-// test is the second term; the first, a few days looser, only lets an index on the clock help.
-// The SQL computing the bounds of Plan::due_hi_text / due_lo_text from `now()` and `retain`: text
-// of now() - retain +/- 4 days (calendar arithmetic round trips differ by at most a few days), and
-// whether the lower one is proven due by the server itself, with a day to spare (local-time
-// arithmetic is monotonic up to a DST shift).
-std::string due_bounds_sql(const std::string& retain) {
-    const auto lo = "(now() - " + retain + "::interval - interval '4 days')";
-    return "(now() - " + retain + "::interval + interval '4 days')::text, " + lo + "::text, " + lo +
-           " + " + retain + "::interval + interval '1 day' <= now()";
+// clock <= now - retain (2025-01-31 + 1 month = 02-28, but 02-28 - 1 month = 01-28), and it is
+// not even monotonic: across a change of the UTC offset (DST ending, and DST starting too, since a
+// local time in the skipped hour is read with the offset before the change) a later clock can
+// give an earlier clock + retain, by at most that change; and where adding months clamps the day
+// (07-29, 07-30 and 07-31 + 7 months are all 02-28, each keeping its time of day) by less than a
+// day. The run measures both near the cutoff (due_step_back) and finds, once, two bounds around the
+// cutoff: every clock up to due_lo is due, no clock after due_hi is, and only between them (a band
+// of about twice the step; one minute in UTC) is the costly per-row test evaluated. They are read
+// off a one-minute grid of candidate clocks around now - retain, each tested exactly by the server:
+// a grid point lo with lo + retain <= now - step proves every clock at or before it due, one hi
+// with hi + retain > now + step proves every later one not due.
+namespace {
+
+using Seconds = std::chrono::seconds;
+
+// The largest change of `zone`'s UTC offset, either way, between `from` and `to` (0 without one).
+Seconds largest_offset_change(const date::time_zone* zone, TimePoint from, TimePoint to) {
+    const auto end = std::chrono::floor<Seconds>(to);
+    auto info = zone->get_info(std::chrono::floor<Seconds>(from));
+    Seconds worst{0};
+    while (info.end < end) {
+        const auto next = zone->get_info(info.end);
+        worst = std::max(worst, std::chrono::abs(std::chrono::duration_cast<Seconds>(info.offset -
+                                                                                     next.offset)));
+        info = next;
+    }
+    return worst;
 }
 
-void set_due_bounds(Plan& plan, const pqxx::row& row, int first) {
-    plan.due_hi_text = row[first].c_str();
-    plan.due_lo_text = row[first + 2].as<bool>() ? row[first + 1].c_str() : "";
+// Whether adding `months` clamps the day of some local date within a week of `around`.
+bool clamps_near(const date::time_zone* zone, TimePoint around, int months) {
+    if (months == 0) {
+        return false;
+    }
+    const auto day = date::floor<date::days>(zone->to_local(around));
+    for (int i = -7; i <= 7; ++i) {
+        const date::year_month_day ymd{day + date::days{i}};
+        const auto target = ymd.year() / ymd.month() + date::months{months};
+        if (ymd.day() > date::year_month_day_last{target / date::last}.day()) {
+            return true;
+        }
+    }
+    return false;
+}
+
+} // namespace
+
+std::string due_step_back(const std::string& tz, const Duration& retain, TimePoint now) {
+    const date::time_zone* zone = nullptr;
+    try {
+        zone = find_zone(tz);
+    } catch (const std::exception&) {
+        return "50 hours"; // a zone the host does not know: any step ever made, and a clamp
+    }
+    const auto week = std::chrono::hours(24 * 7);
+    const auto cutoff = subtract(now, retain, zone);
+    auto step = largest_offset_change(zone, cutoff - week, now + week);
+    if (clamps_near(zone, cutoff, retain.months)) {
+        step += std::chrono::hours(24);
+    }
+    return std::to_string(step.count()) + " seconds";
+}
+
+void read_due_bounds(pqxx::transaction_base& tx, Plan& plan, TimePoint now) {
+    const Rule& rule = *plan.rule;
+    Params p;
+    const auto retain = p.add(rule.retain.to_pg_interval()) + "::interval";
+    const auto step = p.add(due_step_back(plan.tz, rule.retain, now)) + "::interval";
+    const auto cutoff = "(now() - " + retain + ")";
+    const auto row =
+        exec(tx,
+             "SELECT min(g) FILTER (WHERE g + " + retain + " > now() + " + step +
+                 ")::text, max(g) FILTER (WHERE g + " + retain + " <= now() - " + step +
+                 ")::text FROM generate_series(" + cutoff + " - interval '4 days', " + cutoff +
+                 " + interval '4 days', interval '1 minute') AS g",
+             p)[0];
+    // No grid point proven not due: no upper bound but the exact test.
+    plan.due_hi_text = row[0].is_null() ? "infinity" : row[0].c_str();
+    plan.due_lo_text = row[1].is_null() ? "" : row[1].c_str();
 }
 
 // clock + retain <= now, exactly. The per-row calendar arithmetic is costly (time zone rules), so

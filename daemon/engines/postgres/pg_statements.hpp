@@ -22,10 +22,13 @@ using pg_sql::Params;
 std::string not_held_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p);
 std::string held_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p);
 std::string unmarked_sql(const Plan& plan);
-// The select list computing Plan::due_hi_text / due_lo_text from now() and `retain` (a "$n").
-std::string due_bounds_sql(const std::string& retain);
-// Reads what due_bounds_sql selected, starting at column `first`.
-void set_due_bounds(Plan& plan, const pqxx::row& row, int first);
+// Sets Plan::due_hi_text / due_lo_text (see pg_statements.cpp) for the transaction's now(), in
+// the session's time zone (plan.tz, set before). `now` is that now() on the host's clock.
+void read_due_bounds(pqxx::transaction_base& tx, Plan& plan, TimePoint now);
+// How far clock + retain can go back while the clock goes forward, near the cutoff: the largest
+// change of the zone's UTC offset around the dates the arithmetic touches, plus a day when
+// adding the months clamps a day of the month there; as an interval ("3600 seconds").
+std::string due_step_back(const std::string& tz, const Duration& retain, TimePoint now);
 // clock + retain <= now, exactly.
 std::string clock_due_sql(const Plan& plan, Params& p);
 // Due, not held, not already processed (mark, or our own earlier batch this run), noticed.
