@@ -28,6 +28,10 @@ std::string due_bounds_sql(const std::string& retain);
 void set_due_bounds(Plan& plan, const pqxx::row& row, int first);
 // clock + retain <= now, exactly.
 std::string clock_due_sql(const Plan& plan, Params& p);
+// An erasure request's rows: the subject column, normalized, is one of the request's values.
+std::string subject_sql(const Plan& plan, Params& p);
+// The subject column normalized as subject.hpp says (trimmed; ASCII lower case for email).
+std::string subject_value_sql(const SubjectFilter& subject);
 // Due, not held, not already processed (mark, or our own earlier batch this run), noticed.
 std::string due_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p);
 // The rule's table as the notice code needs it; `eligible` = not held and not yet anonymized.
