@@ -189,6 +189,34 @@ TEST(EraseCli, LimitsRefuseAnOverBroadMatchTouchingNothing) {
     expect_no_identifier(r, site);
 }
 
+TEST(EraseCli, AStoreDownMidRequestLeavesItOpenAndARerunResumesIt) {
+    Site site;
+    site.redis.stop();
+    const auto r =
+        site.run({"erase", "--subject", "email=jane.doe@example.org", "--request", "DPO-9"});
+    EXPECT_EQ(r.exit_code, 69) << r.err << r.out;
+    EXPECT_THAT(r.out, HasSubstr("status: open"));
+    EXPECT_THAT(r.out, HasSubstr("unavailable"));
+    EXPECT_EQ(site.sql("SELECT count(*) FROM users_user WHERE id = 1"), "0"); // the others went
+    EXPECT_EQ(read_file(site.csv), k_header + k_bob + k_carol);
+    EXPECT_THAT(site.run({"erase", "--status"}).out, HasSubstr("1 open request(s), 0 overdue"));
+    expect_no_identifier(r, site);
+
+    site.redis.start();
+    redis_cmd(site.redis, {"HSET", "session:s1", "email", "JANE.DOE@example.org", "data", "x"});
+    // The same request again (the person's reminder): the open request is resumed, not a new one.
+    const auto again = site.run({"erase", "--subject", "email=jane.doe@example.org"});
+    ASSERT_EQ(again.exit_code, 0) << again.err << again.out;
+    EXPECT_THAT(again.out, HasSubstr("request DPO-9 "));
+    EXPECT_THAT(again.out, HasSubstr("status: done"));
+    EXPECT_EQ(redis_cmd(site.redis, {"EXISTS", "session:s1"}), "0");
+    EXPECT_THAT(site.run({"erase", "--status"}).out, HasSubstr("0 open request(s)"));
+    const auto proof = site.run({"audit", "prove", "--subject", "email=jane.doe@example.org"});
+    EXPECT_THAT(proof.out, HasSubstr("request DPO-9"));
+    EXPECT_THAT(proof.out, HasSubstr("erased, done at"));
+    EXPECT_THAT(proof.out, HasSubstr("4 record(s)"));
+}
+
 TEST(EraseCli, BadRequestsAreUsageErrors) {
     Site site;
     const auto unknown = site.run({"erase", "--subject", "phone=0612345678"});
