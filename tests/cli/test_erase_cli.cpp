@@ -160,6 +160,20 @@ TEST(EraseCli, AHeldAccountIsDeferredTurnsOverdueThenIsErasedWhenTheHoldLifts) {
     EXPECT_THAT(status.out, HasSubstr("2020-02-01"));
     EXPECT_THAT(status.out, HasSubstr("1 open request(s), 1 overdue"));
 
+    // The DPO report: the request, overdue, and the rule whose hold defers its record.
+    const auto md = site.run({"report", "--format", "md", "--lang", "en"});
+    EXPECT_THAT(md.out, HasSubstr("## Erasure requests"));
+    EXPECT_THAT(md.out, HasSubstr("1 open request(s), 1 of them overdue; 0 done"));
+    EXPECT_THAT(md.out, HasSubstr("| DPO-7 | 2020-01-01T00:00:00Z | 2020-02-01T00:00:00Z | overdue "
+                                  "| 0 | 1 (dora-accounts: 1) | 0 |"));
+    const auto html = site.run({"report", "--format", "html", "--lang", "fr"});
+    EXPECT_THAT(html.out, HasSubstr("<h2>Demandes d&#39;effacement</h2>"));
+    const auto json = site.run({"report", "--format", "json"});
+    EXPECT_THAT(json.out, HasSubstr("\"erasure_requests\""));
+    for (const auto* report : {&md, &html, &json}) {
+        EXPECT_THAT(lower(report->out), Not(HasSubstr("held.person"))) << report->out;
+    }
+
     // Still held: a resume changes nothing.
     EXPECT_EQ(site.run({"erase", "--resume"}).exit_code, 0);
     EXPECT_EQ(site.sql("SELECT count(*) FROM users_user WHERE id = 2"), "1");
