@@ -621,6 +621,23 @@ TEST_F(ConfigTest, SubjectsAreReadAndCheckedWithPositions) {
                      R"(redis rules; give the column, CSV column or JSON path)");
     EXPECT_EQ(list[2], path + R"(:27:25: rule "sessions": subject.user_id: redis rules name the )"
                               R"(field as { hash_field: NAME })");
+
+    const auto whole = write("whole.yaml", R"(version: 1
+datastores:
+  files: { kind: files, root: /srv/x }
+rules:
+  - name: w
+    datastore: files
+    category: c
+    files: "*.pdf"
+    format: whole
+    clock: mtime
+    retain: 1 day
+    action: delete
+    subject: { email: Email }
+)");
+    EXPECT_THAT(errors(whole), ElementsAre(whole + R"(:13:14: rule "w": subject: format: whole )"
+                                                   R"(files have no fields to find a person in)"));
 }
 
 TEST_F(ConfigTest, FixedDurationsTakeMillisecondsAndDecimals) {
