@@ -347,7 +347,15 @@ int run_ledger(const Config& config, Mode mode, std::ostream& out, std::ostream&
         SubjectQuery base;
         base.digests.insert(req.subject);
         base.audit_key = &config.daemon.audit_key;
-        auto targets = targets_for(config, req.kind, base);
+        std::vector<Target> targets;
+        try {
+            targets = targets_for(config, req.kind, base);
+        } catch (const UsageError& e) {
+            // The configuration no longer declares its kind: the request cannot be run again.
+            err << "retentiond: request " << req.id << " skipped: " << e.what() << '\n';
+            code = std::max(code, static_cast<int>(k_exit_partial));
+            continue;
+        }
         code = std::max(code, process(s, req, targets, mode, out, err));
         ++n;
     }
