@@ -2,7 +2,7 @@
 // policy, Tally exports and Redis sessions; one request erases a person's account with its
 // dependents, export rows (the other rows byte-exact) and sessions; a held account is deferred
 // then erased once the hold lifts; the deadline turns overdue; the limits refuse an over-broad
-// match; a reload of pre-erasure data is undone by --reapply; the identifier is written nowhere.
+// match; a restore of a pre-erasure dump is undone by --reapply; the identifier is written nowhere.
 #include "support/pg_cluster.hpp"
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
@@ -245,19 +245,21 @@ TEST(EraseCli, BadRequestsAreUsageErrors) {
     EXPECT_EQ(site.audit(), "");
 }
 
-TEST(EraseCli, ReapplyErasesAgainWhatAReloadOfPreErasureDataBroughtBack) {
+TEST(EraseCli, ReapplyErasesAgainWhatARestoreOfAPreErasureDumpBroughtBack) {
     Site site;
-    pg_exec(site.dsn, "CREATE SCHEMA backup; CREATE TABLE backup.users AS SELECT * FROM "
-                      "users_user; CREATE TABLE backup.bookmarks AS SELECT * FROM "
-                      "services_bookmark");
+    const auto dump = site.dir.file("before.dump");
+    const auto dumped = shell("pg_dump -Fc -f " + dump + " '" + site.dsn + "' 2>&1");
+    ASSERT_EQ(dumped.status, 0) << dumped.text;
     const std::string csv_before = read_file(site.csv);
     ASSERT_EQ(site.run({"erase", "--subject", "email=jane.doe@example.org"}).exit_code, 0);
     ASSERT_EQ(site.sql("SELECT count(*) FROM users_user WHERE id = 1"), "0");
 
-    // The restore: the rows, the export and the session as they were before the erasure.
-    pg_exec(site.dsn, "INSERT INTO users_user SELECT * FROM backup.users WHERE id = 1; "
-                      "INSERT INTO services_bookmark SELECT * FROM backup.bookmarks "
-                      "WHERE user_id = 1");
+    // The restore: the database from the dump, the export and the session as they were.
+    const auto restored = shell("pg_restore --clean --if-exists --single-transaction -d '" +
+                                site.dsn + "' " + dump + " 2>&1");
+    ASSERT_EQ(restored.status, 0) << restored.text;
+    ASSERT_EQ(site.sql("SELECT count(*) FROM users_user WHERE id = 1"), "1");
+    ASSERT_EQ(site.sql("SELECT count(*) FROM services_bookmark WHERE user_id = 1"), "1");
     site.dir.write("exports/Satisfaction_Submissions_2026-11-01.csv", csv_before);
     redis_cmd(site.redis, {"HSET", "session:s1", "email", "JANE.DOE@example.org", "data", "x"});
 
