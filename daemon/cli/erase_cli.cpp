@@ -212,11 +212,10 @@ void print_targets(std::ostream& out, const std::vector<Target>& targets, bool d
             out << pad(std::to_string(o.erased), 8) << pad(std::to_string(o.deferred), 10)
                 << o.reason << '\n';
         }
-        if (t.applied) {
-            for (const auto& [name, value] : t.applied->counters) {
-                if (value != 0 && name != "in_scope" && name != "held") {
-                    out << "    " << name << ": " << value << '\n';
-                }
+        // The counters of what ran (a dry run's too: "idle_reset" says what its reads did).
+        for (const auto& [name, value] : (t.applied ? *t.applied : t.counted).counters) {
+            if (value != 0 && name != "in_scope" && name != "held") {
+                out << "    " << name << ": " << value << '\n';
             }
         }
     }
