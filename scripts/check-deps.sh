@@ -17,12 +17,12 @@ rank() { # layer of a file under daemon/, or of a public header's base name
     util/* | duration | schedule | timeutil | timestamp_memo | crypto | escape | errors | logging | \
         version | fd) echo 1 ;;
     config/* | audit/* | engines/common/* | config | config_reader | kind | engine | audit | \
-        anonymize | policy_table | coverage | \
+        anonymize | policy_table | coverage | subject | ledger | \
         engine_common) echo 2 ;;
     engines/registry.cpp | registry) echo 4 ;;
     engines/* | run_lock) echo 3 ;; # run_lock.hpp: the postgres kind's coordination lock
     run/* | runner | progress) echo 5 ;;
-    report/* | report | report_errors | report_coverage) echo 6 ;;
+    report/* | report | report_errors | report_coverage | report_erasures) echo 6 ;;
     service/* | daemon | metrics | notify | scheduler) echo 7 ;;
     cli/* | main.cpp | cli) echo 8 ;;
     *) echo 0 ;;

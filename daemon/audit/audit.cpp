@@ -854,6 +854,9 @@ json intent_line(const std::string& id, const BatchIntent& batch, const std::str
         line["count"] = batch.partition->rows;
         line["partition"] = partition_json(*batch.partition);
     }
+    if (!batch.request.empty()) {
+        line["request"] = batch.request;
+    }
     line["digests"] = json::array();
     return line;
 }
@@ -1449,6 +1452,28 @@ std::map<std::string, TimePoint> last_successes(const std::string& path,
         });
     }
     return found;
+}
+
+void for_each_audit_line(const std::string& path,
+                         const std::function<void(const nlohmann::json&)>& on_line) {
+    for (const auto& file : log_files_oldest_first(path)) {
+        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+        if (fd.get() < 0) {
+            if (errno == ENOENT && file == path) {
+                return; // no log yet: no lines
+            }
+            throw_errno("cannot open audit log", file, errno);
+        }
+        ForwardLines lines(fd.get(), file);
+        std::string_view line;
+        bool terminated = false;
+        while (lines.next(line, terminated) && terminated) {
+            const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
+            if (j.is_object()) {
+                on_line(j);
+            }
+        }
+    }
 }
 
 } // namespace retentiond

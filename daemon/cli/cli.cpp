@@ -1,6 +1,7 @@
 #include "retentiond/cli.hpp"
 
 #include "coverage_cli.hpp"
+#include "erase_cli.hpp"
 #include "options.hpp"
 #include "report_cli.hpp"
 
@@ -75,6 +76,7 @@ Commands:
   policy-table                the privacy policy's retention table, from the rules
   audit verify                check the audit log's hash chain
   audit prove                 was a given record purged, when, by which run?
+  erase --subject KIND=VALUE  an erasure request (see erase --help)
 
 Options:
   --config FILE   main configuration file (default $RETENTIOND_CONFIG, else
@@ -380,7 +382,8 @@ std::string audit_log_path(const Args& args, OptionParser& opts) {
 int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
     const auto usage = [&out] {
         out << "Usage: retentiond audit verify [--log FILE]\n"
-               "       retentiond audit prove --rule NAME --key VALUE [--log FILE]\n\n"
+               "       retentiond audit prove --rule NAME --key VALUE [--log FILE]\n"
+               "       retentiond audit prove --subject KIND=VALUE [--log FILE]\n\n"
                "verify checks every line's JSON and the SHA-256 chain; exit 65 names the first\n"
                "bad line. prove recomputes a record's digest under the audit key and says when\n"
                "it was purged or anonymized, by which run, with which cutoff.\n\n"
@@ -418,6 +421,11 @@ int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
         return k_exit_ok;
     }
     if (sub == "prove") {
+        if (const auto subject = opts.value("--subject")) {
+            const auto log = opts.value("--log");
+            opts.finish();
+            return prove_subject(config_path(args), *subject, log.value_or(""), out);
+        }
         const auto rule = opts.value("--rule");
         const auto key = opts.value("--key");
         auto log = opts.value("--log");
@@ -479,6 +487,9 @@ int run_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
         }
         if (args.verb == "coverage") {
             return cmd_coverage(config_path(args), args.rest, out, err);
+        }
+        if (args.verb == "erase") {
+            return cmd_erase(config_path(args), args.rest, out, err);
         }
         if (args.verb == "report") {
             return cmd_report(config_path(args), args.rest, out, err);

@@ -177,6 +177,10 @@ int cmd_report(const std::string& config_path, const std::vector<std::string>& a
     auto data =
         build_report_data(config, dries, options->log.value_or(config.daemon.audit_log), now_utc());
     data.coverage = collect_coverage(config); // "personal data without a rule"
+    try { // "erasure requests"; an unreadable log is already the report's audit_log_error
+        data.erasures = read_ledger(options->log.value_or(config.daemon.audit_log));
+    } catch (const std::exception&) {
+    }
     const auto text = render_report(data, options->format, options->lang);
     if (options->output) {
         write_atomically(*options->output, text);

@@ -165,10 +165,10 @@ std::unique_ptr<RunLock> Kind::try_lock_run(const Datastore& store, std::string_
 
 namespace config_detail {
 
-const Keys k_common_rule_keys = {"name",        "datastore",   "category",   "legal_basis",
-                                 "description", "retain",      "clock",      "action",
-                                 "anonymize",   "hold",        "schedule",   "batch_size",
-                                 "limits",      "clock_label", "clock_null", "policy_table"};
+const Keys k_common_rule_keys = {
+    "name",   "datastore",   "category",   "legal_basis",  "description", "retain",
+    "clock",  "action",      "anonymize",  "hold",         "schedule",    "batch_size",
+    "limits", "clock_label", "clock_null", "policy_table", "subject"};
 
 bool contains(const Keys& keys, std::string_view key) {
     return std::find(keys.begin(), keys.end(), key) != keys.end();

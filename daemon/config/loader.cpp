@@ -18,9 +18,10 @@ namespace {
 namespace fs = std::filesystem;
 
 const Keys k_main_keys = {"version", "daemon", "include", "datastores", "rules", "coverage"};
-const Keys k_daemon_keys = {"audit_log", "audit_key",      "metrics",
-                            "timezone",  "max_clock_skew", "store_down_unhealthy",
-                            "splay",     "retry_backoff",  "coordination"};
+const Keys k_daemon_keys = {"audit_log",       "audit_key",      "metrics",
+                            "timezone",        "max_clock_skew", "store_down_unhealthy",
+                            "splay",           "retry_backoff",  "coordination",
+                            "erasure_deadline"};
 
 bool has_glob_magic(std::string_view s) {
     return s.find_first_of("*?[") != std::string_view::npos;
@@ -324,6 +325,14 @@ void Loader::read_daemon(const ConfigNode& node) {
     fixed_duration(*f, "max_clock_skew", d.max_clock_skew);
     fixed_duration(*f, "store_down_unhealthy", d.store_down_unhealthy);
     fixed_duration(*f, "splay", d.splay);
+    if (const auto* v = f->get("erasure_deadline")) {
+        if (auto e = duration(*v, "erasure_deadline"); e && !e->is_zero() && !e->session) {
+            d.erasure_deadline = *e;
+        } else if (e) {
+            error(*v,
+                  "erasure_deadline: expected a positive duration, got " + in_quotes(v->scalar()));
+        }
+    }
     if (const auto* v = f->get("retry_backoff")) {
         if (auto b = map(*v, "retry_backoff")) {
             check_keys(*b, {"initial", "max"});

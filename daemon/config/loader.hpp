@@ -144,6 +144,7 @@ private:
     void read_rule_action(const ConfigMap& f, const ConfigNode& node, Rule& rule, const Kind* kind);
     void read_rule_schedule(const ConfigMap& f, Rule& rule);
     void read_rule_limits(const ConfigMap& f, Rule& rule);
+    void read_rule_subjects(const ConfigMap& f, Rule& rule, const Kind* kind);
 };
 
 } // namespace config_detail

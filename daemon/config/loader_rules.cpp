@@ -2,6 +2,7 @@
 #include "loader.hpp"
 
 #include "retentiond/schedule.hpp"
+#include "retentiond/subject.hpp"
 
 namespace retentiond::config_detail {
 
@@ -50,6 +51,7 @@ void Loader::read_rule(const ConfigNode& node) {
     read_rule_action(f, node, rule, kind);
     read_rule_schedule(f, rule);
     read_rule_limits(f, rule);
+    read_rule_subjects(f, rule, kind);
     if (kind != nullptr) {
         rule.spec = kind->read_rule(*this, f, rule);
     }
@@ -229,6 +231,60 @@ void Loader::read_rule_limits(const ConfigMap& f, Rule& rule) {
                 }
             }
         }
+    }
+}
+
+// `subject: { KIND: FIELD }` or `{ KIND: { hash_field: FIELD } }`; the kind's reader says which
+// form its records take.
+void Loader::read_rule_subjects(const ConfigMap& f, Rule& rule, const Kind* kind) {
+    const auto* v = f.get("subject");
+    if (v == nullptr) {
+        return;
+    }
+    const auto m = map(*v, "subject");
+    if (!m) {
+        return;
+    }
+    if (m->entries.empty()) {
+        error(*v, "subject: expected at least one identifier kind (e.g. email: COLUMN)");
+    }
+    for (const auto& e : m->entries) {
+        const std::string key = "subject." + e.name;
+        if (!valid_subject_kind(e.name)) {
+            error(e.key, key + ": an identifier kind is [a-z][a-z0-9_]* (email, user_id, phone)");
+            continue;
+        }
+        SubjectField s;
+        s.pos = pos(e.value);
+        if (e.value.is_map()) {
+            const auto hf = map(e.value, key);
+            if (!hf) {
+                continue;
+            }
+            check_keys(*hf, {"hash_field"});
+            require(*hf, {"hash_field"});
+            const auto* name = hf->get("hash_field");
+            if (name == nullptr) {
+                continue;
+            }
+            s.hash_field = true;
+            s.field = string(*name, key + ".hash_field").value_or("");
+        } else {
+            s.field = string(e.value, key).value_or("");
+        }
+        if (s.field.empty()) {
+            error(e.value, key + ": the field is empty");
+            continue;
+        }
+        if (kind != nullptr && s.hash_field != kind->subject_in_hash_field()) {
+            error(e.value, key + (s.hash_field ? ": { hash_field: ... } is for redis rules; give "
+                                                 "the column, CSV column or JSON path"
+                                               : ": " + std::string(kind->name()) +
+                                                     " rules name the field as { hash_field: "
+                                                     "NAME }"));
+            continue;
+        }
+        rule.subjects.emplace(e.name, std::move(s));
     }
 }
 

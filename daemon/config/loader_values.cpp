@@ -28,7 +28,8 @@ Loader::Loader(const std::vector<const Kind*>& kinds, const EnvLookup& env)
                                "store_down_unhealthy",
                                "splay",
                                "retry_backoff",
-                               "coordination"};
+                               "coordination",
+                               "erasure_deadline"};
     m_known_keys = fixed;
     m_known_keys.insert(m_known_keys.end(), k_common_rule_keys.begin(), k_common_rule_keys.end());
     m_datastore_keys = {"kind"};

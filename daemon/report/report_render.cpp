@@ -2,6 +2,7 @@
 #include "retentiond/escape.hpp"
 #include "retentiond/report.hpp"
 #include "retentiond/report_coverage.hpp"
+#include "retentiond/report_erasures.hpp"
 #include "retentiond/report_errors.hpp"
 #include "retentiond/timeutil.hpp"
 #include "retentiond/version.hpp"
@@ -713,6 +714,9 @@ std::string render_html(const ReportData& data, const Texts& t) {
     if (data.coverage) {
         h += coverage_section_html(*data.coverage, lang);
     }
+    if (data.erasures) {
+        h += erasures_section_html(*data.erasures, data.generated_at, lang);
+    }
     h += "<footer>" + esc(fill(t.footer, {k_version})) + "</footer>\n</body>\n</html>\n";
     return h;
 }
@@ -830,6 +834,9 @@ std::string render_md(const ReportData& data, const Texts& t) {
     }
     if (data.coverage) {
         m += coverage_section_md(*data.coverage, lang);
+    }
+    if (data.erasures) {
+        m += erasures_section_md(*data.erasures, data.generated_at, lang);
     }
     m += "\n---\n" + fill(t.footer, {k_version}) + "\n";
     return m;
@@ -954,6 +961,9 @@ std::string render_json(const ReportData& data, const Texts& t) {
                 {"rules", rules}};
     if (data.coverage) {
         doc["coverage"] = coverage_json(*data.coverage);
+    }
+    if (data.erasures) {
+        doc["erasure_requests"] = erasures_json(*data.erasures, data.generated_at);
     }
     return doc.dump(2) + "\n";
 }

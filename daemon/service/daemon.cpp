@@ -4,6 +4,7 @@
 #include "retentiond/config.hpp"
 #include "retentiond/errors.hpp"
 #include "retentiond/kind.hpp"
+#include "retentiond/ledger.hpp"
 #include "retentiond/metrics.hpp"
 #include "retentiond/notify.hpp"
 #include "retentiond/progress.hpp"
@@ -457,10 +458,13 @@ public:
     Daemon(std::string config_path, std::shared_ptr<const Config> config, AuditLog& audit)
         : m_config_path(std::move(config_path)), m_config(std::move(config)),
           m_settings(settings_of(m_config->daemon)), m_audit(audit), m_host(host_id()),
-          m_signals(m_io, SIGHUP, SIGTERM, SIGINT), m_watchdog(m_io),
+          m_signals(m_io, SIGHUP, SIGTERM, SIGINT), m_watchdog(m_io), m_ledger_timer(m_io),
           m_rng(std::random_device{}()) {}
 
     ~Daemon() {
+        if (m_ledger_thread.joinable()) {
+            m_ledger_thread.join(); // it uses m_io
+        }
         for (auto& [name, w] : m_workers) {
             w->request_exit();
         }
@@ -503,6 +507,9 @@ public:
             arm_watchdog();
         }
         ensure_workers(true);
+        if (!m_metrics_address.empty()) {
+            arm_ledger();
+        }
         m_notifier.ready();
         spdlog::info("retentiond running: {} rules, {} datastores", m_config->rules.size(),
                      m_config->datastores.size());
@@ -881,10 +888,57 @@ private:
         boost::system::error_code ignored;
         m_signals.cancel(ignored);
         m_watchdog.cancel();
+        m_ledger_timer.cancel();
         if (m_server) {
             m_server->stop();
         }
         m_io.stop();
+    }
+
+    // The erasure request gauges: the ledger (ledger.hpp) is read off the io thread, which a long
+    // audit log must not hold up, at start and every k_ledger_every; the deadlines of the open
+    // requests are posted back. Overdue is decided at each scrape.
+    static constexpr std::chrono::minutes k_ledger_every{5};
+
+    void refresh_ledger() {
+        if (m_ledger_busy) {
+            return;
+        }
+        if (m_ledger_thread.joinable()) {
+            m_ledger_thread.join(); // finished: its result was posted
+        }
+        m_ledger_busy = true;
+        m_ledger_thread = std::thread([this, path = m_config->daemon.audit_log] {
+            std::optional<std::vector<TimePoint>> deadlines;
+            try {
+                std::vector<TimePoint> open;
+                for (const auto& r : read_ledger(path)) {
+                    if (r.open()) {
+                        open.push_back(r.deadline);
+                    }
+                }
+                deadlines = std::move(open);
+            } catch (const std::exception& e) {
+                spdlog::warn("erasure requests: cannot read the audit log ({})", e.what());
+            }
+            asio::post(m_io, [this, deadlines = std::move(deadlines)]() mutable {
+                m_ledger_busy = false;
+                if (deadlines) {
+                    m_metrics.erasures = ErasureMetrics{std::move(*deadlines), 0};
+                    publish_metrics();
+                }
+            });
+        });
+    }
+
+    void arm_ledger() {
+        refresh_ledger();
+        m_ledger_timer.expires_after(k_ledger_every);
+        m_ledger_timer.async_wait([this](const boost::system::error_code& ec) {
+            if (!ec) {
+                arm_ledger();
+            }
+        });
     }
 
     void arm_watchdog() {
@@ -932,6 +986,7 @@ private:
             for (const auto& [name, rule] : p->rules) {
                 m.rules[name].overdue = is_overdue(rule.first, rule.second, now);
             }
+            erasure_gauges(m, now);
             return {200, "text/plain; version=0.0.4; charset=utf-8", render_prometheus(m)};
         }
         if (path == "/healthz") {
@@ -951,6 +1006,9 @@ private:
     asio::io_context m_io;
     asio::signal_set m_signals;
     asio::steady_timer m_watchdog;
+    asio::steady_timer m_ledger_timer;
+    std::thread m_ledger_thread; // reads the ledger; joined before the next and at destruction
+    bool m_ledger_busy = false;
     std::chrono::microseconds m_watchdog_interval{0};
     std::mt19937_64 m_rng;
     Notifier m_notifier;

@@ -140,7 +140,25 @@ std::string render_prometheus(const MetricsSnapshot& m) {
             f.sample({{"datastore", store}}, d.up ? 1.0 : 0.0);
         }
     }
+    if (m.erasures) {
+        Family open(
+            out, "retentiond_erasure_requests_open", "gauge",
+            "Erasure requests not yet done (records deferred by a hold, or a rule failed).");
+        open.sample({}, static_cast<double>(m.erasures->open_deadlines.size()));
+        Family overdue(out, "retentiond_erasure_requests_overdue", "gauge",
+                       "Open erasure requests past their deadline (daemon.erasure_deadline).");
+        overdue.sample({}, static_cast<double>(m.erasures->overdue));
+    }
     return out.str();
+}
+
+void erasure_gauges(MetricsSnapshot& metrics, TimePoint now) {
+    if (!metrics.erasures) {
+        return;
+    }
+    metrics.erasures->overdue = static_cast<std::int64_t>(std::count_if(
+        metrics.erasures->open_deadlines.begin(), metrics.erasures->open_deadlines.end(),
+        [now](TimePoint deadline) { return now > deadline; }));
 }
 
 bool is_healthy(const MetricsSnapshot& metrics, TimePoint now,

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -40,6 +41,9 @@ struct BatchIntent {
     TimePoint cutoff{};
     std::vector<std::string> keys; // canonical keys (see canonical_key)
     std::optional<PartitionBatch> partition;
+    // A batch of an erasure request: the request's id (the subject's digest, subject.hpp),
+    // written as the intent line's "request"; empty for a retention run.
+    std::string request;
 };
 
 // Where engines report batches: the audit log in production, a recording fake in unit tests.
@@ -188,5 +192,12 @@ std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
 // large log costs only its tail unless a rule never succeeded. Rules not found are absent.
 std::map<std::string, TimePoint> last_successes(const std::string& path,
                                                 const std::set<std::string>& rules);
+
+// Every complete line of the log that is a JSON object, oldest first: the rotated files path.N
+// ... path.1 that exist, then path (absent: no lines). Streamed, constant memory. Throws
+// std::runtime_error when a file cannot be read. The erasure ledger's readers go through it
+// (ledger.hpp).
+void for_each_audit_line(const std::string& path,
+                         const std::function<void(const nlohmann::json&)>& on_line);
 
 } // namespace retentiond

@@ -103,6 +103,14 @@ struct FieldStrategy {
 enum class Action { remove, anonymize }; // `delete`, `anonymize`
 std::string_view to_string(Action action);
 
+// Extension `subject:` (docs/policy-format-extensions.md, "Erasure requests"): where a rule's
+// records carry a person's identifier of one kind (email, user_id, phone, ...).
+struct SubjectField {
+    std::string field;       // postgres column, CSV column or dotted JSON path, redis hash field
+    bool hash_field = false; // written `{ hash_field: NAME }` (redis)
+    SourcePos pos;
+};
+
 struct Limits {
     std::optional<std::int64_t> max_rows;
     double max_fraction = 0.5;
@@ -137,6 +145,8 @@ struct Rule {
     // Extension `policy_table: false`: enforced, but not a line of the published retention table
     // (e.g. Django sessions, which the privacy policy does not list).
     bool in_policy_table = true;
+    // Extension `subject:`: identifier kind -> where the rule's records hold it.
+    std::map<std::string, SubjectField> subjects;
     std::shared_ptr<const RuleSpec> spec; // the kind's keys: spec_of<PostgresRule>(rule), ...
     SourcePos pos;
 };
@@ -156,6 +166,8 @@ struct DaemonSettings {
     // slots, so that several daemons run each slot once. Empty: only postgres rules coordinate
     // (each on its own datastore).
     std::string coordination;
+    // Extension: an erasure request is due this long after it was received (GDPR art. 12(3)).
+    Duration erasure_deadline{1, 0, 0, false, "1 month"};
 };
 
 // Extension `coverage: { ignore: [...] }`: a location that looks personal and needs no rule, with

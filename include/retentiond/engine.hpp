@@ -14,6 +14,7 @@
 namespace retentiond {
 
 class BatchJournal;
+struct SubjectQuery;
 
 // What a dry run found for one rule. Computed with counting/reading only: nothing is modified.
 struct DryRun {
@@ -69,6 +70,8 @@ struct RunContext {
     // also polls it from its connection watch, which cancels a statement still running 2 s after
     // the request (pg_connect.hpp).
     std::function<bool()> stop_requested;
+    // An erasure request's id (the subject's digest): engines copy it into their intents.
+    std::string request;
 
     void phase(std::string_view name) const {
         if (on_phase) {
@@ -95,6 +98,16 @@ public:
     // state (present = the batch did not commit).
     virtual Presence records_present(const Rule& rule, const std::string& target,
                                      const std::vector<std::string>& keys) = 0;
+    // An erasure request (subject.hpp): the records of `rule` whose subject field matches
+    // `query`, whatever their clock; a held record is never touched. The figures: due = matching
+    // and not held, counters "held" (deferred by a hold) and "in_scope" (every record the rule
+    // looks at, for the limits). dry: counts only. Otherwise applies the rule's action (with its
+    // dependents) to the matching records not held, journaled like a purge's batches with
+    // ctx.request in each intent; processed = records erased. Limits are the caller's (it checks
+    // every rule before any is applied). Throws UnavailableError when the store is down. The
+    // default: a failed result saying the kind takes no erasure requests.
+    virtual RunResult erase_subject(const Rule& rule, const SubjectQuery& query, RunContext& ctx,
+                                    bool dry);
 };
 
 // Canonical text of a record key, for digests and `audit prove --key`: the value itself for a

@@ -42,6 +42,9 @@ public:
     // Whether `action: anonymize` is meaningful (it then needs an `anonymize` map); a kind that
     // says no reports the action itself.
     virtual bool supports_anonymize() const { return true; }
+    // Erasure requests: whether `subject:` names a hash field (`{ hash_field: NAME }`, redis)
+    // rather than a column / CSV column / JSON path.
+    virtual bool subject_in_hash_field() const { return false; }
 
     virtual std::unique_ptr<Engine> make_engine(const Datastore& store,
                                                 const Config& config) const = 0;

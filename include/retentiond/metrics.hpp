@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace retentiond {
 
@@ -30,10 +31,21 @@ struct DatastoreMetrics {
     std::optional<TimePoint> down_since;
 };
 
+// Erasure requests (ledger.hpp): the deadlines of the open ones, as last read from the audit log;
+// overdue is decided at each scrape (erasure_gauges).
+struct ErasureMetrics {
+    std::vector<TimePoint> open_deadlines;
+    std::int64_t overdue = 0; // set by erasure_gauges(now)
+};
+
 struct MetricsSnapshot {
     std::map<std::string, RuleMetrics> rules;
     std::map<std::string, DatastoreMetrics> datastores;
+    std::optional<ErasureMetrics> erasures; // absent until the ledger was first read
 };
+
+// Counts the open requests whose deadline has passed at `now`.
+void erasure_gauges(MetricsSnapshot& metrics, TimePoint now);
 
 // Prometheus text exposition format 0.0.4, with HELP and TYPE lines.
 std::string render_prometheus(const MetricsSnapshot& metrics);

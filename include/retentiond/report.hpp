@@ -3,6 +3,7 @@
 #include "retentiond/config.hpp"
 #include "retentiond/coverage.hpp"
 #include "retentiond/engine.hpp"
+#include "retentiond/ledger.hpp"
 #include "retentiond/runner.hpp"
 
 #include <chrono>
@@ -98,6 +99,8 @@ struct ReportData {
     RuleStatus overall = RuleStatus::compliant;
     // "Personal data without a rule" (coverage.hpp): absent when the report was built without it.
     std::optional<CoverageReport> coverage;
+    // "Erasure requests" (ledger.hpp): absent when the report was built without the ledger.
+    std::optional<std::vector<ErasureRequest>> erasures;
 };
 
 constexpr int k_report_weeks = 12;

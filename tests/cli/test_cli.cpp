@@ -23,7 +23,8 @@ TEST(Cli, VersionAndHelp) {
     EXPECT_EQ(help.exit_code, 0);
     EXPECT_THAT(help.out, HasSubstr("78  configuration invalid"));
 
-    for (const std::string verb : {"check", "purge", "policy-table", "audit", "report", "run"}) {
+    for (const std::string verb :
+         {"check", "purge", "policy-table", "audit", "report", "run", "erase"}) {
         const auto r = run_retentiond({verb, "--help"});
         EXPECT_EQ(r.exit_code, 0) << verb << ": " << r.err;
         EXPECT_THAT(r.out, HasSubstr("Usage: retentiond " + verb)) << verb;

@@ -432,6 +432,39 @@ protected:
     std::string m_extra_rules;      // more rules after old-items
 };
 
+// Erasure requests (issue 20): /metrics counts the open requests of the ledger and, at each
+// scrape, those past their deadline.
+TEST_F(DaemonTest, MetricsCountOpenAndOverdueErasureRequests) {
+    pg_exec(m_dsn, "CREATE TABLE people (id int PRIMARY KEY, email text, seen timestamptz, "
+                   "staff boolean); INSERT INTO people VALUES (1, 'held@example.org', now(), "
+                   "true)");
+    m_extra_rules = "  - name: people\n    datastore: app\n    category: c\n    table: people\n"
+                    "    key: id\n    clock: seen\n    retain: 1 year\n    action: delete\n"
+                    "    hold: { column: staff, equals: true }\n    subject: { email: email }\n"
+                    "    schedule: every 1 hour\n    limits: { max_fraction: 1 }\n";
+    const auto audit = m_dir.file("audit.jsonl");
+    const auto cfg = m_dir.write("retentiond.yaml", config(audit, "127.0.0.1:0"));
+    const auto erase = run_retentiond({"--config", cfg, "erase", "--subject",
+                                       "email=held@example.org", "--received", "2020-01-01"});
+    ASSERT_EQ(erase.exit_code, 0) << erase.err << erase.out;
+    ASSERT_NE(erase.out.find("status: deferred"), std::string::npos) << erase.out;
+
+    Daemon d(cfg, m_dir.file("daemon.log"), {});
+    ASSERT_TRUE(wait_for([&] { return d.metrics_port() != 0; }, 10s)) << d.log();
+    const int port = d.metrics_port();
+    ASSERT_TRUE(wait_for(
+        [&] {
+            const auto p = parse_prometheus(http_get(port, "/metrics").body);
+            return p.has("retentiond_erasure_requests_open", {}) &&
+                   p.value("retentiond_erasure_requests_open", {}) == 1 &&
+                   p.value("retentiond_erasure_requests_overdue", {}) == 1;
+        },
+        10s))
+        << http_get(port, "/metrics").body;
+    d.signal(SIGTERM);
+    EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
+}
+
 TEST_F(DaemonTest, RunsOnScheduleNotifiesServesMetricsAndStopsCleanly) {
     insert_due(7);
     const auto audit = m_dir.file("audit.jsonl");

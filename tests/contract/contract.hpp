@@ -60,6 +60,11 @@ public:
         std::string named; // what check()'s message must contain
     };
     virtual std::optional<MissingTarget> missing_target(const RuleOptions& options) = 0;
+
+    // Erasure requests: where the seeded records hold a person's identifier (the rule's
+    // `subject:` field), and the text a record of `key` holds there.
+    virtual SubjectField subject_field() const = 0;
+    virtual std::string subject_of(const std::string& key) const = 0;
 };
 
 // Each kind's adapter (daemon/engines/<kind>/tests/contract_<kind>.cpp) defines

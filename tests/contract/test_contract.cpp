@@ -1,10 +1,13 @@
 // The datastore contract: every kind (postgres, files, redis) must pass these same tests.
 #include "contract/contract.hpp"
 
+#include "retentiond/subject.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <functional>
 
 namespace retentiond::test {
@@ -277,6 +280,62 @@ TEST_P(Contract, RefusalIsOneEventWithTheSameFieldsInEveryKind) {
     EXPECT_TRUE(m_journal.m_intents.empty());
 }
 
+// Erasure requests (Engine::erase_subject): the subject's records whatever their clock, a held one
+// deferred, the identifier matched after its normalization, or found again from its digest alone.
+TEST_P(Contract, EraseSubjectTakesTheSubjectsRecordsWhateverTheirClockAndDefersHeldOnes) {
+    m_backend->seed(basic_fixture());
+    const auto before = m_backend->fingerprints();
+    SubjectQuery q;
+    q.kind = "email";
+    q.field = m_backend->subject_field();
+    q.audit_key = &m_key;
+    std::string shouted = " " + m_backend->subject_of("b") + "\t";
+    std::transform(shouted.begin(), shouted.end(), shouted.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    q.values = {normalize_subject("email", shouted),
+                normalize_subject("email", m_backend->subject_of("c"))};
+    const auto rule = m_backend->make_rule(days(30));
+    RunContext ctx;
+    ctx.run_id = "erase";
+    ctx.tz = find_zone("Europe/Paris");
+    ctx.audit_key = &m_key;
+    ctx.journal = &m_journal;
+    ctx.request = "request-digest";
+
+    const auto dry = m_backend->engine().erase_subject(rule, q, ctx, true);
+    EXPECT_EQ(dry.status, RunResult::Status::ok) << dry.message;
+    EXPECT_EQ(dry.due, 1);                 // b, not due by its clock
+    EXPECT_EQ(dry.counters.at("held"), 1); // c
+    EXPECT_EQ(dry.counters.at("in_scope"), 5);
+    EXPECT_EQ(m_backend->fingerprints(), before);
+    EXPECT_TRUE(m_journal.m_intents.empty());
+
+    const auto r = m_backend->engine().erase_subject(rule, q, ctx, false);
+    EXPECT_EQ(r.status, RunResult::Status::ok) << r.message;
+    EXPECT_EQ(r.processed, 1);
+    EXPECT_EQ(m_backend->remaining_keys(), (std::set<std::string>{"a", "c", "d", "e"}));
+    const auto after = m_backend->fingerprints();
+    for (const auto& key : {"a", "c", "d", "e"}) {
+        EXPECT_EQ(after.at(key), before.at(key)) << "untouched record " << key << " changed";
+    }
+    ASSERT_EQ(m_journal.m_intents.size(), 1U);
+    EXPECT_EQ(m_journal.m_intents[0].keys, std::vector<std::string>{"b"});
+    EXPECT_EQ(m_journal.m_intents[0].request, "request-digest");
+    ASSERT_EQ(m_journal.m_outcomes.size(), 1U);
+    EXPECT_TRUE(m_journal.m_outcomes[0].committed);
+    EXPECT_EQ(m_journal.m_outcomes[0].count, 1);
+
+    SubjectQuery by_digest;
+    by_digest.kind = "email";
+    by_digest.field = m_backend->subject_field();
+    by_digest.audit_key = &m_key;
+    by_digest.digests = {
+        subject_digest(m_key, "email", normalize_subject("email", m_backend->subject_of("e")))};
+    const auto again = m_backend->engine().erase_subject(rule, by_digest, ctx, false);
+    EXPECT_EQ(again.processed, 1) << again.message;
+    EXPECT_EQ(m_backend->remaining_keys(), (std::set<std::string>{"a", "c", "d"}));
+}
+
 TEST_P(Contract, UnreachableStoreThrowsUnavailableNeverAnEmptyRun) {
     const auto engine = m_backend->unreachable_engine();
     const auto rule = m_backend->make_rule(days(30));
@@ -287,6 +346,11 @@ TEST_P(Contract, UnreachableStoreThrowsUnavailableNeverAnEmptyRun) {
     ctx.journal = &m_journal;
     EXPECT_THROW(engine->dry_run(rule, ctx), UnavailableError);
     EXPECT_THROW(engine->purge(rule, ctx), UnavailableError);
+    SubjectQuery q;
+    q.kind = "email";
+    q.field = m_backend->subject_field();
+    q.values = {"x@example.org"};
+    EXPECT_THROW(engine->erase_subject(rule, q, ctx, true), UnavailableError);
     EXPECT_TRUE(m_journal.m_intents.empty());
 }
 

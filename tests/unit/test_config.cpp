@@ -580,6 +580,66 @@ rules:
         HasSubstr(path + R"(:28:24: rule "re": clock.filename: invalid regex "([0-9]+": )"));
 }
 
+TEST_F(ConfigTest, SubjectsAreReadAndCheckedWithPositions) {
+    m_env["REDIS_URL"] = "redis://127.0.0.1:6379/0";
+    const auto text = k_base + R"(    subject: { email: email, user_id: id }
+  - name: sessions
+    datastore: cache
+    category: c
+    keys: "session:*"
+    clock: idle
+    retain: 1 day
+    action: delete
+    subject: { user_id: { hash_field: uid } }
+)";
+    auto with_cache = text;
+    with_cache.replace(with_cache.find("rules:"), 6,
+                       "  cache: { kind: redis, url: \"${REDIS_URL}\" }\nrules:");
+    const auto config =
+        load(write("good.yaml", with_cache + "daemon:\n  erasure_deadline: 30 days\n"));
+    ASSERT_EQ(config.rules.size(), 2U);
+    const auto& accounts = config.rules[0].subjects;
+    ASSERT_EQ(accounts.size(), 2U);
+    EXPECT_EQ(accounts.at("email").field, "email");
+    EXPECT_FALSE(accounts.at("email").hash_field);
+    EXPECT_EQ(accounts.at("user_id").field, "id");
+    EXPECT_EQ(config.rules[1].subjects.at("user_id").field, "uid");
+    EXPECT_TRUE(config.rules[1].subjects.at("user_id").hash_field);
+    EXPECT_EQ(config.daemon.erasure_deadline.days, 30);
+
+    auto bad = with_cache;
+    bad.replace(bad.find("subject: { email: email, user_id: id }"), 38,
+                "subject: { Email: email, phone: { hash_field: tel } }");
+    bad.replace(bad.find("{ user_id: { hash_field: uid } }"), 32, "{ user_id: uid }");
+    const auto path = write("bad.yaml", bad);
+    const auto list = errors(path);
+    ASSERT_EQ(list.size(), 3U) << what(path);
+    EXPECT_EQ(list[0], path + R"(:19:16: rule "dora-accounts": subject.Email: an identifier kind )"
+                              R"(is [a-z][a-z0-9_]* (email, user_id, phone))");
+    EXPECT_EQ(list[1],
+              path + R"(:19:37: rule "dora-accounts": subject.phone: { hash_field: ... } is for )"
+                     R"(redis rules; give the column, CSV column or JSON path)");
+    EXPECT_EQ(list[2], path + R"(:27:25: rule "sessions": subject.user_id: redis rules name the )"
+                              R"(field as { hash_field: NAME })");
+
+    const auto whole = write("whole.yaml", R"(version: 1
+datastores:
+  files: { kind: files, root: /srv/x }
+rules:
+  - name: w
+    datastore: files
+    category: c
+    files: "*.pdf"
+    format: whole
+    clock: mtime
+    retain: 1 day
+    action: delete
+    subject: { email: Email }
+)");
+    EXPECT_THAT(errors(whole), ElementsAre(whole + R"(:13:14: rule "w": subject: format: whole )"
+                                                   R"(files have no fields to find a person in)"));
+}
+
 TEST_F(ConfigTest, FixedDurationsTakeMillisecondsAndDecimals) {
     // The throttle operations.md recommends, written the ways people write it.
     for (const std::string text :

@@ -73,6 +73,22 @@ TEST(Metrics, RendersEveryFamilyAndParsesBack) {
         parsed.has("retentiond_last_success_timestamp_seconds", {{"rule", "cqlp-exports"}}));
 }
 
+TEST(Metrics, ErasureRequestGaugesCountOpenAndOverdueAtTheScrape) {
+    MetricsSnapshot m = sample_metrics();
+    EXPECT_EQ(
+        parse_prometheus(render_prometheus(m)).families.count("retentiond_erasure_requests_open"),
+        0U); // the ledger not read yet: no figure rather than a false zero
+    m.erasures = ErasureMetrics{{k_t0 - 24h, k_t0 + 24h, k_t0 + 48h}, 0};
+    erasure_gauges(m, k_t0);
+    const auto parsed = parse_prometheus(render_prometheus(m));
+    EXPECT_EQ(parsed.families.at("retentiond_erasure_requests_open").type, "gauge");
+    EXPECT_EQ(parsed.value("retentiond_erasure_requests_open", {}), 3);
+    EXPECT_EQ(parsed.value("retentiond_erasure_requests_overdue", {}), 1);
+    erasure_gauges(m, k_t0 + 25h);
+    EXPECT_EQ(
+        parse_prometheus(render_prometheus(m)).value("retentiond_erasure_requests_overdue", {}), 2);
+}
+
 TEST(Metrics, EscapesLabelValues) {
     EXPECT_EQ(escape_label_value(R"(a"b\c)"), R"(a\"b\\c)");
     EXPECT_EQ(escape_label_value("x\ny"), R"(x\ny)");

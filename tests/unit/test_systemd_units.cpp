@@ -34,8 +34,10 @@ TEST(SystemdUnits, VerifyIsClean) {
     const auto service = localized_unit(dir, "retentiond.service");
     const auto purge = localized_unit(dir, "retentiond-purge.service");
     const auto timer = localized_unit(dir, "retentiond-purge.timer");
-    const auto out =
-        shell("systemd-analyze verify --man=no " + service + " " + purge + " " + timer);
+    const auto resume = localized_unit(dir, "retentiond-erase-resume.service");
+    const auto resume_timer = localized_unit(dir, "retentiond-erase-resume.timer");
+    const auto out = shell("systemd-analyze verify --man=no " + service + " " + purge + " " +
+                           timer + " " + resume + " " + resume_timer);
     EXPECT_EQ(out.status, 0) << out.text;
     EXPECT_EQ(out.text, "") << out.text;
 }
@@ -55,6 +57,7 @@ TEST(SystemdUnits, SandboxExposureAtMostOnePointFive) {
     ASSERT_EQ(shell("command -v systemd-analyze").status, 0) << "systemd-analyze missing";
     EXPECT_LE(exposure(k_units + "retentiond.service"), 1.5);
     EXPECT_LE(exposure(k_units + "retentiond-purge.service"), 1.5);
+    EXPECT_LE(exposure(k_units + "retentiond-erase-resume.service"), 1.5);
 }
 
 TEST(SystemdUnits, BadConfigIsNotRestarted) {

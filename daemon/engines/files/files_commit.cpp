@@ -242,6 +242,7 @@ BatchIntent FilesEngine::batch_base(const Rule& rule, const Timing& t, const Sca
     base.target = s.file.rel;
     base.action = rule.action == Action::remove ? "delete" : "anonymize";
     base.cutoff = t.cutoff;
+    base.request = t.request;
     return base;
 }
 

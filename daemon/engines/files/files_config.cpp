@@ -175,9 +175,12 @@ std::shared_ptr<const DatastoreSpec> read_files_datastore(ConfigReader& in,
 
 std::shared_ptr<const RuleSpec> read_files_rule(ConfigReader& in, const ConfigMap& section,
                                                 const Rule& rule) {
-    (void)rule;
     FilesRule files;
     read_files(in, section, files);
+    if (const auto* v = section.get("subject");
+        v != nullptr && !rule.subjects.empty() && files.format == FilesRule::Format::whole) {
+        in.error(*v, "subject: format: whole files have no fields to find a person in");
+    }
     return spec_ptr(std::move(files));
 }
 

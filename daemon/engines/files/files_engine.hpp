@@ -27,6 +27,9 @@ public:
     RunResult purge(const Rule& rule, RunContext& ctx) override;
     Presence records_present(const Rule& rule, const std::string& target,
                              const std::vector<std::string>& keys) override;
+    // files_erase.cpp
+    RunResult erase_subject(const Rule& rule, const SubjectQuery& query, RunContext& ctx,
+                            bool dry) override;
 
 private:
     enum class Rewrite { rewritten, deleted, changed };

@@ -6,6 +6,8 @@
 #include "files_io.hpp"
 #include "json_scan.hpp"
 
+#include "retentiond/subject.hpp"
+
 namespace retentiond::files_detail {
 
 struct Match {
@@ -20,6 +22,11 @@ struct Timing {
     TimePoint cutoff{};
     std::optional<DryRunTally> dry; // the dry-run figures (engine_common.hpp)
     bool null_due = false;
+    // An erasure request (erase_subject): the records whose subject field matches are due
+    // whatever their clock, held ones are held; the others are kept. Its digest names the request
+    // in the intent lines.
+    const SubjectQuery* subject = nullptr;
+    std::string request;
 };
 
 inline Timing make_timing(const Rule& rule, const date::time_zone* tz) {
@@ -105,6 +112,7 @@ struct RuleView {
     const FilesRule& spec;
     const Secret& key;
     const date::time_zone* tz;
+    const SubjectQuery* subject = nullptr; // an erasure request: its field is read too
 };
 
 // One format's records, one at a time. Non-records (the CSV header, blank lines) are passed
@@ -121,6 +129,8 @@ public:
     virtual std::optional<TimePoint> clock() = 0; // throws ParseError when it does not parse
     virtual bool held() = 0;
     virtual std::string key() = 0;
+    // An erasure request's field (RuleView::subject); nullopt when the record has none.
+    virtual std::optional<std::string> subject_value() = 0;
     // Whether anonymizing changes the record; with out, appends the new record bytes.
     virtual bool anonymize(std::string* out) = 0;
 };
@@ -180,6 +190,12 @@ public:
         return m_hold_col >= 0 && value(m_hold_col) == m_view.spec.hold->equals;
     }
     std::string key() override { return std::string(value(m_key_col)); }
+    std::optional<std::string> subject_value() override {
+        if (m_subject_col < 0) {
+            return std::nullopt;
+        }
+        return std::string(value(m_subject_col));
+    }
     bool anonymize(std::string* out) override {
         bool changed = false;
         for (std::size_t i = 0; i < m_anon.size(); ++i) {
@@ -245,6 +261,9 @@ private:
             m_hold_col = column(spec.hold->field);
         }
         m_key_col = spec.key_field.empty() ? 0 : column(spec.key_field);
+        if (m_view.subject != nullptr) {
+            m_subject_col = column(m_view.subject->field.field);
+        }
         if (m_view.rule.action == Action::anonymize) {
             for (const auto& fsg : m_view.rule.anonymize) {
                 m_anon.emplace_back(column(fsg.field), &fsg.strategy);
@@ -264,6 +283,7 @@ private:
     int m_clock_col = -1;
     int m_hold_col = -1;
     int m_key_col = 0;
+    int m_subject_col = -1;
     std::vector<std::pair<int, const Strategy*>> m_anon;
     std::vector<std::optional<std::string>> m_new;
 };
@@ -306,6 +326,9 @@ public:
             m_paths[k_hold] = dotted(spec.hold->field);
         }
         m_paths[k_key] = dotted(spec.key_field.empty() ? "id" : spec.key_field);
+        if (v.subject != nullptr) {
+            m_paths[k_subject] = dotted(v.subject->field.field);
+        }
     }
 
     bool next() override {
@@ -388,6 +411,12 @@ public:
         return *m_found[k_hold] != "null" && text(*m_found[k_hold]) == m_view.spec.hold->equals;
     }
     std::string key() override { return m_found[k_key] ? text(*m_found[k_key]) : std::string(); }
+    std::optional<std::string> subject_value() override {
+        if (m_paths[k_subject].empty() || !m_found[k_subject] || *m_found[k_subject] == "null") {
+            return std::nullopt;
+        }
+        return text(*m_found[k_subject]);
+    }
     bool anonymize(std::string* out) override {
         // Works on a copy, once per record: the check (pass 1) and the rewrite must agree.
         if (!m_anon_done) {
@@ -431,6 +460,7 @@ private:
     static constexpr std::size_t k_clock = 0;
     static constexpr std::size_t k_hold = 1;
     static constexpr std::size_t k_key = 2;
+    static constexpr std::size_t k_subject = 3;
 
     // A JSON string's value when it holds no escape (most do): its inner bytes.
     static std::optional<std::string_view> plain_string(std::string_view raw) {
@@ -487,7 +517,7 @@ private:
     std::optional<nlohmann::json> m_doc; // parsed only to anonymize
     bool m_anon_done = false;
     std::string m_anon_out;
-    std::vector<std::vector<std::string>> m_paths{3}; // clock, hold, key (empty: not read)
+    std::vector<std::vector<std::string>> m_paths{4}; // clock, hold, key, subject (empty: not read)
     std::vector<std::optional<std::string_view>> m_found;
 };
 
@@ -501,8 +531,17 @@ inline std::unique_ptr<RecordParser> make_parser(csv::ReadFn read, const RuleVie
 // Due, after holds and after "already anonymized" records.
 inline Verdict decide(RecordParser& p, const Timing& t, const Rule& rule,
                       std::optional<TimePoint>& clock) {
-    clock = p.clock();
-    Verdict v = classify(t, clock, p.held());
+    Verdict v = Verdict::kept;
+    if (t.subject != nullptr) {
+        clock.reset(); // an erasure request is the reason: the clock is not read
+        const auto value = p.subject_value();
+        if (value && t.subject->matches(*value)) {
+            v = p.held() ? Verdict::held : Verdict::due;
+        }
+    } else {
+        clock = p.clock();
+        v = classify(t, clock, p.held());
+    }
     if (v == Verdict::due && rule.action == Action::anonymize && !p.anonymize(nullptr)) {
         v = Verdict::kept;
     }

@@ -26,7 +26,7 @@ FilesEngine::Rewrite FilesEngine::rewrite(const Rule& rule, RunContext& ctx, con
     try {
         const Secret empty;
         const RuleView view{rule, spec_of<FilesRule>(rule), ctx.audit_key ? *ctx.audit_key : empty,
-                            zone(ctx)};
+                            zone(ctx), t.subject};
         auto p = make_parser(csv::fd_reader(in.get()), view);
         StopPoll poll(ctx);
         const auto index = rewrite_records(*p, rule, t, s, out, batches, touched, poll);

@@ -137,7 +137,7 @@ void FilesEngine::scan_file(const Rule& rule, const Match& f, const Timing& t,
     Stager stager(std::move(staged));
     const Secret empty;
     const RuleView view{rule, spec_of<FilesRule>(rule), ctx.audit_key ? *ctx.audit_key : empty,
-                        zone(ctx)};
+                        zone(ctx), t.subject};
     auto p = make_parser(csv::fd_reader(in.get()), view);
     std::optional<TimePoint> clock;
     std::uint64_t offset = 0; // input bytes before the current record

@@ -59,6 +59,9 @@ void check_columns(const Rule& rule, const Columns& columns, Diagnostics& diag) 
     if (pg.hold) {
         need(pg.hold->column, "hold");
     }
+    for (const auto& [kind, subject] : rule.subjects) {
+        need(subject.field, "subject (" + kind + ")");
+    }
     if (pg.mark && need(*pg.mark, "mark")) {
         const auto& type = columns.at(*pg.mark).type;
         if (type != "boolean" && !is_time_type(type)) {

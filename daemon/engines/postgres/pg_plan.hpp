@@ -58,6 +58,14 @@ struct DepPlan {
     std::vector<DepPlan> children;
 };
 
+// An erasure request's rows (pg_erase.cpp): the subject column, normalized as subject.hpp says,
+// is one of `values`.
+struct SubjectFilter {
+    std::string column; // quoted
+    bool email = false; // ASCII letters lower-cased
+    std::vector<std::string> values;
+};
+
 // Everything a run needs about its rule, resolved once.
 struct Plan {
     const Rule* rule = nullptr;
@@ -79,6 +87,8 @@ struct Plan {
     std::vector<std::string> own_xids; // anonymize without mark: our batches' xids
     bool notice_table = false;         // retentiond.notice exists (rules with `notice:`)
     bool async_commit = false;         // batches commit with synchronous_commit off
+    // An erasure request: due_sql selects the subject's rows instead of the clock's (no notice).
+    std::optional<SubjectFilter> subject;
 };
 
 // What the batches of a run saw, for the proof that no due row remains without counting them

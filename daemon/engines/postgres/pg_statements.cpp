@@ -150,7 +150,24 @@ pg_notice::Target notice_target(const Plan& plan, pqxx::transaction_base& tx) {
     return t;
 }
 
+std::string subject_value_sql(const SubjectFilter& subject) {
+    const std::string trimmed = "btrim(" + subject.column + "::text, E' \\t\\r\\n')";
+    return subject.email ? "translate(" + trimmed +
+                               ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+                         : trimmed;
+}
+
+std::string subject_sql(const Plan& plan, Params& p) {
+    return subject_value_sql(*plan.subject) + " = ANY(" +
+           p.add(array_literal(plan.subject->values)) + "::text[])";
+}
+
 std::string due_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p) {
+    if (plan.subject) {
+        // An erasure request: the request is the reason, the clock is not asked; holds are.
+        return subject_sql(plan, p) + " AND " + not_held_sql(plan, tx, p) + " AND " +
+               unmarked_sql(plan);
+    }
     std::string s =
         clock_due_sql(plan, p) + " AND " + not_held_sql(plan, tx, p) + " AND " + unmarked_sql(plan);
     if (plan.rule->action == Action::anonymize && !plan.mark && !plan.own_xids.empty()) {

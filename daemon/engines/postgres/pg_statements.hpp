@@ -31,6 +31,10 @@ void read_due_bounds(pqxx::transaction_base& tx, Plan& plan, TimePoint now);
 std::string due_step_back(const std::string& tz, const Duration& retain, TimePoint now);
 // clock + retain <= now, exactly.
 std::string clock_due_sql(const Plan& plan, Params& p);
+// An erasure request's rows: the subject column, normalized, is one of the request's values.
+std::string subject_sql(const Plan& plan, Params& p);
+// The subject column normalized as subject.hpp says (trimmed; ASCII lower case for email).
+std::string subject_value_sql(const SubjectFilter& subject);
 // Due, not held, not already processed (mark, or our own earlier batch this run), noticed.
 std::string due_sql(const Plan& plan, pqxx::transaction_base& tx, Params& p);
 // The rule's table as the notice code needs it; `eligible` = not held and not yet anonymized.

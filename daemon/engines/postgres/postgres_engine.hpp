@@ -10,6 +10,7 @@
 //   pg_batch_stream.cpp  one stream: page ranges, attempts, commits, durability, span
 //   pg_statements.cpp    one builder per statement shape, and the conditions they share
 //   pg_errors.cpp        SQLSTATE -> retry / fail / unavailable
+//   pg_erase.cpp         erasure requests: the subject's rows in one transaction
 //   pg_dry_run.cpp, pg_check.cpp
 // Internal to the postgres engine.
 
@@ -83,6 +84,9 @@ public:
     RunResult purge(const Rule& rule, RunContext& ctx) override;
     Presence records_present(const Rule& rule, const std::string& target,
                              const std::vector<std::string>& keys) override;
+    // pg_erase.cpp
+    RunResult erase_subject(const Rule& rule, const SubjectQuery& query, RunContext& ctx,
+                            bool dry) override;
 
 private:
     pg::Connection connect() const;

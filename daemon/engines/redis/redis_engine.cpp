@@ -52,6 +52,7 @@
 //   for crash recovery (records_present), and the next run re-checks every key, so nothing is
 //   deleted twice or wrongly.
 #include "redis_connection.hpp"
+#include "redis_erase.hpp"
 #include "redis_kind.hpp"
 #include "redis_passes.hpp"
 #include "redis_reads.hpp"
@@ -102,6 +103,19 @@ public:
     RunResult purge(const Rule& rule, RunContext& ctx) override;
     Presence records_present(const Rule& rule, const std::string& target,
                              const std::vector<std::string>& keys) override;
+    RunResult erase_subject(const Rule& rule, const SubjectQuery& query, RunContext& ctx,
+                            bool dry) override {
+        require_redis(rule);
+        Connection c(m_url, m_name, ctx.stop_requested);
+        try {
+            return erase_subject_keys(c, m_name, rule, query, ctx, dry);
+        } catch (const ReplyError& e) {
+            RunResult failed;
+            failed.status = RunResult::Status::failed;
+            failed.message = std::string("redis: ") + e.what();
+            return failed;
+        }
+    }
 
 private:
     RunResult run(const Rule& rule, RunContext& ctx);

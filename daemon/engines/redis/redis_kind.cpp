@@ -26,6 +26,7 @@ public:
     }
     // action: anonymize is refused by the reader ("redis rules support action: delete only").
     bool supports_anonymize() const override { return false; }
+    bool subject_in_hash_field() const override { return true; }
     std::unique_ptr<Engine> make_engine(const Datastore& store,
                                         const Config& config) const override {
         return make_redis_engine(store, config);

@@ -41,6 +41,11 @@ public:
         fs::remove_all(m_dir, ec);
     }
 
+    SubjectField subject_field() const override { return {"Email", false, {}}; }
+    std::string subject_of(const std::string& key) const override {
+        return "elodie." + key + "@example.fr";
+    }
+
     void seed(const std::vector<ContractRecord>& records) override {
         const auto* paris = find_zone("Europe/Paris");
         const auto now = now_utc();

@@ -24,6 +24,9 @@ public:
         m_engine = make_postgres_engine(m_store, m_config);
     }
 
+    SubjectField subject_field() const override { return {"email", false, {}}; }
+    std::string subject_of(const std::string& key) const override { return key + "@example.org"; }
+
     void seed(const std::vector<ContractRecord>& records) override {
         pqxx::connection conn(m_dsn);
         pqxx::work tx(conn);

@@ -5,6 +5,7 @@
 #include "retentiond/audit.hpp"
 #include "retentiond/config.hpp"
 #include "retentiond/registry.hpp"
+#include "retentiond/subject.hpp"
 #include "retentiond/timeutil.hpp"
 #include "support/pg_cluster.hpp"
 #include "support/process.hpp"
@@ -397,6 +398,60 @@ TEST_F(PostgresEngineTest, NullClockIsDueOnlyWithClockNullDue) {
     rule.clock_null_due = true;
     EXPECT_EQ(purge(rule).processed, 1);
     EXPECT_EQ(count("SELECT count(*) FROM users_user"), 0);
+}
+
+// Erasure requests (pg_erase.cpp): the subject's account goes with every dependent whatever its
+// clock, matched as the e-mail normalizes (blanks, case); a held account is counted, never
+// touched; the other accounts keep every row.
+TEST_F(PostgresEngineTest, EraseSubjectTakesTheAccountWithEveryDependentWhateverItsClock) {
+    const auto jane = user(" Jane@Example.ORG", 1, 10);
+    const auto other = user("other@example.org", 1, 10);
+    const auto staff = user("staff@example.org", 1, 10, true);
+    for (const auto id : {jane, other, staff}) {
+        attach_everything(id);
+    }
+    auto rule = accounts_rule();
+    rule.subjects["email"] = SubjectField{"email", false, {}};
+    SubjectQuery q;
+    q.kind = "email";
+    q.field = rule.subjects["email"];
+    q.values = {"jane@example.org", "staff@example.org"};
+    RunContext ctx;
+    ctx.run_id = "erase";
+    ctx.tz = find_zone("Europe/Paris");
+    ctx.audit_key = &m_key;
+    ctx.journal = &m_journal;
+    ctx.request = "digest";
+    const auto r = m_engine->erase_subject(rule, q, ctx, false);
+    ASSERT_EQ(r.status, RunResult::Status::ok) << r.message;
+    EXPECT_EQ(r.processed, 1);
+    EXPECT_EQ(r.counters.at("held"), 1);
+    EXPECT_EQ(r.counters.at("dependents.public.structures_structuremember.delete"), 1);
+    EXPECT_EQ(r.counters.at("dependents.public.orientations_orientation.set_null"), 1);
+    const auto ids = [&](const std::string& sql) {
+        return scalar("SELECT coalesce(string_agg(x::text, ',' ORDER BY x), '') FROM (" + sql +
+                      ") s(x)");
+    };
+    const auto kept = std::to_string(other) + "," + std::to_string(staff);
+    EXPECT_EQ(ids("SELECT id FROM users_user"), kept);
+    EXPECT_EQ(ids("SELECT user_id FROM structures_structuremember"), kept);
+    EXPECT_EQ(ids("SELECT user_id FROM services_bookmark"), kept);
+    EXPECT_EQ(ids("SELECT DISTINCT prescriber_id FROM orientations_orientation WHERE "
+                  "prescriber_id IS NOT NULL"),
+              kept);
+    ASSERT_EQ(m_journal.m_intents.size(), 1U);
+    EXPECT_EQ(m_journal.m_intents[0].keys, std::vector<std::string>{std::to_string(jane)});
+    EXPECT_EQ(m_journal.m_intents[0].request, "digest");
+}
+
+TEST_F(PostgresEngineTest, CheckNamesAMissingSubjectColumn) {
+    auto rule = accounts_rule();
+    rule.subjects["email"] = SubjectField{"e_mail", false, {}};
+    const auto diagnostics = m_engine->check(rule);
+    ASSERT_EQ(diagnostics.size(), 1U);
+    EXPECT_NE(diagnostics.front().message.find("subject (email) column e_mail not found"),
+              std::string::npos)
+        << diagnostics.front().message;
 }
 
 TEST_F(PostgresEngineTest, DryRunCountsDependentsAndTouchesNothing) {

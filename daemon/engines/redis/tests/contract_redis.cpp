@@ -39,6 +39,9 @@ public:
         m_engine = make_redis_engine(m_store, m_config);
     }
 
+    SubjectField subject_field() const override { return {"user", true, {}}; }
+    std::string subject_of(const std::string& key) const override { return "u-" + key; }
+
     void seed(const std::vector<ContractRecord>& records) override {
         cmd({"FLUSHDB"});
         const auto now = std::stoll(lines(cmd({"TIME"})).at(0));

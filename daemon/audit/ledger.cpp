@@ -1,0 +1,116 @@
+// The erasure ledger's readers (ledger.hpp).
+#include "retentiond/ledger.hpp"
+
+#include "retentiond/audit.hpp"
+#include "retentiond/timeutil.hpp"
+
+#include <map>
+
+namespace retentiond {
+
+using nlohmann::json;
+
+std::int64_t ErasureRequest::deferred() const {
+    std::int64_t n = 0;
+    for (const auto& r : rules) {
+        n += r.deferred;
+    }
+    return n;
+}
+
+json erasure_event_fields(const ErasureRequest& r) {
+    json rules = json::object();
+    for (const auto& o : r.rules) {
+        json one{{"status", o.status}, {"erased", o.erased}, {"deferred", o.deferred}};
+        if (!o.reason.empty()) {
+            one["reason"] = o.reason;
+        }
+        rules[o.rule] = std::move(one);
+    }
+    return json{{"request", r.id},
+                {"subject", r.subject},
+                {"kind", r.kind},
+                {"received", format_utc_seconds(r.received)},
+                {"deadline", format_utc_seconds(r.deadline)},
+                {"status", r.status},
+                {"erased", r.erased},
+                {"reapplied", r.reapplied},
+                {"rules", std::move(rules)}};
+}
+
+namespace {
+
+TimePoint time_field(const json& j, const char* name) {
+    const auto t = parse_timestamp(j.value(name, ""), "", zone_or_utc(std::string_view("UTC")));
+    return t.value_or(TimePoint{});
+}
+
+std::vector<ErasureRuleOutcome> rule_outcomes(const json& rules) {
+    std::vector<ErasureRuleOutcome> out;
+    if (!rules.is_object()) {
+        return out;
+    }
+    for (const auto& [name, o] : rules.items()) {
+        if (!o.is_object()) {
+            continue;
+        }
+        out.push_back({name, o.value("status", ""), o.value("erased", std::int64_t{0}),
+                       o.value("deferred", std::int64_t{0}), o.value("reason", "")});
+    }
+    return out;
+}
+
+// One event onto the request it updates (or a new one).
+void apply_event(const json& j, ErasureRequest& r, bool first) {
+    const std::string ts = j.value("ts", "");
+    if (first) {
+        r.id = j.value("request", "");
+        r.subject = j.value("subject", "");
+        r.kind = j.value("kind", "");
+        r.received = time_field(j, "received");
+        r.deadline = time_field(j, "deadline");
+        r.first_ts = ts;
+    }
+    r.last_ts = ts;
+    r.status = j.value("status", "open");
+    r.erased += j.value("erased", std::int64_t{0});
+    r.reapplied += j.value("reapplied", std::int64_t{0});
+    r.rules = rule_outcomes(j.value("rules", json::object()));
+    if (r.status == "done" && r.done_ts.empty()) {
+        r.done_ts = ts;
+    }
+}
+
+} // namespace
+
+std::vector<ErasureRequest> read_ledger(const std::string& path) {
+    std::vector<ErasureRequest> out;
+    std::map<std::string, std::size_t> by_id;
+    for_each_audit_line(path, [&](const json& j) {
+        if (j.value("type", "") != k_erasure_event || !j.contains("request")) {
+            return;
+        }
+        const std::string id = j.value("request", "");
+        const auto it = by_id.find(id);
+        if (it == by_id.end()) {
+            by_id.emplace(id, out.size());
+            out.emplace_back();
+            apply_event(j, out.back(), true);
+        } else {
+            apply_event(j, out[it->second], false);
+        }
+    });
+    return out;
+}
+
+std::optional<ErasureRequest> open_request_for(const std::vector<ErasureRequest>& ledger,
+                                               const std::string& subject) {
+    for (auto it = ledger.rbegin(); it != ledger.rend(); ++it) {
+        if (it->subject == subject && it->open()) {
+            return *it;
+        }
+    }
+    return std::nullopt;
+}
+
+} // namespace retentiond

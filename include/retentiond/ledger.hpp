@@ -1,0 +1,61 @@
+#pragma once
+
+// The erasure ledger: the `erasure_request` events of the audit log (docs/audit-log.md), read
+// back. Every reader of the ledger is here (erase --status, audit prove --subject), and reads the
+// log through for_each_audit_line (audit.hpp). A request names its subject by digest only
+// (subject.hpp): nothing here can tell who the person is.
+
+#include "retentiond/config.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace retentiond {
+
+// The ledger's event type.
+inline constexpr std::string_view k_erasure_event = "erasure_request";
+
+// What one rule did for a request, as last recorded.
+struct ErasureRuleOutcome {
+    std::string rule;
+    std::string status; // erased | deferred | none | failed | unavailable
+    std::int64_t erased = 0;
+    std::int64_t deferred = 0; // held records left for later
+    std::string reason;        // failed / unavailable: why (never a value)
+};
+
+// One request, from its events: the first gives received and deadline, the last the status.
+struct ErasureRequest {
+    std::string id;      // the operator's request id (--request)
+    std::string subject; // subject_digest of the normalized identifier
+    std::string kind;    // the identifier's kind ("email")
+    TimePoint received{};
+    TimePoint deadline{};
+    std::string status; // done | deferred | open (a rule failed or its store was down)
+    std::string first_ts;
+    std::string last_ts;
+    std::string done_ts;        // when it was first recorded done ("" while open)
+    std::int64_t erased = 0;    // records erased, over every event of the request
+    std::int64_t reapplied = 0; // records erased again after a restore
+    std::vector<ErasureRuleOutcome> rules;
+
+    bool open() const { return status != "done"; }
+    bool overdue(TimePoint now) const { return open() && now > deadline; }
+    std::int64_t deferred() const;
+};
+
+// The line fields of a request's event (the writer's side: `event(k_erasure_event, ...)`).
+nlohmann::json erasure_event_fields(const ErasureRequest& r);
+
+// Every request of the log at `path` (and its rotated files), in the order first recorded.
+std::vector<ErasureRequest> read_ledger(const std::string& path);
+
+// The request still open for `subject`, if any (the latest).
+std::optional<ErasureRequest> open_request_for(const std::vector<ErasureRequest>& ledger,
+                                               const std::string& subject);
+
+} // namespace retentiond

@@ -1,0 +1,86 @@
+// The erasure ledger read back (ledger.hpp): one request from several events (the first gives the
+// dates, the last the status, the counts add up), rotated files first, the open request of a
+// subject, overdue decided against a given time, and a missing log read as an empty ledger.
+#include "retentiond/audit.hpp"
+#include "retentiond/ledger.hpp"
+#include "retentiond/timeutil.hpp"
+
+#include "support/process.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+namespace retentiond {
+namespace {
+
+TimePoint at(const char* text) {
+    return *parse_timestamp(text, "", zone_or_utc(std::string_view("UTC")));
+}
+
+ErasureRequest request(const std::string& id, const std::string& subject, const char* received,
+                       const std::string& status, std::int64_t erased, std::int64_t deferred) {
+    ErasureRequest r;
+    r.id = id;
+    r.subject = subject;
+    r.kind = "email";
+    r.received = at(received);
+    r.deadline = add(r.received, parse_duration("1 month"), zone_or_utc(std::string_view("UTC")));
+    r.status = status;
+    r.erased = erased;
+    r.rules = {{"accounts", deferred > 0 ? "deferred" : "erased", erased, deferred, ""}};
+    return r;
+}
+
+TEST(Ledger, ARequestIsItsEventsFirstDatesLastStatusCountsAddedUp) {
+    test::TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    {
+        AuditLog log(path, Secret("k"), "run-1");
+        log.event(std::string(k_erasure_event),
+                  erasure_event_fields(request("R1", "d1", "2026-01-10", "deferred", 3, 1)));
+        log.event("refusal", {{"rule", "x"}});
+    }
+    std::filesystem::rename(path, path + ".1"); // rotated: read first
+    {
+        AuditLog log(path, Secret("k"), "run-2");
+        log.event(std::string(k_erasure_event),
+                  erasure_event_fields(request("R2", "d2", "2026-03-01", "done", 2, 0)));
+        // A rerun of R1 with other dates: the first event's stay.
+        log.event(std::string(k_erasure_event),
+                  erasure_event_fields(request("R1", "d1", "2026-02-20", "done", 1, 0)));
+    }
+    const auto ledger = read_ledger(path);
+    ASSERT_EQ(ledger.size(), 2U);
+    EXPECT_EQ(ledger[0].id, "R1");
+    EXPECT_EQ(ledger[0].received, at("2026-01-10"));
+    EXPECT_EQ(ledger[0].deadline, at("2026-02-10"));
+    EXPECT_EQ(ledger[0].status, "done");
+    EXPECT_EQ(ledger[0].erased, 4);
+    EXPECT_EQ(ledger[0].deferred(), 0);
+    EXPECT_FALSE(ledger[0].done_ts.empty());
+    EXPECT_EQ(ledger[1].id, "R2");
+    EXPECT_FALSE(open_request_for(ledger, "d1").has_value());
+}
+
+TEST(Ledger, OpenRequestsTurnOverdueAfterTheirDeadline) {
+    test::TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    {
+        AuditLog log(path, Secret("k"), "run-1");
+        log.event(std::string(k_erasure_event),
+                  erasure_event_fields(request("R3", "d3", "2026-01-10", "deferred", 0, 2)));
+    }
+    const auto ledger = read_ledger(path);
+    ASSERT_EQ(ledger.size(), 1U);
+    EXPECT_TRUE(ledger[0].open());
+    EXPECT_EQ(ledger[0].deferred(), 2);
+    EXPECT_FALSE(ledger[0].overdue(at("2026-02-10")));
+    EXPECT_TRUE(ledger[0].overdue(at("2026-02-10T00:00:01Z")));
+    ASSERT_TRUE(open_request_for(ledger, "d3").has_value());
+    EXPECT_EQ(open_request_for(ledger, "d3")->id, "R3");
+    EXPECT_TRUE(read_ledger(dir.file("absent.jsonl")).empty());
+}
+
+} // namespace
+} // namespace retentiond
