@@ -17,6 +17,7 @@ rank() { # layer of a file under daemon/, or of a public header's base name
     util/* | duration | schedule | timeutil | timestamp_memo | crypto | escape | errors | logging | \
         version | fd) echo 1 ;;
     config/* | audit/* | engines/common/* | config | config_reader | kind | engine | audit | \
+        audit_store | audit_pg_store | \
         anonymize | policy_table | coverage | \
         engine_common) echo 2 ;;
     engines/registry.cpp | registry) echo 4 ;;
