@@ -337,13 +337,13 @@ std::uint64_t AuditLog::last_seq() const {
 
 void AuditLog::append(json line, std::string_view digests, bool sync) {
     line["v"] = 1;
-    line["ts"] = format_utc(now_utc());
     line["run"] = m_run_id;
     // The store renders the line on its head: a PostgreSQL store's head is read under its chain
     // lock, so writers on several hosts chain one after the other.
     const auto render = [&](const AuditHead& head) {
         line["seq"] = head.seq + 1;
         line["prev"] = head.sha256;
+        line["ts"] = format_utc(now_utc()); // after the store's lock: ts follows seq
         std::string text = dump(line);
         if (!digests.empty()) {
             // Thousands of fixed-width hex strings need no escaping: rendered directly, in
@@ -909,6 +909,51 @@ VerifyResult verify_audit_lines(const AuditLines& lines, const std::vector<Audit
     }
     result.lines = n;
     return result;
+}
+
+// --- export --------------------------------------------------------------------------------
+
+std::uint64_t export_audit_lines(const AuditLines& lines, const std::string& output,
+                                 std::optional<TimePoint> since, std::optional<TimePoint> until) {
+    const date::time_zone* utc = find_zone("UTC");
+    const std::string tmp = output + ".tmp";
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+    if (fd.get() < 0) {
+        throw_errno("cannot create", tmp, errno);
+    }
+    std::uint64_t written = 0;
+    bool started = !since;
+    std::string text;
+    lines.forward([&](std::string_view line, bool terminated) {
+        if (!terminated) {
+            return false; // a torn last line is not part of the chain
+        }
+        if (since || until) {
+            LineFields f;
+            const auto ts = parse_fields(line, f) && f.ts ? parse_timestamp(*f.ts, "", utc)
+                                                          : std::optional<TimePoint>{};
+            if (ts && until && *ts > *until) {
+                return false; // a contiguous slice: nothing after the first line past until
+            }
+            if (!started && ts && *ts >= *since) {
+                started = true;
+            }
+        }
+        if (!started) {
+            return true;
+        }
+        text.assign(line);
+        text += '\n';
+        write_all(fd.get(), text, tmp);
+        ++written;
+        return true;
+    });
+    fsync_or_throw(fd.get(), tmp);
+    if (::rename(tmp.c_str(), output.c_str()) != 0) {
+        throw_errno("cannot rename", tmp, errno);
+    }
+    fsync_dir(parent_dir(output));
+    return written;
 }
 
 // --- prove ---------------------------------------------------------------------------------

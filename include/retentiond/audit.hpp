@@ -179,6 +179,13 @@ struct AuditHeadCheck {
 VerifyResult verify_audit_lines(const AuditLines& lines,
                                 const std::vector<AuditHeadCheck>& heads = {});
 
+// Writes `lines` to the JSON Lines file `output` (a temp file fsynced, then renamed): every line,
+// or the contiguous run from the first line whose ts is at or after `since` to the last before a
+// line whose ts is after `until`. `audit verify --log` accepts it; a slice's first line chains to
+// a line that is not in it (a note). Returns the lines written.
+std::uint64_t export_audit_lines(const AuditLines& lines, const std::string& output,
+                                 std::optional<TimePoint> since, std::optional<TimePoint> until);
+
 struct ProofEntry {
     std::string time;
     std::string run_id;

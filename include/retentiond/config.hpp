@@ -156,6 +156,10 @@ struct DaemonSettings {
     // slots, so that several daemons run each slot once. Empty: only postgres rules coordinate
     // (each on its own datastore).
     std::string coordination;
+    // Extension `audit_store: NAME`: the audit chain in a table of this postgres datastore,
+    // schema `audit_schema` (audit_pg_store.hpp), instead of the file `audit_log`. Empty: the file.
+    std::string audit_store;
+    std::string audit_schema = "retentiond";
 };
 
 // Extension `coverage: { ignore: [...] }`: a location that looks personal and needs no rule, with

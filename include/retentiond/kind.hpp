@@ -67,6 +67,14 @@ public:
     // holds it; throws UnavailableError when the store cannot be reached.
     virtual std::unique_ptr<RunLock> try_lock_run(const Datastore& store,
                                                   std::string_view rule) const;
+
+    // The audit chain: whether a datastore of this kind can hold it (`daemon.audit_store`), and
+    // the connection string its store opens (holds_audit() only; a secret: never logged).
+    virtual bool holds_audit() const { return false; }
+    virtual std::string audit_conninfo(const Datastore& store) const {
+        (void)store;
+        return {};
+    }
 };
 
 } // namespace retentiond
