@@ -913,47 +913,70 @@ VerifyResult verify_audit_lines(const AuditLines& lines, const std::vector<Audit
 
 // --- export --------------------------------------------------------------------------------
 
-std::uint64_t export_audit_lines(const AuditLines& lines, const std::string& output,
-                                 std::optional<TimePoint> since, std::optional<TimePoint> until) {
-    const date::time_zone* utc = find_zone("UTC");
-    const std::string tmp = output + ".tmp";
-    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
-    if (fd.get() < 0) {
-        throw_errno("cannot create", tmp, errno);
+namespace {
+
+// Whether a line's ts is past `until` (a slice ends there) or at or after `since` (it starts
+// there).
+struct SliceBounds {
+    std::optional<TimePoint> since;
+    std::optional<TimePoint> until;
+    std::optional<TimePoint> ts_of(std::string_view line) const {
+        LineFields f;
+        if (!parse_fields(line, f) || !f.ts) {
+            return std::nullopt;
+        }
+        return parse_timestamp(*f.ts, "", find_zone("UTC"));
     }
+};
+
+std::uint64_t write_slice(const AuditLines& lines, int fd, const std::string& tmp,
+                          const SliceBounds& bounds) {
     std::uint64_t written = 0;
-    bool started = !since;
+    bool started = !bounds.since;
     std::string text;
     lines.forward([&](std::string_view line, bool terminated) {
         if (!terminated) {
             return false; // a torn last line is not part of the chain
         }
-        if (since || until) {
-            LineFields f;
-            const auto ts = parse_fields(line, f) && f.ts ? parse_timestamp(*f.ts, "", utc)
-                                                          : std::optional<TimePoint>{};
-            if (ts && until && *ts > *until) {
+        if (bounds.since || bounds.until) {
+            const auto ts = bounds.ts_of(line);
+            if (ts && bounds.until && *ts > *bounds.until) {
                 return false; // a contiguous slice: nothing after the first line past until
             }
-            if (!started && ts && *ts >= *since) {
-                started = true;
-            }
+            started = started || (ts && *ts >= *bounds.since);
         }
-        if (!started) {
-            return true;
+        if (started) {
+            text.assign(line);
+            text += '\n';
+            write_all(fd, text, tmp);
+            ++written;
         }
-        text.assign(line);
-        text += '\n';
-        write_all(fd.get(), text, tmp);
-        ++written;
         return true;
     });
-    fsync_or_throw(fd.get(), tmp);
-    if (::rename(tmp.c_str(), output.c_str()) != 0) {
-        throw_errno("cannot rename", tmp, errno);
-    }
-    fsync_dir(parent_dir(output));
     return written;
+}
+
+} // namespace
+
+std::uint64_t export_audit_lines(const AuditLines& lines, const std::string& output,
+                                 std::optional<TimePoint> since, std::optional<TimePoint> until) {
+    const std::string tmp = output + ".tmp";
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+    if (fd.get() < 0) {
+        throw_errno("cannot create", tmp, errno);
+    }
+    try {
+        const auto written = write_slice(lines, fd.get(), tmp, SliceBounds{since, until});
+        fsync_or_throw(fd.get(), tmp);
+        if (::rename(tmp.c_str(), output.c_str()) != 0) {
+            throw_errno("cannot rename", tmp, errno);
+        }
+        fsync_dir(parent_dir(output));
+        return written;
+    } catch (...) {
+        ::unlink(tmp.c_str()); // never a partial export under any name
+        throw;
+    }
 }
 
 // --- prove ---------------------------------------------------------------------------------
