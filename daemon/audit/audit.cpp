@@ -335,12 +335,12 @@ std::uint64_t AuditLog::last_seq() const {
     return m_store->head().seq;
 }
 
-void AuditLog::append(json line, std::string_view digests, bool sync) {
+AuditStore::Render AuditLog::render_on_head(json& line, std::string_view digests) const {
     line["v"] = 1;
     line["run"] = m_run_id;
     // The store renders the line on its head: a PostgreSQL store's head is read under its chain
     // lock, so writers on several hosts chain one after the other.
-    const auto render = [&](const AuditHead& head) {
+    return [&line, digests](const AuditHead& head) {
         line["seq"] = head.seq + 1;
         line["prev"] = head.sha256;
         line["ts"] = format_utc(now_utc()); // after the store's lock: ts follows seq
@@ -356,11 +356,26 @@ void AuditLog::append(json line, std::string_view digests, bool sync) {
         }
         return text;
     };
+}
+
+void AuditLog::append(json line, std::string_view digests, bool sync) {
     bool settled = false;
-    m_store->append(render, sync, settled);
+    m_store->append(render_on_head(line, digests), sync, settled);
     if (settled) {
         settle_lazy_outcomes();
     }
+}
+
+void AuditLog::append_outcome(json line, const std::string& batch_id) {
+    if (m_store->keys_with_lines()) {
+        m_store->append_settling(render_on_head(line, {}), batch_id);
+        return;
+    }
+    // Not fsynced by itself: the next intent, event or run_end line (or sync()) makes it durable,
+    // and until then the pending keys stay, so a crash in between is settled by recovery like any
+    // batch without an outcome. This saves one fsync per batch.
+    append(std::move(line), {}, false);
+    m_lazy_outcomes.push_back(batch_id);
 }
 
 void AuditLog::settle_lazy_outcomes() {
@@ -487,9 +502,17 @@ std::string AuditLog::intent(const BatchIntent& batch) {
     json line = intent_line(id, batch, cutoff);
 
     // The raw keys go beside the chain, never into it: crash recovery needs them to ask the
-    // datastore whether the batch committed. Durable before the intent line. If the line then
-    // fails, they stay: the next start resolves the batch against the datastore.
-    m_store->put_pending(id, pending_text(id, batch, cutoff));
+    // datastore whether the batch committed. Durable before the intent line (or with it, in one
+    // transaction of a PostgreSQL store). If the line then fails, they stay: the next start
+    // resolves the batch against the datastore.
+    const std::string keys = pending_text(id, batch, cutoff);
+    if (m_store->keys_with_lines()) {
+        const std::lock_guard lock(m_mutex);
+        m_store->append_with_keys(render_on_head(line, digests), id, keys);
+        m_in_flight[id] = {batch.rule, batch.datastore};
+        return id;
+    }
+    m_store->put_pending(id, keys);
     const std::lock_guard lock(m_mutex);
     append(std::move(line), digests);
     m_in_flight[id] = {batch.rule, batch.datastore};
@@ -497,15 +520,11 @@ std::string AuditLog::intent(const BatchIntent& batch) {
 }
 
 void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t count) {
-    // Not fsynced by itself: the next intent, event or run_end line (or sync()) makes it durable,
-    // and until then the pending file stays, so a crash in between is settled by recovery like
-    // any batch without an outcome. This saves one fsync per batch.
     const std::lock_guard lock(m_mutex);
-    append(
+    append_outcome(
         json{{"type", "outcome"}, {"batch", batch_id}, {"committed", committed}, {"count", count}},
-        {}, false);
+        batch_id);
     m_in_flight.erase(batch_id);
-    m_lazy_outcomes.push_back(batch_id);
 }
 
 void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
@@ -523,14 +542,13 @@ void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
     for (const auto& key : unapplied_keys) {
         unapplied.push_back(record_digest(m_key, rule->second.rule, key));
     }
-    append(json{{"type", "outcome"},
-                {"batch", batch_id},
-                {"committed", true},
-                {"count", count},
-                {"kept", std::move(unapplied)}},
-           {}, false);
+    append_outcome(json{{"type", "outcome"},
+                        {"batch", batch_id},
+                        {"committed", true},
+                        {"count", count},
+                        {"kept", std::move(unapplied)}},
+                   batch_id);
     m_in_flight.erase(rule);
-    m_lazy_outcomes.push_back(batch_id);
 }
 
 void AuditLog::event(const std::string& type, const json& fields) {

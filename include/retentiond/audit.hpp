@@ -133,6 +133,11 @@ public:
 private:
     // digests: pre-rendered array body spliced into the line's empty "digests" array.
     void append(nlohmann::json line, std::string_view digests = {}, bool sync = true);
+    // The store's renderer of `line` on its head (seq, prev, ts), splicing in `digests`.
+    AuditStore::Render render_on_head(nlohmann::json& line, std::string_view digests) const;
+    // An outcome line: with its batch's keys dropped in the same commit when the store can,
+    // else lazily (settled once the line is durable).
+    void append_outcome(nlohmann::json line, const std::string& batch_id);
     void settle_lazy_outcomes();
     std::unique_ptr<AuditStore> m_store;
     std::string m_name;

@@ -82,6 +82,23 @@ public:
         std::string text;
     };
     virtual std::vector<PendingEntry> list_pending(const std::string& skip_prefix) = 0;
+
+    // Whether the store keeps a batch's keys in the same transaction as its intent line and drops
+    // them in the same transaction as its outcome line (PostgreSQL): AuditLog then calls the two
+    // below, one commit each, instead of put_pending / append / remove_pending.
+    virtual bool keys_with_lines() const { return false; }
+    virtual AuditHead append_with_keys(const Render& render, const std::string& batch_id,
+                                       const std::string& text) {
+        put_pending(batch_id, text);
+        bool settled = false;
+        return append(render, true, settled);
+    }
+    virtual AuditHead append_settling(const Render& render, const std::string& batch_id) {
+        bool settled = false;
+        const AuditHead head = append(render, true, settled);
+        remove_pending(batch_id);
+        return head;
+    }
 };
 
 // The file log at `path` (docs/audit-log.md): opened for appending, locked against a second
