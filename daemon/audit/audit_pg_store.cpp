@@ -243,6 +243,11 @@ public:
     AuditHead append_settling(const Render& render, const std::string& batch_id) override {
         append_in_tx(render, {}, [&](pqxx::work& tx) {
             tx.exec_params("DELETE FROM " + m_in_flight + " WHERE batch = $1", batch_id);
+            // As the file's outcome lines, not flushed by themselves: the next synchronous commit
+            // on the server (the next intent, rule_end, run_end, any host's) flushes the WAL up
+            // to it. A crash before that loses the line and the keys' delete together, and
+            // recovery settles the batch like any batch without an outcome.
+            tx.exec("SET LOCAL synchronous_commit TO off");
         });
         return m_head;
     }
