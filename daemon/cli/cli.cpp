@@ -344,6 +344,7 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
                      run.result.processed, run.result.due, run.elapsed.count(),
                      detail.empty() ? "" : ": " + detail);
     }
+    runner.log_audit_head(); // the anchor `audit verify --head` checks the chain against
     if (config.daemon.audit_store.empty()) {
         out << "audit log: " << config.daemon.audit_log << '\n';
     } else {

@@ -74,6 +74,12 @@ void log_audit_head(const AuditLog& audit) {
                  audit.path());
 }
 
+void Runner::log_audit_head() const {
+    if (!m_head.empty()) {
+        spdlog::info("{}", m_head);
+    }
+}
+
 Engine& Runner::engine(const std::string& datastore) {
     auto it = m_engines.find(datastore);
     if (it == m_engines.end()) {
@@ -262,7 +268,8 @@ std::vector<RuleRun> Runner::purge(const PurgeOptions& options) {
         runs.back().failure = RuleRun::Failure::error;
         runs.back().error = std::string("audit log: ") + e.what();
     }
-    log_audit_head(*audit);
+    m_head = "audit head: seq=" + std::to_string(audit->last_seq()) +
+             " sha256=" + audit->last_hash() + " (" + audit->path() + ")";
     return runs;
 }
 

@@ -91,6 +91,10 @@ public:
     // pending). Returns how many were resolved.
     int resolve(AuditLog& audit, const std::vector<AuditLog::Pending>& batches);
 
+    // Logs the chain head purge() ended on (`audit head: seq=N sha256=H`), once the caller's
+    // progress display is done with the terminal.
+    void log_audit_head() const;
+
     // Drops the engine of a datastore (after an outage, so the next use reconnects).
     void reset_engine(const std::string& datastore);
     Engine& engine(const std::string& datastore);
@@ -101,6 +105,7 @@ private:
 
     const Config& m_config;
     std::map<std::string, std::unique_ptr<Engine>> m_engines;
+    std::string m_head; // the head line purge() ended on
 };
 
 // "ok", "refused", "failed", "stopped", "unavailable".
