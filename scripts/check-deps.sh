@@ -7,7 +7,8 @@
 # (include/retentiond/) of its own layer and of the layers below it; an engine never includes
 # another kind, run, report, service or cli; a kind's own headers (engines/<kind>/*.hpp) are
 # private to its folder, but for <kind>_kind.hpp, which only the registry includes; pqxx is
-# included only under engines/postgres, hiredis only under engines/redis.
+# included only under engines/postgres and in audit/audit_pg_store.cpp (the audit chain's
+# PostgreSQL store, a library of its own), hiredis only under engines/redis.
 # Usage: scripts/check-deps.sh [DAEMON_DIR]   (default: the daemon/ folder beside this script)
 set -uo pipefail
 cd "${1:-$(dirname "$0")/../daemon}" || exit 2
@@ -17,6 +18,7 @@ rank() { # layer of a file under daemon/, or of a public header's base name
     util/* | duration | schedule | timeutil | timestamp_memo | crypto | escape | errors | logging | \
         version | fd) echo 1 ;;
     config/* | audit/* | engines/common/* | config | config_reader | kind | engine | audit | \
+        audit_store | audit_pg_store | \
         anonymize | policy_table | coverage | subject | ledger | \
         engine_common) echo 2 ;;
     engines/registry.cpp | registry) echo 4 ;;
@@ -45,7 +47,8 @@ while IFS= read -r file; do
         inc=$(sed -E 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]([^>"]+)[>"].*/\1/' <<<"$text")
         where="$file:$line"
         case "$inc" in
-        pqxx/*) [ "$kind" = postgres ] || fail "$where" "includes <$inc>: pqxx belongs to engines/postgres only" ;;
+        pqxx/*) [ "$kind" = postgres ] || [ "$file" = audit/audit_pg_store.cpp ] ||
+            fail "$where" "includes <$inc>: pqxx belongs to engines/postgres (and audit/audit_pg_store.cpp) only" ;;
         hiredis/*) [ "$kind" = redis ] || fail "$where" "includes <$inc>: hiredis belongs to engines/redis only" ;;
         retentiond/*)
             base=${inc#retentiond/}

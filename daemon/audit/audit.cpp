@@ -1,5 +1,7 @@
 #include "retentiond/audit.hpp"
 
+#include "audit_io.hpp"
+
 #include "retentiond/crypto.hpp"
 #include "retentiond/errors.hpp"
 #include "retentiond/fd.hpp"
@@ -9,231 +11,27 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <fcntl.h>
-#include <filesystem>
 #include <functional>
 #include <map>
 #include <stdexcept>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace retentiond {
+
+using namespace audit_io;
 
 namespace {
 
 using json = nlohmann::json;
 
-const std::string k_zero_hash(64, '0');
-constexpr std::size_t k_chunk = 1 << 20;
 // With sorted keys, "type" and "v" are the last two keys of an outcome line (its other keys all
 // sort before "type"), so an outcome is recognised without looking at the rest of the line.
 constexpr std::string_view k_outcome_suffix = R"("type":"outcome","v":1})";
 constexpr std::string_view k_digests_key = R"("digests":[)";
 
-[[noreturn]] void throw_errno(const std::string& what, const std::string& path, int err) {
-    throw std::runtime_error(what + " " + path + ": " + std::strerror(err));
-}
-
 // Invalid UTF-8 (a file name, a Redis key) must not make a line unwritable; it is replaced.
 std::string dump(const json& j) {
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-std::string parent_dir(const std::string& path) {
-    auto parent = std::filesystem::path(path).parent_path();
-    return parent.empty() ? std::string(".") : parent.string();
-}
-
-void write_all(int fd, std::string_view data, const std::string& path) {
-    while (!data.empty()) {
-        const ssize_t n = ::write(fd, data.data(), data.size());
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("cannot write", path, errno);
-        }
-        data.remove_prefix(static_cast<std::size_t>(n));
-    }
-}
-
-void fsync_or_throw(int fd, const std::string& path) {
-    if (::fsync(fd) != 0) {
-        throw_errno("cannot fsync", path, errno);
-    }
-}
-
-void pread_all(int fd, char* out, std::size_t n, off_t pos, const std::string& path) {
-    while (n > 0) {
-        const ssize_t got = ::pread(fd, out, n, pos);
-        if (got < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("cannot read", path, errno);
-        }
-        if (got == 0) {
-            throw std::runtime_error("cannot read " + path + ": file shrank while reading");
-        }
-        out += got;
-        n -= static_cast<std::size_t>(got);
-        pos += got;
-    }
-}
-
-// Offset just after the last "\n" of the first `size` bytes (0 when there is none): the end of
-// the last complete line. Reads backwards, so it costs one chunk for a normal file.
-off_t complete_end(int fd, off_t size, const std::string& path) {
-    std::string buf;
-    off_t pos = size;
-    while (pos > 0) {
-        const auto n = static_cast<std::size_t>(std::min<off_t>(pos, k_chunk));
-        pos -= static_cast<off_t>(n);
-        buf.resize(n);
-        pread_all(fd, buf.data(), n, pos, path);
-        const auto i = buf.rfind('\n');
-        if (i != std::string::npos) {
-            return pos + static_cast<off_t>(i) + 1;
-        }
-    }
-    return 0;
-}
-
-// Complete lines of a file from a line boundary backwards, without "\n".
-class ReverseLines {
-public:
-    ReverseLines(int fd, off_t end, std::string path)
-        : m_fd(fd), m_pos(end), m_path(std::move(path)) {}
-
-    bool previous(std::string& line) {
-        for (;;) {
-            // m_buf holds the unread bytes [m_pos, m_pos + size) and ends with "\n" when not empty.
-            if (!m_buf.empty()) {
-                const auto i =
-                    m_buf.size() >= 2 ? m_buf.rfind('\n', m_buf.size() - 2) : std::string::npos;
-                if (i != std::string::npos) {
-                    line.assign(m_buf, i + 1, m_buf.size() - 2 - i);
-                    m_buf.resize(i + 1);
-                    return true;
-                }
-                if (m_pos == 0) {
-                    line.assign(m_buf, 0, m_buf.size() - 1);
-                    m_buf.clear();
-                    return true;
-                }
-            } else if (m_pos == 0) {
-                return false;
-            }
-            const auto n = static_cast<std::size_t>(std::min<off_t>(m_pos, k_chunk));
-            m_pos -= static_cast<off_t>(n);
-            std::string chunk(n, '\0');
-            pread_all(m_fd, chunk.data(), n, m_pos, m_path);
-            m_buf.insert(0, chunk);
-        }
-    }
-
-private:
-    int m_fd;
-    off_t m_pos;
-    std::string m_path;
-    std::string m_buf;
-};
-
-// Lines of a file, forwards, in a reused buffer: memory is bounded by the longest line.
-class ForwardLines {
-public:
-    ForwardLines(int fd, std::string path) : m_fd(fd), m_path(std::move(path)), m_buf(k_chunk) {}
-
-    // terminated = false for a last line without "\n" (a torn or truncated write).
-    bool next(std::string_view& line, bool& terminated) {
-        for (;;) {
-            const char* start = m_buf.data() + m_start;
-            const void* nl = std::memchr(start, '\n', m_len - m_start);
-            if (nl != nullptr) {
-                const auto n = static_cast<std::size_t>(static_cast<const char*>(nl) - start);
-                line = std::string_view(start, n);
-                m_start += n + 1;
-                terminated = true;
-                return true;
-            }
-            if (m_eof) {
-                if (m_start < m_len) {
-                    line = std::string_view(start, m_len - m_start);
-                    m_start = m_len;
-                    terminated = false;
-                    return true;
-                }
-                return false;
-            }
-            fill();
-        }
-    }
-
-private:
-    void fill() {
-        if (m_start > 0) {
-            std::memmove(m_buf.data(), m_buf.data() + m_start, m_len - m_start);
-            m_len -= m_start;
-            m_start = 0;
-        }
-        if (m_len == m_buf.size()) {
-            m_buf.resize(m_buf.size() * 2); // a line longer than the buffer
-        }
-        for (;;) {
-            const ssize_t n = ::read(m_fd, m_buf.data() + m_len, m_buf.size() - m_len);
-            if (n < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                throw_errno("cannot read", m_path, errno);
-            }
-            if (n == 0) {
-                m_eof = true;
-            }
-            m_len += static_cast<std::size_t>(n);
-            return;
-        }
-    }
-
-    int m_fd;
-    std::string m_path;
-    std::vector<char> m_buf;
-    std::size_t m_start = 0;
-    std::size_t m_len = 0;
-    bool m_eof = false;
-};
-
-// Hands the complete lines of an audit log file to `visit`, newest first, while it returns true.
-// A missing file has no lines.
-void visit_lines_backwards(const std::string& file,
-                           const std::function<bool(const std::string&)>& visit) {
-    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) {
-        if (errno == ENOENT) {
-            return;
-        }
-        throw_errno("cannot open audit log", file, errno);
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) {
-        throw_errno("cannot stat audit log", file, errno);
-    }
-    ReverseLines lines(fd.get(), complete_end(fd.get(), st.st_size, file), file);
-    std::string line;
-    while (lines.previous(line) && visit(line)) {
-    }
-}
-
-// The last complete line of a file; nullopt when the file does not exist or has no line.
-std::optional<std::string> last_line_of(const std::string& path) {
-    std::optional<std::string> last;
-    visit_lines_backwards(path, [&](const std::string& line) {
-        last = line;
-        return false;
-    });
-    return last;
 }
 
 // The top-level fields verify needs, read with the SAX interface so that an intent line's
@@ -394,18 +192,6 @@ bool parse_fields(std::string_view line, LineFields& fields) {
     return ok;
 }
 
-std::string sanitize_file_name(std::string_view id) {
-    std::string out(id);
-    for (char& c : out) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                        (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
-        if (!ok) {
-            c = '_';
-        }
-    }
-    return out;
-}
-
 std::string to_hex(std::string_view bytes) {
     static constexpr char k_digits[] = "0123456789abcdef";
     std::string out;
@@ -466,33 +252,6 @@ bool line_has_digest(std::string_view line, std::string_view digest, std::string
     return line.find(quoted, at) != std::string_view::npos;
 }
 
-// path.N ... path.1 (those that exist, oldest first), then path.
-std::vector<std::string> log_files_oldest_first(const std::string& path) {
-    std::vector<std::string> files;
-    for (int n = 1;; ++n) {
-        const std::string rotated = path + "." + std::to_string(n);
-        struct stat st {};
-        if (::stat(rotated.c_str(), &st) != 0) {
-            break;
-        }
-        files.push_back(rotated);
-    }
-    std::reverse(files.begin(), files.end());
-    files.push_back(path);
-    return files;
-}
-
-// The file a log's first line chains to: log -> log.1, log.1 -> log.2, ...
-std::string predecessor_of(const std::string& path) {
-    const auto dot = path.rfind('.');
-    if (dot != std::string::npos && dot + 1 < path.size() && dot + 10 > path.size() &&
-        std::all_of(path.begin() + static_cast<std::ptrdiff_t>(dot) + 1, path.end(),
-                    [](char c) { return c >= '0' && c <= '9'; })) {
-        return path.substr(0, dot + 1) + std::to_string(std::stoul(path.substr(dot + 1)) + 1);
-    }
-    return path + ".1";
-}
-
 } // namespace
 
 std::string record_digest(const Secret& audit_key, std::string_view rule, std::string_view key) {
@@ -513,98 +272,43 @@ std::string new_run_id() {
 
 // --- AuditLog ------------------------------------------------------------------------------
 
-AuditLog::AuditLog(std::string path, Secret audit_key, std::string run_id)
-    : m_path(std::move(path)), m_key(std::move(audit_key)), m_run_id(std::move(run_id)) {
-    if (m_key.empty()) {
-        throw std::runtime_error("audit log " + m_path +
+namespace {
+
+std::unique_ptr<AuditStore> file_store_checked(const std::string& path, const Secret& key,
+                                               std::string& dropped) {
+    if (key.empty()) {
+        throw std::runtime_error("audit log " + path +
                                  ": no audit_key, record digests would be unverifiable");
     }
-    try {
-        open_log();
-    } catch (...) {
-        close_log(); // no destructor runs for a constructor that throws
-        throw;
-    }
+    return open_file_audit_store(path, dropped);
 }
 
-AuditLog::~AuditLog() {
-    try {
-        sync();
-    } catch (const std::exception&) {
-        // The pending files stay: the next start settles those batches against the datastore.
-    }
-    close_log();
-}
-
-void AuditLog::close_log() {
-    if (m_fd >= 0) {
-        ::close(m_fd);
-        m_fd = -1;
-    }
-}
-
-void AuditLog::open_log() {
-    const int fd = ::open(m_path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        throw_errno("cannot open audit log", m_path, errno);
-    }
-    m_fd = fd;
-    // Two writers would each chain onto their own idea of the last line.
-    if (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
-        const int err = errno;
-        close_log();
-        if (err == EWOULDBLOCK) {
-            throw std::runtime_error("audit log " + m_path +
-                                     " is in use by another writer (locked)");
-        }
-        throw_errno("cannot lock audit log", m_path, err);
-    }
-    struct stat st {};
-    if (::fstat(m_fd, &st) != 0) {
-        throw_errno("cannot stat audit log", m_path, errno);
-    }
-    if (st.st_size == 0) {
-        fsync_dir(parent_dir(m_path)); // a new file: its fsynced lines need a durable name too
-    }
-    const off_t end = complete_end(m_fd, st.st_size, m_path);
+std::string dropped_of(const std::string& path, const Secret& key,
+                       std::unique_ptr<AuditStore>& store) {
     std::string dropped;
-    if (end < st.st_size) {
-        // A line's single write() did not complete, so its fsync never returned and no batch was
-        // applied on the strength of it: drop it, and say so in the chain.
-        dropped.resize(static_cast<std::size_t>(st.st_size - end));
-        pread_all(m_fd, dropped.data(), dropped.size(), end, m_path);
-        if (::ftruncate(m_fd, end) != 0) {
-            throw_errno("cannot truncate torn tail of audit log", m_path, errno);
-        }
-        fsync_or_throw(m_fd, m_path);
+    store = file_store_checked(path, key, dropped);
+    return dropped;
+}
+
+} // namespace
+
+AuditLog::AuditLog(std::string path, Secret audit_key, std::string run_id)
+    : m_name(std::move(path)), m_key(std::move(audit_key)), m_run_id(std::move(run_id)) {
+    const std::string dropped = dropped_of(m_name, m_key, m_store);
+    if (!dropped.empty()) {
+        append(json{{"type", "torn_tail_repaired"},
+                    {"bytes_dropped", dropped.size()},
+                    {"dropped_sha256", sha256_hex(dropped)}});
     }
-    m_end = end;
-    m_seq = 0;
-    if (end == 0) {
-        // New (or freshly rotated) file: continue the chain of the rotated one.
-        const auto last = last_line_of(m_path + ".1");
-        m_prev = last ? sha256_hex(*last) : k_zero_hash;
-    } else {
-        ReverseLines lines(m_fd, end, m_path);
-        std::string last;
-        lines.previous(last);
-        m_prev = sha256_hex(last);
-        LineFields fields;
-        if (parse_fields(last, fields) && fields.seq) {
-            m_seq = *fields.seq;
-        } else {
-            // An unreadable last line (verify will name it): count lines to keep seq right.
-            Fd rd(::open(m_path.c_str(), O_RDONLY | O_CLOEXEC));
-            if (rd.get() < 0) {
-                throw_errno("cannot open audit log", m_path, errno);
-            }
-            ForwardLines all(rd.get(), m_path);
-            std::string_view line;
-            bool terminated = false;
-            while (all.next(line, terminated) && terminated) {
-                ++m_seq;
-            }
-        }
+}
+
+AuditLog::AuditLog(std::unique_ptr<AuditStore> store, Secret audit_key, std::string run_id,
+                   const std::string& dropped)
+    : m_store(std::move(store)), m_name(m_store->name()), m_key(std::move(audit_key)),
+      m_run_id(std::move(run_id)) {
+    if (m_key.empty()) {
+        throw std::runtime_error("audit log " + m_name +
+                                 ": no audit_key, record digests would be unverifiable");
     }
     if (!dropped.empty()) {
         append(json{{"type", "torn_tail_repaired"},
@@ -613,96 +317,71 @@ void AuditLog::open_log() {
     }
 }
 
-void AuditLog::reopen_if_rotated() {
-    struct stat ours {};
-    struct stat named {};
-    if (::fstat(m_fd, &ours) != 0) {
-        throw_errno("cannot stat audit log", m_path, errno);
-    }
-    // Renamed away (logrotate create) or truncated (copytruncate): start the new file, chained to
-    // path.1.
-    const bool rotated = ::stat(m_path.c_str(), &named) != 0 || named.st_ino != ours.st_ino ||
-                         named.st_dev != ours.st_dev || ours.st_size < m_end;
-    if (rotated) {
-        if (!m_lazy_outcomes.empty()) {
-            // The old file still holds outcome lines not yet fsynced: make them durable there.
-            // A failed fsync may have dropped them (a retry would wrongly succeed): stop the log.
-            try {
-                fsync_or_throw(m_fd, m_path);
-            } catch (...) {
-                m_broken = true;
-                throw;
-            }
-            settle_lazy_outcomes();
-        }
-        close_log();
-        try {
-            open_log();
-        } catch (...) {
-            close_log();
-            throw;
-        }
+AuditLog::~AuditLog() {
+    try {
+        sync();
+    } catch (const std::exception&) {
+        // The pending keys stay: the next start settles those batches against the datastore.
     }
 }
 
-void AuditLog::append(json line, std::string_view digests, bool sync) {
-    if (m_broken) {
-        throw std::runtime_error("audit log " + m_path +
-                                 ": an earlier write failed, refusing to chain onto it");
-    }
-    if (m_fd < 0) {
-        throw std::runtime_error("audit log " + m_path + " is not open");
-    }
-    reopen_if_rotated();
+std::string AuditLog::last_hash() const {
+    const std::lock_guard lock(m_mutex);
+    return m_store->head().sha256;
+}
+
+std::uint64_t AuditLog::last_seq() const {
+    const std::lock_guard lock(m_mutex);
+    return m_store->head().seq;
+}
+
+AuditStore::Render AuditLog::render_on_head(json& line, std::string_view digests) const {
     line["v"] = 1;
-    line["seq"] = m_seq + 1;
-    line["ts"] = format_utc(now_utc());
     line["run"] = m_run_id;
-    line["prev"] = m_prev;
-    std::string text = dump(line);
-    if (!digests.empty()) {
-        // Thousands of fixed-width hex strings need no escaping: rendered directly, in exactly
-        // the layout dump() would give and prove() steps through.
-        const auto at = text.find(std::string(k_digests_key) + "]");
-        if (at == std::string::npos) {
-            throw std::logic_error("audit line without an empty digests array");
+    // The store renders the line on its head: a PostgreSQL store's head is read under its chain
+    // lock, so writers on several hosts chain one after the other.
+    return [&line, digests](const AuditHead& head) {
+        line["seq"] = head.seq + 1;
+        line["prev"] = head.sha256;
+        line["ts"] = format_utc(now_utc()); // after the store's lock: ts follows seq
+        std::string text = dump(line);
+        if (!digests.empty()) {
+            // Thousands of fixed-width hex strings need no escaping: rendered directly, in
+            // exactly the layout dump() would give and prove() steps through.
+            const auto at = text.find(std::string(k_digests_key) + "]");
+            if (at == std::string::npos) {
+                throw std::logic_error("audit line without an empty digests array");
+            }
+            text.insert(at + k_digests_key.size(), digests);
         }
-        text.insert(at + k_digests_key.size(), digests);
-    }
-    text += '\n';
-    try {
-        // One write() per line: a crash leaves at most one torn line, at the end.
-        write_all(m_fd, text, m_path);
-    } catch (const std::exception& e) {
-        // A full disk or a file-size limit (EFBIG) may have let part of the line through: cut
-        // it off, so the log ends with its last whole line. If that fails too, stop the log.
-        if (::ftruncate(m_fd, m_end) != 0) {
-            m_broken = true;
-        }
-        throw AuditWriteError(e.what());
-    }
-    try {
-        if (sync) {
-            fsync_or_throw(m_fd, m_path);
-        }
-    } catch (const std::exception& e) {
-        m_broken = true;
-        throw AuditWriteError(e.what());
-    }
-    m_end += static_cast<off_t>(text.size());
-    text.pop_back();
-    m_prev = sha256_hex(text);
-    ++m_seq;
-    if (sync) {
+        return text;
+    };
+}
+
+void AuditLog::append(json line, std::string_view digests, bool sync) {
+    bool settled = false;
+    m_store->append(render_on_head(line, digests), sync, settled);
+    if (settled) {
         settle_lazy_outcomes();
     }
 }
 
+void AuditLog::append_outcome(json line, const std::string& batch_id) {
+    if (m_store->keys_with_lines()) {
+        m_store->append_settling(render_on_head(line, {}), batch_id);
+        return;
+    }
+    // Not fsynced by itself: the next intent, event or run_end line (or sync()) makes it durable,
+    // and until then the pending keys stay, so a crash in between is settled by recovery like any
+    // batch without an outcome. This saves one fsync per batch.
+    append(std::move(line), {}, false);
+    m_lazy_outcomes.push_back(batch_id);
+}
+
 void AuditLog::settle_lazy_outcomes() {
-    // Their outcome lines are durable now (an fsync covers every earlier write): the raw keys
-    // kept for crash recovery can go.
+    // Their outcome lines are durable now: the raw keys kept for crash recovery can go.
     for (const auto& id : m_lazy_outcomes) {
-        remove_pending(id);
+        m_store->remove_pending(id);
     }
     m_lazy_outcomes.clear();
 }
@@ -712,25 +391,8 @@ void AuditLog::sync() {
     if (m_lazy_outcomes.empty()) {
         return;
     }
-    if (m_broken || m_fd < 0) {
-        throw std::runtime_error("audit log " + m_path + ": cannot sync after a failed write");
-    }
-    try {
-        fsync_or_throw(m_fd, m_path);
-    } catch (...) {
-        m_broken = true;
-        throw;
-    }
+    m_store->sync();
     settle_lazy_outcomes();
-}
-
-std::string AuditLog::pending_file(const std::string& batch_id) const {
-    return pending_dir() + "/" + sanitize_file_name(batch_id) + ".json";
-}
-
-void AuditLog::remove_pending(const std::string& batch_id) const {
-    // Best effort: a leftover whose outcome is in the log is cleaned up by pending().
-    ::unlink(pending_file(batch_id).c_str());
 }
 
 namespace {
@@ -763,14 +425,6 @@ std::string batch_digests(const Secret& audit_key, const BatchIntent& batch) {
         digests += '"';
     }
     return digests;
-}
-
-void make_pending_dir(const std::string& log_path, const std::string& dir) {
-    if (::mkdir(dir.c_str(), 0700) == 0) {
-        fsync_dir(parent_dir(log_path));
-    } else if (errno != EEXIST) {
-        throw_errno("cannot create", dir, errno);
-    }
 }
 
 // Appends `keys` as a JSON array body. Strict: a key that is not UTF-8 must survive byte for
@@ -822,29 +476,6 @@ std::string pending_text(const std::string& id, const BatchIntent& batch,
     }
 }
 
-// Written to a temp file, fsynced, renamed and the directory fsynced: whole and durable.
-void write_pending_file(const std::string& dir, const std::string& file, const std::string& text) {
-    const std::string tmp = file + ".tmp";
-    try {
-        {
-            Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-            if (fd.get() < 0) {
-                throw_errno("cannot create", tmp, errno);
-            }
-            write_all(fd.get(), text, tmp);
-            fsync_or_throw(fd.get(), tmp);
-        }
-        if (::rename(tmp.c_str(), file.c_str()) != 0) {
-            throw_errno("cannot rename", tmp, errno);
-        }
-    } catch (const std::exception& e) {
-        // A partly written temp may hold raw keys: it goes now, not at the next start.
-        ::unlink(tmp.c_str());
-        throw AuditWriteError(e.what());
-    }
-    fsync_dir(dir);
-}
-
 json intent_line(const std::string& id, const BatchIntent& batch, const std::string& cutoff) {
     json line{{"type", "intent"},       {"batch", id},
               {"rule", batch.rule},     {"datastore", batch.datastore},
@@ -871,15 +502,20 @@ std::string AuditLog::intent(const BatchIntent& batch) {
     }
     const std::string digests = batch_digests(m_key, batch);
     const std::string cutoff = format_utc(batch.cutoff);
-
-    // The raw keys go beside the log, never into it: crash recovery needs them to ask the
-    // datastore whether the batch committed. Durable before the intent line.
-    const std::string dir = pending_dir();
-    make_pending_dir(m_path, dir);
-    write_pending_file(dir, pending_file(id), pending_text(id, batch, cutoff));
-
-    // If this throws, the pending file stays: the next start resolves it against the datastore.
     json line = intent_line(id, batch, cutoff);
+
+    // The raw keys go beside the chain, never into it: crash recovery needs them to ask the
+    // datastore whether the batch committed. Durable before the intent line (or with it, in one
+    // transaction of a PostgreSQL store). If the line then fails, they stay: the next start
+    // resolves the batch against the datastore.
+    const std::string keys = pending_text(id, batch, cutoff);
+    if (m_store->keys_with_lines()) {
+        const std::lock_guard lock(m_mutex);
+        m_store->append_with_keys(render_on_head(line, digests), id, keys);
+        m_in_flight[id] = {batch.rule, batch.datastore};
+        return id;
+    }
+    m_store->put_pending(id, keys);
     const std::lock_guard lock(m_mutex);
     append(std::move(line), digests);
     m_in_flight[id] = {batch.rule, batch.datastore};
@@ -887,15 +523,11 @@ std::string AuditLog::intent(const BatchIntent& batch) {
 }
 
 void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t count) {
-    // Not fsynced by itself: the next intent, event or run_end line (or sync()) makes it durable,
-    // and until then the pending file stays, so a crash in between is settled by recovery like
-    // any batch without an outcome. This saves one fsync per batch.
     const std::lock_guard lock(m_mutex);
-    append(
+    append_outcome(
         json{{"type", "outcome"}, {"batch", batch_id}, {"committed", committed}, {"count", count}},
-        {}, false);
+        batch_id);
     m_in_flight.erase(batch_id);
-    m_lazy_outcomes.push_back(batch_id);
 }
 
 void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
@@ -913,14 +545,13 @@ void AuditLog::outcome_except(const std::string& batch_id, std::int64_t count,
     for (const auto& key : unapplied_keys) {
         unapplied.push_back(record_digest(m_key, rule->second.rule, key));
     }
-    append(json{{"type", "outcome"},
-                {"batch", batch_id},
-                {"committed", true},
-                {"count", count},
-                {"kept", std::move(unapplied)}},
-           {}, false);
+    append_outcome(json{{"type", "outcome"},
+                        {"batch", batch_id},
+                        {"committed", true},
+                        {"count", count},
+                        {"kept", std::move(unapplied)}},
+                   batch_id);
     m_in_flight.erase(rule);
-    m_lazy_outcomes.push_back(batch_id);
 }
 
 void AuditLog::event(const std::string& type, const json& fields) {
@@ -957,25 +588,10 @@ void AuditLog::run_end(const std::string& status, const json& summary) {
 
 namespace {
 
-// One pending-keys file (written to a temp file and renamed, so whole). False when it is gone.
-bool read_pending_file(const std::string& file, AuditLog::Pending& out) {
-    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) {
-        if (errno == ENOENT) {
-            return false; // settled meanwhile
-        }
-        throw_errno("cannot open pending batch file", file, errno);
-    }
-    std::string text;
-    ForwardLines reader(fd.get(), file);
-    std::string_view part;
-    bool terminated = false;
-    while (reader.next(part, terminated)) {
-        text.append(part);
-        if (terminated) {
-            text += '\n';
-        }
-    }
+// One batch's pending keys (written whole: a temp file renamed, or a committed row). `where`
+// names it in messages; its content holds keys, so it is never quoted.
+AuditLog::Pending parse_pending(const std::string& text, const std::string& where) {
+    AuditLog::Pending out;
     try {
         const json j = parse_json(text);
         out.batch_id = j.at("batch").get<std::string>();
@@ -994,45 +610,27 @@ bool read_pending_file(const std::string& file, AuditLog::Pending& out) {
             b.keys = j.at("keys").get<std::vector<std::string>>();
         }
     } catch (const json::exception&) {
-        // Written to a temp file and renamed, so this is damage, not a crash: a human must
-        // look (the file holds keys, so its content is not quoted here).
-        throw std::runtime_error("unreadable pending batch file " + file);
+        // Written whole, so this is damage, not a crash: a human must look.
+        throw std::runtime_error("unreadable pending batch file " + where);
     }
-    return true;
+    return out;
 }
 
-// A pending-keys file left by another process, and what its log says about the batch.
+// A batch's pending keys left by another process, and what the chain says about the batch.
 struct PendingCandidate {
-    std::string file;
     AuditLog::Pending pending;
     std::string needle; // "batch":"<id>" as it appears in a line
     bool intent = false;
     bool outcome = false;
 };
 
-// The pending files in `dir` not written by this process (batch ids starting `own_prefix`).
-// Temp files left by a crash before their rename are removed: no intent can follow them.
-std::vector<PendingCandidate> pending_candidates(const std::string& dir,
-                                                 const std::string& own_prefix) {
-    namespace fs = std::filesystem;
+// The pending batches in the store not written by this process (batch ids starting
+// `own_prefix`).
+std::vector<PendingCandidate> pending_candidates(AuditStore& store, const std::string& own_prefix) {
     std::vector<PendingCandidate> candidates;
-    for (const auto& entry : fs::directory_iterator(dir)) {
-        const std::string file = entry.path().string();
-        if (entry.path().filename().string().rfind(sanitize_file_name(own_prefix), 0) == 0) {
-            continue; // ours, possibly still being written by another thread
-        }
-        if (entry.path().extension() == ".tmp") {
-            ::unlink(file.c_str()); // crashed before its rename: no intent can follow it
-            continue;
-        }
-        if (entry.path().extension() != ".json") {
-            continue;
-        }
+    for (const auto& entry : store.list_pending(own_prefix)) {
         PendingCandidate c;
-        c.file = file;
-        if (!read_pending_file(file, c.pending)) {
-            continue; // settled meanwhile
-        }
+        c.pending = parse_pending(entry.text, entry.where);
         if (c.pending.batch_id.rfind(own_prefix, 0) == 0) {
             continue;
         }
@@ -1042,56 +640,43 @@ std::vector<PendingCandidate> pending_candidates(const std::string& dir,
     return candidates;
 }
 
-// Marks which candidates have an intent line and an outcome line in the log at `log_path`.
-void find_intents_and_outcomes(const std::string& log_path,
-                               std::vector<PendingCandidate>& candidates) {
-    // Newest lines first: a crash leftover's intent is normally near the end of the log.
+// Marks which candidates have an intent line and an outcome line in the chain.
+void find_intents_and_outcomes(const AuditLines& lines, std::vector<PendingCandidate>& candidates) {
+    // Newest lines first: a crash leftover's intent is normally near the end of the chain (of a
+    // file log, its rotated files too, in case it was rotated between the crash and this start).
     auto unresolved = candidates.size();
-    // Rotated files too, in case the log was rotated between the crash and this start.
-    auto files = log_files_oldest_first(log_path);
-    std::reverse(files.begin(), files.end());
-    for (const auto& file : files) {
-        if (unresolved == 0) {
-            break;
-        }
-        visit_lines_backwards(file, [&](const std::string& line) {
-            for (auto& c : candidates) {
-                if (c.intent || line.find(c.needle) == std::string::npos) {
-                    continue;
-                }
-                LineFields fields;
-                if (!parse_fields(line, fields) || !fields.type) {
-                    continue;
-                }
-                if (*fields.type == "outcome") {
-                    c.outcome = true;
-                } else if (*fields.type == "intent") {
-                    c.intent = true;
-                    --unresolved;
-                }
+    lines.backward([&](const std::string& line) {
+        for (auto& c : candidates) {
+            if (c.intent || line.find(c.needle) == std::string::npos) {
+                continue;
             }
-            return unresolved > 0;
-        });
-    }
+            LineFields fields;
+            if (!parse_fields(line, fields) || !fields.type) {
+                continue;
+            }
+            if (*fields.type == "outcome") {
+                c.outcome = true;
+            } else if (*fields.type == "intent") {
+                c.intent = true;
+                --unresolved;
+            }
+        }
+        return unresolved > 0;
+    });
 }
 
-// The candidates with an intent and no outcome; the others' files are removed.
-std::vector<AuditLog::Pending> unresolved_batches(const std::string& dir,
+// The candidates with an intent and no outcome; the others' keys are removed.
+std::vector<AuditLog::Pending> unresolved_batches(AuditStore& store,
                                                   std::vector<PendingCandidate>& candidates) {
     std::vector<AuditLog::Pending> out;
-    bool removed = false;
     for (auto& c : candidates) {
         if (c.intent && !c.outcome) {
             out.push_back(std::move(c.pending));
         } else {
             // No intent: the crash came before it, nothing was applied. An outcome: the crash came
-            // after it, before the file's removal. Either way there is nothing to resolve.
-            ::unlink(c.file.c_str());
-            removed = true;
+            // after it, before the keys' removal. Either way there is nothing to resolve.
+            store.remove_pending(c.pending.batch_id);
         }
-    }
-    if (removed) {
-        fsync_dir(dir);
     }
     return out;
 }
@@ -1104,17 +689,12 @@ std::vector<AuditLog::Pending> AuditLog::pending() const {
     // This process's own batches (in flight, or abandoned by an engine error) are not crash
     // leftovers. Every one of them carries this log's run id; another process never does.
     const std::string own_prefix = m_run_id + "-";
-    const std::string dir = pending_dir();
-    std::error_code ec;
-    if (!std::filesystem::is_directory(dir, ec)) {
-        return {};
-    }
-    auto candidates = pending_candidates(dir, own_prefix);
+    auto candidates = pending_candidates(*m_store, own_prefix);
     if (candidates.empty()) {
         return {};
     }
-    find_intents_and_outcomes(m_path, candidates);
-    return unresolved_batches(dir, candidates);
+    find_intents_and_outcomes(*m_store->lines(), candidates);
+    return unresolved_batches(*m_store, candidates);
 }
 
 std::vector<AuditLog::Pending> AuditLog::abandoned(const std::string& datastore) {
@@ -1129,9 +709,8 @@ std::vector<AuditLog::Pending> AuditLog::abandoned(const std::string& datastore)
     }
     std::vector<Pending> out;
     for (const auto& id : ids) {
-        Pending p;
-        if (read_pending_file(pending_file(id), p)) {
-            out.push_back(std::move(p));
+        if (const auto text = m_store->read_pending(id)) {
+            out.push_back(parse_pending(*text, m_name + " (pending batch " + id + ")"));
         }
     }
     return out;
@@ -1146,7 +725,7 @@ void AuditLog::resolve(const Pending& p, bool committed, const std::string& how)
                 {"count", count},
                 {"recovered", how}});
     m_in_flight.erase(p.batch_id);
-    remove_pending(p.batch_id);
+    m_store->remove_pending(p.batch_id);
 }
 
 // --- verify --------------------------------------------------------------------------------
@@ -1178,8 +757,9 @@ ChainBreak altered_line(std::uint64_t mismatch_at, std::string_view next, bool t
 
 // What is wrong with line n on its own (framing, JSON, required fields, version, seq), if
 // anything; `f` holds its fields when nothing is.
+// expected_seq = 0 for a first line, whose seq is judged with its prev (first_link).
 std::optional<ChainBreak> malformed_line(std::string_view line, bool terminated, std::uint64_t n,
-                                         LineFields& f) {
+                                         std::uint64_t expected_seq, LineFields& f) {
     const std::string ln = std::to_string(n);
     if (!terminated) {
         return ChainBreak{n, "line " + ln +
@@ -1203,31 +783,48 @@ std::optional<ChainBreak> malformed_line(std::string_view line, bool terminated,
         return ChainBreak{n,
                           "line " + ln + " has unsupported format version " + std::to_string(*f.v)};
     }
-    if (*f.seq != n) {
+    if (expected_seq != 0 && *f.seq != expected_seq) {
         return ChainBreak{n, "line " + ln + " has seq " + std::to_string(*f.seq) + ", expected " +
-                                 ln + ": a line was removed, inserted or moved"};
+                                 std::to_string(expected_seq) +
+                                 ": a line was removed, inserted or moved"};
     }
     return std::nullopt;
 }
 
-// Line 1 of `path` chains to `prev`: the start of a chain, or the last line of the rotated file
-// before it (checked when that file is present; result.note says which).
-std::optional<ChainBreak> check_first_link(const std::string& path, const std::string& prev,
-                                           VerifyResult& result) {
-    if (prev == k_zero_hash) {
+// The first line: the start of a chain (prev zero, seq 1), or chained to the last line of the
+// rotated file before it (checked when that file is present; seq 1), or to a line that is not
+// present (a rotated file gone, an export's slice, a log imported into a store): a note, the
+// chain then starts at the line's own seq.
+std::optional<ChainBreak> first_link(const AuditLines& lines, const LineFields& f,
+                                     VerifyResult& result) {
+    const auto seq_must_be_one = [&]() -> std::optional<ChainBreak> {
+        if (*f.seq != 1) {
+            return ChainBreak{1, "line 1 has seq " + std::to_string(*f.seq) +
+                                     ", expected 1: a line was removed, inserted or moved"};
+        }
         return std::nullopt;
+    };
+    if (*f.prev == k_zero_hash) {
+        return seq_must_be_one();
     }
-    const std::string rotated = predecessor_of(path);
-    const auto last = last_line_of(rotated);
-    if (!last) {
-        result.note = "line 1 chains to a rotated file (" + rotated +
-                      ") that is not present; that link was not checked";
-    } else if (sha256_hex(*last) != prev) {
-        return ChainBreak{1, "line 1's prev is neither the start of a chain nor the SHA-256 of "
-                             "the last line of " +
-                                 rotated};
-    } else {
-        result.note = "line 1 chains to the last line of " + rotated;
+    const auto link = lines.predecessor();
+    if (link && link->line) {
+        if (sha256_hex(*link->line) != *f.prev) {
+            return ChainBreak{1, "line 1's prev is neither the start of a chain nor the SHA-256 "
+                                 "of the last line of " +
+                                     link->name};
+        }
+        result.note = "line 1 chains to the last line of " + link->name;
+        return seq_must_be_one();
+    }
+    result.note = link ? "line 1 chains to a rotated file (" + link->name +
+                             ") that is not present; that link was not checked"
+                       : "line 1 chains to a line that is not in " + lines.name() +
+                             " (a log imported from a rotated file); that link was not checked";
+    if (*f.seq != 1) {
+        result.note += "; it has seq " + std::to_string(*f.seq) + ": the " +
+                       std::to_string(*f.seq - 1) +
+                       " lines before it (those of an export's time range) are not present";
     }
     return std::nullopt;
 }
@@ -1240,53 +837,167 @@ void count_line(const LineFields& f, VerifyResult& result) {
     }
 }
 
+// A head taken outside the store (`audit head: seq=N sha256=H`) that line `n` (seq `seq`) must
+// match, if one names it.
+std::optional<ChainBreak> check_head(const std::map<std::uint64_t, std::string>& heads,
+                                     std::uint64_t seq, std::uint64_t n, const std::string& hash) {
+    const auto it = heads.find(seq);
+    if (it == heads.end() || it->second == hash) {
+        return std::nullopt;
+    }
+    return ChainBreak{n, "line " + std::to_string(n) + " (seq " + std::to_string(seq) +
+                             ") hashes to " + hash + ", not to the head " + it->second +
+                             " recorded for it: the chain was rewritten"};
+}
+
+// Heads no line had: beyond the last line (lines cut off at the end) or before the first.
+std::optional<ChainBreak> heads_not_found(const std::map<std::uint64_t, std::string>& heads,
+                                          std::uint64_t first_seq, std::uint64_t last_seq,
+                                          std::uint64_t lines) {
+    for (const auto& [seq, hash] : heads) {
+        if (lines == 0 || seq > last_seq) {
+            return ChainBreak{lines, "the chain ends at seq " + std::to_string(last_seq) +
+                                         " but a head was recorded at seq " + std::to_string(seq) +
+                                         ": lines were cut off at the end"};
+        }
+        if (seq < first_seq) {
+            return ChainBreak{1, "the head recorded at seq " + std::to_string(seq) +
+                                     " is before the first line (seq " + std::to_string(first_seq) +
+                                     "): it cannot be checked here"};
+        }
+    }
+    return std::nullopt;
+}
+
 } // namespace
 
 VerifyResult verify_audit_log(const std::string& path) {
+    // An I/O problem is not evidence of tampering: a file that cannot be opened throws.
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0) {
         throw_errno("cannot open audit log", path, errno);
     }
+    return verify_audit_lines(*file_audit_lines(path, false));
+}
+
+VerifyResult verify_audit_lines(const AuditLines& lines, const std::vector<AuditHeadCheck>& heads) {
+    std::map<std::uint64_t, std::string> head_of;
+    for (const auto& h : heads) {
+        head_of[h.seq] = h.sha256;
+    }
     VerifyResult result;
-    auto fail = [&result](ChainBreak at) {
-        result.ok = false;
-        result.bad_line = at.line;
-        result.reason = std::move(at.reason);
-        return result;
-    };
-    ForwardLines lines(fd.get(), path);
-    std::string_view line;
-    bool terminated = false;
+    std::optional<ChainBreak> broken;
     std::uint64_t n = 0;
+    std::uint64_t first_seq = 0;
     std::string prev_hash;
     std::uint64_t mismatch_at = 0; // a line whose prev did not match: decided by the next line
-    while (lines.next(line, terminated)) {
+    lines.forward([&](std::string_view line, bool terminated) {
         ++n;
         if (mismatch_at != 0) {
-            return fail(altered_line(mismatch_at, line, terminated, prev_hash));
+            broken = altered_line(mismatch_at, line, terminated, prev_hash);
+            return false;
         }
         LineFields f;
-        if (auto broken = malformed_line(line, terminated, n, f)) {
-            return fail(std::move(*broken));
-        }
-        if (n == 1) {
-            if (auto broken = check_first_link(path, *f.prev, result)) {
-                return fail(std::move(*broken));
-            }
-        } else if (*f.prev != prev_hash) {
+        broken = malformed_line(line, terminated, n, n == 1 ? 0 : first_seq + n - 1, f);
+        if (!broken && n == 1) {
+            broken = first_link(lines, f, result);
+            first_seq = *f.seq;
+        } else if (!broken && *f.prev != prev_hash) {
             mismatch_at = n;
         }
+        if (broken) {
+            return false;
+        }
         prev_hash = sha256_hex(line);
+        broken = check_head(head_of, *f.seq, n, prev_hash);
         count_line(f, result);
+        return !broken;
+    });
+    if (!broken && mismatch_at != 0) {
+        broken = ChainBreak{mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
+                                                 " does not hash to the prev recorded in line " +
+                                                 std::to_string(mismatch_at) +
+                                                 " (one of the two was altered)"};
     }
-    if (mismatch_at != 0) {
-        return fail({mismatch_at - 1, "line " + std::to_string(mismatch_at - 1) +
-                                          " does not hash to the prev recorded in line " +
-                                          std::to_string(mismatch_at) +
-                                          " (one of the two was altered)"});
+    if (!broken) {
+        broken = heads_not_found(head_of, first_seq, n == 0 ? 0 : first_seq + n - 1, n);
+    }
+    if (broken) {
+        result.ok = false;
+        result.bad_line = broken->line;
+        result.reason = std::move(broken->reason);
+        return result;
     }
     result.lines = n;
     return result;
+}
+
+// --- export --------------------------------------------------------------------------------
+
+namespace {
+
+// Whether a line's ts is past `until` (a slice ends there) or at or after `since` (it starts
+// there).
+struct SliceBounds {
+    std::optional<TimePoint> since;
+    std::optional<TimePoint> until;
+    std::optional<TimePoint> ts_of(std::string_view line) const {
+        LineFields f;
+        if (!parse_fields(line, f) || !f.ts) {
+            return std::nullopt;
+        }
+        return parse_timestamp(*f.ts, "", find_zone("UTC"));
+    }
+};
+
+std::uint64_t write_slice(const AuditLines& lines, int fd, const std::string& tmp,
+                          const SliceBounds& bounds) {
+    std::uint64_t written = 0;
+    bool started = !bounds.since;
+    std::string text;
+    lines.forward([&](std::string_view line, bool terminated) {
+        if (!terminated) {
+            return false; // a torn last line is not part of the chain
+        }
+        if (bounds.since || bounds.until) {
+            const auto ts = bounds.ts_of(line);
+            if (ts && bounds.until && *ts > *bounds.until) {
+                return false; // a contiguous slice: nothing after the first line past until
+            }
+            started = started || (ts && *ts >= *bounds.since);
+        }
+        if (started) {
+            text.assign(line);
+            text += '\n';
+            write_all(fd, text, tmp);
+            ++written;
+        }
+        return true;
+    });
+    return written;
+}
+
+} // namespace
+
+std::uint64_t export_audit_lines(const AuditLines& lines, const std::string& output,
+                                 std::optional<TimePoint> since, std::optional<TimePoint> until) {
+    const std::string tmp = output + ".tmp";
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+    if (fd.get() < 0) {
+        throw_errno("cannot create", tmp, errno);
+    }
+    try {
+        const auto written = write_slice(lines, fd.get(), tmp, SliceBounds{since, until});
+        fsync_or_throw(fd.get(), tmp);
+        if (::rename(tmp.c_str(), output.c_str()) != 0) {
+            throw_errno("cannot rename", tmp, errno);
+        }
+        fsync_dir(parent_dir(output));
+        return written;
+    } catch (...) {
+        ::unlink(tmp.c_str()); // never a partial export under any name
+        throw;
+    }
 }
 
 // --- prove ---------------------------------------------------------------------------------
@@ -1345,135 +1056,133 @@ std::optional<ProofEntry> partition_proof(std::string_view line, std::string_vie
 
 } // namespace
 
+namespace {
+
+ProofEntry proof_of(const json& j) {
+    ProofEntry e;
+    e.time = j.value("ts", "");
+    e.run_id = j.value("run", "");
+    e.action = j.value("action", "");
+    e.cutoff = j.value("cutoff", "");
+    e.target = j.value("target", "");
+    e.batch = j.value("batch", "");
+    return e;
+}
+
+// An outcome line: the waiting intent of its batch becomes a proof when it committed and did not
+// keep the record.
+void settle_proof(std::string_view line, const std::string& digest,
+                  std::map<std::string, ProofEntry>& waiting, std::vector<ProofEntry>& out) {
+    const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
+    if (!j.is_object() || !j.contains("batch") || !j["batch"].is_string()) {
+        return;
+    }
+    const auto it = waiting.find(j["batch"].get<std::string>());
+    if (it == waiting.end()) {
+        return;
+    }
+    const bool left_alone =
+        j.contains("kept") && j["kept"].is_array() &&
+        std::find(j["kept"].begin(), j["kept"].end(), json(digest)) != j["kept"].end();
+    if (j.value("committed", false) && !left_alone) {
+        it->second.committed_at = j.value("ts", "");
+        it->second.recovered = j.value("recovered", "");
+        out.push_back(std::move(it->second));
+    }
+    waiting.erase(it); // a rolled-back batch proves nothing
+}
+
+// An intent of `rule` whose digests hold `digest`.
+std::optional<ProofEntry> digest_intent(std::string_view line, std::string_view rule,
+                                        const std::string& digest) {
+    const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
+    if (!j.is_object() || j.value("type", "") != "intent" || j.value("rule", "") != rule ||
+        !j.contains("digests") || !j["digests"].is_array()) {
+        return std::nullopt;
+    }
+    const auto& digests = j["digests"];
+    if (std::find(digests.begin(), digests.end(), json(digest)) == digests.end()) {
+        return std::nullopt;
+    }
+    return proof_of(j);
+}
+
+} // namespace
+
 std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
+                              std::string_view rule, std::string_view key) {
+    return prove(*file_audit_lines(path, true), audit_key, rule, key);
+}
+
+std::vector<ProofEntry> prove(const AuditLines& lines, const Secret& audit_key,
                               std::string_view rule, std::string_view key) {
     const std::string digest = record_digest(audit_key, rule, key);
     const std::string quoted = "\"" + digest + "\"";
     std::vector<ProofEntry> out;
     std::map<std::string, ProofEntry> waiting; // batch -> intent naming the record, no outcome yet
-    for (const auto& file : log_files_oldest_first(path)) {
-        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-        if (fd.get() < 0) {
-            throw_errno("cannot open audit log", file, errno);
+    lines.forward([&](std::string_view line, bool terminated) {
+        if (!terminated) {
+            return false;
         }
-        ForwardLines lines(fd.get(), file);
-        std::string_view line;
-        bool terminated = false;
-        while (lines.next(line, terminated) && terminated) {
-            if (line.ends_with(k_outcome_suffix)) {
-                if (waiting.empty()) {
-                    continue;
-                }
-                const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
-                if (!j.is_object() || !j.contains("batch") || !j["batch"].is_string()) {
-                    continue;
-                }
-                const auto it = waiting.find(j["batch"].get<std::string>());
-                if (it == waiting.end()) {
-                    continue;
-                }
-                const bool left_alone =
-                    j.contains("kept") && j["kept"].is_array() &&
-                    std::find(j["kept"].begin(), j["kept"].end(), json(digest)) != j["kept"].end();
-                if (j.value("committed", false) && !left_alone) {
-                    it->second.committed_at = j.value("ts", "");
-                    it->second.recovered = j.value("recovered", "");
-                    out.push_back(std::move(it->second));
-                }
-                waiting.erase(it); // a rolled-back batch proves nothing
-                continue;
+        if (line.ends_with(k_outcome_suffix)) {
+            if (!waiting.empty()) {
+                settle_proof(line, digest, waiting, out);
             }
-            if (line.find(k_partition_key) != std::string_view::npos) {
-                if (auto e = partition_proof(line, rule, key)) {
-                    waiting[e->batch] = std::move(*e);
-                    continue;
-                }
-            }
-            if (!line_has_digest(line, digest, quoted)) {
-                continue;
-            }
-            const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
-            if (!j.is_object() || j.value("type", "") != "intent" || j.value("rule", "") != rule ||
-                !j.contains("digests") || !j["digests"].is_array()) {
-                continue;
-            }
-            const auto& digests = j["digests"];
-            if (std::find(digests.begin(), digests.end(), json(digest)) == digests.end()) {
-                continue;
-            }
-            ProofEntry e;
-            e.time = j.value("ts", "");
-            e.run_id = j.value("run", "");
-            e.action = j.value("action", "");
-            e.cutoff = j.value("cutoff", "");
-            e.target = j.value("target", "");
-            e.batch = j.value("batch", "");
-            waiting[e.batch] = std::move(e);
+            return true;
         }
-    }
+        if (line.find(k_partition_key) != std::string_view::npos) {
+            if (auto e = partition_proof(line, rule, key)) {
+                waiting[e->batch] = std::move(*e);
+                return true;
+            }
+        }
+        if (line_has_digest(line, digest, quoted)) {
+            if (auto e = digest_intent(line, rule, digest)) {
+                waiting[e->batch] = std::move(*e);
+            }
+        }
+        return true;
+    });
     return out;
 }
 
-} // namespace retentiond
-
 // --- last successes --------------------------------------------------------------------------
-
-namespace retentiond {
 
 std::map<std::string, TimePoint> last_successes(const std::string& path,
                                                 const std::set<std::string>& rules) {
-    std::map<std::string, TimePoint> found;
-    const date::time_zone* utc = find_zone("UTC");
-    // Newest first: the current file, then the file logrotate renamed it to. Older files are
-    // normally compressed; a rule whose last success is that old runs at start anyway.
-    for (const std::string& file : {path, path + ".1"}) {
-        if (found.size() == rules.size()) {
-            break;
-        }
-        visit_lines_backwards(file, [&](const std::string& line) {
-            // Keys are sorted and compact: a cheap filter before parsing the few lines that
-            // matter (intents with thousands of digests are never parsed).
-            if (line.find(R"("type":"rule_end")") == std::string::npos ||
-                line.find(R"("ok":true)") == std::string::npos) {
-                return true;
-            }
-            const json j = json::parse(line, nullptr, false);
-            if (!j.is_object() || j.value("type", "") != "rule_end" || !j.value("ok", false)) {
-                return true;
-            }
-            const auto rule = j.value("rule", "");
-            if (rules.count(rule) == 0 || found.count(rule) != 0) {
-                return true;
-            }
-            if (const auto at = parse_timestamp(j.value("ts", ""), "", utc)) {
-                found.emplace(rule, *at);
-            }
-            return found.size() < rules.size();
-        });
-    }
-    return found;
+    return last_successes(*file_audit_lines(path, true), rules);
 }
 
-void for_each_audit_line(const std::string& path,
-                         const std::function<void(const nlohmann::json&)>& on_line) {
-    for (const auto& file : log_files_oldest_first(path)) {
-        Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-        if (fd.get() < 0) {
-            if (errno == ENOENT && file == path) {
-                return; // no log yet: no lines
-            }
-            throw_errno("cannot open audit log", file, errno);
-        }
-        ForwardLines lines(fd.get(), file);
-        std::string_view line;
-        bool terminated = false;
-        while (lines.next(line, terminated) && terminated) {
-            const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
-            if (j.is_object()) {
-                on_line(j);
-            }
-        }
+std::map<std::string, TimePoint> last_successes(const AuditLines& lines,
+                                                const std::set<std::string>& rules) {
+    std::map<std::string, TimePoint> found;
+    if (rules.empty()) {
+        return found;
     }
+    const date::time_zone* utc = find_zone("UTC");
+    // Newest first (a file log: the current file, then the rotated ones that are not
+    // compressed); stops once every rule is found.
+    lines.backward([&](const std::string& line) {
+        // Keys are sorted and compact: a cheap filter before parsing the few lines that matter
+        // (intents with thousands of digests are never parsed).
+        if (line.find(R"("type":"rule_end")") == std::string::npos ||
+            line.find(R"("ok":true)") == std::string::npos) {
+            return true;
+        }
+        const json j = json::parse(line, nullptr, false);
+        if (!j.is_object() || j.value("type", "") != "rule_end" || !j.value("ok", false)) {
+            return true;
+        }
+        const auto rule = j.value("rule", "");
+        if (rules.count(rule) == 0 || found.count(rule) != 0) {
+            return true;
+        }
+        if (const auto at = parse_timestamp(j.value("ts", ""), "", utc)) {
+            found.emplace(rule, *at);
+        }
+        return found.size() < rules.size();
+    });
+    return found;
 }
 
 } // namespace retentiond

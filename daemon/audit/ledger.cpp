@@ -83,12 +83,16 @@ void apply_event(const json& j, ErasureRequest& r, bool first) {
 
 } // namespace
 
-std::vector<ErasureRequest> read_ledger(const std::string& path) {
+std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
     std::vector<ErasureRequest> out;
     std::map<std::string, std::size_t> by_id;
-    for_each_audit_line(path, [&](const json& j) {
-        if (j.value("type", "") != k_erasure_event || !j.contains("request")) {
-            return;
+    lines.forward([&](std::string_view line, bool terminated) {
+        if (!terminated) {
+            return true; // a torn last line
+        }
+        const json j = json::parse(line.begin(), line.end(), nullptr, false);
+        if (!j.is_object() || j.value("type", "") != k_erasure_event || !j.contains("request")) {
+            return true;
         }
         const std::string id = j.value("request", "");
         const auto it = by_id.find(id);
@@ -99,6 +103,7 @@ std::vector<ErasureRequest> read_ledger(const std::string& path) {
         } else {
             apply_event(j, out[it->second], false);
         }
+        return true;
     });
     return out;
 }

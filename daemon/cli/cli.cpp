@@ -346,7 +346,13 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
                      run.result.processed, run.result.due, run.elapsed.count(),
                      detail.empty() ? "" : ": " + detail);
     }
-    out << "audit log: " << config.daemon.audit_log << '\n';
+    runner.log_audit_head(); // the anchor `audit verify --head` checks the chain against
+    if (config.daemon.audit_store.empty()) {
+        out << "audit log: " << config.daemon.audit_log << '\n';
+    } else {
+        out << "audit log: audit store " << config.daemon.audit_store << " ("
+            << config.daemon.audit_schema << ".audit_log)\n";
+    }
     return exit_code(runs);
 }
 
@@ -372,53 +378,186 @@ int cmd_policy_table(const Args& args, std::ostream& out) {
     return k_exit_ok;
 }
 
-std::string audit_log_path(const Args& args, OptionParser& opts) {
-    if (auto log = opts.value("--log")) {
-        return *log;
+constexpr const char* k_audit_help =
+    "Usage: retentiond audit verify [--log FILE] [--head SEQ:SHA256]...\n"
+    "       retentiond audit prove --rule NAME --key VALUE [--log FILE]\n"
+    "       retentiond audit prove --subject KIND=VALUE [--log FILE]\n"
+    "       retentiond audit export --output FILE [--since TIME] [--until TIME]\n"
+    "       retentiond audit import --log FILE\n\n"
+    "verify checks every line's JSON and the SHA-256 chain of the configured audit log (a file,\n"
+    "or the PostgreSQL table of daemon.audit_store) or of FILE; exit 65 names the first bad\n"
+    "line. --head checks that line SEQ still hashes to SHA256, as a run logged it (\"audit head:\n"
+    "seq=N sha256=H\"): a chain rewritten whole in the store is caught by it. prove recomputes a\n"
+    "record's digest under the audit key and says when it was purged or anonymized, by which\n"
+    "run, with which cutoff. export writes the chain (or the lines from --since to --until, a\n"
+    "contiguous slice) as a JSON Lines file `audit verify --log` accepts. import moves a file log\n"
+    "into an empty audit store, whose chain then continues from it.\n\n";
+
+// "SEQ:SHA256" as a run logged it.
+AuditHeadCheck parse_head(const std::string& text) {
+    const auto colon = text.find(':');
+    AuditHeadCheck h;
+    try {
+        std::size_t used = 0;
+        h.seq = std::stoull(text.substr(0, colon), &used);
+        if (used != colon) {
+            throw std::invalid_argument(text);
+        }
+    } catch (const std::exception&) {
+        throw UsageError("--head " + text +
+                         ": expected SEQ:SHA256 (\"audit head: seq=N sha256=H\")");
     }
-    return load_config(config_path(args)).daemon.audit_log;
+    h.sha256 = colon == std::string::npos ? "" : text.substr(colon + 1);
+    if (h.sha256.size() != 64 || !std::all_of(h.sha256.begin(), h.sha256.end(), [](char c) {
+            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        })) {
+        throw UsageError("--head " + text + ": the SHA-256 must be 64 lower-case hex digits");
+    }
+    return h;
+}
+
+int cmd_audit_verify(const Args& args, OptionParser& opts, std::ostream& out, std::ostream& err) {
+    const auto log = opts.value("--log");
+    std::vector<AuditHeadCheck> heads;
+    for (const auto& h : opts.values("--head")) {
+        heads.push_back(parse_head(h));
+    }
+    opts.finish();
+    VerifyResult result;
+    std::string name;
+    try {
+        if (log) {
+            name = *log;
+            // A file that cannot be opened is an I/O problem, not evidence of tampering.
+            if (heads.empty()) {
+                result = verify_audit_log(*log);
+            } else {
+                verify_audit_log(*log); // throws when it cannot be read
+                result = verify_audit_lines(*file_audit_lines(*log, false), heads);
+            }
+        } else {
+            const Config config = load_config(config_path(args));
+            const auto lines = open_audit_lines(config, std::nullopt, false);
+            name = lines->name();
+            result = audit_store_target(config) || !heads.empty()
+                         ? verify_audit_lines(*lines, heads)
+                         : verify_audit_log(config.daemon.audit_log);
+        }
+    } catch (const UnavailableError&) {
+        throw;
+    } catch (const ConfigError&) {
+        throw;
+    } catch (const std::exception& e) {
+        err << "retentiond: cannot read the audit log: " << e.what() << '\n';
+        return k_exit_ioerr;
+    }
+    if (!result.ok) {
+        err << name << ":" << result.bad_line << ": " << result.reason << '\n';
+        return k_exit_data;
+    }
+    out << name << ": intact: " << result.lines << " lines, " << result.runs << " runs, "
+        << result.records << " records";
+    if (!heads.empty()) {
+        out << ", " << heads.size() << " head" << (heads.size() == 1 ? "" : "s") << " matched";
+    }
+    out << '\n';
+    if (!result.note.empty()) {
+        out << "note: " << result.note << '\n';
+    }
+    return k_exit_ok;
+}
+
+int cmd_audit_prove(const Args& args, OptionParser& opts, std::ostream& out) {
+    const auto rule = opts.value("--rule");
+    const auto key = opts.value("--key");
+    auto log = opts.value("--log");
+    opts.finish();
+    if (!rule || !key) {
+        throw UsageError("audit prove needs --rule NAME and --key VALUE");
+    }
+    const Config config = load_config(config_path(args));
+    if (config.daemon.audit_key.empty()) {
+        throw ConfigError({Diagnostic{
+            {config.main_file, 0, 0}, "", "daemon.audit_key is not set: cannot compute digests"}});
+    }
+    const auto lines = open_audit_lines(config, log);
+    const auto proofs = prove(*lines, config.daemon.audit_key, *rule, *key);
+    if (proofs.empty()) {
+        out << "never seen: no committed batch of rule \"" << *rule << "\" in " << lines->name()
+            << " holds that record's digest\n";
+        return k_exit_ok;
+    }
+    for (const auto& p : proofs) {
+        out << p.action << " at " << p.time << " by run " << p.run_id << " (rule \"" << *rule
+            << "\", target " << p.target << ", cutoff " << p.cutoff << ")\n";
+    }
+    return k_exit_ok;
+}
+
+std::optional<TimePoint> time_option(OptionParser& opts, const std::string& name,
+                                     const date::time_zone* tz) {
+    const auto text = opts.value(name);
+    if (!text) {
+        return std::nullopt;
+    }
+    const auto t = parse_timestamp(*text, "", tz);
+    if (!t) {
+        throw UsageError(name + " " + *text + ": not a time (2026-08-14 or 2026-08-14T01:00:00Z)");
+    }
+    return t;
+}
+
+int cmd_audit_export(const Args& args, OptionParser& opts, std::ostream& out) {
+    const auto output = opts.value("--output");
+    const Config config = load_config(config_path(args));
+    const auto since = time_option(opts, "--since", config.zone());
+    const auto until = time_option(opts, "--until", config.zone());
+    opts.finish();
+    if (!output) {
+        throw UsageError("audit export needs --output FILE");
+    }
+    const auto lines = open_audit_lines(config, std::nullopt);
+    const auto exported = export_audit_lines(*lines, *output, since, until);
+    out << "exported " << exported << " lines of " << lines->name() << " to " << *output << '\n';
+    return k_exit_ok;
+}
+
+int cmd_audit_import(const Args& args, OptionParser& opts, std::ostream& out, std::ostream& err) {
+    const auto log = opts.value("--log");
+    opts.finish();
+    if (!log) {
+        throw UsageError("audit import needs --log FILE");
+    }
+    const Config config = load_config(config_path(args));
+    const auto target = audit_store_target(config);
+    if (!target) {
+        throw UsageError("audit import needs daemon.audit_store in the configuration");
+    }
+    const auto verified = verify_audit_log(*log); // throws when it cannot be read
+    if (!verified.ok) {
+        err << *log << ":" << verified.bad_line << ": " << verified.reason
+            << " (nothing imported)\n";
+        return k_exit_data;
+    }
+    const auto imported = import_into_pg_audit_store(*target, *file_audit_lines(*log, false));
+    const auto lines = pg_audit_lines(*target);
+    out << "imported " << imported << " lines of " << *log << " into " << lines->name() << '\n';
+    return k_exit_ok;
 }
 
 int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
-    const auto usage = [&out] {
-        out << "Usage: retentiond audit verify [--log FILE]\n"
-               "       retentiond audit prove --rule NAME --key VALUE [--log FILE]\n"
-               "       retentiond audit prove --subject KIND=VALUE [--log FILE]\n\n"
-               "verify checks every line's JSON and the SHA-256 chain; exit 65 names the first\n"
-               "bad line. prove recomputes a record's digest under the audit key and says when\n"
-               "it was purged or anonymized, by which run, with which cutoff.\n\n"
-            << k_exit_codes_help;
-    };
     if (args.rest.empty() || args.rest.front() == "--help") {
-        usage();
+        out << k_audit_help << k_exit_codes_help;
         return args.rest.empty() ? k_exit_usage : k_exit_ok;
     }
     const std::string sub = args.rest.front();
     OptionParser opts({args.rest.begin() + 1, args.rest.end()});
-    if ((sub == "verify" || sub == "prove") && opts.flag("--help")) {
-        usage();
+    if (opts.flag("--help")) {
+        out << k_audit_help << k_exit_codes_help;
         return k_exit_ok;
     }
     if (sub == "verify") {
-        const auto path = audit_log_path(args, opts);
-        opts.finish();
-        VerifyResult result;
-        try {
-            result = verify_audit_log(path);
-        } catch (const std::exception& e) {
-            err << "retentiond: cannot read the audit log: " << e.what() << '\n';
-            return k_exit_ioerr;
-        }
-        if (!result.ok) {
-            err << path << ":" << result.bad_line << ": " << result.reason << '\n';
-            return k_exit_data;
-        }
-        out << path << ": intact: " << result.lines << " lines, " << result.runs << " runs, "
-            << result.records << " records\n";
-        if (!result.note.empty()) {
-            out << "note: " << result.note << '\n';
-        }
-        return k_exit_ok;
+        return cmd_audit_verify(args, opts, out, err);
     }
     if (sub == "prove") {
         if (const auto subject = opts.value("--subject")) {
@@ -426,33 +565,15 @@ int cmd_audit(const Args& args, std::ostream& out, std::ostream& err) {
             opts.finish();
             return prove_subject(config_path(args), *subject, log.value_or(""), out);
         }
-        const auto rule = opts.value("--rule");
-        const auto key = opts.value("--key");
-        auto log = opts.value("--log");
-        opts.finish();
-        if (!rule || !key) {
-            throw UsageError("audit prove needs --rule NAME and --key VALUE");
-        }
-        const Config config = load_config(config_path(args));
-        if (config.daemon.audit_key.empty()) {
-            throw ConfigError({Diagnostic{{config.main_file, 0, 0},
-                                          "",
-                                          "daemon.audit_key is not set: cannot compute digests"}});
-        }
-        const auto path = log.value_or(config.daemon.audit_log);
-        const auto proofs = prove(path, config.daemon.audit_key, *rule, *key);
-        if (proofs.empty()) {
-            out << "never seen: no committed batch of rule \"" << *rule << "\" in " << path
-                << " holds that record's digest\n";
-            return k_exit_ok;
-        }
-        for (const auto& p : proofs) {
-            out << p.action << " at " << p.time << " by run " << p.run_id << " (rule \"" << *rule
-                << "\", target " << p.target << ", cutoff " << p.cutoff << ")\n";
-        }
-        return k_exit_ok;
+        return cmd_audit_prove(args, opts, out);
     }
-    throw UsageError("unknown audit command \"" + sub + "\" (verify, prove)");
+    if (sub == "export") {
+        return cmd_audit_export(args, opts, out);
+    }
+    if (sub == "import") {
+        return cmd_audit_import(args, opts, out, err);
+    }
+    throw UsageError("unknown audit command \"" + sub + "\" (verify, prove, export, import)");
 }
 
 } // namespace

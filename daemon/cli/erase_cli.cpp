@@ -18,6 +18,7 @@
 #include "retentiond/errors.hpp"
 #include "retentiond/ledger.hpp"
 #include "retentiond/registry.hpp"
+#include "retentiond/runner.hpp"
 #include "retentiond/subject.hpp"
 #include "retentiond/timeutil.hpp"
 
@@ -234,12 +235,7 @@ struct Session {
         ctx.audit_key = &c.daemon.audit_key;
         ctx.stop_requested = [] { return g_erase_stop != 0; };
         if (!dry) {
-            try {
-                log =
-                    std::make_unique<AuditLog>(c.daemon.audit_log, c.daemon.audit_key, ctx.run_id);
-            } catch (const std::exception& e) {
-                throw AuditWriteError(std::string("audit log: ") + e.what());
-            }
+            log = open_audit_log(c, ctx.run_id); // the file, or daemon.audit_store
             ctx.journal = log.get();
         }
     }
@@ -311,7 +307,8 @@ int run_request(const Config& config, const RequestArgs& a, std::ostream& out, s
     req.subject = a.dry ? std::string()
                         : subject_digest(config.daemon.audit_key, req.kind, *base.values.begin());
     const auto open =
-        a.dry ? std::nullopt : open_request_for(read_ledger(config.daemon.audit_log), req.subject);
+        a.dry ? std::nullopt
+              : open_request_for(read_ledger(*open_audit_lines(config, std::nullopt)), req.subject);
     if (open && (!a.id || *a.id == open->id)) {
         req = *open;
     } else {
@@ -334,7 +331,7 @@ int run_request(const Config& config, const RequestArgs& a, std::ostream& out, s
 // found again from its digest.
 int run_ledger(const Config& config, Mode mode, std::ostream& out, std::ostream& err) {
     require_key(config);
-    const auto ledger = read_ledger(config.daemon.audit_log);
+    const auto ledger = read_ledger(*open_audit_lines(config, std::nullopt));
     Session s(config, false);
     s.log->run_start(config, mode == Mode::resume ? "erase-resume" : "erase-reapply");
     int code = k_exit_ok;
@@ -370,7 +367,7 @@ int print_status(const Config& config, std::ostream& out) {
         << pad("STATUS", 10) << pad("ERASED", 8) << "DEFERRED\n";
     std::size_t open = 0;
     std::size_t overdue = 0;
-    auto ledger = read_ledger(config.daemon.audit_log);
+    auto ledger = read_ledger(*open_audit_lines(config, std::nullopt));
     std::stable_sort(ledger.begin(), ledger.end(), [&](const auto& a, const auto& b) {
         return a.overdue(now) && !b.overdue(now);
     });
@@ -451,11 +448,12 @@ int prove_subject(const std::string& config_path, const std::string& subject,
     const auto arg = parse_subject_arg(subject);
     const Config config = load_config(config_path);
     require_key(config);
-    const auto path = log.empty() ? config.daemon.audit_log : log;
+    const auto lines =
+        open_audit_lines(config, log.empty() ? std::nullopt : std::optional<std::string>(log));
     const auto digest =
         subject_digest(config.daemon.audit_key, arg.kind, normalize_subject(arg.kind, arg.value));
     std::size_t n = 0;
-    for (const auto& r : read_ledger(path)) {
+    for (const auto& r : read_ledger(*lines)) {
         if (r.subject != digest) {
             continue;
         }
@@ -478,7 +476,7 @@ int prove_subject(const std::string& config_path, const std::string& subject,
         }
     }
     if (n == 0) {
-        out << "never seen: no erasure request in " << path << " names that identifier\n";
+        out << "never seen: no erasure request in " << lines->name() << " names that identifier\n";
     }
     return k_exit_ok;
 }

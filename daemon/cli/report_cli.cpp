@@ -160,6 +160,17 @@ int report_gaps(const ReportData& data, std::ostream& err) {
 
 } // namespace
 
+namespace {
+
+// The report of a chain kept in PostgreSQL (daemon.audit_store): a store that cannot be read is
+// reported like a file log that cannot (its rules then "unknown"), never thrown.
+ReportData report_from_store(const Config& config, const std::vector<RuleDryRun>& dries) {
+    const auto lines = open_audit_lines(config, std::nullopt);
+    return build_report_data(config, dries, lines.get(), lines->name(), now_utc());
+}
+
+} // namespace
+
 int cmd_report(const std::string& config_path, const std::vector<std::string>& args,
                std::ostream& out, std::ostream& err) {
     const auto options = parse_report_options(args, out);
@@ -174,11 +185,13 @@ int cmd_report(const std::string& config_path, const std::vector<std::string>& a
                  options->rules); // an unknown rule is a usage error before any store is read
     Runner runner(config);
     const auto dries = runner.dry_run(options->rules);
-    auto data =
-        build_report_data(config, dries, options->log.value_or(config.daemon.audit_log), now_utc());
+    auto data = options->log || !audit_store_target(config)
+                    ? build_report_data(config, dries,
+                                        options->log.value_or(config.daemon.audit_log), now_utc())
+                    : report_from_store(config, dries);
     data.coverage = collect_coverage(config); // "personal data without a rule"
     try { // "erasure requests"; an unreadable log is already the report's audit_log_error
-        data.erasures = read_ledger(options->log.value_or(config.daemon.audit_log));
+        data.erasures = read_ledger(*open_audit_lines(config, options->log));
     } catch (const std::exception&) {
     }
     const auto text = render_report(data, options->format, options->lang);

@@ -8,6 +8,7 @@
 #include <glob.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -18,10 +19,9 @@ namespace {
 namespace fs = std::filesystem;
 
 const Keys k_main_keys = {"version", "daemon", "include", "datastores", "rules", "coverage"};
-const Keys k_daemon_keys = {"audit_log",       "audit_key",      "metrics",
-                            "timezone",        "max_clock_skew", "store_down_unhealthy",
-                            "splay",           "retry_backoff",  "coordination",
-                            "erasure_deadline"};
+const Keys k_daemon_keys = {"audit_log", "audit_store",   "audit_schema",   "audit_key",
+                            "metrics",   "timezone",      "max_clock_skew", "store_down_unhealthy",
+                            "splay",     "retry_backoff", "coordination",   "erasure_deadline"};
 
 bool has_glob_magic(std::string_view s) {
     return s.find_first_of("*?[") != std::string_view::npos;
@@ -243,6 +243,37 @@ void Loader::check_coordination() {
     }
 }
 
+// Only once the datastores of every file are known.
+void Loader::check_audit_store() {
+    if (!m_audit_store) {
+        return;
+    }
+    m_file = 0;
+    const auto& name = m_config.daemon.audit_store;
+    const auto it = m_config.datastores.find(name);
+    if (it == m_config.datastores.end()) {
+        Keys names;
+        for (const auto& [n, ds] : m_config.datastores) {
+            names.push_back(n);
+        }
+        error(*m_audit_store,
+              "audit_store: unknown datastore " + in_quotes(name) + hint(name, names));
+        return;
+    }
+    if (it->second.kind != nullptr && !it->second.kind->holds_audit()) {
+        Keys holding;
+        for (const Kind* kind : m_kinds) {
+            if (kind->holds_audit()) {
+                holding.push_back(kind->name());
+            }
+        }
+        error(*m_audit_store, "audit_store: datastore " + in_quotes(name) + " is " +
+                                  std::string(it->second.kind->name()) +
+                                  "; the audit chain needs a " + join_names(holding) +
+                                  " datastore");
+    }
+}
+
 Config Loader::load(const std::string& path) {
     m_config.main_file = path;
     m_main_dir = fs::path(path).parent_path();
@@ -258,6 +289,7 @@ Config Loader::load(const std::string& path) {
     read_sections("rules");
     read_sections("coverage");
     check_coordination();
+    check_audit_store();
 
     std::string all_bytes;
     for (const auto& file : m_files) {
@@ -355,6 +387,41 @@ void Loader::read_daemon(const ConfigNode& node) {
         if (auto s = string(*v, "coordination")) {
             d.coordination = *s;
             m_coordination = *v;
+        }
+    }
+    read_audit_store(*f);
+}
+
+// Extension: the audit chain in a postgres datastore instead of a file.
+void Loader::read_audit_store(const ConfigMap& f) {
+    DaemonSettings& d = m_config.daemon;
+    if (const auto* v = f.get("audit_store")) {
+        if (auto s = string(*v, "audit_store")) {
+            d.audit_store = *s;
+            m_audit_store = *v;
+            if (f.get("audit_log") != nullptr) {
+                error(*v, "audit_store: the audit chain is kept either in a datastore "
+                          "(audit_store) or in a file (audit_log), not both; remove one");
+            }
+        }
+    }
+    if (const auto* v = f.get("audit_schema")) {
+        if (auto s = string(*v, "audit_schema")) {
+            const bool ident =
+                !s->empty() && s->size() <= 63 &&
+                (std::islower(static_cast<unsigned char>((*s)[0])) != 0 || (*s)[0] == '_') &&
+                std::all_of(s->begin(), s->end(), [](char c) {
+                    return std::islower(static_cast<unsigned char>(c)) != 0 ||
+                           std::isdigit(static_cast<unsigned char>(c)) != 0 || c == '_';
+                });
+            if (!ident) {
+                error(*v, "audit_schema: " + in_quotes(*s) +
+                              " is not a plain schema name (lower-case letters, digits and _, "
+                              "at most 63)");
+            } else if (f.get("audit_store") == nullptr) {
+                error(*v, "audit_schema: only meaningful with audit_store");
+            }
+            d.audit_schema = *s;
         }
     }
 }

@@ -100,6 +100,7 @@ private:
     std::filesystem::path m_main_dir;
     std::vector<std::pair<YAML::Node, YAML::Mark>> m_null_values; // empty values: their key's mark
     std::set<std::string> m_kindless_datastores; // declared with a bad or missing kind
+    std::optional<ConfigNode> m_audit_store;     // daemon.audit_store, checked after datastores
     std::optional<ConfigNode> m_coordination;    // daemon.coordination, checked after datastores
     Keys m_kind_names;                           // "postgres", "files", "redis"
     Keys m_datastore_keys;                       // "kind" and every kind's datastore keys
@@ -125,6 +126,8 @@ private:
     void read_includes(const Includes& includes, const std::string& path);
     void read_sections(std::string_view name);
     void check_coordination();
+    void check_audit_store();
+    void read_audit_store(const ConfigMap& f);
     void read_daemon(const ConfigNode& node);
     void read_datastores(const ConfigNode& node);
     void read_datastore(const ConfigNode& name_node, const ConfigNode& node);

@@ -21,6 +21,8 @@ Loader::Loader(const std::vector<const Kind*>& kinds, const EnvLookup& env)
                                "datastores",
                                "rules",
                                "audit_log",
+                               "audit_store",
+                               "audit_schema",
                                "audit_key",
                                "metrics",
                                "timezone",

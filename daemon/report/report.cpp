@@ -125,27 +125,17 @@ public:
         m_tz = zone_or_utc(config.daemon.timezone);
     }
 
-    void read_file(const std::string& path, ReportData& data) {
-        std::ifstream in(path);
-        if (!in) {
-            throw std::runtime_error("cannot open " + path);
+    void read_line(std::string_view line, ReportData& data) {
+        if (line.empty()) {
+            return;
         }
-        std::string line;
-        while (std::getline(in, line)) {
-            if (line.empty()) {
-                continue;
-            }
-            ++data.audit_lines;
-            nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-            if (j.is_discarded() || !j.is_object()) {
-                ++data.audit_bad_lines;
-                continue;
-            }
-            handle(j);
+        ++data.audit_lines;
+        nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_discarded() || !j.is_object()) {
+            ++data.audit_bad_lines;
+            return;
         }
-        if (in.bad()) {
-            throw std::runtime_error("read error in " + path);
-        }
+        handle(j);
     }
 
     std::map<std::string, RuleHistory>& histories() { return m_history; }
@@ -320,26 +310,16 @@ private:
     std::unordered_map<std::string, PendingBatch> m_pending;
 };
 
-void scan_audit_log(const Config& config, const std::string& path, ReportData& data,
+void scan_audit_log(const Config& config, const AuditLines& lines, ReportData& data,
                     std::map<std::string, RuleHistory>& out) {
     const std::set<std::string> window(data.weeks.begin(), data.weeks.end());
     AuditScan scan(config, window);
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    if (!fs::exists(path, ec)) {
-        data.audit_log_error = "not found";
-        return;
-    }
     try {
-        // Rotated files first, oldest (highest number) first, as `audit prove` reads them.
-        int rotated = 0;
-        while (fs::exists(path + "." + std::to_string(rotated + 1), ec)) {
-            ++rotated;
-        }
-        for (int n = rotated; n >= 1; --n) {
-            scan.read_file(path + "." + std::to_string(n), data);
-        }
-        scan.read_file(path, data);
+        // Oldest first (a file log: its rotated files first), as `audit prove` reads them.
+        lines.forward([&](std::string_view line, bool /*terminated*/) {
+            scan.read_line(line, data);
+            return true;
+        });
         data.audit_log_read = true;
     } catch (const std::exception& e) {
         data.audit_log_error = mask_personal(e.what());
@@ -431,6 +411,17 @@ RuleStatus status_of(RuleReport& r) {
 
 ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>& dries,
                              const std::string& audit_log_path, TimePoint now) {
+    std::error_code ec;
+    if (!std::filesystem::exists(audit_log_path, ec)) {
+        return build_report_data(config, dries, nullptr, audit_log_path, now);
+    }
+    return build_report_data(config, dries, file_audit_lines(audit_log_path, true).get(),
+                             audit_log_path, now);
+}
+
+ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>& dries,
+                             const AuditLines* lines, const std::string& audit_log_path,
+                             TimePoint now) {
     ReportData data;
     data.generated_at = now;
     data.timezone = config.daemon.timezone;
@@ -444,7 +435,11 @@ ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>
     }
 
     std::map<std::string, RuleHistory> histories;
-    scan_audit_log(config, audit_log_path, data, histories);
+    if (lines == nullptr) {
+        data.audit_log_error = "not found";
+    } else {
+        scan_audit_log(config, *lines, data, histories);
+    }
 
     std::map<std::string, std::size_t> rules_per_store;
     for (const auto& dry : dries) {

@@ -1,5 +1,6 @@
 #include "retentiond/runner.hpp"
 
+#include "retentiond/audit_pg_store.hpp"
 #include "retentiond/crypto.hpp"
 #include "retentiond/registry.hpp"
 #include "retentiond/timeutil.hpp"
@@ -35,9 +36,47 @@ std::unique_ptr<AuditLog> open_audit_log(const Config& config, const std::string
                                       "an audit key (digests could not be proven)"}});
     }
     try {
+        if (const auto target = audit_store_target(config)) {
+            return std::make_unique<AuditLog>(open_pg_audit_store(*target), config.daemon.audit_key,
+                                              run_id);
+        }
         return std::make_unique<AuditLog>(config.daemon.audit_log, config.daemon.audit_key, run_id);
+    } catch (const UnavailableError& e) {
+        throw UnavailableError(std::string("audit log: ") + e.what());
     } catch (const std::exception& e) {
         throw AuditWriteError(std::string("audit log: ") + e.what());
+    }
+}
+
+std::optional<PgAuditTarget> audit_store_target(const Config& config) {
+    const auto& name = config.daemon.audit_store;
+    if (name.empty()) {
+        return std::nullopt;
+    }
+    const auto& store = config.datastores.at(name); // the loader checked it exists
+    return PgAuditTarget{store.kind->audit_conninfo(store), config.daemon.audit_schema, name};
+}
+
+std::unique_ptr<AuditLines> open_audit_lines(const Config& config,
+                                             const std::optional<std::string>& log_file,
+                                             bool with_rotated) {
+    if (log_file) {
+        return file_audit_lines(*log_file, with_rotated);
+    }
+    if (const auto target = audit_store_target(config)) {
+        return pg_audit_lines(*target);
+    }
+    return file_audit_lines(config.daemon.audit_log, with_rotated);
+}
+
+void log_audit_head(const AuditLog& audit) {
+    spdlog::info("audit head: seq={} sha256={} ({})", audit.last_seq(), audit.last_hash(),
+                 audit.path());
+}
+
+void Runner::log_audit_head() const {
+    if (!m_head.empty()) {
+        spdlog::info("{}", m_head);
     }
 }
 
@@ -229,6 +268,8 @@ std::vector<RuleRun> Runner::purge(const PurgeOptions& options) {
         runs.back().failure = RuleRun::Failure::error;
         runs.back().error = std::string("audit log: ") + e.what();
     }
+    m_head = "audit head: seq=" + std::to_string(audit->last_seq()) +
+             " sha256=" + audit->last_hash() + " (" + audit->path() + ")";
     return runs;
 }
 

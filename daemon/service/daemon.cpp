@@ -345,7 +345,9 @@ private:
         options.phase = [&progress](const Rule& r, std::string_view phase) {
             progress.phase(r.name, phase);
         };
-        return m_runner->run_rule(rule, m_audit, new_run_id(), options);
+        auto run = m_runner->run_rule(rule, m_audit, new_run_id(), options);
+        log_audit_head(m_audit); // the anchor `audit verify --head` checks the chain against
+        return run;
     }
 
     void record_slot(RunLock& lock, const Job& job, TimePoint started, const RuleRun& run) {
@@ -556,7 +558,7 @@ private:
             names.insert(rule.name);
         }
         try {
-            m_last_success = last_successes(m_config->daemon.audit_log, names);
+            m_last_success = last_successes(*open_audit_lines(*m_config, std::nullopt), names);
         } catch (const std::exception& e) {
             // Unknown last success = run at start: the safe side for a retention promise.
             spdlog::warn("cannot read the last successes from the audit log ({}): every rule "
@@ -820,9 +822,11 @@ private:
                 spdlog::warn("{}", w.to_string());
             }
             if (fresh->daemon.audit_log != m_config->daemon.audit_log ||
+                fresh->daemon.audit_store != m_config->daemon.audit_store ||
+                fresh->daemon.audit_schema != m_config->daemon.audit_schema ||
                 fresh->daemon.audit_key.reveal() != m_config->daemon.audit_key.reveal()) {
-                spdlog::warn("daemon.audit_log and daemon.audit_key changes take effect at the "
-                             "next restart");
+                spdlog::warn("daemon.audit_log, audit_store and audit_key changes take effect at "
+                             "the next restart");
             }
             if (fresh->daemon.metrics != m_config->daemon.metrics) {
                 spdlog::warn("daemon.metrics changes take effect at the next restart");
@@ -908,11 +912,11 @@ private:
             m_ledger_thread.join(); // finished: its result was posted
         }
         m_ledger_busy = true;
-        m_ledger_thread = std::thread([this, path = m_config->daemon.audit_log] {
+        m_ledger_thread = std::thread([this, config = m_config] {
             std::optional<std::vector<TimePoint>> deadlines;
             try {
                 std::vector<TimePoint> open;
-                for (const auto& r : read_ledger(path)) {
+                for (const auto& r : read_ledger(*open_audit_lines(*config, std::nullopt))) {
                     if (r.open()) {
                         open.push_back(r.deadline);
                     }
@@ -1080,8 +1084,8 @@ int run_daemon(const std::string& config_path, std::ostream& out, std::ostream& 
     }
     const int code = daemon.run();
     audit->run_end("ok", daemon.summary());
-    spdlog::info("stopped; audit log {} ends at seq {}, sha256 {}", audit->path(),
-                 audit->last_seq(), audit->last_hash());
+    spdlog::info("stopped");
+    log_audit_head(*audit);
     return code;
 }
 

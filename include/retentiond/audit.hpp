@@ -1,5 +1,6 @@
 #pragma once
 
+#include "retentiond/audit_store.hpp"
 #include "retentiond/config.hpp"
 
 #include <nlohmann/json.hpp>
@@ -7,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -77,13 +79,17 @@ std::string record_digest(const Secret& audit_key, std::string_view rule, std::s
 std::string new_run_id();
 
 // The append-only, hash-chained JSON Lines log (policy-format.md, "The audit log"; the exact line
-// format is in docs/audit-log.md).
+// format is in docs/audit-log.md), kept in an AuditStore (audit_store.hpp): a file, or a
+// PostgreSQL table shared by several hosts.
 class AuditLog : public BatchJournal {
 public:
-    // Opens for appending; continues the chain from the last line (or from the last line of the
-    // rotated file `path.1` when `path` is new). Throws std::runtime_error when the log cannot
-    // be written, so a run stops before touching any datastore.
+    // Opens the file log at `path` for appending; continues the chain from the last line (or from
+    // the last line of the rotated file `path.1` when `path` is new). Throws std::runtime_error
+    // when the log cannot be written, so a run stops before touching any datastore.
     AuditLog(std::string path, Secret audit_key, std::string run_id);
+    // The same on any store (a torn tail the store dropped is recorded first).
+    AuditLog(std::unique_ptr<AuditStore> store, Secret audit_key, std::string run_id,
+             const std::string& dropped = {});
     ~AuditLog() override;
     AuditLog(const AuditLog&) = delete;
     AuditLog& operator=(const AuditLog&) = delete;
@@ -102,7 +108,7 @@ public:
     void run_start(const Config& config, const std::string& mode);
     void run_end(const std::string& status, const nlohmann::json& summary);
 
-    // Unresolved intents left by a crash (from the pending-keys file beside the log).
+    // Unresolved intents left by a crash (from the pending keys the store keeps).
     struct Pending {
         std::string batch_id;
         BatchIntent batch;
@@ -115,43 +121,42 @@ public:
     std::vector<Pending> abandoned(const std::string& datastore);
     void resolve(const Pending& p, bool committed, const std::string& how);
 
-    const std::string& path() const { return m_path; }
+    // The store's name: the file's path, or the table and its datastore.
+    const std::string& path() const { return m_name; }
     const std::string& run_id() const { return m_run_id; }
     // SHA-256 of the last line written (or found on open): worth mirroring to the journal at run
     // end, because a hash chain cannot by itself reveal that trailing lines were cut off.
-    const std::string& last_hash() const { return m_prev; }
-    // The seq of the last line in the current file (0 when the file is empty).
-    std::uint64_t last_seq() const { return m_seq; }
-    // "<path>.pending": one file of raw keys per batch in flight (0700 directory, 0600 files).
-    std::string pending_dir() const { return m_path + ".pending"; }
+    std::string last_hash() const;
+    // The seq of the last line (0 when the file is empty).
+    std::uint64_t last_seq() const;
+    // A file log's "<path>.pending": one file of raw keys per batch in flight (0700 directory,
+    // 0600 files).
+    std::string pending_dir() const { return m_name + ".pending"; }
+    AuditStore& store() { return *m_store; }
 
 private:
     // digests: pre-rendered array body spliced into the line's empty "digests" array.
     void append(nlohmann::json line, std::string_view digests = {}, bool sync = true);
+    // The store's renderer of `line` on its head (seq, prev, ts), splicing in `digests`.
+    AuditStore::Render render_on_head(nlohmann::json& line, std::string_view digests) const;
+    // An outcome line: with its batch's keys dropped in the same commit when the store can,
+    // else lazily (settled once the line is durable).
+    void append_outcome(nlohmann::json line, const std::string& batch_id);
     void settle_lazy_outcomes();
-    void open_log();
-    void close_log();
-    void reopen_if_rotated();
-    std::string pending_file(const std::string& batch_id) const;
-    void remove_pending(const std::string& batch_id) const;
-    std::string m_path;
+    std::unique_ptr<AuditStore> m_store;
+    std::string m_name;
     Secret m_key;
     std::string m_run_id;
-    std::string m_prev;
-    int m_fd = -1;
-    std::uint64_t m_seq = 0;
-    off_t m_end = 0; // file size after our last write: a smaller file was truncated
     std::uint64_t m_batches = 0;
-    bool m_broken = false; // a write or fsync failed: never chain onto a possibly torn line
     struct InFlight {
         std::string rule; // for the digests of outcome_except
         std::string datastore;
     };
     std::map<std::string, InFlight> m_in_flight; // this process's batches without an outcome
-    std::vector<std::string> m_lazy_outcomes;    // outcome written, not yet fsynced: keep pending
+    std::vector<std::string> m_lazy_outcomes;    // outcome written, not yet durable: keep pending
     // Appends come from several threads in the daemon (one worker per datastore): every line is
     // chained under this lock, so the chain stays linear.
-    std::mutex m_mutex;
+    mutable std::mutex m_mutex;
     mutable std::mutex m_pending_mutex; // one pending() scan at a time
 };
 
@@ -170,6 +175,25 @@ struct VerifyResult {
 // `path.1`). Streams the file: constant memory. Throws std::runtime_error when the file cannot be
 // read (an I/O problem is not evidence of tampering).
 VerifyResult verify_audit_log(const std::string& path);
+// An anchor taken outside the store (the `audit head:` line a run logs): line `seq` must hash to
+// `sha256`.
+struct AuditHeadCheck {
+    std::uint64_t seq = 0;
+    std::string sha256;
+};
+// Verifies any lines (a file, a store's table, an export): every line's framing, fields and seq,
+// the chain, and each head given (its line must be present and hash to it). The first line may
+// chain to a line that is not present (a rotated file, an export's slice, an imported log): that
+// is a note, with the seq it starts at.
+VerifyResult verify_audit_lines(const AuditLines& lines,
+                                const std::vector<AuditHeadCheck>& heads = {});
+
+// Writes `lines` to the JSON Lines file `output` (a temp file fsynced, then renamed): every line,
+// or the contiguous run from the first line whose ts is at or after `since` to the last before a
+// line whose ts is after `until`. `audit verify --log` accepts it; a slice's first line chains to
+// a line that is not in it (a note). Returns the lines written.
+std::uint64_t export_audit_lines(const AuditLines& lines, const std::string& output,
+                                 std::optional<TimePoint> since, std::optional<TimePoint> until);
 
 struct ProofEntry {
     std::string time;
@@ -186,18 +210,15 @@ struct ProofEntry {
 // intent's ts (the commit happened between it and committed_at).
 std::vector<ProofEntry> prove(const std::string& path, const Secret& audit_key,
                               std::string_view rule, std::string_view key);
+std::vector<ProofEntry> prove(const AuditLines& lines, const Secret& audit_key,
+                              std::string_view rule, std::string_view key);
 
 // When each rule last succeeded: the `ts` of its newest `rule_end` line with `ok: true`, read
 // backwards from the end of `path`, then of `path.1`; stops as soon as every rule is found, so a
 // large log costs only its tail unless a rule never succeeded. Rules not found are absent.
 std::map<std::string, TimePoint> last_successes(const std::string& path,
                                                 const std::set<std::string>& rules);
-
-// Every complete line of the log that is a JSON object, oldest first: the rotated files path.N
-// ... path.1 that exist, then path (absent: no lines). Streamed, constant memory. Throws
-// std::runtime_error when a file cannot be read. The erasure ledger's readers go through it
-// (ledger.hpp).
-void for_each_audit_line(const std::string& path,
-                         const std::function<void(const nlohmann::json&)>& on_line);
+std::map<std::string, TimePoint> last_successes(const AuditLines& lines,
+                                                const std::set<std::string>& rules);
 
 } // namespace retentiond

@@ -168,6 +168,10 @@ struct DaemonSettings {
     std::string coordination;
     // Extension: an erasure request is due this long after it was received (GDPR art. 12(3)).
     Duration erasure_deadline{1, 0, 0, false, "1 month"};
+    // Extension `audit_store: NAME`: the audit chain in a table of this postgres datastore,
+    // schema `audit_schema` (audit_pg_store.hpp), instead of the file `audit_log`. Empty: the file.
+    std::string audit_store;
+    std::string audit_schema = "retentiond";
 };
 
 // Extension `coverage: { ignore: [...] }`: a location that looks personal and needs no rule, with

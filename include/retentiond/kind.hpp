@@ -72,6 +72,14 @@ public:
     // ends a wait on the store within seconds.
     virtual std::unique_ptr<RunLock> try_lock_run(const Datastore& store, std::string_view rule,
                                                   const std::function<bool()>& stop) const;
+
+    // The audit chain: whether a datastore of this kind can hold it (`daemon.audit_store`), and
+    // the connection string its store opens (holds_audit() only; a secret: never logged).
+    virtual bool holds_audit() const { return false; }
+    virtual std::string audit_conninfo(const Datastore& store) const {
+        (void)store;
+        return {};
+    }
 };
 
 } // namespace retentiond

@@ -2,9 +2,10 @@
 
 // The erasure ledger: the `erasure_request` events of the audit log (docs/audit-log.md), read
 // back. Every reader of the ledger is here (erase --status, audit prove --subject), and reads the
-// log through for_each_audit_line (audit.hpp). A request names its subject by digest only
-// (subject.hpp): nothing here can tell who the person is.
+// chain through AuditLines (audit_store.hpp: the file log or the store). A request names its
+// subject by digest only (subject.hpp): nothing here can tell who the person is.
 
+#include "retentiond/audit_store.hpp"
 #include "retentiond/config.hpp"
 
 #include <nlohmann/json.hpp>
@@ -52,7 +53,7 @@ struct ErasureRequest {
 nlohmann::json erasure_event_fields(const ErasureRequest& r);
 
 // Every request of the log at `path` (and its rotated files), in the order first recorded.
-std::vector<ErasureRequest> read_ledger(const std::string& path);
+std::vector<ErasureRequest> read_ledger(const AuditLines& lines);
 
 // The request still open for `subject`, if any (the latest).
 std::optional<ErasureRequest> open_request_for(const std::vector<ErasureRequest>& ledger,

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "retentiond/audit_store.hpp"
 #include "retentiond/config.hpp"
 #include "retentiond/coverage.hpp"
 #include "retentiond/engine.hpp"
@@ -111,6 +112,10 @@ constexpr int k_report_schema_version = 1;
 // every rule is then "never run". now dates the report and ends the week window.
 ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>& dries,
                              const std::string& audit_log_path, TimePoint now);
+// The same from any store's lines (a PostgreSQL table: daemon.audit_store); `name` is what the
+// report calls them. lines = nullptr: no audit log ("not found").
+ReportData build_report_data(const Config& config, const std::vector<RuleDryRun>& dries,
+                             const AuditLines* lines, const std::string& name, TimePoint now);
 
 // Scans every datastore (or only `datastore`) for what looks personal, through each kind's
 // Kind::scan_coverage, then applies the configuration's acknowledgements. A store that cannot

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "retentiond/audit.hpp"
+#include "retentiond/audit_pg_store.hpp"
 #include "retentiond/engine.hpp"
 
 #include <chrono>
@@ -56,6 +57,18 @@ std::vector<const Rule*> select_rules(const Config& config, const std::vector<st
 // Opens the audit log of a config for a run. Throws ConfigError (exit 78) when audit_key is
 // missing, std::runtime_error (exit 74) when the log cannot be written.
 std::unique_ptr<AuditLog> open_audit_log(const Config& config, const std::string& run_id);
+// The configured audit chain's PostgreSQL store (daemon.audit_store), if any.
+std::optional<PgAuditTarget> audit_store_target(const Config& config);
+// The lines of the configured audit chain, for every reader (verify, prove, report, last
+// successes, export): the file `log_file` when given, else the store's table
+// (daemon.audit_store) or the file log (daemon.audit_log). `with_rotated`: a file log's rotated
+// files first (all but verify, which checks one file against its predecessor).
+std::unique_ptr<AuditLines> open_audit_lines(const Config& config,
+                                             const std::optional<std::string>& log_file,
+                                             bool with_rotated = true);
+// Logs the chain's head (`audit head: seq=N sha256=H`) to the process's log output (journald,
+// a log drain): the anchor `audit verify --head` checks the store against.
+void log_audit_head(const AuditLog& audit);
 
 // Drives engines for a config: one engine per datastore, made on first use.
 class Runner {
@@ -78,6 +91,10 @@ public:
     // pending). Returns how many were resolved.
     int resolve(AuditLog& audit, const std::vector<AuditLog::Pending>& batches);
 
+    // Logs the chain head purge() ended on (`audit head: seq=N sha256=H`), once the caller's
+    // progress display is done with the terminal.
+    void log_audit_head() const;
+
     // Drops the engine of a datastore (after an outage, so the next use reconnects).
     void reset_engine(const std::string& datastore);
     Engine& engine(const std::string& datastore);
@@ -88,6 +105,7 @@ private:
 
     const Config& m_config;
     std::map<std::string, std::unique_ptr<Engine>> m_engines;
+    std::string m_head; // the head line purge() ended on
 };
 
 // "ok", "refused", "failed", "stopped", "unavailable".

@@ -41,8 +41,8 @@ struct Schedule {
 Schedule parse_schedule(std::string_view text);
 
 // The first run time strictly after `after`, with wall-clock times read in tz. A local time that
-// does not exist (spring-forward gap) runs at the first instant after the gap; one that exists twice
-// (fall-back) runs once, at its first occurrence. `every` schedules are aligned to the epoch.
+// does not exist (spring-forward gap) runs at the first instant after the gap; one that exists
+// twice (fall-back) runs once, at its first occurrence. `every` schedules are aligned to the epoch.
 TimePoint next_run(const Schedule& s, TimePoint after, const date::time_zone* tz);
 
 } // namespace retentiond

@@ -2,6 +2,7 @@
 // dates, the last the status, the counts add up), rotated files first, the open request of a
 // subject, overdue decided against a given time, and a missing log read as an empty ledger.
 #include "retentiond/audit.hpp"
+#include "retentiond/audit_store.hpp"
 #include "retentiond/ledger.hpp"
 #include "retentiond/timeutil.hpp"
 
@@ -50,7 +51,7 @@ TEST(Ledger, ARequestIsItsEventsFirstDatesLastStatusCountsAddedUp) {
         log.event(std::string(k_erasure_event),
                   erasure_event_fields(request("R1", "d1", "2026-02-20", "done", 1, 0)));
     }
-    const auto ledger = read_ledger(path);
+    const auto ledger = read_ledger(*file_audit_lines(path, true));
     ASSERT_EQ(ledger.size(), 2U);
     EXPECT_EQ(ledger[0].id, "R1");
     EXPECT_EQ(ledger[0].received, at("2026-01-10"));
@@ -71,7 +72,7 @@ TEST(Ledger, OpenRequestsTurnOverdueAfterTheirDeadline) {
         log.event(std::string(k_erasure_event),
                   erasure_event_fields(request("R3", "d3", "2026-01-10", "deferred", 0, 2)));
     }
-    const auto ledger = read_ledger(path);
+    const auto ledger = read_ledger(*file_audit_lines(path, true));
     ASSERT_EQ(ledger.size(), 1U);
     EXPECT_TRUE(ledger[0].open());
     EXPECT_EQ(ledger[0].deferred(), 2);
@@ -79,7 +80,10 @@ TEST(Ledger, OpenRequestsTurnOverdueAfterTheirDeadline) {
     EXPECT_TRUE(ledger[0].overdue(at("2026-02-10T00:00:01Z")));
     ASSERT_TRUE(open_request_for(ledger, "d3").has_value());
     EXPECT_EQ(open_request_for(ledger, "d3")->id, "R3");
-    EXPECT_TRUE(read_ledger(dir.file("absent.jsonl")).empty());
+    // No log at all is an error to report (the readers of the chain say it cannot be opened),
+    // not an empty ledger.
+    EXPECT_THROW(read_ledger(*file_audit_lines(dir.file("absent.jsonl"), true)),
+                 std::runtime_error);
 }
 
 } // namespace

@@ -3,6 +3,7 @@
 // completes, the Scalingo worker starts a real verb and maps its environment, and the package's
 // Build-Depends are what scripts/install-deps.sh installs. A missing tool is a failure, not a
 // skip: the check would otherwise silently stop running.
+#include "support/pg_cluster.hpp"
 #include "support/process.hpp"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include <sys/wait.h>
@@ -245,7 +247,7 @@ rules: []
     const auto ok =
         start_wrapper(app, urls + " RETENTIOND_AUDIT_KEY=s3cret-key", "check --offline");
     EXPECT_EQ(ok.status, 0) << ok.text;
-    EXPECT_NE(ok.text.find("configuration valid: 0 rules, 3 datastores"), std::string::npos)
+    EXPECT_NE(ok.text.find("configuration valid: 0 rules, 4 datastores"), std::string::npos)
         << ok.text;
     EXPECT_EQ(ok.text.find("s3cret-key"), std::string::npos);
 
@@ -257,14 +259,24 @@ rules: []
     EXPECT_EQ(WEXITSTATUS(no_db.status), 78) << no_db.text;
 }
 
-TEST(Scalingo, PurgeCopiesTheAuditLinesToStdout) {
-    TempDir app;
-    app.write("retentiond.yaml", read_file(k_scalingo + "retentiond.yaml"));
-    app.write("policies.d/empty.yaml", "version: 1\nrules: []\n");
-    const auto out = start_wrapper(app, "RETENTIOND_AUDIT_KEY=k", "purge --now");
-    EXPECT_EQ(out.status, 0) << out.text;
-    EXPECT_NE(out.text.find("retentiond-audit: {"), std::string::npos) << out.text;
-    EXPECT_NE(out.text.find("\"type\":\"run_end\""), std::string::npos) << out.text;
+TEST(Scalingo, TheAuditChainLivesInTheAppDatabaseAndOutlivesTheContainer) {
+    const auto dsn = PgCluster::shared().create_database("scalingo_" + std::to_string(::getpid()));
+    const std::string env = "RETENTIOND_AUDIT_KEY=k 'DATABASE_URL=" + dsn + "'";
+    {
+        TempDir app; // a container: its disk goes with it
+        app.write("retentiond.yaml", read_file(k_scalingo + "retentiond.yaml"));
+        app.write("policies.d/empty.yaml", "version: 1\nrules: []\n");
+        const auto out = start_wrapper(app, env, "purge --now");
+        EXPECT_EQ(out.status, 0) << out.text;
+        EXPECT_NE(out.text.find("audit head: seq=2 "), std::string::npos) << out.text;
+    }
+    EXPECT_EQ(pg_scalar(dsn, "SELECT count(*) FROM retentiond.audit_log"), "2");
+    TempDir next; // a one-off container after a deploy sees the whole chain
+    next.write("retentiond.yaml", read_file(k_scalingo + "retentiond.yaml"));
+    next.write("policies.d/empty.yaml", "version: 1\nrules: []\n");
+    const auto verify = start_wrapper(next, env, "audit verify");
+    EXPECT_EQ(verify.status, 0) << verify.text;
+    EXPECT_NE(verify.text.find("intact: 2 lines, 1 runs"), std::string::npos) << verify.text;
 }
 
 TEST(ShippedConfig, ValidatesWithTheDocumentedCredentialsDirectory) {

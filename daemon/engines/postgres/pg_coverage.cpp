@@ -121,6 +121,8 @@ std::vector<Table> read_tables(pqxx::transaction_base& tx) {
          WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND n.nspname NOT LIKE 'pg\_%'
+           -- retentiond's own audit chain (daemon.audit_store): digests, and keys being deleted
+           AND coalesce(obj_description(c.oid, 'pg_class'), '') NOT LIKE 'retentiond audit chain%'
          ORDER BY 2, 3)");
     std::vector<Table> tables;
     for (const auto& r : rows) {

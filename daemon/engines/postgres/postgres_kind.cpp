@@ -1,6 +1,8 @@
 // Kind postgres: its keys, its readers, its engine, and what the report and the daemon ask of it.
 #include "postgres_kind.hpp"
 
+#include "pg_connect.hpp"
+
 #include "retentiond/run_lock.hpp"
 
 namespace retentiond {
@@ -57,6 +59,10 @@ public:
     std::unique_ptr<RunLock> try_lock_run(const Datastore& store, std::string_view rule,
                                           const std::function<bool()>& stop) const override {
         return RunLock::try_acquire(spec_of<PostgresStore>(store).dsn.reveal(), rule, stop);
+    }
+    bool holds_audit() const override { return true; }
+    std::string audit_conninfo(const Datastore& store) const override {
+        return pg::with_connect_timeout(spec_of<PostgresStore>(store).dsn.reveal());
     }
 };
 

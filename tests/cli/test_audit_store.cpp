@@ -1,0 +1,461 @@
+// The audit chain in PostgreSQL (issue 19, `daemon.audit_store`), through the real binary on a
+// throwaway cluster: two processes appending at once keep one chain; an edited, deleted or
+// reordered row is caught by `audit verify`; a chain rewritten whole is caught by `--head`;
+// export, import, prove and the report read the store; a SIGKILL mid-purge leaves the raw keys
+// only in the in-flight table, and the next run settles them.
+#include "retentiond/crypto.hpp"
+#include "support/pg_cluster.hpp"
+#include "support/process.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include <csignal>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <regex>
+#include <thread>
+
+namespace retentiond::test {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+namespace fs = std::filesystem;
+
+const std::string k_audit_key = "store-audit-key-0123456789";
+
+// The binary as a child that runs alongside another, or is killed.
+class Child {
+public:
+    Child(const std::vector<std::string>& args, const std::string& out_file) : m_out(out_file) {
+        std::vector<std::string> full = {RETENTIOND_BINARY};
+        full.insert(full.end(), args.begin(), args.end());
+        m_pid = ::fork();
+        if (m_pid == 0) {
+            const int in = ::open("/dev/null", O_RDONLY);
+            const int out = ::open(m_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            ::dup2(in, 0);
+            ::dup2(out, 1);
+            ::dup2(out, 2);
+            std::vector<char*> argv;
+            for (auto& a : full) {
+                argv.push_back(a.data());
+            }
+            argv.push_back(nullptr);
+            ::execv(argv[0], argv.data());
+            ::_exit(127);
+        }
+    }
+    void kill() const { ::kill(m_pid, SIGKILL); }
+    int wait() {
+        int status = 0;
+        ::waitpid(m_pid, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    }
+    std::string output() const { return read_file(m_out); }
+
+private:
+    pid_t m_pid = -1;
+    std::string m_out;
+};
+
+class AuditStoreTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        static std::atomic<int> counter{0};
+        m_dsn = PgCluster::shared().create_database("store_" + std::to_string(::getpid()) + "_" +
+                                                    std::to_string(++counter));
+        seed("items", 1, k_due);
+        m_dir.write("audit-key", k_audit_key + "\n");
+    }
+
+    void seed(const std::string& table, int from, int to) {
+        pg_exec(m_dsn, "CREATE TABLE IF NOT EXISTS " + table +
+                           " (id bigint PRIMARY KEY, created_at timestamptz);"
+                           "INSERT INTO " +
+                           table + " SELECT g, now() - interval '400 days' FROM generate_series(" +
+                           std::to_string(from) + ", " + std::to_string(to) + ") g;");
+    }
+
+    static std::string rule(const std::string& name, const std::string& table, int batch) {
+        return "  - name: " + name +
+               "\n    datastore: app\n    category: items\n    table: " + table +
+               "\n    key: id\n    clock: created_at\n    retain: 1 year\n    action: delete\n"
+               "    batch_size: " +
+               std::to_string(batch) + "\n    limits: { max_fraction: 1 }\n";
+    }
+
+    // A config on the store (audit_store: app) or on a file log; `dsn` overrides the store's.
+    std::string write_config(const std::string& name, const std::string& rules, bool store = true,
+                             const std::string& dsn = "") const {
+        const std::string audit =
+            store ? "  audit_store: app\n" : "  audit_log: " + m_dir.file("audit.jsonl") + "\n";
+        return m_dir.write(name, "version: 1\ndaemon:\n" + audit +
+                                     "  audit_key: ${file:" + m_dir.file("audit-key") +
+                                     "}\n  metrics: \"off\"\n  timezone: UTC\n"
+                                     "datastores:\n  app:\n    kind: postgres\n    dsn: \"" +
+                                     (dsn.empty() ? m_dsn : dsn) + "\"\nrules:\n" + rules);
+    }
+
+    static std::vector<std::string> with(const std::string& config, std::vector<std::string> verb) {
+        verb.insert(verb.begin(), {"--config", config});
+        return verb;
+    }
+
+    std::vector<std::pair<std::int64_t, std::string>> rows() const {
+        pqxx::connection c(m_dsn);
+        pqxx::work tx(c);
+        std::vector<std::pair<std::int64_t, std::string>> out;
+        for (const auto& r : tx.exec("SELECT seq, line FROM retentiond.audit_log ORDER BY seq")) {
+            out.emplace_back(r[0].as<std::int64_t>(), r[1].as<std::string>());
+        }
+        return out;
+    }
+
+    void set_line(std::int64_t seq, const std::string& line) const {
+        pqxx::connection c(m_dsn);
+        pqxx::work tx(c);
+        tx.exec_params("UPDATE retentiond.audit_log SET line = $2 WHERE seq = $1", seq, line);
+        tx.commit();
+    }
+
+    std::int64_t count(const std::string& sql) const { return std::stoll(pg_scalar(m_dsn, sql)); }
+
+    static constexpr int k_due = 300;
+    TempDir m_dir;
+    std::string m_dsn;
+};
+
+// "audit head: seq=N sha256=H" as a run logs it.
+std::pair<std::string, std::string> logged_head(const std::string& output) {
+    std::smatch m;
+    const std::regex re("audit head: seq=([0-9]+) sha256=([0-9a-f]{64})");
+    std::string last_seq;
+    std::string last_hash;
+    for (auto it = output.cbegin(); std::regex_search(it, output.cend(), m, re);
+         it = m.suffix().first) {
+        last_seq = m[1];
+        last_hash = m[2];
+    }
+    return {last_seq, last_hash};
+}
+
+TEST_F(AuditStoreTest, PurgeWritesTheChainToTheStoreAndEveryReaderReadsIt) {
+    const auto config = write_config("retentiond.yaml", rule("old-items", "items", 50));
+    const auto r = run_retentiond(with(config, {"purge", "--now"}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(count("SELECT count(*) FROM items"), 0);
+    EXPECT_FALSE(fs::exists(m_dir.file("audit.jsonl"))) << "a file log beside the store";
+    const auto lines = rows();
+    ASSERT_GE(lines.size(), 12U); // run_start, 6 intents and outcomes, rule_end, run_end
+    EXPECT_EQ(count("SELECT count(*) FROM retentiond.in_flight"), 0);
+
+    const auto verify = run_retentiond(with(config, {"audit", "verify"}));
+    EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+    EXPECT_THAT(verify.out, HasSubstr("intact: " + std::to_string(lines.size()) + " lines"));
+    EXPECT_THAT(verify.out, HasSubstr(std::to_string(k_due) + " records"));
+
+    const auto proof =
+        run_retentiond(with(config, {"audit", "prove", "--rule", "old-items", "--key", "7"}));
+    EXPECT_EQ(proof.exit_code, 0) << proof.err;
+    EXPECT_THAT(proof.out, HasSubstr("delete at "));
+
+    const auto report = run_retentiond(with(config, {"report", "--format", "json"}));
+    EXPECT_THAT(report.out, HasSubstr("retentiond.audit_log")) << report.err;
+    EXPECT_THAT(report.out, HasSubstr("\"read\": true")) << report.out;
+    EXPECT_THAT(report.out, Not(HasSubstr("retentiond.audit_log.line")))
+        << "the audit chain's own table reported as personal data without a rule";
+
+    const auto [seq, hash] = logged_head(r.out + r.err);
+    EXPECT_EQ(seq, std::to_string(lines.back().first)) << r.err;
+    EXPECT_EQ(hash, sha256_hex(lines.back().second));
+}
+
+TEST_F(AuditStoreTest, TwoProcessesAppendingAtOnceKeepOneChain) {
+    seed("others", 1, k_due);
+    const auto a = write_config("a.yaml", rule("old-items", "items", 5));
+    const auto b = write_config("b.yaml", rule("old-others", "others", 5));
+    Child first(with(a, {"purge", "--now"}), m_dir.file("a.out"));
+    Child second(with(b, {"purge", "--now"}), m_dir.file("b.out"));
+    EXPECT_EQ(first.wait(), 0) << first.output();
+    EXPECT_EQ(second.wait(), 0) << second.output();
+
+    const auto lines = rows();
+    // Interleaved: the two runs' lines alternate somewhere in the chain.
+    int switches = 0;
+    std::map<std::string, int> types;
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+        const auto j = nlohmann::json::parse(lines[i].second);
+        ++types[j["type"].get<std::string>()];
+        // Recovery by one process must leave the other's batches in flight alone.
+        EXPECT_FALSE(j.contains("recovered"))
+            << "a live writer's batch settled as a leftover: " << lines[i].second;
+        if (i > 0) {
+            switches += j["run"] != nlohmann::json::parse(lines[i - 1].second)["run"] ? 1 : 0;
+        }
+    }
+    EXPECT_EQ(types["run_start"], 2);
+    EXPECT_EQ(types["intent"], 2 * k_due / 5);
+    EXPECT_EQ(types["outcome"], 2 * k_due / 5);
+    EXPECT_EQ(types["run_end"], 2);
+    EXPECT_GT(switches, 2) << "the two writers did not run at once";
+    const auto verify = run_retentiond(with(a, {"audit", "verify"}));
+    EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+    EXPECT_THAT(verify.out, HasSubstr(std::to_string(2 * k_due) + " records"));
+}
+
+TEST_F(AuditStoreTest, EditedDeletedOrReorderedRowsAreCaught) {
+    const auto config = write_config("retentiond.yaml", rule("old-items", "items", 100));
+    ASSERT_EQ(run_retentiond(with(config, {"purge", "--now"})).exit_code, 0);
+    const auto lines = rows();
+    ASSERT_GE(lines.size(), 6U);
+    const auto verify = [&] { return run_retentiond(with(config, {"audit", "verify"})); };
+
+    // Edited: an outcome's count.
+    auto edited = lines[3].second;
+    const auto at = edited.find("\"count\":");
+    ASSERT_NE(at, std::string::npos);
+    edited.replace(at, 9, "\"count\":9");
+    set_line(lines[3].first, edited);
+    auto r = verify();
+    EXPECT_EQ(r.exit_code, 65) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("altered"));
+    set_line(lines[3].first, lines[3].second);
+    ASSERT_EQ(verify().exit_code, 0);
+
+    // Reordered: two rows' lines swapped.
+    set_line(lines[2].first, lines[3].second);
+    set_line(lines[3].first, lines[2].second);
+    r = verify();
+    EXPECT_EQ(r.exit_code, 65) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("seq"));
+    set_line(lines[2].first, lines[2].second);
+    set_line(lines[3].first, lines[3].second);
+
+    // Deleted: a row in the middle.
+    pg_exec(m_dsn,
+            "DELETE FROM retentiond.audit_log WHERE seq = " + std::to_string(lines[2].first));
+    r = verify();
+    EXPECT_EQ(r.exit_code, 65) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("a line was removed, inserted or moved"));
+}
+
+// Every line's prev recomputed after an edit: the chain is consistent again, only an anchor kept
+// outside the store can tell.
+void rewrite_chain(AuditStoreTest& t, std::vector<std::pair<std::int64_t, std::string>> lines,
+                   const std::function<void(std::int64_t, const std::string&)>& set) {
+    std::string prev(64, '0');
+    for (auto& [seq, line] : lines) {
+        auto j = nlohmann::json::parse(line);
+        j["prev"] = prev;
+        if (j["type"] == "outcome") {
+            j["count"] = 1; // the forger's edit
+        }
+        line = j.dump();
+        set(seq, line);
+        prev = sha256_hex(line);
+    }
+    (void)t;
+}
+
+TEST_F(AuditStoreTest, AChainRewrittenWholeIsCaughtByTheLoggedHead) {
+    const auto config = write_config("retentiond.yaml", rule("old-items", "items", 100));
+    const auto run = run_retentiond(with(config, {"purge", "--now"}));
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    const auto [seq, hash] = logged_head(run.out + run.err);
+    ASSERT_FALSE(seq.empty()) << "no `audit head:` line in the run's log output: " << run.err;
+    const std::string head = seq + ":" + hash;
+    auto r = run_retentiond(with(config, {"audit", "verify", "--head", head}));
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_THAT(r.out, HasSubstr("1 head matched"));
+
+    rewrite_chain(*this, rows(), [&](std::int64_t s, const std::string& l) { set_line(s, l); });
+    r = run_retentiond(with(config, {"audit", "verify"}));
+    EXPECT_EQ(r.exit_code, 0) << "the rewrite is consistent: " << r.out << r.err;
+    r = run_retentiond(with(config, {"audit", "verify", "--head", head}));
+    EXPECT_EQ(r.exit_code, 65) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("the chain was rewritten"));
+
+    // A head past the end: lines cut off.
+    r = run_retentiond(with(config, {"audit", "verify", "--head", "9999:" + hash}));
+    EXPECT_EQ(r.exit_code, 65) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("cut off"));
+}
+
+TEST_F(AuditStoreTest, ExportRoundTripsThroughVerifyAndASliceSaysWhereItStarts) {
+    const auto config = write_config("retentiond.yaml", rule("old-items", "items", 100));
+    ASSERT_EQ(run_retentiond(with(config, {"purge", "--now"})).exit_code, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    const auto middle = std::chrono::system_clock::now();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    seed("items", 1000, 1099);
+    ASSERT_EQ(run_retentiond(with(config, {"purge", "--now"})).exit_code, 0);
+    const auto lines = rows();
+
+    const auto whole = m_dir.file("export.jsonl");
+    auto r = run_retentiond(with(config, {"audit", "export", "--output", whole}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    std::string expected;
+    for (const auto& [seq, line] : lines) {
+        expected += line + "\n";
+    }
+    EXPECT_EQ(read_file(whole), expected);
+    r = run_retentiond({"audit", "verify", "--log", whole});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_THAT(r.out, HasSubstr("400 records"));
+
+    const auto since = std::chrono::duration_cast<std::chrono::seconds>(middle.time_since_epoch());
+    const auto slice = m_dir.file("slice.jsonl");
+    const std::time_t t = since.count();
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    r = run_retentiond(with(config, {"audit", "export", "--output", slice, "--since", text}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    const auto sliced = read_file(slice);
+    EXPECT_LT(sliced.size(), expected.size());
+    EXPECT_TRUE(expected.ends_with(sliced)) << "not the chain's contiguous end";
+    r = run_retentiond({"audit", "verify", "--log", slice});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_THAT(r.out, HasSubstr("100 records"));
+    EXPECT_THAT(r.out, HasSubstr("lines before it"));
+}
+
+TEST_F(AuditStoreTest, ImportMovesAFileLogInAndTheChainContinuesFromIt) {
+    const auto file_config = write_config("file.yaml", rule("old-items", "items", 100), false);
+    ASSERT_EQ(run_retentiond(with(file_config, {"purge", "--now"})).exit_code, 0);
+    const auto file_lines = read_file(m_dir.file("audit.jsonl"));
+    const auto config = write_config("retentiond.yaml", rule("old-items", "items", 100));
+    auto r = run_retentiond(with(config, {"audit", "import", "--log", m_dir.file("audit.jsonl")}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_THAT(r.out, HasSubstr("imported"));
+
+    seed("items", 1000, 1049);
+    ASSERT_EQ(run_retentiond(with(config, {"purge", "--now"})).exit_code, 0);
+    const auto lines = rows();
+    std::string head;
+    for (std::size_t i = 0; i < lines.size() && head.size() < file_lines.size(); ++i) {
+        head += lines[i].second + "\n";
+    }
+    EXPECT_EQ(head, file_lines) << "the imported lines do not come first, unchanged";
+    r = run_retentiond(with(config, {"audit", "verify"}));
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_THAT(r.out, HasSubstr("350 records"));
+    r = run_retentiond(with(config, {"audit", "prove", "--rule", "old-items", "--key", "7"}));
+    EXPECT_THAT(r.out, HasSubstr("delete at ")) << "a record purged before the import";
+
+    // A second import would fork the chain: refused.
+    r = run_retentiond(with(config, {"audit", "import", "--log", m_dir.file("audit.jsonl")}));
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_THAT(r.err, HasSubstr("already holds"));
+}
+
+TEST_F(AuditStoreTest, ConfigErrorsNameTheKey) {
+    auto path = m_dir.write("both.yaml", "version: 1\ndaemon:\n  audit_log: /tmp/x.jsonl\n"
+                                         "  audit_store: app\n  audit_key: k\n"
+                                         "datastores:\n  app: { kind: postgres, dsn: \"x\" }\n");
+    auto r = run_retentiond({"--config", path, "check"});
+    EXPECT_EQ(r.exit_code, 78) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("both.yaml:4"));
+    EXPECT_THAT(r.err, HasSubstr("not both"));
+
+    path = m_dir.write("files.yaml", "version: 1\ndaemon:\n  audit_store: exports\n"
+                                     "  audit_key: k\n"
+                                     "datastores:\n  exports: { kind: files, root: /tmp }\n");
+    r = run_retentiond({"--config", path, "check"});
+    EXPECT_EQ(r.exit_code, 78) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("needs a postgres datastore"));
+
+    path = m_dir.write("unknown.yaml", "version: 1\ndaemon:\n  audit_store: ap\n  audit_key: k\n"
+                                       "  audit_schema: \"Bad-Name\"\n"
+                                       "datastores:\n  app: { kind: postgres, dsn: \"x\" }\n");
+    r = run_retentiond({"--config", path, "check"});
+    EXPECT_EQ(r.exit_code, 78) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("unknown datastore \"ap\""));
+    EXPECT_THAT(r.err, HasSubstr("not a plain schema name"));
+}
+
+TEST_F(AuditStoreTest, MissingPrivilegesAreRefusedNamingThem) {
+    const std::string role = "auditless_" + std::to_string(::getpid());
+    pg_exec(m_dsn, "CREATE ROLE " + role + " LOGIN; GRANT ALL ON items TO " + role +
+                       "; REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
+                       "REVOKE CREATE ON DATABASE \"" +
+                       pg_scalar(m_dsn, "SELECT current_database()") + "\" FROM PUBLIC;");
+    const auto dsn = m_dsn.substr(0, m_dsn.find(" user=")) + " user=" + role;
+    const auto config = write_config("retentiond.yaml", rule("old-items", "items", 100), true, dsn);
+    auto r = run_retentiond(with(config, {"purge", "--now"}));
+    EXPECT_EQ(r.exit_code, 74) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("CREATE on the database"));
+    EXPECT_EQ(count("SELECT count(*) FROM items"), k_due) << "rows deleted without an audit";
+
+    // Created by an administrator's run (nothing due), then granted all but DELETE on in_flight.
+    pg_exec(m_dsn, "CREATE TABLE nothing (id bigint PRIMARY KEY, created_at timestamptz)");
+    const auto admin = write_config("admin.yaml", rule("none-due", "nothing", 100));
+    r = run_retentiond(with(admin, {"purge", "--now"}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    pg_exec(m_dsn, "GRANT USAGE ON SCHEMA retentiond TO " + role +
+                       "; GRANT SELECT, INSERT ON retentiond.audit_log TO " + role +
+                       "; GRANT SELECT, INSERT ON retentiond.in_flight TO " + role + ";");
+    r = run_retentiond(with(config, {"purge", "--now"}));
+    EXPECT_EQ(r.exit_code, 74) << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("DELETE on in_flight"));
+    EXPECT_EQ(count("SELECT count(*) FROM items"), k_due);
+}
+
+TEST_F(AuditStoreTest, SigkillMidPurgeLeavesKeysOnlyInTheStoreAndRecoverySettlesThem) {
+    pqxx::connection admin(PgCluster::shared().dsn());
+    {
+        pqxx::nontransaction tx(admin);
+        tx.exec0("ALTER SYSTEM SET synchronous_commit = on");
+        tx.exec("SELECT pg_reload_conf()");
+    }
+    const auto config = write_config("retentiond.yaml", rule("old-items", "items", 10) +
+                                                            "    sleep_between_batches: 20ms\n");
+    std::mt19937 rng(20261206);
+    for (int i = 0; i < 4; ++i) {
+        Child child(with(config, {"purge", "--now"}), m_dir.file("child.out"));
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(std::uniform_int_distribution<int>(150, 400)(rng)));
+        child.kill();
+        child.wait();
+        // Nothing on disk: no file log, no pending-keys directory.
+        EXPECT_TRUE(fs::is_empty(m_dir.path()) || !fs::exists(m_dir.file("audit.jsonl.pending")))
+            << "raw keys on disk";
+        const auto verify = run_retentiond(with(config, {"audit", "verify"}));
+        EXPECT_EQ(verify.exit_code, 0) << "kill " << i << ": " << verify.out << verify.err;
+    }
+    const auto gone_before = k_due - count("SELECT count(*) FROM items");
+    ASSERT_GT(gone_before, 0) << "no batch ran before the kills";
+    const auto r = run_retentiond(with(config, {"purge", "--now"}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(count("SELECT count(*) FROM items"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM retentiond.in_flight"), 0) << "keys left in flight";
+    // Every intent has its outcome, and the committed ones prove every deleted record.
+    std::set<std::string> intents;
+    std::set<std::string> outcomes;
+    for (const auto& [seq, line] : rows()) {
+        const auto j = nlohmann::json::parse(line);
+        if (j["type"] == "intent") {
+            intents.insert(j["batch"].get<std::string>());
+        } else if (j["type"] == "outcome") {
+            outcomes.insert(j["batch"].get<std::string>());
+        }
+    }
+    EXPECT_EQ(intents, outcomes);
+    for (const int id : {1, 150, k_due}) {
+        const auto proof = run_retentiond(
+            with(config, {"audit", "prove", "--rule", "old-items", "--key", std::to_string(id)}));
+        EXPECT_THAT(proof.out, HasSubstr("delete at ")) << "record " << id;
+    }
+}
+
+} // namespace
+} // namespace retentiond::test
