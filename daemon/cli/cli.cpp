@@ -270,6 +270,8 @@ std::chrono::milliseconds progress_log_every() {
     throw UsageError("RETENTIOND_PROGRESS_EVERY: invalid duration \"" + std::string(env) + "\"");
 }
 
+void print_purge_results(std::ostream& out, const std::vector<RuleRun>& runs);
+
 int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
     OptionParser opts(args.rest);
     if (opts.flag("--help")) {
@@ -324,6 +326,19 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
     if (tty) {
         err << "\r\033[K";
     }
+    print_purge_results(out, runs);
+    runner.log_audit_head(); // the anchor `audit verify --head` checks the chain against
+    if (config.daemon.audit_store.empty()) {
+        out << "audit log: " << config.daemon.audit_log << '\n';
+    } else {
+        out << "audit log: audit store " << config.daemon.audit_store << " ("
+            << config.daemon.audit_schema << ".audit_log)\n";
+    }
+    return exit_code(runs);
+}
+
+// The table of a purge's results, one row per rule and its counters; each also logged.
+void print_purge_results(std::ostream& out, const std::vector<RuleRun>& runs) {
     out << pad("RULE", 34) << pad("STATUS", 13) << pad("DUE", 10) << pad("DONE", 10)
         << pad("TIME", 9) << "DETAIL\n";
     for (const auto& run : runs) {
@@ -346,14 +361,6 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
                      run.result.processed, run.result.due, run.elapsed.count(),
                      detail.empty() ? "" : ": " + detail);
     }
-    runner.log_audit_head(); // the anchor `audit verify --head` checks the chain against
-    if (config.daemon.audit_store.empty()) {
-        out << "audit log: " << config.daemon.audit_log << '\n';
-    } else {
-        out << "audit log: audit store " << config.daemon.audit_store << " ("
-            << config.daemon.audit_schema << ".audit_log)\n";
-    }
-    return exit_code(runs);
 }
 
 int cmd_policy_table(const Args& args, std::ostream& out) {
