@@ -328,12 +328,7 @@ int cmd_purge(const Args& args, std::ostream& out, std::ostream& err) {
     }
     print_purge_results(out, runs);
     runner.log_audit_head(); // the anchor `audit verify --head` checks the chain against
-    if (config.daemon.audit_store.empty()) {
-        out << "audit log: " << config.daemon.audit_log << '\n';
-    } else {
-        out << "audit log: audit store " << config.daemon.audit_store << " ("
-            << config.daemon.audit_schema << ".audit_log)\n";
-    }
+    out << "audit log: " << describe_audit(config) << '\n';
     return exit_code(runs);
 }
 

@@ -322,7 +322,7 @@ int run_request(const Config& config, const RequestArgs& a, std::ostream& out, s
     const int code = process(s, req, targets, Mode::request, out, err);
     if (s.log) {
         s.log->run_end(code == k_exit_ok ? "ok" : "failed", {{"request", req.id}});
-        out << "audit log: " << config.daemon.audit_log << '\n';
+        out << "audit log: " << describe_audit(config) << '\n';
     }
     return code;
 }
@@ -357,7 +357,7 @@ int run_ledger(const Config& config, Mode mode, std::ostream& out, std::ostream&
     }
     s.log->run_end(code == k_exit_ok ? "ok" : "failed", {{"requests", n}});
     out << n << (mode == Mode::resume ? " open request(s) resumed" : " request(s) re-applied")
-        << "\naudit log: " << config.daemon.audit_log << '\n';
+        << "\naudit log: " << describe_audit(config) << '\n';
     return code;
 }
 

@@ -27,6 +27,14 @@ std::vector<const Rule*> select_rules(const Config& config, const std::vector<st
     return selected;
 }
 
+std::string describe_audit(const Config& config) {
+    if (config.daemon.audit_store.empty()) {
+        return config.daemon.audit_log;
+    }
+    return "audit store " + config.daemon.audit_store + " (" + config.daemon.audit_schema +
+           ".audit_log)";
+}
+
 std::unique_ptr<AuditLog> open_audit_log(const Config& config, const std::string& run_id) {
     if (config.daemon.audit_key.empty()) {
         // Digests under no key would be unverifiable: refuse rather than write them.

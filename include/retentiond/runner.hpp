@@ -66,6 +66,8 @@ std::optional<PgAuditTarget> audit_store_target(const Config& config);
 std::unique_ptr<AuditLines> open_audit_lines(const Config& config,
                                              const std::optional<std::string>& log_file,
                                              bool with_rotated = true);
+// Where the chain is, for people: the file's path, or "audit store NAME (SCHEMA.audit_log)".
+std::string describe_audit(const Config& config);
 // Logs the chain's head (`audit head: seq=N sha256=H`) to the process's log output (journald,
 // a log drain): the anchor `audit verify --head` checks the store against.
 void log_audit_head(const AuditLog& audit);

@@ -180,6 +180,37 @@ TEST_F(AuditStoreTest, PurgeWritesTheChainToTheStoreAndEveryReaderReadsIt) {
     EXPECT_EQ(hash, sha256_hex(lines.back().second));
 }
 
+// An erasure request (#20) with the chain in the store: its lines go to the store, its ledger is
+// read back from it (erase --status, audit prove --subject), and no file log appears.
+TEST_F(AuditStoreTest, AnErasureRequestIsWrittenToAndReadFromTheStore) {
+    pg_exec(m_dsn,
+            "CREATE TABLE people (id bigint PRIMARY KEY, email text, created_at timestamptz);"
+            "INSERT INTO people SELECT g, 'user' || g || '@example.org', now()"
+            " FROM generate_series(1, 20) g;");
+    const auto config = write_config("retentiond.yaml",
+                                     "  - name: people\n    datastore: app\n    category: people\n"
+                                     "    table: people\n    key: id\n    clock: created_at\n"
+                                     "    retain: 1 year\n    action: delete\n"
+                                     "    subject: { email: email }\n");
+    const auto erase =
+        run_retentiond(with(config, {"erase", "--subject", "email=User7@Example.org"}));
+    ASSERT_EQ(erase.exit_code, 0) << erase.out << erase.err;
+    EXPECT_THAT(erase.out, HasSubstr("audit log: audit store app (retentiond.audit_log)"));
+    EXPECT_EQ(count("SELECT count(*) FROM people WHERE email = 'user7@example.org'"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM people"), 19);
+    EXPECT_FALSE(fs::exists(m_dir.file("audit.jsonl")));
+    EXPECT_EQ(count("SELECT count(*) FROM retentiond.audit_log WHERE line LIKE '%erasure_request%'"
+                    " AND line NOT LIKE '%example.org%'"),
+              1);
+    const auto proof =
+        run_retentiond(with(config, {"audit", "prove", "--subject", "email=user7@example.org"}));
+    EXPECT_EQ(proof.exit_code, 0) << proof.err;
+    EXPECT_THAT(proof.out, HasSubstr("erased, done at"));
+    const auto status = run_retentiond(with(config, {"erase", "--status"}));
+    EXPECT_EQ(status.exit_code, 0) << status.err;
+    EXPECT_THAT(status.out, HasSubstr("0 open request(s)"));
+}
+
 TEST_F(AuditStoreTest, TwoProcessesAppendingAtOnceKeepOneChain) {
     seed("others", 1, k_due);
     const auto a = write_config("a.yaml", rule("old-items", "items", 5));
