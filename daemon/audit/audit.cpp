@@ -1028,6 +1028,18 @@ std::optional<std::int64_t> key_micros(std::string_view key, int index, int colu
     return std::chrono::duration_cast<std::chrono::microseconds>(t->time_since_epoch()).count();
 }
 
+// What an intent line says of its batch, for a proof.
+ProofEntry proof_of(const json& j) {
+    ProofEntry e;
+    e.time = j.value("ts", "");
+    e.run_id = j.value("run", "");
+    e.action = j.value("action", "");
+    e.cutoff = j.value("cutoff", "");
+    e.target = j.value("target", "");
+    e.batch = j.value("batch", "");
+    return e;
+}
+
 // An intent of `rule` that emptied a whole partition whose bounds hold the key's partition
 // column: it proves the record went, without a digest per key.
 std::optional<ProofEntry> partition_proof(std::string_view line, std::string_view rule,
@@ -1044,29 +1056,7 @@ std::optional<ProofEntry> partition_proof(std::string_view line, std::string_vie
         (p.contains("from_us") && *t < p.value("from_us", std::int64_t{0}))) {
         return std::nullopt;
     }
-    ProofEntry e;
-    e.time = j.value("ts", "");
-    e.run_id = j.value("run", "");
-    e.action = j.value("action", "");
-    e.cutoff = j.value("cutoff", "");
-    e.target = j.value("target", "");
-    e.batch = j.value("batch", "");
-    return e;
-}
-
-} // namespace
-
-namespace {
-
-ProofEntry proof_of(const json& j) {
-    ProofEntry e;
-    e.time = j.value("ts", "");
-    e.run_id = j.value("run", "");
-    e.action = j.value("action", "");
-    e.cutoff = j.value("cutoff", "");
-    e.target = j.value("target", "");
-    e.batch = j.value("batch", "");
-    return e;
+    return proof_of(j);
 }
 
 // An outcome line: the waiting intent of its batch becomes a proof when it committed and did not
