@@ -9,6 +9,7 @@
 #       its own table again and again (small batches, so lines interleave), then `audit verify`
 #       of the single chain: lines, and exit 0
 # usage: bench/audit_store.sh [N]   env: BUILD_DIR (default build), DURATION (default 60)
+# Installs what it needs, the cluster and its helpers from bench/pg_bench_lib.sh.
 set -euo pipefail
 
 N=${1:-2000000}
@@ -16,47 +17,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 DURATION=${DURATION:-60}
 PORT=5434
+JOURNAL=audit
+NO_DRIVER=1
+. "$ROOT/bench/pg_bench_lib.sh" # installs, the cluster, dsn/sql/fresh/now
 BIN=$BUILD_DIR/retentiond
-PGBIN=/usr/lib/postgresql/15/bin
-[ -x "$BIN" ] || cmake --build "$BUILD_DIR" --target retentiond >/dev/null
+cmake --build "$BUILD_DIR" -j"$(nproc)" --target retentiond >/dev/null
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/retentiond-audit-bench-XXXXXX")
-chmod 755 "$WORK"
-DATA=$WORK/data
-AS_PG=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres "$WORK"
-    AS_PG=(runuser -u postgres --)
-fi
-STARTED=
-cleanup() {
-    if [ -n "$STARTED" ]; then
-        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"${AS_PG[@]}" "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust --no-sync >/dev/null
-cat >>"$DATA/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-port = $PORT
-shared_buffers = 256MB
-max_wal_size = 8GB
-checkpoint_timeout = 30min
-CONF
-"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$WORK/server.log" -w start >/dev/null
-STARTED=1
-
-dsn() { echo "host=$WORK port=$PORT user=postgres dbname=$1"; }
-sql() { psql -X -q -v ON_ERROR_STOP=1 "$(dsn "$1")" -c "$2"; }
-now() { date +%s.%N; }
-fresh() { # db: a copy of src, so every measure starts alike
-    sql postgres "DROP DATABASE IF EXISTS $1"
-    sql postgres "CREATE DATABASE $1 TEMPLATE src STRATEGY FILE_COPY"
-    sql "$1" "CHECKPOINT"
-}
 echo "k-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/audit-key"
 config() { # file db audit-line rules
     cat >"$1" <<YAML

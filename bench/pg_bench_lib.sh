@@ -3,6 +3,7 @@
 # linked against BUILD_DIR's core libraries), and helpers to copy databases and time statements.
 # The caller sets ROOT, BUILD_DIR, PORT and JOURNAL and runs with `set -euo pipefail`. Installs
 # what is missing (scripts/install-deps.sh) and builds the core libraries in BUILD_DIR first.
+# NO_DRIVER=1: the cluster and the helpers only (a bench that times the real binary).
 PGBIN=/usr/lib/postgresql/15/bin
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/retentiond-pg-bench-XXXXXX")
 chmod 755 "$WORK"
@@ -29,7 +30,7 @@ trap cleanup EXIT
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target retentiond_core retentiond_util >/dev/null
 
 DRIVER=$WORK/pg_purge_bench
-g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$ROOT/daemon/engines/postgres" -I"$BUILD_DIR/generated" \
+[ -n "${NO_DRIVER:-}" ] || g++ -std=c++20 -O2 -DNDEBUG -I"$ROOT/include" -I"$ROOT/daemon" -I"$ROOT/daemon/engines/postgres" -I"$BUILD_DIR/generated" \
     "$ROOT/bench/pg_purge_bench.cpp" "$ROOT"/daemon/engines/postgres/*.cpp \
     "$BUILD_DIR/daemon/libretentiond_core.a" "$BUILD_DIR/daemon/libretentiond_util.a" \
     -o "$DRIVER" $(pkg-config --libs libpqxx hiredis libsystemd yaml-cpp) -lpq -lspdlog -lfmt \
