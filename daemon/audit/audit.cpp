@@ -405,6 +405,9 @@ json partition_json(const PartitionBatch& p) {
            {"key_index", p.key_index},
            {"key_columns", p.key_columns},
            {"disposition", p.disposition}};
+    if (p.rows_estimated) {
+        j["rows_estimated"] = true;
+    }
     if (p.from_us) {
         j["from"] = p.from;
         j["from_us"] = *p.from_us;
@@ -436,10 +439,14 @@ void append_keys_strict(std::string& text, const std::vector<std::string>& keys)
         if (i > 0) {
             text += ',';
         }
-        if (std::all_of(key.begin(), key.end(),
-                        [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; })) {
-            text += '"';
-            text += key;
+        if (std::all_of(key.begin(), key.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
+            text += '"'; // printable ASCII: only '"' and '\\' are escaped, as dump() does
+            for (const char c : key) {
+                if (c == '"' || c == '\\') {
+                    text += '\\';
+                }
+                text += c;
+            }
             text += '"';
         } else {
             text += json(key).dump();
@@ -447,9 +454,12 @@ void append_keys_strict(std::string& text, const std::vector<std::string>& keys)
     }
 }
 
-// The pending-keys file's content: the batch and its raw keys (as hex when not UTF-8).
+// The pending-keys file's content: the batch and its raw keys (as hex when not UTF-8). A whole
+// partition's batch keeps none: recovery asks whether the partition is still attached.
 std::string pending_text(const std::string& id, const BatchIntent& batch,
                          const std::string& cutoff) {
+    static const std::vector<std::string> k_none;
+    const auto& keys = batch.partition ? k_none : batch.keys;
     json pending{{"batch", id},
                  {"rule", batch.rule},
                  {"datastore", batch.datastore},
@@ -461,13 +471,13 @@ std::string pending_text(const std::string& id, const BatchIntent& batch,
         std::string text = pending.dump();
         text.pop_back(); // '}'
         text += ",\"keys\":[";
-        append_keys_strict(text, batch.keys);
+        append_keys_strict(text, keys);
         text += "]}";
         return text;
     } catch (const json::type_error&) {
         // Not UTF-8: what recovery hands back to the engine is kept as hex, exactly.
         json hex = json::array();
-        for (const auto& key : batch.keys) {
+        for (const auto& key : keys) {
             hex.push_back(to_hex(key));
         }
         pending["keys_hex"] = std::move(hex);

@@ -32,7 +32,8 @@ struct PartitionBatch {
     int key_index = -1;  // the key column holding the partition's clock (-1: not in the key)
     int key_columns = 1; // the key's columns
     std::int64_t rows = 0;
-    std::string disposition; // dropped | detached
+    bool rows_estimated = false; // rows is the planner's estimate, not a count (partition_rows)
+    std::string disposition;     // dropped | detached
 };
 
 struct BatchIntent {

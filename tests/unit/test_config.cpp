@@ -785,6 +785,20 @@ TEST_F(ConfigTest, ParallelStreamsOnlyForDeletesWithoutDependents) {
                 R"(:38:15: rule "deps": parallel: not with dependents (two streams could wait on each other's row locks))"));
 }
 
+// `partition_rows` (an extension): a dropped partition's row count, estimated unless exact.
+TEST_F(ConfigTest, PartitionRowsIsEstimateOrExact) {
+    const auto& plain = spec_of<PostgresRule>(load(write("default.yaml", k_base)).rules.at(0));
+    EXPECT_FALSE(plain.partition_rows_exact);
+    const auto exact = write("exact.yaml", k_base + "    partition_rows: exact\n");
+    EXPECT_TRUE(spec_of<PostgresRule>(load(exact).rules.at(0)).partition_rows_exact);
+    const auto path = write("retentiond.yaml", k_base + "    partition_rows: counted\n");
+    EXPECT_THAT(
+        errors(path),
+        ElementsAre(
+            path +
+            R"(:18:21: rule "dora-accounts": partition_rows: expected estimate or exact, got "counted")"));
+}
+
 TEST_F(ConfigTest, UnknownStrategyGetsAHint) {
     std::string yaml = k_base;
     yaml.replace(yaml.find("action: delete"), 14,

@@ -2,8 +2,10 @@
 // other partition with a btree index on the clock, by its clock's extremes, re-checked once it is
 // detached and no row can arrive any more). A leaf
 // whose upper bound is due (every row's clock is below it, so every row is due) is emptied whole:
-// in one transaction bounded by lock_timeout, DETACH PARTITION, a count (and the keys, with
-// `partition_digests: keys`), the audit intent naming the partition, its bounds and its row count,
+// in one transaction bounded by lock_timeout, DETACH PARTITION (then the keys, with
+// `partition_digests: keys`, or a count(*), with `partition_rows: exact`), the audit intent naming
+// the partition, its bounds and its row count (by default the planner's estimate, labelled so: a
+// count would read every row, and the drop's cost would grow with them),
 // then DROP TABLE (or the table kept detached, `partitions: detach`) and COMMIT. A crash or a
 // failure before the commit leaves the partition attached and intact; the intent then has a
 // rolled-back outcome (or crash recovery finds the partition still attached). A held row inside,
@@ -310,14 +312,15 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
             throw std::runtime_error("it holds a held row");
         }
         std::vector<std::string> keys;
-        std::int64_t rows = 0;
+        std::int64_t rows = p.estimated_rows; // partition_rows: estimate, no row read
         if (pg.partition_digests) {
             keys = leaf_keys(tx, run.plan, p.leaf);
             rows = static_cast<std::int64_t>(keys.size());
-        } else {
+        } else if (pg.partition_rows_exact) {
             rows = tx.exec1("SELECT count(*) FROM " + p.leaf)[0].as<std::int64_t>();
         }
         intent = partition_intent(run, m_name, p, rows);
+        intent.partition->rows_estimated = !pg.partition_digests && !pg.partition_rows_exact;
         intent.cutoff = result.cutoff;
         intent.keys = std::move(keys);
         if (ctx.journal != nullptr) {
@@ -349,6 +352,9 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
     const std::int64_t rows = intent.partition->rows;
     if (batch_id) {
         ctx.journal->outcome(*batch_id, true, rows);
+    }
+    if (intent.partition->rows_estimated) {
+        result.counters["partitions.rows_estimated"] += rows;
     }
     result.processed += rows;
     result.due += rows - p.estimated_rows;

@@ -188,7 +188,8 @@ void read_postgres(ConfigReader& in, const ConfigMap& f, const Rule& rule, Postg
     read_partitions(in, f, pg);
 }
 
-// partitions: drop | detach | rows; partition_digests: keys | none.
+// partitions: drop | detach | rows; partition_digests: keys | none; partition_rows: estimate |
+// exact.
 void read_partitions(ConfigReader& in, const ConfigMap& f, PostgresRule& pg) {
     if (const auto* v = f.get("partitions")) {
         const auto s = in.string(*v, "partitions");
@@ -206,6 +207,14 @@ void read_partitions(ConfigReader& in, const ConfigMap& f, PostgresRule& pg) {
             pg.partition_digests = *s == "keys";
         } else if (s) {
             in.error(*v, "partition_digests: expected keys or none, got " + in_quotes(*s));
+        }
+    }
+    if (const auto* v = f.get("partition_rows")) {
+        const auto s = in.string(*v, "partition_rows");
+        if (s == "estimate" || s == "exact") {
+            pg.partition_rows_exact = *s == "exact";
+        } else if (s) {
+            in.error(*v, "partition_rows: expected estimate or exact, got " + in_quotes(*s));
         }
     }
 }

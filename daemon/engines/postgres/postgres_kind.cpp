@@ -27,6 +27,7 @@ public:
                                   "parallel",
                                   "partitions",
                                   "partition_digests",
+                                  "partition_rows",
                                   "notice"};
         return keys;
     }

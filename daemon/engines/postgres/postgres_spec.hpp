@@ -62,6 +62,9 @@ struct PostgresRule : RuleSpec {
     Partitions partitions = Partitions::drop;
     bool partition_digests =
         false; // journal each key of a whole partition (partition_digests: keys)
+    // A whole partition's row count in its audit line: the planner's estimate (estimate: no row
+    // read, the drop costs the same whatever the rows) or a count(*) of it (exact).
+    bool partition_rows_exact = false;
     std::optional<Notice> notice;
 };
 
