@@ -21,7 +21,8 @@
 # DELETE of the expired rows, retentiond (partitions dropped whole, partition-level audit lines),
 # retentiond with partition_digests: keys, and retentiond on the table with 4x fewer expired rows.
 # Targets: DELETE / retentiond >= 10; retentiond(4x rows) / retentiond(1x) <= 1.5; DELETE /
-# retentiond with digests >= 2.
+# retentiond with digests >= 2. Printed beside them, the floors measured on the same copies: the
+# raw DETACH + DROP of the expired partitions (1x and 4x rows) and the raw read of their keys.
 # usage: bench/pg_production.sh [N]   env: BUILD_DIR (default build), DUE_PERMILLE (default 3),
 #                                          REPEAT (default 3), JOURNAL (audit|digest|none),
 #                                          PART_N (rows of the partitioned table, default N)
@@ -101,10 +102,33 @@ measure() { # template -> sets PLAIN, ENGINE, RSS, ROWS, PATH_LINE
 measure big; BIG_PLAIN=$PLAIN; BIG_ENG=$ENGINE; BIG_RSS=$RSS; BIG_ROWS=$ROWS; BIG_PATH=$PATH_LINE
 measure small; SMALL_PLAIN=$PLAIN; SMALL_ENG=$ENGINE; SMALL_RSS=$RSS; SMALL_ROWS=$ROWS; SMALL_PATH=$PATH_LINE
 
-measure_partitions() { # -> sets P_PLAIN, P_DROP, P_DIGESTS, P_DROP1, P_RSS, P_LINE
-    P_PLAIN=; P_DROP=; P_DIGESTS=; P_DROP1=; P_RSS=0
+# The floors, raw SQL on the same copies: what no design of the partition path can beat.
+# Dropping: one transaction per expired partition (DETACH PARTITION, DROP TABLE, COMMIT), as
+# retentiond does; freeing the dropped files' pages grows with their size. Digests: every key of
+# the expired rows read as text (COPY to /dev/null), which the digests need before any hashing.
+EXPIRED=$(seq 13 24)
+raw_drop() { # db -> seconds for DETACH + DROP of the expired partitions, a transaction each
+    local args=() t0 k
+    for k in $EXPIRED; do
+        args+=(-c "BEGIN; ALTER TABLE accounts DETACH PARTITION accounts_m$k; DROP TABLE accounts_m$k; COMMIT")
+    done
+    t0=$(now); psql -X -q -v ON_ERROR_STOP=1 "$(dsn "$1")" "${args[@]}"
+    awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'
+}
+raw_keys() { # db -> seconds to read the expired rows' keys as text
+    local t0; t0=$(now)
+    psql -X -q -v ON_ERROR_STOP=1 "$(dsn "$1")" \
+        -c "COPY (SELECT id::text, last_login::text FROM accounts WHERE $DUE) TO STDOUT" >/dev/null
+    awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'
+}
+
+measure_partitions() { # -> sets P_PLAIN, P_DROP, P_DIGESTS, P_DROP1, P_RSS, P_LINE, F_*
+    P_PLAIN=; P_DROP=; P_DIGESTS=; P_DROP1=; P_RSS=0; F_DROP=; F_DROP1=; F_KEYS=
     export BENCH_COMPOSITE_KEY=1
     for i in $(seq "$REPEAT"); do
+        fresh m parts4; F_DROP=$(min "$F_DROP" "$(raw_drop m)")
+        fresh m parts1; F_DROP1=$(min "$F_DROP1" "$(raw_drop m)")
+        fresh m parts4; F_KEYS=$(min "$F_KEYS" "$(raw_keys m)")
         fresh m parts4; P_PLAIN=$(min "$P_PLAIN" "$(timed_sql m "DELETE FROM accounts WHERE $DUE")")
         fresh m parts4; run_driver m delete; P_DROP=$(min "$P_DROP" "$DRV_SECS"); P_LINE=$DRV_LINE
         [ "$DRV_RSS_KB" -gt "$P_RSS" ] && P_RSS=$DRV_RSS_KB
@@ -128,8 +152,14 @@ echo
 echo "partitions: $PART_N rows by month, 40% in 12 wholly expired partitions, none due in the boundary one; best of $REPEAT"
 printf "(c) plain DELETE of the expired rows %7.3f s   retentiond %7.3f s   DELETE / retentiond %s (target >= 10)\n" \
     "$P_PLAIN" "$P_DROP" "$(ratio "$P_DROP" "$P_PLAIN")"
+printf "    floor: raw DETACH + DROP of the 12 partitions, a transaction each, %7.3f s   DELETE / floor %s\n" \
+    "$F_DROP" "$(ratio "$F_DROP" "$P_PLAIN")"
 printf "    4x the rows in the expired partitions: retentiond %s x the time (target <= 1.5; %7.3f s vs %7.3f s)\n" \
     "$(ratio "$P_DROP1" "$P_DROP")" "$P_DROP" "$P_DROP1"
+printf "    floor: raw DETACH + DROP with 4x the rows %s x the time (%7.3f s vs %7.3f s)\n" \
+    "$(ratio "$F_DROP1" "$F_DROP")" "$F_DROP" "$F_DROP1"
 printf "    with partition_digests: keys %7.3f s   DELETE / retentiond %s (target >= 2)\n" \
     "$P_DIGESTS" "$(ratio "$P_DIGESTS" "$P_PLAIN")"
+printf "    floor: reading the expired rows' keys as text (COPY) %7.3f s   DELETE / floor %s\n" \
+    "$F_KEYS" "$(ratio "$F_KEYS" "$P_PLAIN")"
 printf "    peak RSS %d KiB; the run: %s\n" "$P_RSS" "$P_LINE"

@@ -135,7 +135,13 @@ void StreamRun::progress(std::int64_t done) {
 
 BatchStream::BatchStream(StreamRun& run, pg::Connection conn, RunResult& out)
     : m_run(run), m_plan(run.plan), m_rule(run.rule), m_out(out), m_conns{std::move(conn), nullptr},
-      m_span(run.initial_span) {}
+      m_span(run.initial_span) {
+    // Clock ranges need a DELETE that judges every row of the range by itself: no dependents, no
+    // value computed here, no lock taken first, one clock column whose NULLs are not due.
+    m_clock_ranges = run.by_index && m_rule.action == Action::remove && m_plan.dependents.empty() &&
+                     !m_plan.client_side && !run.lock_first && !m_plan.subject &&
+                     !m_rule.clock_null_due && spec_of<PostgresRule>(m_rule).clock.size() == 1;
+}
 
 void BatchStream::run() {
     try {
@@ -168,8 +174,12 @@ bool BatchStream::run_pages() {
     }
 }
 
-// The next due rows in (clock, ctid) order until a batch finds fewer than batch_size; false when a
-// batch failed.
+// The next due rows in (clock, ctid) order until a batch finds fewer than batch_size (or a clock
+// range reaches the end); false when a batch failed. A clock range [keyset, boundary) whose
+// boundary is the clock batch_size rows on, read from the index alone, holds fewer than
+// batch_size rows and is deleted by one statement that reads the heap in physical order like
+// the plain DELETE, instead of a selection in index order (a heap page per row) and a DELETE of
+// the selected tids; ties at the keyset's clock leave no range, and that batch is selected.
 bool BatchStream::run_index() {
     while (!stop_now()) {
         Batch batch;
@@ -179,7 +189,7 @@ bool BatchStream::run_index() {
         if (batch.selected > 0) {
             m_first = false;
         }
-        if (batch.selected < m_run.batch_size) {
+        if (batch.by_clock ? batch.last : batch.selected < m_run.batch_size) {
             return true;
         }
         throttle(batch);
@@ -216,6 +226,7 @@ bool BatchStream::run_batch(std::int64_t range_end, Batch& batch) {
     // the plain DELETE. Otherwise (or when one page overflows batch_size) a selection pass picks
     // the next due rows in physical order.
     batch.by_range = !m_run.by_index && !m_run.lock_first && m_after_tid.empty() && !m_force_select;
+    batch.by_clock = m_clock_ranges;
     const IndexKeyset keyset = m_keyset; // a failed attempt's selection does not count
     for (int n = 1;; ++n) {
         m_pushed_xid = false;
@@ -261,7 +272,8 @@ void BatchStream::attempt(int slot, std::int64_t range_end, bool conflicted, Bat
     pqxx::result selected;
     if (batch.by_range) {
         rows_sql = page_range_sql(m, m_range_start, range_end);
-    } else {
+    } else if (!(batch.by_clock && clock_range(*tx, m, batch, rows_sql))) {
+        batch.by_clock = false;
         if (!select_rows(*tx, range_end, batch, selected)) {
             tx->commit();
             return;
@@ -291,6 +303,8 @@ void BatchStream::attempt(int slot, std::int64_t range_end, bool conflicted, Bat
             return;
         }
         batch.selected = batch.done;
+    } else if (batch.by_clock) {
+        batch.selected = batch.done; // every due row of the range, judged by the DELETE itself
     } else if (batch.done < batch.selected && m_run.evidence != nullptr) {
         m_run.evidence->kept(); // a selected row changed, or its delete was cancelled
     }
@@ -317,6 +331,26 @@ WalPosition BatchStream::begin(pqxx::work& tx) {
         m_pushed_xid = true;
     }
     return wal;
+}
+
+// The next clock range's rows in `rows_sql`, the keyset moved to its boundary (run_batch restores
+// it if the attempt fails); false when the boundary is the keyset's own clock (ties).
+bool BatchStream::clock_range(pqxx::work& tx, Params& m, Batch& batch, std::string& rows_sql) {
+    Params b;
+    const auto boundary = exec(tx, index_boundary_sql(m_plan, b, m_keyset, m_run.batch_size), b);
+    std::optional<std::string> below;
+    if (!boundary.empty()) {
+        below = boundary[0][0].c_str();
+        if (m_keyset.clock && *m_keyset.clock == *below) {
+            return false;
+        }
+    }
+    rows_sql = clock_range_sql(m_plan, m, m_keyset, below);
+    batch.last = !below;
+    if (below) {
+        m_keyset = IndexKeyset{*below, "(0,0)"}; // every row of that clock is still to come
+    }
+    return true;
 }
 
 // The selection pass; false when the range holds no (more) due rows.

@@ -91,6 +91,10 @@ std::uint64_t parse_lsn(std::string_view text);
 // One batch's fate.
 struct Batch {
     bool by_range = false; // one statement over a page range, no selection pass
+    // The index path's rows of a clock range [keyset, boundary) read from the index alone: one
+    // DELETE, no selection pass; `last` when the range reaches the end of the due rows.
+    bool by_clock = false;
+    bool last = false;
     bool overflow = false; // that range held more than batch_size due rows: rolled back
     std::int64_t selected = 0;
     std::string last_tid;
@@ -112,6 +116,8 @@ private:
     // The batch over [m_range_start, range_end) with its attempts; false when the stream failed.
     bool run_batch(std::int64_t range_end, Batch& batch);
     void attempt(int slot, std::int64_t range_end, bool conflicted, Batch& batch);
+    // The rows of the next clock range; false when ties at the keyset's clock leave no range.
+    bool clock_range(pqxx::work& tx, Params& m, Batch& batch, std::string& rows_sql);
     WalPosition begin(pqxx::work& tx);
     bool select_rows(pqxx::work& tx, std::int64_t range_end, Batch& batch, pqxx::result& selected);
     pqxx::result apply(pqxx::work& tx, pg_sql::Params& m, const std::string& rows_sql,
@@ -152,6 +158,7 @@ private:
     IndexKeyset m_keyset;         // where the keyset walk of the clock's index stands
     bool m_force_select = false;  // a single page holds more than batch_size due rows
     bool m_first = true;
+    bool m_clock_ranges = false; // the index path deletes clock ranges (see Batch::by_clock)
 };
 
 } // namespace retentiond::pg

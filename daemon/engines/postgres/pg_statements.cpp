@@ -417,10 +417,45 @@ std::string select_index_batch_sql(const Plan& plan, pqxx::transaction_base& tx,
         keyset = plan.clock + " >= " + c + " AND (" + plan.clock + " > " + c + " OR ctid > " +
                  s.add(after.tid) + "::tid) AND ";
     }
+    // The clock's text is named apart: ORDER BY a name that is also an output column's sorts by
+    // that output (the text, which is not the clock's order across a change of UTC offset).
     return "SELECT ctid::text AS retentiond_tid" + client_columns(plan, tx) + ", " + plan.clock +
-           "::text FROM " + plan.table + " WHERE " + keyset + due_sql(plan, tx, s) + " ORDER BY " +
-           plan.clock + ", ctid LIMIT " + s.add(std::to_string(limit)) + "::bigint" +
-           (lock ? " FOR UPDATE" : "");
+           "::text AS retentiond_clock FROM " + plan.table + " WHERE " + keyset +
+           due_sql(plan, tx, s) + " ORDER BY " + plan.clock + ", ctid LIMIT " +
+           s.add(std::to_string(limit)) + "::bigint" + (lock ? " FOR UPDATE" : "");
+}
+
+namespace {
+
+std::string clock_type(const Plan& plan) {
+    return plan.columns.at(spec_of<PostgresRule>(*plan.rule).clock.front()).type;
+}
+
+} // namespace
+
+std::string index_boundary_sql(const Plan& plan, Params& s, const IndexKeyset& after,
+                               std::int64_t limit) {
+    const std::string from =
+        after.clock ? plan.clock + " >= " + s.add(*after.clock) + "::" + clock_type(plan) + " AND "
+                    : std::string();
+    return "SELECT " + plan.clock + "::text AS retentiond_clock FROM " + plan.table + " WHERE " +
+           from + plan.clock + " <= " + s.add(plan.due_hi_text) + "::timestamptz ORDER BY " +
+           plan.clock + " OFFSET " + s.add(std::to_string(limit - 1)) + "::bigint LIMIT 1";
+}
+
+std::string clock_range_sql(const Plan& plan, Params& s, const IndexKeyset& after,
+                            const std::optional<std::string>& below) {
+    const std::string type = clock_type(plan);
+    std::string sql = "TRUE";
+    if (after.clock) {
+        const auto c = s.add(*after.clock) + "::" + type;
+        sql = plan.clock + " >= " + c + " AND (" + plan.clock + " > " + c + " OR ctid > " +
+              s.add(after.tid) + "::tid)";
+    }
+    if (below) {
+        sql += " AND " + plan.clock + " < " + s.add(*below) + "::" + type;
+    }
+    return sql;
 }
 
 ReadThenDelete read_then_delete_sql(const Plan& plan, pqxx::transaction_base& tx, Params& m,

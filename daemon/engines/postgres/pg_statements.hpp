@@ -68,6 +68,14 @@ struct IndexKeyset {
 // when `lock`; selects ctid::text, the text of every client-side field, then the clock's text.
 std::string select_index_batch_sql(const Plan& plan, pqxx::transaction_base& tx, Params& s,
                                    const IndexKeyset& after, std::int64_t limit, bool lock);
+// The index path's clock ranges (a DELETE of the due rows of [after, boundary), no selection
+// pass): the clock's text of the row `limit` rows on from `after`'s clock among those that may be
+// due, read from the clock's index alone (no row: fewer remain).
+std::string index_boundary_sql(const Plan& plan, Params& s, const IndexKeyset& after,
+                               std::int64_t limit);
+// The rows after `after` whose clock is below `below` (none: no upper end but the due test's).
+std::string clock_range_sql(const Plan& plan, Params& s, const IndexKeyset& after,
+                            const std::optional<std::string>& below);
 // Read-then-delete over a page range: the keys, then the same rows deleted (one snapshot).
 struct ReadThenDelete {
     std::string read;

@@ -74,10 +74,10 @@ protected:
         return r;
     }
 
-    RunResult purge(const Rule& r) {
+    RunResult purge(const Rule& r, const std::string& zone = "UTC") {
         RunContext ctx;
         ctx.run_id = "paths";
-        ctx.tz = find_zone("UTC");
+        ctx.tz = find_zone(zone);
         ctx.audit_key = &m_key;
         ctx.journal = &m_journal;
         return m_engine->purge(r, ctx);
@@ -121,6 +121,36 @@ TEST_F(Paths, FewDueRowsFollowTheClockIndexAcrossTiesAndHolds) {
     EXPECT_EQ(count(std::string(k_due) + " AND NOT held"), 0);
     EXPECT_EQ(count("true"), kept); // every other row untouched, the held ones included
     EXPECT_EQ(result.counters.at("verification.remaining"), 0);
+}
+
+// The index path walks the clock's order, not the order of its text: in Europe/Paris the hour
+// after the end of summer time prints "02:10:00+01" below "02:20:00+02" though it comes after it.
+// Sorting by the text (the output column was once named like the clock) let the keyset jump past
+// rows of the first 02:xx hour, which the verification then found still due. Both index paths:
+// clock ranges (delete) and the selection in (clock, ctid) order (anonymize with a mark).
+TEST_F(Paths, TheIndexPathFollowsTheClockAcrossTheEndOfSummerTime) {
+    for (const Action action : {Action::remove, Action::anonymize}) {
+        SCOPED_TRACE(action == Action::remove ? "delete" : "anonymize");
+        pg_exec(m_dsn, "DROP TABLE IF EXISTS acc");
+        load(3000, 3001, 0); // no due row yet
+        // 25 due rows, one every 10 minutes from 2025-10-25 23:00Z (01:00 CEST) to 03:00Z (04:00
+        // CET): the local hour 02:00-03:00 happens twice, first at +02 then at +01.
+        pg_exec(m_dsn, "INSERT INTO acc (id, time) SELECT g, '2025-10-25 23:00:00+00'::timestamptz "
+                       "+ (g - 10001) * interval '10 minutes' FROM generate_series(10001, 10025) g;"
+                       "ANALYZE acc");
+        Rule r = rule(action);
+        edit_spec<PostgresRule>(r).hold.reset();
+        m_journal = RecordingJournal();
+        const auto result = purge(r, "Europe/Paris");
+        EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+        EXPECT_THAT(result.path, StartsWith("index "));
+        EXPECT_EQ(result.processed, 25);
+        EXPECT_EQ(count(action == Action::remove ? "id > 10000" : "done"),
+                  action == Action::remove ? 0 : 25);
+        for (const auto& i : m_journal.m_intents) {
+            EXPECT_LE(i.keys.size(), 5U); // batch_size
+        }
+    }
 }
 
 TEST_F(Paths, ManyDueRowsOrNoClockIndexTakeThePageWalk) {
