@@ -92,7 +92,12 @@ struct Case {
     std::string where() const {
         std::ostringstream o;
         o << "seed=" << seed << " case=" << number << " (replay: RETENTIOND_PROPERTY_SEED=" << seed
-          << " RETENTIOND_PROPERTY_ONLY=" << number << ")";
+          << " RETENTIOND_PROPERTY_ONLY=" << number << "; zone " << zone << ", retain " << months
+          << " months " << days << " days " << micros << " us, shape "
+          << (shape == Shape::plain  ? "plain"
+              : shape == Shape::hash ? "hash"
+                                     : "range")
+          << (coalesce ? ", coalesce" : "") << ")";
         return o.str();
     }
 };
@@ -766,6 +771,10 @@ void run_case(const std::string& base_dsn, std::uint64_t seed, int number, int& 
     }
     EXPECT_EQ(processed, expected)
         << c.where() << ": processed rows differ from the oracle (cutoff " << format_utc(cut)
+        << ", path " << result.path << ", "
+        << (result.counters.count("verification.proven_without_count") != 0
+                ? "verification proven"
+                : "verification counted")
         << ")";
     for (const auto& r : c.rows) {
         const auto clock = r.c1 ? r.c1 : (c.coalesce ? r.c2 : std::nullopt);
