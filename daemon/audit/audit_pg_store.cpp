@@ -254,6 +254,39 @@ public:
 
     void sync() override {} // every append is durable when it returns
 
+    bool shares_database(const std::string& datastore) const override {
+        return datastore == m_t.datastore;
+    }
+    // The batch's lines on the batch's own transaction, in one INSERT after the chain's lock and
+    // the head. The head's SHA-256 is computed by the server (the head line may be another
+    // writer's intent, hundreds of kilobytes): three round trips, whoever wrote last. The
+    // statements read committed rows only when tx is READ COMMITTED (the engine's choice for
+    // such batches): a REPEATABLE READ snapshot taken before the lock could miss the head.
+    AuditHead append_on(DatastoreTx& tx, const std::vector<Render>& renders) override {
+        tx.query("SELECT pg_advisory_xact_lock($1)", {std::to_string(m_lock)});
+        const auto top = tx.query("SELECT seq::text || ' ' || encode(sha256(convert_to(line, "
+                                  "'UTF8')), 'hex') FROM " +
+                                      m_table + " ORDER BY seq DESC LIMIT 1",
+                                  {});
+        AuditHead head{0, k_zero_hash};
+        if (!top.empty() && top[0]) {
+            const auto space = top[0]->find(' ');
+            head = AuditHead{std::stoull(top[0]->substr(0, space)), top[0]->substr(space + 1)};
+        }
+        std::string sql = "INSERT INTO " + m_table + " (seq, line) VALUES ";
+        std::vector<std::string> params;
+        for (const auto& render : renders) {
+            std::string text = render(head);
+            sql += (params.empty() ? "($" : ", ($") + std::to_string(params.size() + 1) +
+                   "::bigint, $" + std::to_string(params.size() + 2) + ")";
+            head = AuditHead{head.seq + 1, sha256_hex(text)};
+            params.push_back(std::to_string(head.seq));
+            params.push_back(std::move(text));
+        }
+        tx.query(sql, params);
+        return head;
+    }
+
     void put_pending(const std::string& batch_id, const std::string& text) override {
         pending_tx([&](pqxx::work& tx) {
             tx.exec_params("INSERT INTO " + m_in_flight +

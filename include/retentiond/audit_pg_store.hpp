@@ -8,6 +8,8 @@
 // the head, inserts the line chained on it and commits (synchronous_commit on), so concurrent
 // writers (hosts, parallel streams) keep one linear chain. Implemented in
 // daemon/audit/audit_pg_store.cpp, its own library (retentiond_audit_pg), which links libpqxx.
+// A postgres rule on the store's own database writes its batches' lines on the batch's own
+// transaction instead (AuditStore::append_on, through DatastoreTx).
 
 #include "retentiond/audit_store.hpp"
 

@@ -1,8 +1,10 @@
 // The audit chain in PostgreSQL (issue 19, `daemon.audit_store`), through the real binary on a
 // throwaway cluster: two processes appending at once keep one chain; an edited, deleted or
 // reordered row is caught by `audit verify`; a chain rewritten whole is caught by `--head`;
-// export, import, prove and the report read the store; a SIGKILL mid-purge leaves the raw keys
-// only in the in-flight table, and the next run settles them.
+// export, import, prove and the report read the store; a rule on the store's own database writes
+// each batch's intent and outcome in the batch's transaction (a SIGKILL leaves both and the
+// deletion, or none, and no key in flight); a rule on another database keeps its raw keys only in
+// the in-flight table after a SIGKILL, and the next run settles them.
 #include "retentiond/crypto.hpp"
 #include "support/pg_cluster.hpp"
 #include "support/process.hpp"
@@ -86,24 +88,27 @@ protected:
                            std::to_string(from) + ", " + std::to_string(to) + ") g;");
     }
 
-    static std::string rule(const std::string& name, const std::string& table, int batch) {
-        return "  - name: " + name +
-               "\n    datastore: app\n    category: items\n    table: " + table +
+    static std::string rule(const std::string& name, const std::string& table, int batch,
+                            const std::string& datastore = "app") {
+        return "  - name: " + name + "\n    datastore: " + datastore +
+               "\n    category: items\n    table: " + table +
                "\n    key: id\n    clock: created_at\n    retain: 1 year\n    action: delete\n"
                "    batch_size: " +
                std::to_string(batch) + "\n    limits: { max_fraction: 1 }\n";
     }
 
-    // A config on the store (audit_store: app) or on a file log; `dsn` overrides the store's.
+    // A config on the store (audit_store: app) or on a file log; `dsn` overrides the store's;
+    // `more` adds datastores after app.
     std::string write_config(const std::string& name, const std::string& rules, bool store = true,
-                             const std::string& dsn = "") const {
+                             const std::string& dsn = "", const std::string& more = "") const {
         const std::string audit =
             store ? "  audit_store: app\n" : "  audit_log: " + m_dir.file("audit.jsonl") + "\n";
         return m_dir.write(name, "version: 1\ndaemon:\n" + audit +
                                      "  audit_key: ${file:" + m_dir.file("audit-key") +
                                      "}\n  metrics: \"off\"\n  timezone: UTC\n"
                                      "datastores:\n  app:\n    kind: postgres\n    dsn: \"" +
-                                     (dsn.empty() ? m_dsn : dsn) + "\"\nrules:\n" + rules);
+                                     (dsn.empty() ? m_dsn : dsn) + "\"\n" + more + "rules:\n" +
+                                     rules);
     }
 
     static std::vector<std::string> with(const std::string& config, std::vector<std::string> verb) {
@@ -441,6 +446,169 @@ TEST_F(AuditStoreTest, MissingPrivilegesAreRefusedNamingThem) {
     EXPECT_EQ(count("SELECT count(*) FROM items"), k_due);
 }
 
+// Creates the store's tables (a purge with nothing due) and records, from then on, every row ever
+// committed into in_flight (in_flight_seen, beside the rule's tables).
+void watch_in_flight(const std::string& config, const std::string& store_dsn) {
+    const auto r = run_retentiond({"--config", config, "purge", "--now", "--rule", "empty"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    pg_exec(store_dsn, "CREATE TABLE public.in_flight_seen (batch text);"
+                       "CREATE FUNCTION public.note_in_flight() RETURNS trigger LANGUAGE plpgsql AS"
+                       " $$BEGIN INSERT INTO public.in_flight_seen VALUES (NEW.batch);"
+                       " RETURN NEW; END$$;"
+                       "CREATE TRIGGER note AFTER INSERT OR UPDATE ON retentiond.in_flight"
+                       " FOR EACH ROW EXECUTE FUNCTION public.note_in_flight();");
+}
+
+// Each intent line of the chain is followed by its outcome line, and the batches' digests.
+struct BatchLines {
+    bool paired = true;        // every intent at seq n has its outcome at seq n + 1
+    std::set<std::string> ids; // the batches
+    std::set<std::string> digests;
+    std::int64_t committed = 0; // the outcomes' counts
+};
+BatchLines batch_lines(const std::vector<std::pair<std::int64_t, std::string>>& lines) {
+    BatchLines out;
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+        const auto j = nlohmann::json::parse(lines[i].second);
+        if (j["type"] != "intent") {
+            continue;
+        }
+        out.ids.insert(j["batch"].get<std::string>());
+        for (const auto& d : j["digests"]) {
+            out.digests.insert(d.get<std::string>());
+        }
+        const auto next = i + 1 < lines.size() ? nlohmann::json::parse(lines[i + 1].second)
+                                               : nlohmann::json::object();
+        if (next.value("type", "") != "outcome" || next["batch"] != j["batch"] ||
+            lines[i + 1].first != lines[i].first + 1) {
+            out.paired = false;
+            continue;
+        }
+        out.committed += next["count"].get<std::int64_t>();
+    }
+    return out;
+}
+
+// A rule on the store's own database (#19 item 2): each batch's intent and outcome lines are
+// written in the batch's transaction, one after the other, and no raw key is ever kept in
+// in_flight (the trigger would have seen it) or on disk.
+TEST_F(AuditStoreTest, ARuleOnTheStoresDatabaseWritesItsLinesInTheBatchTransaction) {
+    seed("empty", 1, 0);
+    const auto config =
+        write_config("retentiond.yaml", rule("old-items", "items", 50) +
+                                            rule("empty", "empty", 50) + "    parallel: 2\n");
+    watch_in_flight(config, m_dsn);
+    const auto r = run_retentiond(with(config, {"purge", "--now", "--rule", "old-items"}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(count("SELECT count(*) FROM items"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0) << "raw keys in in_flight";
+    EXPECT_FALSE(fs::exists(m_dir.file("audit.jsonl.pending")));
+    const auto lines = batch_lines(rows());
+    EXPECT_TRUE(lines.paired) << "an intent not followed by its outcome";
+    EXPECT_GE(lines.ids.size(), 6U);
+    EXPECT_EQ(lines.committed, k_due);
+    EXPECT_EQ(lines.digests.size(), static_cast<std::size_t>(k_due));
+    const auto verify = run_retentiond(with(config, {"audit", "verify"}));
+    EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+    EXPECT_THAT(verify.out, HasSubstr(std::to_string(k_due) + " records"));
+    const auto proof =
+        run_retentiond(with(config, {"audit", "prove", "--rule", "old-items", "--key", "123"}));
+    EXPECT_THAT(proof.out, HasSubstr("delete at ")) << proof.err;
+}
+
+// A partition emptied whole on the store's own database: its intent (the partition and its row
+// count) and its outcome are written in the transaction that drops it.
+TEST_F(AuditStoreTest, APartitionDroppedOnTheStoresDatabaseHasItsLinesInTheSameTransaction) {
+    seed("empty", 1, 0);
+    pg_exec(m_dsn,
+            "CREATE TABLE ev (id bigint, time timestamptz NOT NULL, PRIMARY KEY (id, time))"
+            " PARTITION BY RANGE (time);"
+            "CREATE TABLE ev_old PARTITION OF ev FOR VALUES FROM (MINVALUE) TO"
+            " (date_trunc('day', now()) - interval '500 days');"
+            "CREATE TABLE ev_new PARTITION OF ev FOR VALUES FROM"
+            " (date_trunc('day', now()) - interval '500 days') TO (MAXVALUE);"
+            "INSERT INTO ev SELECT g, now() - interval '600 days' FROM generate_series(1, 40)"
+            " g; INSERT INTO ev SELECT g, now() FROM generate_series(41, 50) g; ANALYZE ev;");
+    const auto config = write_config("retentiond.yaml",
+                                     "  - name: events\n    datastore: app\n    category: items\n"
+                                     "    table: ev\n    key: [id, time]\n    clock: time\n"
+                                     "    retain: 1 year\n    action: delete\n"
+                                     "    limits: { max_fraction: 1 }\n" +
+                                         rule("empty", "empty", 10));
+    watch_in_flight(config, m_dsn);
+    const auto r = run_retentiond(with(config, {"purge", "--now", "--rule", "events"}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(count("SELECT count(*) FROM ev"), 10);
+    EXPECT_EQ(count("SELECT count(*) FROM pg_class WHERE relname = 'ev_old'"), 0);
+    const auto all = rows();
+    const auto lines = batch_lines(all);
+    EXPECT_TRUE(lines.paired);
+    EXPECT_EQ(lines.committed, 40);
+    EXPECT_EQ(count("SELECT count(*) FROM retentiond.audit_log WHERE line LIKE"
+                    " '%\"type\":\"intent\"%' AND line LIKE '%\"partition\":{%'"),
+              1);
+    EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0);
+    EXPECT_EQ(run_retentiond(with(config, {"audit", "verify"})).exit_code, 0);
+}
+
+// SIGKILL while a batch waits on a row lock the test holds: every batch has both its lines and
+// its rows deleted, or neither (the one in flight, and the one committing behind it); in_flight
+// stays empty all along, and the next run finishes with the chain intact.
+TEST_F(AuditStoreTest, SigkillMidPurgeOnTheStoresDatabaseLeavesBothLinesOrNeither) {
+    seed("empty", 1, 0);
+    const auto config =
+        write_config("retentiond.yaml", rule("old-items", "items", 20) + "    lock_timeout: 60s\n" +
+                                            rule("empty", "empty", 20));
+    watch_in_flight(config, m_dsn);
+    pqxx::connection holder(m_dsn);
+    pqxx::work held(holder);
+    held.exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
+    Child child(with(config, {"purge", "--now", "--rule", "old-items"}), m_dir.file("child.out"));
+    bool waiting = false;
+    for (int i = 0; i < 200 && !waiting; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        waiting = count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()") > 0;
+    }
+    ASSERT_TRUE(waiting) << child.output();
+    EXPECT_EQ(count("SELECT count(*) FROM retentiond.in_flight"), 0) << "keys of a batch in flight";
+    child.kill();
+    child.wait();
+    held.abort();
+
+    const auto lines = batch_lines(rows());
+    EXPECT_TRUE(lines.paired);
+    const auto left = count("SELECT count(*) FROM items");
+    EXPECT_GT(left, 0);
+    EXPECT_LT(left, k_due) << "no batch committed before the kill";
+    EXPECT_EQ(lines.committed, k_due - left);
+    pqxx::connection c(m_dsn);
+    pqxx::work tx(c);
+    for (const auto& row : tx.exec("SELECT g::text, EXISTS (SELECT 1 FROM items WHERE id = g)"
+                                   " FROM generate_series(1, " +
+                                   std::to_string(k_due) + ") g")) {
+        const auto id = row[0].as<std::string>();
+        const bool in_lines =
+            lines.digests.count(hmac_sha256_hex(k_audit_key, "old-items\n" + id)) > 0;
+        EXPECT_NE(in_lines, row[1].as<bool>()) << "record " << id;
+    }
+    tx.commit();
+    EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0);
+    const auto verify = run_retentiond(with(config, {"audit", "verify"}));
+    EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+
+    const auto r = run_retentiond(with(config, {"purge", "--now", "--rule", "old-items"}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(count("SELECT count(*) FROM items"), 0);
+    const auto after = batch_lines(rows());
+    EXPECT_TRUE(after.paired);
+    EXPECT_EQ(after.committed, k_due);
+    EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0);
+    EXPECT_EQ(run_retentiond(with(config, {"audit", "verify"})).exit_code, 0);
+}
+
+// A rule on another database than the store's keeps the intent / outcome protocol: its raw keys
+// are in in_flight while its batch is, and only there.
 TEST_F(AuditStoreTest, SigkillMidPurgeLeavesKeysOnlyInTheStoreAndRecoverySettlesThem) {
     pqxx::connection admin(PgCluster::shared().dsn());
     {
@@ -448,11 +616,27 @@ TEST_F(AuditStoreTest, SigkillMidPurgeLeavesKeysOnlyInTheStoreAndRecoverySettles
         tx.exec0("ALTER SYSTEM SET synchronous_commit = on");
         tx.exec("SELECT pg_reload_conf()");
     }
-    const auto config = write_config("retentiond.yaml", rule("old-items", "items", 10) +
-                                                            "    sleep_between_batches: 20ms\n");
+    static std::atomic<int> counter{0};
+    const auto data = PgCluster::shared().create_database("data_" + std::to_string(::getpid()) +
+                                                          "_" + std::to_string(++counter));
+    pg_exec(data, "CREATE TABLE items (id bigint PRIMARY KEY, created_at timestamptz);"
+                  "CREATE TABLE empty (id bigint PRIMARY KEY, created_at timestamptz);"
+                  "INSERT INTO items SELECT g, now() - interval '400 days'"
+                  " FROM generate_series(1, " +
+                      std::to_string(k_due) + ") g;");
+    const auto items_left = [&] {
+        return std::stoll(pg_scalar(data, "SELECT count(*) FROM items"));
+    };
+    const auto config =
+        write_config("retentiond.yaml",
+                     rule("old-items", "items", 10, "data") + "    sleep_between_batches: 20ms\n" +
+                         rule("empty", "empty", 10, "data"),
+                     true, "", "  data:\n    kind: postgres\n    dsn: \"" + data + "\"\n");
+    watch_in_flight(config, m_dsn);
     std::mt19937 rng(20261206);
     for (int i = 0; i < 4; ++i) {
-        Child child(with(config, {"purge", "--now"}), m_dir.file("child.out"));
+        Child child(with(config, {"purge", "--now", "--rule", "old-items"}),
+                    m_dir.file("child.out"));
         std::this_thread::sleep_for(
             std::chrono::milliseconds(std::uniform_int_distribution<int>(150, 400)(rng)));
         child.kill();
@@ -463,12 +647,14 @@ TEST_F(AuditStoreTest, SigkillMidPurgeLeavesKeysOnlyInTheStoreAndRecoverySettles
         const auto verify = run_retentiond(with(config, {"audit", "verify"}));
         EXPECT_EQ(verify.exit_code, 0) << "kill " << i << ": " << verify.out << verify.err;
     }
-    const auto gone_before = k_due - count("SELECT count(*) FROM items");
+    const auto gone_before = k_due - items_left();
     ASSERT_GT(gone_before, 0) << "no batch ran before the kills";
     const auto r = run_retentiond(with(config, {"purge", "--now"}));
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    EXPECT_EQ(count("SELECT count(*) FROM items"), 0);
+    EXPECT_EQ(items_left(), 0);
     EXPECT_EQ(count("SELECT count(*) FROM retentiond.in_flight"), 0) << "keys left in flight";
+    EXPECT_GT(count("SELECT count(*) FROM public.in_flight_seen"), 0)
+        << "a rule on another database wrote no keys in flight";
     // Every intent has its outcome, and the committed ones prove every deleted record.
     std::set<std::string> intents;
     std::set<std::string> outcomes;

@@ -4,6 +4,7 @@
 // never claims a commit a crash undid.
 #include "pg_batch_stream.hpp"
 
+#include "pg_audit_tx.hpp"
 #include "pg_errors.hpp"
 #include "pg_span.hpp"
 #include "pg_statements.hpp"
@@ -249,8 +250,11 @@ void BatchStream::attempt(int slot, std::int64_t range_end, bool conflicted, Bat
         m_run.evidence->kept(); // the retry judges rows again: some may stay
     }
     auto tx = std::make_unique<pqxx::work>(*m_conns[slot]);
-    // Deletes by page range read the keys, then delete, in one REPEATABLE READ snapshot.
-    const bool read_then_delete = batch.by_range && m_rule.action == Action::remove && !conflicted;
+    // Deletes by page range read the keys, then delete, in one REPEATABLE READ snapshot. Not when
+    // the batch writes its audit lines: the chain's head must be read after its lock, which a
+    // snapshot taken before the lock would not see (DELETE ... RETURNING in READ COMMITTED).
+    const bool read_then_delete =
+        batch.by_range && m_rule.action == Action::remove && !conflicted && !m_run.lines_in_tx;
     if (read_then_delete) {
         tx->exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
     }
@@ -385,7 +389,13 @@ void BatchStream::open(std::unique_ptr<pqxx::work> tx, int slot, const Batch& ba
     next.done = batch.done;
     next.counts = batch.selected > 0 || (batch.by_range && batch.done > 0);
     BatchJournal* const journal = m_run.journal;
-    if (journal != nullptr && batch.done > 0) {
+    if (journal != nullptr && batch.done > 0 && m_run.lines_in_tx) {
+        // The digests are computed while the next batch runs; the lines are written at commit.
+        next.lines = std::async(std::launch::async,
+                                [journal, b = make_intent(m_run, touched), done = batch.done] {
+                                    return journal->lines_for(b, done);
+                                });
+    } else if (journal != nullptr && batch.done > 0) {
         // A stream's journal calls come one at a time (finish_open waits for this task first);
         // streams share a thread-safe journal.
         next.intent = std::async(std::launch::async, [journal, b = make_intent(m_run, touched)] {
@@ -483,6 +493,9 @@ void BatchStream::finish_open() {
     if (o.intent.valid()) {
         batch_id = o.intent.get(); // not durable: o.tx rolls back as the error unwinds
     }
+    if (o.lines.valid()) {
+        write_batch_lines(o);
+    }
     try {
         o.tx->commit();
     } catch (const pqxx::broken_connection&) {
@@ -509,6 +522,19 @@ void BatchStream::finish_open() {
         m_run.journal->outcome(*batch_id, true, o.done); // flushed by its own commit
     }
     m_run.progress(o.done);
+}
+
+// The open batch's intent and outcome lines, on its transaction (lines_in_tx). A failure rolls the
+// batch back with its lines and fails the stream (the chain's lock timed out, a privilege is
+// missing): its rows stay, and the run says so.
+void BatchStream::write_batch_lines(OpenBatch& o) {
+    try {
+        write_lines(*o.lines.get(), *o.tx);
+    } catch (const pqxx::broken_connection&) {
+        throw; // not committed: the batch and its lines are gone together
+    } catch (const std::exception& e) {
+        throw CommitRefused("its audit lines could not be written: " + first_line(e.what()));
+    }
 }
 
 // Outcome lines only for commits the server has flushed (batches commit asynchronously).

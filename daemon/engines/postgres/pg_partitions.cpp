@@ -16,6 +16,7 @@
 // of the transaction, waiting at most lock_timeout for it.
 #include "postgres_engine.hpp"
 
+#include "pg_audit_tx.hpp"
 #include "pg_errors.hpp"
 #include "pg_shape.hpp"
 #include "pg_statements.hpp"
@@ -320,11 +321,15 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
         intent = partition_intent(run, m_name, p, rows);
         intent.cutoff = result.cutoff;
         intent.keys = std::move(keys);
-        if (ctx.journal != nullptr) {
+        const bool in_tx = lines_in_transaction(ctx.journal, m_name);
+        if (ctx.journal != nullptr && !in_tx) {
             batch_id = ctx.journal->intent(intent);
         }
         if (pg.partitions == PostgresRule::Partitions::drop) {
             tx.exec0("DROP TABLE " + p.leaf);
+        }
+        if (in_tx) { // the audit store's own database: the lines commit with the partition's end
+            write_lines(*ctx.journal->lines_for(intent, rows), tx);
         }
         tx.commit();
     } catch (const pqxx::broken_connection&) {
