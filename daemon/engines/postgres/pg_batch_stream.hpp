@@ -72,8 +72,9 @@ private:
 struct OpenBatch {
     std::unique_ptr<pqxx::work> tx;
     std::future<std::string> intent; // the batch id, once the intent is durable
-    // Or, with lines_in_tx, its two lines, written on tx just before it commits.
-    std::future<std::unique_ptr<BatchJournal::TxLines>> lines;
+    // Or, with lines_in_tx, its two lines written on tx and tx committed, on the journal thread
+    // (declared after tx: destroyed, waited for, before it).
+    std::future<void> committed;
     int slot = 0;
     std::int64_t done = 0;
     bool counts = false; // selected rows: a batch for the summary
@@ -133,7 +134,6 @@ private:
     void throttle(const Batch& batch);
 
     void finish_open();
-    void write_batch_lines(OpenBatch& o);
     void settle(bool all);
     void make_durable();
     void journal_now(const std::string& type, nlohmann::json fields);
