@@ -4,10 +4,11 @@
 // export, import, prove and the report read the store; a rule on the store's own database writes
 // each batch's intent and outcome in the batch's transaction (a SIGKILL leaves both and the
 // deletion, or none, and no key in flight); a rule on another database keeps its raw keys only in
-// the in-flight table after a SIGKILL, and the next run settles them.
+// the in-flight table after a SIGKILL, and the next run settles them; so do files and redis rules.
 #include "retentiond/crypto.hpp"
 #include "support/pg_cluster.hpp"
 #include "support/process.hpp"
+#include "support/redis_server.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -672,6 +673,148 @@ TEST_F(AuditStoreTest, SigkillMidPurgeLeavesKeysOnlyInTheStoreAndRecoverySettles
             with(config, {"audit", "prove", "--rule", "old-items", "--key", std::to_string(id)}));
         EXPECT_THAT(proof.out, HasSubstr("delete at ")) << "record " << id;
     }
+}
+
+// Files and redis rules with the chain in the store (#19 item 4): `purge --now` SIGKILLed at
+// random moments; after each kill no raw key is on disk (no pending file anywhere) and the chain
+// verifies; the keys went through in_flight only, and the next run's recovery settles every batch.
+class StoreCrashTest : public AuditStoreTest {
+protected:
+    // `kills` SIGKILLs 5-150 ms after the start, `check` after each, then a run to completion.
+    void kill_then_complete(const std::string& config, int kills,
+                            const std::function<void(const std::string&)>& check) {
+        std::mt19937 rng(20261207);
+        for (int i = 0; i < kills; ++i) {
+            const auto where = "kill " + std::to_string(i);
+            Child child(with(config, {"purge", "--now", "--rule", "target"}),
+                        m_dir.file("child.out"));
+            std::this_thread::sleep_for(
+                std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 150)(rng)));
+            child.kill();
+            child.wait();
+            EXPECT_EQ(pending_files(), "") << where << ": raw keys on disk";
+            const auto verify = run_retentiond(with(config, {"audit", "verify"}));
+            EXPECT_EQ(verify.exit_code, 0) << where << ": " << verify.out << verify.err;
+            check(where);
+        }
+        const auto r = run_retentiond(with(config, {"purge", "--now", "--rule", "target"}));
+        ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+        EXPECT_EQ(pending_files(), "");
+        EXPECT_EQ(count("SELECT count(*) FROM retentiond.in_flight"), 0) << "keys left in flight";
+        EXPECT_GT(count("SELECT count(*) FROM public.in_flight_seen"), 0)
+            << "the batches' keys never went through in_flight";
+        std::set<std::string> intents;
+        std::set<std::string> outcomes;
+        for (const auto& [seq, line] : rows()) {
+            const auto j = nlohmann::json::parse(line);
+            if (j["type"] == "intent") {
+                intents.insert(j["batch"].get<std::string>());
+            } else if (j["type"] == "outcome") {
+                outcomes.insert(j["batch"].get<std::string>());
+            }
+        }
+        EXPECT_EQ(intents, outcomes) << "a batch left without its outcome";
+        const auto verify = run_retentiond(with(config, {"audit", "verify"}));
+        EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+        check("after the next run");
+    }
+    // Any pending-keys file or directory under the test's directory.
+    std::string pending_files() const {
+        std::string found;
+        for (const auto& e : fs::recursive_directory_iterator(m_dir.path())) {
+            if (e.path().string().find(".pending") != std::string::npos) {
+                found += e.path().string() + " ";
+            }
+        }
+        return found;
+    }
+    std::string with_empty_rule(const std::string& rules, const std::string& datastores) {
+        seed("empty", 1, 0);
+        return write_config("retentiond.yaml", rules + rule("empty", "empty", 10), true, "",
+                            datastores);
+    }
+};
+
+TEST_F(StoreCrashTest, SigkillMidPurgeOfAFilesRuleKeepsItsKeysOnlyInTheStore) {
+    constexpr int k_files = 4;
+    constexpr int k_rows = 3000;
+    std::map<std::string, std::pair<std::string, std::string>> files; // original, rewritten
+    for (int f = 0; f < k_files; ++f) {
+        std::string text = "id,at,name\n";
+        std::string kept = text;
+        for (int r = 0; r < k_rows; ++r) {
+            const bool due = r % 2 == 0;
+            const auto row = "f" + std::to_string(f) + "-" + std::to_string(r) + "," +
+                             (due ? "2001-02-03 04:05:06" : "2099-02-03 04:05:06") +
+                             ",Dupont Elodie\n";
+            text += row;
+            if (!due) {
+                kept += row;
+            }
+        }
+        const auto name = "exports/f" + std::to_string(f) + ".csv";
+        m_dir.write(name, text);
+        files[name] = {text, kept};
+    }
+    const auto config = with_empty_rule(
+        "  - name: target\n    datastore: exports\n    category: forms\n    files: \"*.csv\"\n"
+        "    format: csv\n    clock: { field: at, format: \"%Y-%m-%d %H:%M:%S\" }\n"
+        "    retain: 2 years\n    action: delete\n    batch_size: 100\n"
+        "    limits: { max_fraction: 1 }\n",
+        "  exports: { kind: files, root: " + m_dir.file("exports") + " }\n");
+    watch_in_flight(config, m_dsn);
+    kill_then_complete(config, 6, [&](const std::string& where) {
+        const bool done = where == "after the next run";
+        for (const auto& [name, texts] : files) {
+            const auto now = read_file(m_dir.file(name));
+            if (done) {
+                EXPECT_EQ(now, texts.second) << where << ": " << name;
+            } else {
+                EXPECT_TRUE(now == texts.first || now == texts.second)
+                    << where << ": " << name << " is half-applied";
+            }
+        }
+    });
+    const auto proof =
+        run_retentiond(with(config, {"audit", "prove", "--rule", "target", "--key", "f2-100"}));
+    EXPECT_THAT(proof.out, HasSubstr("delete at ")) << proof.err;
+}
+
+TEST_F(StoreCrashTest, SigkillMidPurgeOfARedisRuleKeepsItsKeysOnlyInTheStore) {
+    constexpr int k_keys = 4000;
+    constexpr int db = 3;
+    auto& server = RedisServer::shared();
+    redis_cmd(server, {"FLUSHDB"}, db);
+    const auto time = redis_cmd(server, {"TIME"}, db);
+    const auto now = std::stoll(time.substr(0, time.find('\n')));
+    redis_cmd(server,
+              {"EVAL",
+               "for i = 1, tonumber(ARGV[1]) do "
+               "  local seen = (i % 2 == 0) and ARGV[2] or ARGV[3] "
+               "  redis.call('HSET', 'sess:' .. i, 'user', 'u' .. i, 'last_seen', seen) "
+               "end return 1",
+               "0", std::to_string(k_keys), std::to_string(now - 86400 * 30), std::to_string(now)},
+              db);
+    const auto config =
+        with_empty_rule("  - name: target\n    datastore: cache\n    category: sessions\n"
+                        "    keys: \"sess:*\"\n    clock: { hash_field: last_seen }\n"
+                        "    retain: 1 day\n    action: delete\n    batch_size: 10\n"
+                        "    limits: { max_fraction: 1 }\n",
+                        "  cache: { kind: redis, url: \"" + server.url(db) + "\" }\n");
+    watch_in_flight(config, m_dsn);
+    const auto left = [&] {
+        return std::stoll(
+            redis_cmd(server, {"EVAL", "return #redis.call('KEYS', 'sess:*')", "0"}, db));
+    };
+    kill_then_complete(config, 6, [&](const std::string& where) {
+        EXPECT_GE(left(), k_keys / 2) << where << ": a record not due was deleted";
+        if (where == "after the next run") {
+            EXPECT_EQ(left(), k_keys / 2) << where;
+        }
+    });
+    const auto proof =
+        run_retentiond(with(config, {"audit", "prove", "--rule", "target", "--key", "sess:2"}));
+    EXPECT_THAT(proof.out, HasSubstr("delete at ")) << proof.err;
 }
 
 } // namespace
