@@ -59,6 +59,7 @@ public:
         }
     }
     void kill() const { ::kill(m_pid, SIGKILL); }
+    void term() const { ::kill(m_pid, SIGTERM); }
     int wait() {
         int status = 0;
         ::waitpid(m_pid, &status, 0);
@@ -606,6 +607,41 @@ TEST_F(AuditStoreTest, SigkillMidPurgeOnTheStoresDatabaseLeavesBothLinesOrNeithe
     EXPECT_EQ(after.committed, k_due);
     EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0);
     EXPECT_EQ(run_retentiond(with(config, {"audit", "verify"})).exit_code, 0);
+}
+
+// SIGTERM while a batch of a rule on the store's own database waits on a row lock: the watch
+// cancels the statement, the run ends stopped (exit 75); the batches before it have their lines,
+// the cancelled one has neither lines nor deletions, and the chain verifies.
+TEST_F(AuditStoreTest, SigtermMidPurgeOnTheStoresDatabaseStopsWithEveryBatchWholeInTheChain) {
+    seed("empty", 1, 0);
+    const auto config =
+        write_config("retentiond.yaml", rule("old-items", "items", 20) + "    lock_timeout: 60s\n" +
+                                            rule("empty", "empty", 20));
+    watch_in_flight(config, m_dsn);
+    pqxx::connection holder(m_dsn);
+    pqxx::work held(holder);
+    held.exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
+    Child child(with(config, {"purge", "--now", "--rule", "old-items"}), m_dir.file("child.out"));
+    bool waiting = false;
+    for (int i = 0; i < 200 && !waiting; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        waiting = count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()") > 0;
+    }
+    ASSERT_TRUE(waiting) << child.output();
+    child.term();
+    EXPECT_EQ(child.wait(), 75) << child.output();
+    held.abort();
+    EXPECT_THAT(child.output(), HasSubstr("stopped"));
+    const auto lines = batch_lines(rows());
+    EXPECT_TRUE(lines.paired);
+    const auto left = count("SELECT count(*) FROM items");
+    EXPECT_GT(left, 0);
+    EXPECT_EQ(lines.committed, k_due - left);
+    EXPECT_EQ(count("SELECT count(*) FROM items WHERE id = 200"), 1);
+    EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0);
+    const auto verify = run_retentiond(with(config, {"audit", "verify"}));
+    EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
 }
 
 // A rule on another database than the store's keeps the intent / outcome protocol: its raw keys
