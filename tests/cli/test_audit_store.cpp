@@ -518,6 +518,30 @@ TEST_F(AuditStoreTest, ARuleOnTheStoresDatabaseWritesItsLinesInTheBatchTransacti
     EXPECT_THAT(proof.out, HasSubstr("delete at ")) << proof.err;
 }
 
+// Anonymize on the store's own database: the same batches, the lines in their transactions.
+TEST_F(AuditStoreTest, AnAnonymizeRuleOnTheStoresDatabaseWritesItsLinesInTheBatchTransaction) {
+    seed("empty", 1, 0);
+    pg_exec(m_dsn, "CREATE TABLE people (id bigint PRIMARY KEY, email text, created_at"
+                   " timestamptz); INSERT INTO people SELECT g, 'u' || g || '@example.org',"
+                   " now() - interval '400 days' * (g % 2) FROM generate_series(1, 100) g;");
+    const auto config = write_config(
+        "retentiond.yaml", "  - name: people\n    datastore: app\n    category: people\n"
+                           "    table: people\n    key: id\n    clock: created_at\n"
+                           "    retain: 1 year\n    action: anonymize\n    batch_size: 7\n"
+                           "    anonymize: { email: null }\n    limits: { max_fraction: 1 }\n" +
+                               rule("empty", "empty", 10));
+    watch_in_flight(config, m_dsn);
+    const auto r = run_retentiond(with(config, {"purge", "--now", "--rule", "people"}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(count("SELECT count(*) FROM people WHERE email IS NULL"), 50);
+    EXPECT_EQ(count("SELECT count(*) FROM people WHERE email IS NULL AND id % 2 = 0"), 0);
+    const auto lines = batch_lines(rows());
+    EXPECT_TRUE(lines.paired);
+    EXPECT_EQ(lines.committed, 50);
+    EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0);
+    EXPECT_EQ(run_retentiond(with(config, {"audit", "verify"})).exit_code, 0);
+}
+
 // A partition emptied whole on the store's own database: its intent (the partition and its row
 // count) and its outcome are written in the transaction that drops it.
 TEST_F(AuditStoreTest, APartitionDroppedOnTheStoresDatabaseHasItsLinesInTheSameTransaction) {
