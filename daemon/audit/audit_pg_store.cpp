@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include <algorithm>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -255,7 +256,9 @@ public:
     void sync() override {} // every append is durable when it returns
 
     bool shares_database(const std::string& datastore) const override {
-        return datastore == m_t.datastore;
+        return datastore == m_t.datastore ||
+               std::find(m_t.same_database.begin(), m_t.same_database.end(), datastore) !=
+                   m_t.same_database.end();
     }
     // The batch's lines on the batch's own transaction, in one INSERT after the chain's lock and
     // the head. The head's SHA-256 is computed by the server (the head line may be another

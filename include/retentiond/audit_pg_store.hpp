@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace retentiond {
 
@@ -23,6 +24,10 @@ struct PgAuditTarget {
     std::string conninfo;  // libpq DSN or URI: a secret, never in a message
     std::string schema;    // a plain identifier (checked by the loader)
     std::string datastore; // its name in the config, for messages
+    // The other datastores of the config with exactly the store's connection string: their
+    // rules, like the store's own datastore's, write their batches' lines in the batches' own
+    // transactions (AuditStore::shares_database).
+    std::vector<std::string> same_database;
 };
 
 // Opens (and on first use creates) the store. Throws UnavailableError when the server cannot be

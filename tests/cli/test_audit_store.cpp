@@ -518,6 +518,25 @@ TEST_F(AuditStoreTest, ARuleOnTheStoresDatabaseWritesItsLinesInTheBatchTransacti
     EXPECT_THAT(proof.out, HasSubstr("delete at ")) << proof.err;
 }
 
+// A datastore of its own name with exactly the store's connection string (a policy naming the
+// app's database as Scalingo's config names it `audit`) is the same database: its batches' lines
+// go in their transactions too, nothing in in_flight.
+TEST_F(AuditStoreTest, ADatastoreWithTheStoresConnectionStringIsTheSameDatabase) {
+    seed("empty", 1, 0);
+    const auto config = write_config(
+        "retentiond.yaml", rule("old-items", "items", 50, "alias") + rule("empty", "empty", 50),
+        true, "", "  alias:\n    kind: postgres\n    dsn: \"" + m_dsn + "\"\n");
+    watch_in_flight(config, m_dsn);
+    const auto r = run_retentiond(with(config, {"purge", "--now", "--rule", "old-items"}));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(count("SELECT count(*) FROM items"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0) << "raw keys in in_flight";
+    const auto lines = batch_lines(rows());
+    EXPECT_TRUE(lines.paired);
+    EXPECT_EQ(lines.committed, k_due);
+    EXPECT_EQ(run_retentiond(with(config, {"audit", "verify"})).exit_code, 0);
+}
+
 // Anonymize on the store's own database: the same batches, the lines in their transactions.
 TEST_F(AuditStoreTest, AnAnonymizeRuleOnTheStoresDatabaseWritesItsLinesInTheBatchTransaction) {
     seed("empty", 1, 0);

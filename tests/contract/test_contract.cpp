@@ -385,7 +385,9 @@ protected:
                        : PgAuditTarget{PgCluster::shared().create_database(
                                            "contract_audit_" + std::to_string(::getpid()) + "_" +
                                            std::to_string(++counter)),
-                                       "retentiond", "audit"};
+                                       "retentiond",
+                                       "audit",
+                                       {}};
         m_log = open_log("contract-run");
     }
     std::unique_ptr<AuditLog> open_log(const std::string& run_id) const {

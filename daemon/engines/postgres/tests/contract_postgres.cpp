@@ -25,7 +25,7 @@ public:
     }
 
     std::optional<PgAuditTarget> own_audit_store() const override {
-        return PgAuditTarget{m_dsn, "retentiond", m_store.name};
+        return PgAuditTarget{m_dsn, "retentiond", m_store.name, {}};
     }
     SubjectField subject_field() const override { return {"email", false, {}}; }
     std::string subject_of(const std::string& key) const override { return key + "@example.org"; }
