@@ -261,21 +261,14 @@ public:
                    m_t.same_database.end();
     }
     // The batch's lines on the batch's own transaction, in one INSERT after the chain's lock and
-    // the head. The head's SHA-256 is computed by the server (the head line may be another
-    // writer's intent, hundreds of kilobytes): three round trips, whoever wrote last. The
-    // statements read committed rows only when tx is READ COMMITTED (the engine's choice for
-    // such batches): a REPEATABLE READ snapshot taken before the lock could miss the head.
+    // the head. The head is read over this store's own connection, not on tx: tx may be
+    // REPEATABLE READ with a snapshot older than the last line, and no writer can commit a line
+    // while tx holds the lock, so a fresh read after the lock is the head. Its SHA-256 is
+    // computed by the server (the head line may be another writer's intent, hundreds of
+    // kilobytes).
     AuditHead append_on(DatastoreTx& tx, const std::vector<Render>& renders) override {
         tx.query("SELECT pg_advisory_xact_lock($1)", {std::to_string(m_lock)});
-        const auto top = tx.query("SELECT seq::text || ' ' || encode(sha256(convert_to(line, "
-                                  "'UTF8')), 'hex') FROM " +
-                                      m_table + " ORDER BY seq DESC LIMIT 1",
-                                  {});
-        AuditHead head{0, k_zero_hash};
-        if (!top.empty() && top[0]) {
-            const auto space = top[0]->find(' ');
-            head = AuditHead{std::stoull(top[0]->substr(0, space)), top[0]->substr(space + 1)};
-        }
+        AuditHead head = committed_head();
         std::string sql = "INSERT INTO " + m_table + " (seq, line) VALUES ";
         std::vector<std::string> params;
         for (const auto& render : renders) {
@@ -398,6 +391,25 @@ private:
         } catch (const std::exception&) {
             m_pending_conn.reset();
             rethrow_as_audit_error(m_t, "cannot write the keys in flight");
+        }
+    }
+    // The head as committed now, over the pending keys' connection (outside any batch's
+    // snapshot), its line hashed by the server.
+    AuditHead committed_head() const {
+        const std::lock_guard lock(m_pending_mutex);
+        try {
+            ensure_pending_conn();
+            pqxx::nontransaction tx(*m_pending_conn);
+            const auto r =
+                tx.exec("SELECT seq, encode(sha256(convert_to(line, 'UTF8')), 'hex') FROM " +
+                        m_table + " ORDER BY seq DESC LIMIT 1");
+            if (r.empty()) {
+                return AuditHead{0, k_zero_hash};
+            }
+            return AuditHead{r[0][0].as<std::uint64_t>(), r[0][1].as<std::string>()};
+        } catch (const std::exception&) {
+            m_pending_conn.reset();
+            rethrow_as_audit_error(m_t, "cannot read the chain's head");
         }
     }
     pqxx::result pending_query(const std::string& sql, const std::string& a) const {

@@ -275,11 +275,8 @@ void BatchStream::attempt(int slot, std::int64_t range_end, bool conflicted, Bat
         m_run.evidence->kept(); // the retry judges rows again: some may stay
     }
     auto tx = std::make_unique<pqxx::work>(*m_conns[slot]);
-    // Deletes by page range read the keys, then delete, in one REPEATABLE READ snapshot. Not when
-    // the batch writes its audit lines: the chain's head must be read after its lock, which a
-    // snapshot taken before the lock would not see (DELETE ... RETURNING in READ COMMITTED).
-    const bool read_then_delete =
-        batch.by_range && m_rule.action == Action::remove && !conflicted && !m_run.lines_in_tx;
+    // Deletes by page range read the keys, then delete, in one REPEATABLE READ snapshot.
+    const bool read_then_delete = batch.by_range && m_rule.action == Action::remove && !conflicted;
     if (read_then_delete) {
         tx->exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
     }
