@@ -687,6 +687,46 @@ TEST_F(AuditStoreTest, SigtermMidPurgeOnTheStoresDatabaseStopsWithEveryBatchWhol
     EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
 }
 
+// The chain's lock held elsewhere longer than the rule's lock_timeout when a batch on the store's
+// own database comes to write its lines: the batch rolls back with them and the rule fails saying
+// so (never a silent skip); the chain stays whole and every record gone is in it.
+TEST_F(AuditStoreTest, LinesThatCannotBeWrittenFailTheRuleAndRollTheBatchBack) {
+    seed("empty", 1, 0);
+    const auto config =
+        write_config("retentiond.yaml", rule("old-items", "items", 20) + "    lock_timeout: 1s\n" +
+                                            rule("empty", "empty", 20));
+    watch_in_flight(config, m_dsn);
+    pqxx::connection holder(m_dsn);
+    auto held = std::make_unique<pqxx::work>(holder);
+    held->exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
+    Child child(with(config, {"purge", "--now", "--rule", "old-items"}), m_dir.file("child.out"));
+    bool waiting = false;
+    for (int i = 0; i < 200 && !waiting; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        waiting = count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()") > 0;
+    }
+    ASSERT_TRUE(waiting) << child.output();
+    // The chain's lock (audit_pg_store.cpp: the first 15 hex digits of this hash), then the row.
+    const auto key = std::to_string(
+        std::stoll(sha256_hex("retentiond audit chain retentiond").substr(0, 15), nullptr, 16));
+    pqxx::connection chain(m_dsn);
+    pqxx::nontransaction lock(chain);
+    lock.exec("SELECT pg_advisory_lock(" + key + ")");
+    held->abort();
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    lock.exec("SELECT pg_advisory_unlock(" + key + ")");
+    const int code = child.wait();
+    EXPECT_EQ(code, 75) << child.output(); // a rule failed partway
+    EXPECT_THAT(child.output(), HasSubstr("its audit lines could not be written"));
+    const auto lines = batch_lines(rows());
+    EXPECT_TRUE(lines.paired);
+    EXPECT_EQ(lines.committed, k_due - count("SELECT count(*) FROM items"));
+    EXPECT_GT(count("SELECT count(*) FROM items"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM public.in_flight_seen"), 0);
+    EXPECT_EQ(run_retentiond(with(config, {"audit", "verify"})).exit_code, 0);
+}
+
 // A rule on another database than the store's keeps the intent / outcome protocol: its raw keys
 // are in in_flight while its batch is, and only there.
 TEST_F(AuditStoreTest, SigkillMidPurgeLeavesKeysOnlyInTheStoreAndRecoverySettlesThem) {
