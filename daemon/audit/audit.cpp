@@ -532,6 +532,47 @@ std::string AuditLog::intent(const BatchIntent& batch) {
     return id;
 }
 
+namespace {
+
+// A batch's two lines, ready to be written on its transaction (AuditLog::lines_for).
+class AuditTxLines final : public BatchJournal::TxLines {
+public:
+    using Write = std::function<void(DatastoreTx&)>;
+    AuditTxLines(std::string id, Write write) : m_id(std::move(id)), m_write(std::move(write)) {}
+    std::string write(DatastoreTx& tx) override {
+        m_write(tx);
+        return m_id;
+    }
+
+private:
+    std::string m_id;
+    Write m_write;
+};
+
+} // namespace
+
+bool AuditLog::in_transaction(const std::string& datastore) const {
+    return m_store->shares_database(datastore);
+}
+
+// The same intent and outcome lines as intent() and outcome() write, chained one after the other
+// on the batch's transaction. No keys in flight: the lines and the change commit together.
+std::unique_ptr<BatchJournal::TxLines> AuditLog::lines_for(const BatchIntent& batch,
+                                                           std::int64_t count) {
+    std::string id;
+    {
+        const std::lock_guard lock(m_mutex);
+        id = m_run_id + "-" + std::to_string(++m_batches);
+    }
+    json intent = intent_line(id, batch, format_utc(batch.cutoff));
+    json outcome{{"type", "outcome"}, {"batch", id}, {"committed", true}, {"count", count}};
+    return std::make_unique<AuditTxLines>(
+        id, [this, intent = std::move(intent), outcome = std::move(outcome),
+             digests = batch_digests(m_key, batch)](DatastoreTx& tx) mutable {
+            m_store->append_on(tx, {render_on_head(intent, digests), render_on_head(outcome, {})});
+        });
+}
+
 void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t count) {
     const std::lock_guard lock(m_mutex);
     append_outcome(

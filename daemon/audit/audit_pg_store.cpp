@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include <algorithm>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -254,6 +255,34 @@ public:
 
     void sync() override {} // every append is durable when it returns
 
+    bool shares_database(const std::string& datastore) const override {
+        return datastore == m_t.datastore ||
+               std::find(m_t.same_database.begin(), m_t.same_database.end(), datastore) !=
+                   m_t.same_database.end();
+    }
+    // The batch's lines on the batch's own transaction, in one INSERT after the chain's lock and
+    // the head. The head is read over this store's own connection, not on tx: tx may be
+    // REPEATABLE READ with a snapshot older than the last line, and no writer can commit a line
+    // while tx holds the lock, so a fresh read after the lock is the head. Its SHA-256 is
+    // computed by the server (the head line may be another writer's intent, hundreds of
+    // kilobytes).
+    AuditHead append_on(DatastoreTx& tx, const std::vector<Render>& renders) override {
+        tx.query("SELECT pg_advisory_xact_lock($1)", {std::to_string(m_lock)});
+        AuditHead head = committed_head();
+        std::string sql = "INSERT INTO " + m_table + " (seq, line) VALUES ";
+        std::vector<std::string> params;
+        for (const auto& render : renders) {
+            std::string text = render(head);
+            sql += (params.empty() ? "($" : ", ($") + std::to_string(params.size() + 1) +
+                   "::bigint, $" + std::to_string(params.size() + 2) + ")";
+            head = AuditHead{head.seq + 1, sha256_hex(text)};
+            params.push_back(std::to_string(head.seq));
+            params.push_back(std::move(text));
+        }
+        tx.query(sql, params);
+        return head;
+    }
+
     void put_pending(const std::string& batch_id, const std::string& text) override {
         pending_tx([&](pqxx::work& tx) {
             tx.exec_params("INSERT INTO " + m_in_flight +
@@ -362,6 +391,25 @@ private:
         } catch (const std::exception&) {
             m_pending_conn.reset();
             rethrow_as_audit_error(m_t, "cannot write the keys in flight");
+        }
+    }
+    // The head as committed now, over the pending keys' connection (outside any batch's
+    // snapshot), its line hashed by the server.
+    AuditHead committed_head() const {
+        const std::lock_guard lock(m_pending_mutex);
+        try {
+            ensure_pending_conn();
+            pqxx::nontransaction tx(*m_pending_conn);
+            const auto r =
+                tx.exec("SELECT seq, encode(sha256(convert_to(line, 'UTF8')), 'hex') FROM " +
+                        m_table + " ORDER BY seq DESC LIMIT 1");
+            if (r.empty()) {
+                return AuditHead{0, k_zero_hash};
+            }
+            return AuditHead{r[0][0].as<std::uint64_t>(), r[0][1].as<std::string>()};
+        } catch (const std::exception&) {
+            m_pending_conn.reset();
+            rethrow_as_audit_error(m_t, "cannot read the chain's head");
         }
     }
     pqxx::result pending_query(const std::string& sql, const std::string& a) const {

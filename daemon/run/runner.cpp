@@ -62,7 +62,17 @@ std::optional<PgAuditTarget> audit_store_target(const Config& config) {
         return std::nullopt;
     }
     const auto& store = config.datastores.at(name); // the loader checked it exists
-    return PgAuditTarget{store.kind->audit_conninfo(store), config.daemon.audit_schema, name};
+    PgAuditTarget target{store.kind->audit_conninfo(store), config.daemon.audit_schema, name, {}};
+    // A policy may name the store's database under a datastore of its own (Scalingo: `audit` in
+    // the main config, the service's name in its policy): the same connection string is the same
+    // database, so its batches' lines go in their transactions too.
+    for (const auto& [other, ds] : config.datastores) {
+        if (other != name && ds.kind == store.kind &&
+            ds.kind->audit_conninfo(ds) == target.conninfo) {
+            target.same_database.push_back(other);
+        }
+    }
+    return target;
 }
 
 std::unique_ptr<AuditLines> open_audit_lines(const Config& config,

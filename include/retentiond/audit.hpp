@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <sys/types.h>
@@ -70,6 +71,30 @@ public:
     // Whether several threads may call it at once (parallel batch streams); an engine serializes
     // the calls to a journal that is not.
     virtual bool thread_safe() const { return false; }
+
+    // A batch's intent and outcome lines written in the batch's own transaction, when the journal
+    // lives in the datastore's database (in_transaction): a crash leaves both lines and the
+    // change, or neither, and the raw keys are never kept anywhere. Prepared first (the digests:
+    // off the batch's thread if the engine likes), then written on the open transaction just
+    // before the engine commits it.
+    class TxLines {
+    public:
+        virtual ~TxLines() = default;
+        // Writes both lines on tx (the chain's lock is then held until tx ends); returns the
+        // batch id. The engine commits tx right after, without any other journal call between.
+        virtual std::string write(DatastoreTx& tx) = 0;
+    };
+    // Whether batches of `datastore` go through lines_for() instead of intent() / outcome().
+    virtual bool in_transaction(const std::string& datastore) const {
+        (void)datastore;
+        return false;
+    }
+    // The lines of a batch that committed `count` records (only when in_transaction()).
+    virtual std::unique_ptr<TxLines> lines_for(const BatchIntent& batch, std::int64_t count) {
+        (void)batch;
+        (void)count;
+        throw std::logic_error("this journal writes no lines in a datastore's transaction");
+    }
 };
 
 // HMAC-SHA256(audit_key, rule + "\n" + key), hex. `audit prove` recomputes it.
@@ -101,6 +126,9 @@ public:
                         const std::vector<std::string>& unapplied_keys) override;
     void event(const std::string& type, const nlohmann::json& fields) override;
     bool thread_safe() const override { return true; } // every line is chained under m_mutex
+    // True for the datastore whose database holds the store (AuditStore::shares_database).
+    bool in_transaction(const std::string& datastore) const override;
+    std::unique_ptr<TxLines> lines_for(const BatchIntent& batch, std::int64_t count) override;
 
     // Outcome lines are written without their own fsync (the next line that is fsynced covers
     // them); sync() makes them durable now. Called by the destructor, best effort.

@@ -8,12 +8,15 @@
 // the head, inserts the line chained on it and commits (synchronous_commit on), so concurrent
 // writers (hosts, parallel streams) keep one linear chain. Implemented in
 // daemon/audit/audit_pg_store.cpp, its own library (retentiond_audit_pg), which links libpqxx.
+// A postgres rule on the store's own database writes its batches' lines on the batch's own
+// transaction instead (AuditStore::append_on, through DatastoreTx).
 
 #include "retentiond/audit_store.hpp"
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace retentiond {
 
@@ -21,6 +24,10 @@ struct PgAuditTarget {
     std::string conninfo;  // libpq DSN or URI: a secret, never in a message
     std::string schema;    // a plain identifier (checked by the loader)
     std::string datastore; // its name in the config, for messages
+    // The other datastores of the config with exactly the store's connection string: their
+    // rules, like the store's own datastore's, write their batches' lines in the batches' own
+    // transactions (AuditStore::shares_database).
+    std::vector<std::string> same_database;
 };
 
 // Opens (and on first use creates) the store. Throws UnavailableError when the server cannot be

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -44,6 +45,18 @@ public:
 struct AuditHead {
     std::uint64_t seq = 0;
     std::string sha256;
+};
+
+// A transaction of a datastore's own connection, lent to the audit store so that a batch's lines
+// commit with the batch (a postgres rule on the audit store's own database, docs/audit-log.md
+// "Atomic with the deletion"). The datastore's engine implements it on its open transaction; the
+// store writes its statements on it and the engine commits. Text parameters ($1, $2, ...); returns
+// each row's first column (nullopt for NULL). Throws what the engine's client throws.
+class DatastoreTx {
+public:
+    virtual ~DatastoreTx() = default;
+    virtual std::vector<std::optional<std::string>>
+    query(const std::string& sql, const std::vector<std::string>& params) = 0;
 };
 
 // A writable store, used by one AuditLog: append, sync and head under its lock (never by two
@@ -98,6 +111,24 @@ public:
         const AuditHead head = append(render, true, settled);
         remove_pending(batch_id);
         return head;
+    }
+
+    // Whether the store lives in the database of the datastore named `datastore` (the PostgreSQL
+    // store, for the datastore `daemon.audit_store` names): its batches' lines can then be written
+    // on the batch's own transaction (append_on).
+    virtual bool shares_database(const std::string& datastore) const {
+        (void)datastore;
+        return false;
+    }
+    // Appends the lines `renders` (each rendered on the head the one before it makes) on `tx`: the
+    // chain's lock is taken on tx, so it is held until the caller commits or rolls back, and the
+    // lines are in the chain iff tx commits. The head this store caches is left alone (tx may
+    // still roll back). Throws what tx throws; std::logic_error on a store that cannot.
+    virtual AuditHead append_on(DatastoreTx& tx, const std::vector<Render>& renders) {
+        (void)tx;
+        (void)renders;
+        throw std::logic_error("audit store " + name() +
+                               " cannot write on a datastore's transaction");
     }
 };
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "retentiond/audit.hpp"
+#include "retentiond/audit_pg_store.hpp"
 #include "retentiond/engine.hpp"
 
 #include <chrono>
@@ -65,6 +66,11 @@ public:
     // `subject:` field), and the text a record of `key` holds there.
     virtual SubjectField subject_field() const = 0;
     virtual std::string subject_of(const std::string& key) const = 0;
+
+    // The audit store in this datastore's own database (`daemon.audit_store` naming it: a
+    // batch's lines then commit with it), for the suite's audit-store variant; nullopt for a
+    // kind that cannot hold it (the variant then puts the store in a database of its own).
+    virtual std::optional<PgAuditTarget> own_audit_store() const { return std::nullopt; }
 };
 
 // Each kind's adapter (daemon/engines/<kind>/tests/contract_<kind>.cpp) defines

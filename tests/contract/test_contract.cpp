@@ -3,10 +3,14 @@
 
 #include "retentiond/subject.hpp"
 #include "retentiond/timeutil.hpp"
+#include "support/pg_cluster.hpp"
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <functional>
 
@@ -367,6 +371,104 @@ TEST_P(Contract, CheckNamesAMissingTarget) {
 }
 
 // Every kind whose folder has a contract adapter (the build writes contract_kinds.inc).
+// The cases that touch the audit, with the chain in the PostgreSQL store (`daemon.audit_store`)
+// instead of a recording journal: a purge, then verify and prove; crash recovery from the
+// in-flight table. Postgres puts the store in its own database (the batches' lines commit with
+// them); files and redis in a database of the harness.
+class ContractWithAuditStore : public Contract {
+protected:
+    void SetUp() override {
+        Contract::SetUp();
+        static std::atomic<int> counter{0};
+        const auto own = m_backend->own_audit_store();
+        m_target = own ? *own
+                       : PgAuditTarget{PgCluster::shared().create_database(
+                                           "contract_audit_" + std::to_string(::getpid()) + "_" +
+                                           std::to_string(++counter)),
+                                       "retentiond",
+                                       "audit",
+                                       {}};
+        m_log = open_log("contract-run");
+    }
+    std::unique_ptr<AuditLog> open_log(const std::string& run_id) const {
+        return std::make_unique<AuditLog>(open_pg_audit_store(m_target), m_key, run_id);
+    }
+    RunResult purge_logged(const Rule& rule) {
+        RunContext ctx;
+        ctx.run_id = m_log->run_id();
+        ctx.tz = find_zone("Europe/Paris");
+        ctx.audit_key = &m_key;
+        ctx.journal = m_log.get();
+        return m_backend->engine().purge(rule, ctx);
+    }
+    std::int64_t in_flight() const {
+        return std::stoll(
+            pg_scalar(m_target.conninfo, "SELECT count(*) FROM retentiond.in_flight"));
+    }
+    std::vector<ProofEntry> proof(const Rule& rule, const std::string& key) const {
+        return prove(*pg_audit_lines(m_target), m_key, rule.name, key);
+    }
+
+    PgAuditTarget m_target;
+    std::unique_ptr<AuditLog> m_log;
+};
+
+TEST_P(ContractWithAuditStore, PurgeWritesAChainThatVerifiesAndProvesEachDeletedRecord) {
+    m_backend->seed(basic_fixture());
+    auto options = days(30);
+    options.batch_size = 1;
+    const auto rule = m_backend->make_rule(options);
+    const auto result = purge_logged(rule);
+    ASSERT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.processed, 2);
+    EXPECT_EQ(in_flight(), 0);
+    const auto verified = verify_audit_lines(*pg_audit_lines(m_target));
+    EXPECT_TRUE(verified.ok) << verified.reason;
+    EXPECT_EQ(verified.records, 2U);
+    for (const auto* key : {"a", "e"}) {
+        const auto entries = proof(rule, key);
+        ASSERT_EQ(entries.size(), 1U) << key;
+        EXPECT_EQ(entries[0].action, "delete");
+        EXPECT_TRUE(entries[0].recovered.empty());
+    }
+    EXPECT_TRUE(proof(rule, "b").empty()) << "a record kept is proved deleted";
+}
+
+// A crash between a batch's intent and its outcome: the raw keys wait in the store's in_flight
+// table (never on disk), and the next process settles the batch against the datastore: committed
+// when its records are gone, rolled back when they are still there.
+TEST_P(ContractWithAuditStore, CrashRecoverySettlesTheBatchesLeftInFlightInTheStore) {
+    m_backend->seed(basic_fixture());
+    const auto rule = m_backend->make_rule(days(30));
+    ASSERT_EQ(purge(rule).processed, 2); // the change, journaled elsewhere
+    ASSERT_FALSE(m_journal.m_intents.empty());
+    BatchIntent applied = m_journal.m_intents.front();
+    BatchIntent not_applied = applied;
+    not_applied.keys = {"b"};
+    {
+        auto crashed = open_log("crashed-run");
+        crashed->intent(applied);
+        crashed->intent(not_applied);
+        EXPECT_EQ(in_flight(), 2);
+    } // the process ends without outcomes: its session (and writer lock) with it
+    auto next = open_log("next-run");
+    auto pending = next->pending();
+    ASSERT_EQ(pending.size(), 2U);
+    for (const auto& p : pending) {
+        const auto presence =
+            m_backend->engine().records_present(rule, p.batch.target, p.batch.keys);
+        ASSERT_NE(presence, Presence::unknown);
+        next->resolve(p, presence == Presence::absent, "records checked");
+    }
+    EXPECT_EQ(in_flight(), 0);
+    EXPECT_TRUE(next->pending().empty());
+    EXPECT_TRUE(verify_audit_lines(*pg_audit_lines(m_target)).ok);
+    const auto entries = proof(rule, applied.keys.front());
+    ASSERT_EQ(entries.size(), 1U);
+    EXPECT_EQ(entries[0].recovered, "records checked");
+    EXPECT_TRUE(proof(rule, "b").empty()) << "a batch rolled back is proved";
+}
+
 std::vector<Kind> contract_kinds() {
     std::vector<Kind> kinds;
 #define RETENTIOND_CONTRACT_KIND(kind) kinds.push_back(Kind{#kind, make_##kind##_backend});
@@ -376,6 +478,8 @@ std::vector<Kind> contract_kinds() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, Contract, ::testing::ValuesIn(contract_kinds()),
+                         [](const auto& kind_info) { return kind_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Kinds, ContractWithAuditStore, ::testing::ValuesIn(contract_kinds()),
                          [](const auto& kind_info) { return kind_info.param.name; });
 
 } // namespace

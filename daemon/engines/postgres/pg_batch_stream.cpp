@@ -4,6 +4,7 @@
 // never claims a commit a crash undid.
 #include "pg_batch_stream.hpp"
 
+#include "pg_audit_tx.hpp"
 #include "pg_errors.hpp"
 #include "pg_span.hpp"
 #include "pg_statements.hpp"
@@ -105,6 +106,31 @@ client_values(const Rule& rule, const RunContext& ctx, const pqxx::result& selec
         ++column;
     }
     return out;
+}
+
+// A batch whose lines go on its own transaction (lines_in_tx): both lines, then the commit. A
+// line that cannot be written (the chain's lock timed out, a privilege is missing) rolls the
+// batch back with it and fails the stream: its rows stay, and the run says so. A lost connection
+// leaves the batch and its lines together, committed or not.
+void write_lines_and_commit(BatchJournal& journal, const BatchIntent& intent, std::int64_t done,
+                            pqxx::work& tx) {
+    const auto lines = journal.lines_for(intent, done);
+    try {
+        write_lines(*lines, tx);
+    } catch (const pqxx::broken_connection&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw CommitRefused("its audit lines could not be written: " + first_line(e.what()));
+    }
+    try {
+        tx.commit();
+    } catch (const pqxx::broken_connection&) {
+        throw;
+    } catch (const pqxx::in_doubt_error&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw CommitRefused(first_line(e.what()));
+    }
 }
 
 } // namespace
@@ -419,7 +445,15 @@ void BatchStream::open(std::unique_ptr<pqxx::work> tx, int slot, const Batch& ba
     next.done = batch.done;
     next.counts = batch.selected > 0 || (batch.by_range && batch.done > 0);
     BatchJournal* const journal = m_run.journal;
-    if (journal != nullptr && batch.done > 0) {
+    if (journal != nullptr && batch.done > 0 && m_run.lines_in_tx) {
+        // Its lines and its commit on the journal thread, while the next batch's statement runs
+        // on the other connection: tx is not touched here until finish_open waits for them.
+        next.committed =
+            std::async(std::launch::async,
+                       [journal, t = tx.get(), b = make_intent(m_run, touched), done = batch.done] {
+                           write_lines_and_commit(*journal, b, done, *t);
+                       });
+    } else if (journal != nullptr && batch.done > 0) {
         // A stream's journal calls come one at a time (finish_open waits for this task first);
         // streams share a thread-safe journal.
         next.intent = std::async(std::launch::async, [journal, b = make_intent(m_run, touched)] {
@@ -517,17 +551,21 @@ void BatchStream::finish_open() {
     if (o.intent.valid()) {
         batch_id = o.intent.get(); // not durable: o.tx rolls back as the error unwinds
     }
-    try {
-        o.tx->commit();
-    } catch (const pqxx::broken_connection&) {
-        throw; // outcome unknown: crash recovery resolves the intent
-    } catch (const pqxx::in_doubt_error&) {
-        throw;
-    } catch (const std::exception& e) {
-        if (batch_id) {
-            m_run.journal->outcome(*batch_id, false, 0);
+    if (o.committed.valid()) {
+        o.committed.get(); // its lines and its commit, done on the journal thread
+    } else {
+        try {
+            o.tx->commit();
+        } catch (const pqxx::broken_connection&) {
+            throw; // outcome unknown: crash recovery resolves the intent
+        } catch (const pqxx::in_doubt_error&) {
+            throw;
+        } catch (const std::exception& e) {
+            if (batch_id) {
+                m_run.journal->outcome(*batch_id, false, 0);
+            }
+            throw CommitRefused(first_line(e.what()));
         }
-        throw CommitRefused(first_line(e.what()));
     }
     m_need_sync = m_plan.async_commit;
     if (o.counts) {

@@ -10,6 +10,7 @@
 #include "pg_sql.hpp"
 #include "pg_statements.hpp"
 
+#include "retentiond/audit.hpp"
 #include "retentiond/engine.hpp"
 
 #include <nlohmann/json.hpp>
@@ -36,6 +37,9 @@ struct StreamRun {
     const Rule& rule;
     RunContext& ctx;
     BatchJournal* journal = nullptr; // thread-safe when several streams share it
+    // The audit store is this datastore's database: each batch's intent and outcome lines are
+    // written on its own transaction (pg_audit_tx.hpp), nothing goes through intent()/outcome().
+    bool lines_in_tx = false;
     std::string datastore;
     TimePoint cutoff{};
     std::int64_t pages = 0;
@@ -68,6 +72,9 @@ private:
 struct OpenBatch {
     std::unique_ptr<pqxx::work> tx;
     std::future<std::string> intent; // the batch id, once the intent is durable
+    // Or, with lines_in_tx, its two lines written on tx and tx committed, on the journal thread
+    // (declared after tx: destroyed, waited for, before it).
+    std::future<void> committed;
     int slot = 0;
     std::int64_t done = 0;
     bool counts = false; // selected rows: a batch for the summary

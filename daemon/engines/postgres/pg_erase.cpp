@@ -5,6 +5,7 @@
 // condition repeated, and commits; the outcome follows the commit.
 #include "postgres_engine.hpp"
 
+#include "pg_audit_tx.hpp"
 #include "pg_sql.hpp"
 #include "pg_statements.hpp"
 
@@ -96,7 +97,8 @@ std::int64_t apply_erasure(pqxx::work& tx, const Plan& plan, const std::string& 
         tids.emplace_back(row[0].c_str());
     }
     const auto tid_array = array_literal(tids);
-    if (ctx.journal != nullptr) {
+    const bool in_tx = lines_in_transaction(ctx.journal, datastore);
+    if (ctx.journal != nullptr && !in_tx) {
         batch_id = ctx.journal->intent(erase_intent(plan, datastore, ctx, selected));
     }
     apply_batch_dependents(tx, plan, tid_array, r.counters);
@@ -105,7 +107,13 @@ std::int64_t apply_erasure(pqxx::work& tx, const Plan& plan, const std::string& 
     const auto touched = plan.rule->action == Action::anonymize
                              ? exec(tx, anonymize_update_sql(plan, tx, m, rows_sql), m)
                              : exec(tx, keyed_delete_sql(plan, tx, m, rows_sql), m);
-    return static_cast<std::int64_t>(touched.size());
+    const auto done = static_cast<std::int64_t>(touched.size());
+    if (in_tx) { // the audit store's own database: the lines commit with the erasure
+        write_lines(*ctx.journal->lines_for(erase_intent(plan, datastore, ctx, selected), done),
+                    tx);
+        r.batches = 1;
+    }
+    return done;
 }
 
 } // namespace
@@ -147,7 +155,7 @@ RunResult PostgresEngine::erase_subject(const Rule& rule, const SubjectQuery& qu
         if (!batch_id.empty()) {
             ctx.journal->outcome(batch_id, true, r.processed);
         }
-        r.batches = batch_id.empty() ? 0 : 1;
+        r.batches = batch_id.empty() ? r.batches : 1;
     } catch (const pqxx::broken_connection& e) {
         unavailable(e);
     } catch (const pqxx::in_doubt_error& e) {

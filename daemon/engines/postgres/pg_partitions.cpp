@@ -18,6 +18,7 @@
 // of the transaction, waiting at most lock_timeout for it.
 #include "postgres_engine.hpp"
 
+#include "pg_audit_tx.hpp"
 #include "pg_errors.hpp"
 #include "pg_shape.hpp"
 #include "pg_statements.hpp"
@@ -323,11 +324,15 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
         intent.partition->rows_estimated = !pg.partition_digests && !pg.partition_rows_exact;
         intent.cutoff = result.cutoff;
         intent.keys = std::move(keys);
-        if (ctx.journal != nullptr) {
+        const bool in_tx = lines_in_transaction(ctx.journal, m_name);
+        if (ctx.journal != nullptr && !in_tx) {
             batch_id = ctx.journal->intent(intent);
         }
         if (pg.partitions == PostgresRule::Partitions::drop) {
             tx.exec0("DROP TABLE " + p.leaf);
+        }
+        if (in_tx) { // the audit store's own database: the lines commit with the partition's end
+            write_lines(*ctx.journal->lines_for(intent, rows), tx);
         }
         tx.commit();
     } catch (const pqxx::broken_connection&) {

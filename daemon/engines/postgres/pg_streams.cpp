@@ -4,6 +4,7 @@
 // the next pages from one shared cursor, so streams share the work wherever the due rows lie.
 #include "postgres_engine.hpp"
 
+#include "pg_audit_tx.hpp"
 #include "pg_batch_stream.hpp"
 #include "pg_span.hpp"
 
@@ -36,6 +37,15 @@ public:
     void event(const std::string& type, const nlohmann::json& fields) override {
         const std::lock_guard<std::mutex> lock(m_mutex);
         m_inner->event(type, fields);
+    }
+    bool in_transaction(const std::string& datastore) const override {
+        return m_inner->in_transaction(datastore);
+    }
+    // Its lines are written on the batch's transaction, outside this lock: write() takes the
+    // chain's lock in the database, which a batch committing on another stream may hold.
+    std::unique_ptr<TxLines> lines_for(const BatchIntent& batch, std::int64_t count) override {
+        const std::lock_guard<std::mutex> lock(m_mutex);
+        return m_inner->lines_for(batch, count);
     }
 
 private:
@@ -132,6 +142,7 @@ void PostgresEngine::run_streams(PreparedRun& prepared, RunContext& ctx, pg::Con
     run.journal = streams > 1 && ctx.journal != nullptr && !ctx.journal->thread_safe()
                       ? &locked_journal
                       : ctx.journal;
+    run.lines_in_tx = lines_in_transaction(run.journal, m_name);
 
     std::vector<RunResult> parts(static_cast<std::size_t>(streams));
     if (streams == 1) {

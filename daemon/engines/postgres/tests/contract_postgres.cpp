@@ -24,6 +24,9 @@ public:
         m_engine = make_postgres_engine(m_store, m_config);
     }
 
+    std::optional<PgAuditTarget> own_audit_store() const override {
+        return PgAuditTarget{m_dsn, "retentiond", m_store.name, {}};
+    }
     SubjectField subject_field() const override { return {"email", false, {}}; }
     std::string subject_of(const std::string& key) const override { return key + "@example.org"; }
 
