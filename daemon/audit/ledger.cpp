@@ -86,6 +86,9 @@ void apply_event(const json& j, ErasureRequest& r, bool first) {
 std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
     std::vector<ErasureRequest> out;
     std::map<std::string, std::size_t> by_id;
+    if (!lines.written()) {
+        return out; // no run yet: no request
+    }
     lines.forward([&](std::string_view line, bool terminated) {
         if (!terminated) {
             return true; // a torn last line

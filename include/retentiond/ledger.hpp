@@ -52,7 +52,8 @@ struct ErasureRequest {
 // The line fields of a request's event (the writer's side: `event(k_erasure_event, ...)`).
 nlohmann::json erasure_event_fields(const ErasureRequest& r);
 
-// Every request of the log at `path` (and its rotated files), in the order first recorded.
+// Every request of the chain, in the order first recorded; none when the chain was never written
+// (AuditLines::written). Throws std::runtime_error when it exists and cannot be read.
 std::vector<ErasureRequest> read_ledger(const AuditLines& lines);
 
 // The request still open for `subject`, if any (the latest).
