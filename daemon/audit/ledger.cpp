@@ -111,6 +111,29 @@ std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
     return out;
 }
 
+ErasureMemory read_erasure_memory(const AuditLines& lines) {
+    ErasureMemory out;
+    if (!lines.written()) {
+        return out;
+    }
+    lines.forward([&](std::string_view line, bool terminated) {
+        // Cheap test first: most lines are intents and outcomes.
+        if (!terminated || (line.find(k_store_identity_event) == std::string_view::npos &&
+                            line.find(k_reapply_event) == std::string_view::npos)) {
+            return true;
+        }
+        const json j = json::parse(line.begin(), line.end(), nullptr, false);
+        const std::string type = j.is_object() ? j.value("type", "") : "";
+        if (type == k_store_identity_event) {
+            out.identities[j.value("datastore", "")] = j.value("identity", "");
+        } else if (type == k_reapply_event && j.value("ok", false)) {
+            out.last_reapply = time_field(j, "ts");
+        }
+        return true;
+    });
+    return out;
+}
+
 std::optional<ErasureRequest> open_request_for(const std::vector<ErasureRequest>& ledger,
                                                const std::string& subject) {
     for (auto it = ledger.rbegin(); it != ledger.rend(); ++it) {

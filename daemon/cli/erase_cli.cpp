@@ -126,7 +126,7 @@ int run_ledger(const Config& config, ErasureMode mode, std::ostream& out, std::o
     const auto log = open_audit_log(config, new_run_id());
     log->run_start(config, mode == ErasureMode::resume ? "erase-resume" : "erase-reapply");
     const auto pass = run_ledger_pass(
-        config, *log, mode, [] { return g_erase_stop != 0; }, out, err);
+        config, *log, mode, "requested", [] { return g_erase_stop != 0; }, out, err);
     log->run_end(pass.code == k_exit_ok ? "ok" : "failed", {{"requests", pass.requests}});
     out << pass.requests
         << (mode == ErasureMode::resume ? " open request(s) resumed" : " request(s) re-applied")

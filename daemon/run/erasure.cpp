@@ -236,8 +236,8 @@ int process_erasure(ErasureSession& s, ErasureRequest& req, std::vector<ErasureT
 }
 
 LedgerPass run_ledger_pass(const Config& config, AuditLog& log, ErasureMode mode,
-                           const std::function<bool()>& stop, std::ostream& out,
-                           std::ostream& err) {
+                           const std::string& reason, const std::function<bool()>& stop,
+                           std::ostream& out, std::ostream& err) {
     const auto ledger = read_ledger(*open_audit_lines(config, std::nullopt));
     ErasureSession s(config, &log, stop);
     LedgerPass pass;
@@ -260,6 +260,16 @@ LedgerPass run_ledger_pass(const Config& config, AuditLog& log, ErasureMode mode
         pass.code = std::max(pass.code, process_erasure(s, req, targets, mode, out, err));
         pass.erased += req.erased + req.reapplied;
         ++pass.requests;
+    }
+    if (mode == ErasureMode::reapply) {
+        // When every request was last re-applied (the daemon's weekly pass counts from it). A
+        // store down or a stop is tried again; another failure would fail the same way.
+        const bool stopped = stop && stop();
+        log.event(std::string(k_reapply_event),
+                  {{"reason", reason},
+                   {"requests", pass.requests},
+                   {"reapplied", pass.erased},
+                   {"ok", pass.code != k_exit_unavailable && !stopped}});
     }
     return pass;
 }

@@ -78,8 +78,11 @@ struct LedgerPass {
 };
 
 // --resume (every open request) or --reapply (every request) of the ledger, each found again
-// from its subject's digest, recorded in `log` (the caller writes run_start / run_end).
+// from its subject's digest, recorded in `log` (the caller writes run_start / run_end). A
+// re-application ends with an `erasure_reapply` event (ledger.hpp) giving `reason` ("requested",
+// "schedule", "identity changed: app") and whether every request went through.
 LedgerPass run_ledger_pass(const Config& config, AuditLog& log, ErasureMode mode,
-                           const std::function<bool()>& stop, std::ostream& out, std::ostream& err);
+                           const std::string& reason, const std::function<bool()>& stop,
+                           std::ostream& out, std::ostream& err);
 
 } // namespace retentiond
