@@ -82,7 +82,8 @@ BatchIntent make_intent(const StreamRun& run, const pqxx::result& touched) {
     return intent;
 }
 
-// hmac / email_domain values computed here from the selected rows (columns 1.. in order).
+} // namespace
+
 std::vector<std::vector<std::optional<std::string>>>
 client_values(const Rule& rule, const RunContext& ctx, const pqxx::result& selected) {
     std::vector<std::vector<std::optional<std::string>>> out;
@@ -106,8 +107,6 @@ client_values(const Rule& rule, const RunContext& ctx, const pqxx::result& selec
     }
     return out;
 }
-
-} // namespace
 
 std::uint64_t parse_lsn(std::string_view text) {
     const auto slash = text.find('/');
