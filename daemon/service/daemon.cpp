@@ -139,6 +139,9 @@ struct WorkerHooks {
     // "purging RULE: done/total", for STATUS=.
     std::function<void(const std::string& worker, std::string activity)> on_activity;
     std::function<void(const std::string& worker)> on_exit;
+    // The worker's crash recovery at start is done: its datastore's batches in flight are from
+    // now on its own runs' or an erasure pass's (which must not be taken for abandoned ones).
+    std::function<void(const std::string& worker)> on_recovered;
 };
 
 // Executes the rule runs of ONE datastore, one at a time, off the io thread: rules of the same
@@ -189,6 +192,7 @@ private:
     void loop() {
         swap_config();
         recover();
+        m_hooks.on_recovered(m_datastore);
         for (;;) {
             Job job;
             {
@@ -594,6 +598,12 @@ private:
             hooks.on_exit = [this](const std::string& worker) {
                 asio::post(m_io, [this, worker] { on_worker_exit(worker); });
             };
+            hooks.on_recovered = [this](const std::string& worker) {
+                asio::post(m_io, [this, worker] {
+                    m_recovered.insert(worker);
+                    maybe_start_erasure();
+                });
+            };
             auto worker = std::make_unique<Worker>(name, first, m_config, m_audit, m_stop, m_host,
                                                    std::move(hooks));
             first = false;
@@ -697,7 +707,7 @@ private:
             arm(name, e);
             return;
         }
-        if (m_erasure_wanted || m_erasure_running) {
+        if ((m_erasure_wanted || m_erasure_running) && m_erasure_stores.count(e.datastore) != 0) {
             // An erasure pass rewrites the same files and rows: the run waits for its end.
             m_held_jobs.insert(name);
             return;
@@ -960,8 +970,10 @@ private:
     }
 
     // Erasure requests (daemon_erasure.hpp): a pass at start and every daemon.erasure_resume (or
-    // erasure_reapply when resuming is off), on a thread of its own, while no rule runs: rules
-    // that fall due meanwhile wait for its end (m_held_jobs), and it waits for the runs in flight.
+    // erasure_reapply when resuming is off), on a thread of its own, while no rule of the
+    // datastores it touches (m_erasure_stores) runs: their rules that fall due meanwhile wait for
+    // its end (m_held_jobs), and it waits for their runs in flight and for their workers' crash
+    // recovery at start. Rules of other datastores go on.
     static constexpr const char* k_erasure_activity = " erasure"; // no datastore name has a blank
 
     std::chrono::seconds erasure_interval() const {
@@ -974,6 +986,12 @@ private:
             return;
         }
         m_erasure_wanted = true;
+        m_erasure_stores.clear();
+        for (const auto& rule : m_config->rules) {
+            if (!rule.subjects.empty()) {
+                m_erasure_stores.insert(rule.datastore);
+            }
+        }
         maybe_start_erasure();
     }
 
@@ -982,8 +1000,13 @@ private:
             return;
         }
         for (const auto& [name, e] : m_rules) {
-            if (e.queued) {
+            if (e.queued && m_erasure_stores.count(e.datastore) != 0) {
                 return; // started by on_result once the last run in flight ends
+            }
+        }
+        for (const auto& store : m_erasure_stores) {
+            if (m_recovered.count(store) == 0) {
+                return; // started once that worker's recovery is done (on_recovered)
             }
         }
         if (m_erasure_thread.joinable()) {
@@ -1136,6 +1159,8 @@ private:
     bool m_erasure_wanted = false;  // a pass is due: waits for the runs in flight
     bool m_erasure_running = false; // rules falling due wait in m_held_jobs
     std::set<std::string> m_held_jobs;
+    std::set<std::string> m_erasure_stores; // the datastores of the rules declaring subject:
+    std::set<std::string> m_recovered;      // workers whose recovery at start is done
     std::chrono::microseconds m_watchdog_interval{0};
     std::mt19937_64 m_rng;
     Notifier m_notifier;
