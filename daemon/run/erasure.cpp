@@ -8,6 +8,7 @@
 #include "retentiond/timeutil.hpp"
 
 #include <algorithm>
+#include <map>
 #include <ostream>
 #include <set>
 
@@ -98,16 +99,20 @@ void settle(ErasureRequest& req, const std::vector<ErasureTarget>& targets, Eras
     req.reapplied = mode == ErasureMode::reapply ? erased : 0;
 }
 
-// Whether a pass over a recorded request changed anything worth a ledger line.
+// Whether a pass over a recorded request changed anything worth a ledger line (the recorded
+// rules come back from the line in name order, the new ones in config order).
 bool changed(const ErasureRequest& before, const ErasureRequest& after) {
     if (after.erased > 0 || after.reapplied > 0 || after.status != before.status ||
         after.rules.size() != before.rules.size()) {
         return true;
     }
-    for (std::size_t i = 0; i < after.rules.size(); ++i) {
-        const auto& a = after.rules[i];
-        const auto& b = before.rules[i];
-        if (a.rule != b.rule || a.status != b.status || a.deferred != b.deferred) {
+    std::map<std::string, std::pair<std::string, std::int64_t>> recorded;
+    for (const auto& b : before.rules) {
+        recorded[b.rule] = {b.status, b.deferred};
+    }
+    for (const auto& a : after.rules) {
+        const auto it = recorded.find(a.rule);
+        if (it == recorded.end() || it->second != std::make_pair(a.status, a.deferred)) {
             return true;
         }
     }

@@ -470,11 +470,16 @@ TEST_F(DaemonTest, MetricsCountOpenAndOverdueErasureRequests) {
 TEST_F(DaemonTest, ADeferredErasureRequestIsErasedByTheDaemonOnceTheHoldLifts) {
     pg_exec(m_dsn, "CREATE TABLE people (id int PRIMARY KEY, email text, seen timestamptz, "
                    "staff boolean); INSERT INTO people VALUES (1, 'held@example.org', now(), "
-                   "true), (2, 'other@example.org', now(), false)");
+                   "true), (2, 'other@example.org', now(), false);"
+                   "CREATE TABLE archive (id int PRIMARY KEY, email text, seen timestamptz)");
+    // Two rules out of name order: the ledger lists them by name, a pass in config order.
     m_extra_rules = "  - name: people\n    datastore: app\n    category: c\n    table: people\n"
                     "    key: id\n    clock: seen\n    retain: 1 year\n    action: delete\n"
                     "    hold: { column: staff, equals: true }\n    subject: { email: email }\n"
-                    "    schedule: every 1 hour\n    limits: { max_fraction: 1 }\n";
+                    "    schedule: every 1 hour\n    limits: { max_fraction: 1 }\n"
+                    "  - name: archive\n    datastore: app\n    category: c\n    table: archive\n"
+                    "    key: id\n    clock: seen\n    retain: 1 year\n    action: delete\n"
+                    "    subject: { email: email }\n    schedule: every 1 hour\n";
     m_daemon_extra = "  erasure_resume: 1 second\n";
     const auto audit = m_dir.file("audit.jsonl");
     const auto cfg = m_dir.write("retentiond.yaml", config(audit, "\"off\""));
