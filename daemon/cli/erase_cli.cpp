@@ -165,17 +165,19 @@ constexpr const char* k_erase_help =
 
 An erasure request: every rule declaring the identifier's kind (subject:) erases the person's
 records whatever their clock, with its action and dependents; a held record is deferred and
-erased by `erase --resume` once the hold lifts. The limits are checked over every rule first:
-an over-broad match refuses the whole request. The identifier is never written: the audit log
+erased once the hold lifts by the daemon (`retentiond run`, hourly) or `erase --resume`. The
+limits are checked over every rule first: an over-broad match refuses the whole request. The identifier is never written: the audit log
 records the request by its HMAC digest.
   --subject KIND=VALUE  the identifier (email=..., user_id=...), normalized (docs)
   --request ID          the request's id (default: the run id); a rerun resumes an open request
-  --received DATE       when the request was received (default now): the deadline counts from it
+  --received DATE       when the request was received (default now): the deadline counts from it;
+                        a rerun of an open request keeps the recorded date
   --dry-run             counts per rule, nothing changed, nothing recorded
   --status              open and overdue requests
   --resume              every open request again (deferred records whose hold lifted, stores
                         that were down)
-  --reapply             every request again, after a restore brought erased records back
+  --reapply             every request again, after a restore brought erased records back (the
+                        daemon does it weekly and after a restore it detects: postgres only)
 )";
 
 } // namespace
