@@ -166,8 +166,8 @@ constexpr const char* k_erase_help =
 An erasure request: every rule declaring the identifier's kind (subject:) erases the person's
 records whatever their clock, with its action and dependents; a held record is deferred and
 erased once the hold lifts by the daemon (`retentiond run`, hourly) or `erase --resume`. The
-limits are checked over every rule first: an over-broad match refuses the whole request. The identifier is never written: the audit log
-records the request by its HMAC digest.
+limits are checked over every rule first: an over-broad match refuses the whole request. The
+identifier is never written: the audit log records the request by its HMAC digest.
   --subject KIND=VALUE  the identifier (email=..., user_id=...), normalized (docs)
   --request ID          the request's id (default: the run id); a rerun resumes an open request
   --received DATE       when the request was received (default now): the deadline counts from it;
