@@ -23,9 +23,9 @@ rank() { # layer of a file under daemon/, or of a public header's base name
         engine_common) echo 2 ;;
     engines/registry.cpp | registry) echo 4 ;;
     engines/* | run_lock) echo 3 ;; # run_lock.hpp: the postgres kind's coordination lock
-    run/* | runner | progress) echo 5 ;;
+    run/* | runner | progress | erasure) echo 5 ;;
     report/* | report | report_errors | report_coverage | report_erasures) echo 6 ;;
-    service/* | daemon | metrics | notify | scheduler) echo 7 ;;
+    service/* | daemon | metrics | notify | scheduler | daemon_erasure) echo 7 ;;
     cli/* | main.cpp | cli) echo 8 ;;
     *) echo 0 ;;
     esac

@@ -42,6 +42,17 @@ public:
 
     std::string name() const override { return m_path; }
 
+    // Only "no such file" means absent: a file that cannot be looked at is an error to report.
+    bool written() const override {
+        for (const auto& file : {m_path, m_path + ".1"}) {
+            struct stat st {};
+            if (::stat(file.c_str(), &st) == 0 || errno != ENOENT) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     void forward(const Visit& visit) const override {
         const auto files =
             m_with_rotated ? log_files_oldest_first(m_path) : std::vector<std::string>{m_path};

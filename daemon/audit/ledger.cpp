@@ -86,6 +86,9 @@ void apply_event(const json& j, ErasureRequest& r, bool first) {
 std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
     std::vector<ErasureRequest> out;
     std::map<std::string, std::size_t> by_id;
+    if (!lines.written()) {
+        return out; // no run yet: no request
+    }
     lines.forward([&](std::string_view line, bool terminated) {
         if (!terminated) {
             return true; // a torn last line
@@ -102,6 +105,29 @@ std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
             apply_event(j, out.back(), true);
         } else {
             apply_event(j, out[it->second], false);
+        }
+        return true;
+    });
+    return out;
+}
+
+ErasureMemory read_erasure_memory(const AuditLines& lines) {
+    ErasureMemory out;
+    if (!lines.written()) {
+        return out;
+    }
+    lines.forward([&](std::string_view line, bool terminated) {
+        // Cheap test first: most lines are intents and outcomes.
+        if (!terminated || (line.find(k_store_identity_event) == std::string_view::npos &&
+                            line.find(k_reapply_event) == std::string_view::npos)) {
+            return true;
+        }
+        const json j = json::parse(line.begin(), line.end(), nullptr, false);
+        const std::string type = j.is_object() ? j.value("type", "") : "";
+        if (type == k_store_identity_event) {
+            out.identities[j.value("datastore", "")] = j.value("identity", "");
+        } else if (type == k_reapply_event && j.value("ok", false)) {
+            out.last_reapply = time_field(j, "ts");
         }
         return true;
     });

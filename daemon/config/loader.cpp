@@ -19,9 +19,10 @@ namespace {
 namespace fs = std::filesystem;
 
 const Keys k_main_keys = {"version", "daemon", "include", "datastores", "rules", "coverage"};
-const Keys k_daemon_keys = {"audit_log", "audit_store",   "audit_schema",   "audit_key",
-                            "metrics",   "timezone",      "max_clock_skew", "store_down_unhealthy",
-                            "splay",     "retry_backoff", "coordination",   "erasure_deadline"};
+const Keys k_daemon_keys = {
+    "audit_log",    "audit_store",      "audit_schema",         "audit_key",      "metrics",
+    "timezone",     "max_clock_skew",   "store_down_unhealthy", "splay",          "retry_backoff",
+    "coordination", "erasure_deadline", "erasure_resume",       "erasure_reapply"};
 
 bool has_glob_magic(std::string_view s) {
     return s.find_first_of("*?[") != std::string_view::npos;
@@ -357,6 +358,8 @@ void Loader::read_daemon(const ConfigNode& node) {
     fixed_duration(*f, "max_clock_skew", d.max_clock_skew);
     fixed_duration(*f, "store_down_unhealthy", d.store_down_unhealthy);
     fixed_duration(*f, "splay", d.splay);
+    fixed_duration(*f, "erasure_resume", d.erasure_resume);
+    fixed_duration(*f, "erasure_reapply", d.erasure_reapply);
     if (const auto* v = f->get("erasure_deadline")) {
         if (auto e = duration(*v, "erasure_deadline"); e && !e->is_zero() && !e->session) {
             d.erasure_deadline = *e;

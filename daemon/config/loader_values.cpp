@@ -31,7 +31,9 @@ Loader::Loader(const std::vector<const Kind*>& kinds, const EnvLookup& env)
                                "splay",
                                "retry_backoff",
                                "coordination",
-                               "erasure_deadline"};
+                               "erasure_deadline",
+                               "erasure_resume",
+                               "erasure_reapply"};
     m_known_keys = fixed;
     m_known_keys.insert(m_known_keys.end(), k_common_rule_keys.begin(), k_common_rule_keys.end());
     m_datastore_keys = {"kind"};

@@ -2,6 +2,7 @@
 
 #include "retentiond/audit.hpp"
 #include "retentiond/config.hpp"
+#include "retentiond/daemon_erasure.hpp"
 #include "retentiond/errors.hpp"
 #include "retentiond/kind.hpp"
 #include "retentiond/ledger.hpp"
@@ -34,6 +35,7 @@
 #include <ostream>
 #include <random>
 #include <set>
+#include <sstream>
 #include <sys/resource.h>
 #include <thread>
 #include <unistd.h>
@@ -137,6 +139,9 @@ struct WorkerHooks {
     // "purging RULE: done/total", for STATUS=.
     std::function<void(const std::string& worker, std::string activity)> on_activity;
     std::function<void(const std::string& worker)> on_exit;
+    // The worker's crash recovery at start is done: its datastore's batches in flight are from
+    // now on its own runs' or an erasure pass's (which must not be taken for abandoned ones).
+    std::function<void(const std::string& worker)> on_recovered;
 };
 
 // Executes the rule runs of ONE datastore, one at a time, off the io thread: rules of the same
@@ -187,6 +192,7 @@ private:
     void loop() {
         swap_config();
         recover();
+        m_hooks.on_recovered(m_datastore);
         for (;;) {
             Job job;
             {
@@ -461,11 +467,14 @@ public:
         : m_config_path(std::move(config_path)), m_config(std::move(config)),
           m_settings(settings_of(m_config->daemon)), m_audit(audit), m_host(host_id()),
           m_signals(m_io, SIGHUP, SIGTERM, SIGINT), m_watchdog(m_io), m_ledger_timer(m_io),
-          m_rng(std::random_device{}()) {}
+          m_erasure_timer(m_io), m_rng(std::random_device{}()) {}
 
     ~Daemon() {
         if (m_ledger_thread.joinable()) {
             m_ledger_thread.join(); // it uses m_io
+        }
+        if (m_erasure_thread.joinable()) {
+            m_erasure_thread.join(); // it uses m_io and the audit log
         }
         for (auto& [name, w] : m_workers) {
             w->request_exit();
@@ -512,6 +521,7 @@ public:
         if (!m_metrics_address.empty()) {
             arm_ledger();
         }
+        want_erasure(); // at start: a restore while the daemon was down is found now
         m_notifier.ready();
         spdlog::info("retentiond running: {} rules, {} datastores", m_config->rules.size(),
                      m_config->datastores.size());
@@ -587,6 +597,12 @@ private:
             };
             hooks.on_exit = [this](const std::string& worker) {
                 asio::post(m_io, [this, worker] { on_worker_exit(worker); });
+            };
+            hooks.on_recovered = [this](const std::string& worker) {
+                asio::post(m_io, [this, worker] {
+                    m_recovered.insert(worker);
+                    maybe_start_erasure();
+                });
             };
             auto worker = std::make_unique<Worker>(name, first, m_config, m_audit, m_stop, m_host,
                                                    std::move(hooks));
@@ -691,6 +707,11 @@ private:
             arm(name, e);
             return;
         }
+        if ((m_erasure_wanted || m_erasure_running) && m_erasure_stores.count(e.datastore) != 0) {
+            // An erasure pass rewrites the same files and rows: the run waits for its end.
+            m_held_jobs.insert(name);
+            return;
+        }
         e.queued = true;
         ensure_workers(false);
         m_workers.at(e.datastore)->enqueue(Job{name, e.state.slot});
@@ -760,6 +781,7 @@ private:
         }
         arm(r.rule, e);
         update_status();
+        maybe_start_erasure();
     }
 
     void update_status() {
@@ -876,14 +898,15 @@ private:
         for (auto& [name, w] : m_workers) {
             w->request_exit();
         }
-        if (m_live_workers == 0) {
+        m_erasure_timer.cancel();
+        if (m_live_workers == 0 && !m_erasure_running) {
             shut_down();
         }
     }
 
     void on_worker_exit(const std::string& worker) {
         spdlog::debug("worker {} stopped", worker);
-        if (--m_live_workers == 0 && m_stopping) {
+        if (--m_live_workers == 0 && m_stopping && !m_erasure_running) {
             shut_down();
         }
     }
@@ -893,6 +916,7 @@ private:
         m_signals.cancel(ignored);
         m_watchdog.cancel();
         m_ledger_timer.cancel();
+        m_erasure_timer.cancel();
         if (m_server) {
             m_server->stop();
         }
@@ -943,6 +967,123 @@ private:
                 arm_ledger();
             }
         });
+    }
+
+    // Erasure requests (daemon_erasure.hpp): a pass at start and every daemon.erasure_resume (or
+    // erasure_reapply when resuming is off), on a thread of its own, while no rule of the
+    // datastores it touches (m_erasure_stores) runs: their rules that fall due meanwhile wait for
+    // its end (m_held_jobs), and it waits for their runs in flight and for their workers' crash
+    // recovery at start. Rules of other datastores go on.
+    static constexpr const char* k_erasure_activity = " erasure"; // no datastore name has a blank
+
+    std::chrono::seconds erasure_interval() const {
+        const auto& d = m_config->daemon;
+        return d.erasure_resume.count() > 0 ? d.erasure_resume : d.erasure_reapply;
+    }
+
+    void want_erasure() {
+        if (m_stopping || erasure_interval().count() == 0 || !declares_subjects(*m_config)) {
+            return;
+        }
+        m_erasure_wanted = true;
+        m_erasure_stores.clear();
+        for (const auto& rule : m_config->rules) {
+            if (!rule.subjects.empty()) {
+                m_erasure_stores.insert(rule.datastore);
+            }
+        }
+        maybe_start_erasure();
+    }
+
+    void maybe_start_erasure() {
+        if (!m_erasure_wanted || m_erasure_running || m_stopping) {
+            return;
+        }
+        for (const auto& [name, e] : m_rules) {
+            if (e.queued && m_erasure_stores.count(e.datastore) != 0) {
+                return; // started by on_result once the last run in flight ends
+            }
+        }
+        for (const auto& store : m_erasure_stores) {
+            if (m_recovered.count(store) == 0) {
+                return; // started once that worker's recovery is done (on_recovered)
+            }
+        }
+        if (m_erasure_thread.joinable()) {
+            m_erasure_thread.join(); // finished: its result was posted
+        }
+        m_erasure_wanted = false;
+        m_erasure_running = true;
+        m_activity[k_erasure_activity] = "erasure requests";
+        update_status();
+        m_erasure_thread = std::thread([this, config = m_config] { erasure_pass(*config); });
+    }
+
+    // On the erasure thread.
+    void erasure_pass(const Config& config) {
+        try {
+            std::ostringstream out;
+            std::ostringstream err;
+            const auto r = daemon_erasure_pass(
+                config, m_audit, now_utc(), [this] { return m_stop.load(); }, out, err);
+            log_erasure_pass(r, out.str(), err.str());
+        } catch (const std::exception& e) {
+            spdlog::error("erasure requests: {}", e.what());
+        }
+        asio::post(m_io, [this] { on_erasure_done(); });
+    }
+
+    static void log_erasure_pass(const DaemonErasurePass& r, const std::string& out,
+                                 const std::string& err) {
+        for (const auto& note : r.notes) {
+            spdlog::warn("erasure requests: {}", note);
+        }
+        std::istringstream lines(err);
+        for (std::string line; std::getline(lines, line);) {
+            spdlog::warn("{}", line);
+        }
+        if (!r.reapply_reason.empty()) {
+            spdlog::info("erasure requests re-applied ({}): {} request(s), {} record(s) erased "
+                         "again",
+                         r.reapply_reason, r.pass.requests, r.pass.erased);
+        } else if (r.pass.requests > 0) {
+            spdlog::info("erasure requests resumed: {} open request(s), {} record(s) erased",
+                         r.pass.requests, r.pass.erased);
+        }
+        if (r.pass.erased > 0 || r.pass.code != 0) {
+            std::istringstream table(out);
+            for (std::string line; std::getline(table, line);) {
+                spdlog::info("{}", line);
+            }
+        }
+    }
+
+    void on_erasure_done() {
+        m_erasure_running = false;
+        m_activity.erase(k_erasure_activity);
+        if (m_stopping) {
+            if (m_live_workers == 0) {
+                shut_down();
+            }
+            return;
+        }
+        const auto held = std::move(m_held_jobs);
+        m_held_jobs.clear();
+        for (const auto& name : held) {
+            on_due(name);
+        }
+        if (!m_metrics_address.empty()) {
+            refresh_ledger(); // the open / overdue gauges
+        }
+        update_status();
+        if (const auto every = erasure_interval(); every.count() > 0) {
+            m_erasure_timer.expires_after(every);
+            m_erasure_timer.async_wait([this](const boost::system::error_code& ec) {
+                if (!ec) {
+                    want_erasure();
+                }
+            });
+        }
     }
 
     void arm_watchdog() {
@@ -1013,6 +1154,13 @@ private:
     asio::steady_timer m_ledger_timer;
     std::thread m_ledger_thread; // reads the ledger; joined before the next and at destruction
     bool m_ledger_busy = false;
+    asio::steady_timer m_erasure_timer;
+    std::thread m_erasure_thread;   // an erasure pass; joined before the next and at destruction
+    bool m_erasure_wanted = false;  // a pass is due: waits for the runs in flight
+    bool m_erasure_running = false; // rules falling due wait in m_held_jobs
+    std::set<std::string> m_held_jobs;
+    std::set<std::string> m_erasure_stores; // the datastores of the rules declaring subject:
+    std::set<std::string> m_recovered;      // workers whose recovery at start is done
     std::chrono::microseconds m_watchdog_interval{0};
     std::mt19937_64 m_rng;
     Notifier m_notifier;

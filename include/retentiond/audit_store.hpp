@@ -39,6 +39,10 @@ public:
         std::optional<std::string> line;
     };
     virtual std::optional<Link> predecessor() const { return std::nullopt; }
+    // Whether the chain was ever written (a file log: the file or a rotated one is there). A
+    // missing chain means no run yet: the ledger is then empty, while the readers that need lines
+    // (verify, prove --key) still say they cannot open it.
+    virtual bool written() const { return true; }
 };
 
 // The head of a chain: the last line's seq and SHA-256 (seq 0 and the zero hash when empty).

@@ -168,6 +168,11 @@ struct DaemonSettings {
     std::string coordination;
     // Extension: an erasure request is due this long after it was received (GDPR art. 12(3)).
     Duration erasure_deadline{1, 0, 0, false, "1 month"};
+    // Extension: `retentiond run` resumes the open erasure requests this often (a deferred
+    // record is erased once its hold lifts), and re-applies every request this often and when a
+    // datastore's identity changed (a restore). 0 turns either off.
+    std::chrono::seconds erasure_resume{3600};
+    std::chrono::seconds erasure_reapply{7 * 86400};
     // Extension `audit_store: NAME`: the audit chain in a table of this postgres datastore,
     // schema `audit_schema` (audit_pg_store.hpp), instead of the file `audit_log`. Empty: the file.
     std::string audit_store;

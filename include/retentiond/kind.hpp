@@ -64,6 +64,18 @@ public:
     virtual CoverageScan scan_coverage(const Datastore& store,
                                        const std::vector<const Rule*>& rules) const;
 
+    // Erasure requests (the daemon re-applies them after a restore): what identifies the data
+    // `store` holds for `rules` (its rules declaring `subject:`) so that a restore from a backup
+    // changes it; catalog numbers, never personal data. "" when the kind cannot tell (the
+    // default; docs/dpo-guide.md says what each kind detects). Throws UnavailableError when the
+    // store cannot be reached.
+    virtual std::string store_identity(const Datastore& store,
+                                       const std::vector<const Rule*>& rules) const {
+        (void)store;
+        (void)rules;
+        return {};
+    }
+
     // The daemon: whether rules on this kind's datastores take their cross-host run lock on
     // their own datastore, and a datastore of this kind can be `daemon.coordination`.
     virtual bool coordinates_runs() const { return false; }

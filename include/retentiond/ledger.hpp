@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,12 @@ namespace retentiond {
 
 // The ledger's event type.
 inline constexpr std::string_view k_erasure_event = "erasure_request";
+
+// A re-application of every request (`erase --reapply`, the daemon's): {reason, requests,
+// reapplied, ok}; and a datastore's identity as the daemon last saw it (Kind::store_identity):
+// {datastore, identity}. Catalog numbers and counts only.
+inline constexpr std::string_view k_reapply_event = "erasure_reapply";
+inline constexpr std::string_view k_store_identity_event = "store_identity";
 
 // What one rule did for a request, as last recorded.
 struct ErasureRuleOutcome {
@@ -52,8 +59,18 @@ struct ErasureRequest {
 // The line fields of a request's event (the writer's side: `event(k_erasure_event, ...)`).
 nlohmann::json erasure_event_fields(const ErasureRequest& r);
 
-// Every request of the log at `path` (and its rotated files), in the order first recorded.
+// Every request of the chain, in the order first recorded; none when the chain was never written
+// (AuditLines::written). Throws std::runtime_error when it exists and cannot be read.
 std::vector<ErasureRequest> read_ledger(const AuditLines& lines);
+
+// What the daemon remembers from the chain across restarts (and ephemeral containers, the chain
+// being in the audit store): the last identity recorded for each datastore and when every
+// request was last re-applied successfully.
+struct ErasureMemory {
+    std::map<std::string, std::string> identities;
+    std::optional<TimePoint> last_reapply;
+};
+ErasureMemory read_erasure_memory(const AuditLines& lines);
 
 // The request still open for `subject`, if any (the latest).
 std::optional<ErasureRequest> open_request_for(const std::vector<ErasureRequest>& ledger,

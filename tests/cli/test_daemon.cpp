@@ -465,6 +465,119 @@ TEST_F(DaemonTest, MetricsCountOpenAndOverdueErasureRequests) {
     EXPECT_EQ(d.wait_exit(10s), 0) << d.log();
 }
 
+// Erasure requests in the daemon: a request deferred by a hold is erased by `retentiond run`
+// itself once the hold lifts, without any `erase` command.
+TEST_F(DaemonTest, ADeferredErasureRequestIsErasedByTheDaemonOnceTheHoldLifts) {
+    pg_exec(m_dsn, "CREATE TABLE people (id int PRIMARY KEY, email text, seen timestamptz, "
+                   "staff boolean); INSERT INTO people VALUES (1, 'held@example.org', now(), "
+                   "true), (2, 'other@example.org', now(), false);"
+                   "CREATE TABLE archive (id int PRIMARY KEY, email text, seen timestamptz)");
+    // Two rules out of name order: the ledger lists them by name, a pass in config order.
+    m_extra_rules = "  - name: people\n    datastore: app\n    category: c\n    table: people\n"
+                    "    key: id\n    clock: seen\n    retain: 1 year\n    action: delete\n"
+                    "    hold: { column: staff, equals: true }\n    subject: { email: email }\n"
+                    "    schedule: every 1 hour\n    limits: { max_fraction: 1 }\n"
+                    "  - name: archive\n    datastore: app\n    category: c\n    table: archive\n"
+                    "    key: id\n    clock: seen\n    retain: 1 year\n    action: delete\n"
+                    "    subject: { email: email }\n    schedule: every 1 hour\n";
+    m_daemon_extra = "  erasure_resume: 1 second\n";
+    const auto audit = m_dir.file("audit.jsonl");
+    const auto cfg = m_dir.write("retentiond.yaml", config(audit, "\"off\""));
+    const auto erase = run_retentiond(
+        {"--config", cfg, "erase", "--subject", "email=held@example.org", "--request", "DPO-1"});
+    ASSERT_EQ(erase.exit_code, 0) << erase.err << erase.out;
+    ASSERT_NE(erase.out.find("status: deferred"), std::string::npos) << erase.out;
+
+    Daemon d(cfg, m_dir.file("daemon.log"), {});
+    // Passes while the hold lasts change nothing, and record nothing.
+    ASSERT_TRUE(
+        wait_for([&] { return count_of(d.log(), "erasure requests resumed: 1") >= 2; }, 20s))
+        << d.log();
+    EXPECT_EQ(pg_scalar(m_dsn, "SELECT count(*) FROM people WHERE id = 1"), "1");
+    EXPECT_EQ(count_of(read_file(audit), "\"type\":\"erasure_request\""), 1U);
+
+    pg_exec(m_dsn, "UPDATE people SET staff = false WHERE id = 1");
+    ASSERT_TRUE(wait_for(
+        [&] { return pg_scalar(m_dsn, "SELECT count(*) FROM people WHERE id = 1") == "0"; }, 20s))
+        << d.log();
+    EXPECT_EQ(pg_scalar(m_dsn, "SELECT count(*) FROM people"), "1");
+    d.signal(SIGTERM);
+    EXPECT_EQ(d.wait_exit(20s), 0) << d.log();
+    const auto status = run_retentiond({"--config", cfg, "erase", "--status"});
+    EXPECT_NE(status.out.find("0 open request(s)"), std::string::npos) << status.out;
+    const auto proof =
+        run_retentiond({"--config", cfg, "audit", "prove", "--subject", "email=held@example.org"});
+    EXPECT_NE(proof.out.find("request DPO-1"), std::string::npos) << proof.out;
+    EXPECT_NE(proof.out.find("erased, done at"), std::string::npos) << proof.out;
+    EXPECT_EQ(read_file(audit).find("held@example.org"), std::string::npos);
+    EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
+}
+
+// A dump taken before an erasure, restored (pg_restore --clean: the table is recreated) while the
+// daemon runs and again while it is stopped: the daemon sees the datastore's identity change
+// (recorded in the audit chain, so across restarts too) and re-applies the request.
+TEST_F(DaemonTest, TheDaemonReappliesErasuresWhenARestoreChangesTheStoresIdentity) {
+    pg_exec(m_dsn, "CREATE TABLE people (id int PRIMARY KEY, email text, seen timestamptz); "
+                   "INSERT INTO people VALUES (1, 'jane@example.org', now()), "
+                   "(2, 'other@example.org', now())");
+    m_extra_rules = "  - name: people\n    datastore: app\n    category: c\n    table: people\n"
+                    "    key: id\n    clock: seen\n    retain: 1 year\n    action: delete\n"
+                    "    subject: { email: email }\n"
+                    "    schedule: every 1 hour\n    limits: { max_fraction: 1 }\n";
+    m_daemon_extra = "  erasure_resume: 1 second\n"; // erasure_reapply: the default week
+    const auto audit = m_dir.file("audit.jsonl");
+    const auto cfg = m_dir.write("retentiond.yaml", config(audit, "\"off\"", "", "every 1 hour"));
+    const auto dump = m_dir.file("before.dump");
+    const auto dumped = shell("pg_dump -Fc -t people -f " + dump + " '" + m_dsn + "' 2>&1");
+    ASSERT_EQ(dumped.status, 0) << dumped.text;
+    const auto erase = run_retentiond(
+        {"--config", cfg, "erase", "--subject", "email=jane@example.org", "--request", "DPO-2"});
+    ASSERT_EQ(erase.exit_code, 0) << erase.err << erase.out;
+    const auto restore = [&] {
+        const auto r = shell("pg_restore --clean --if-exists --single-transaction -d '" + m_dsn +
+                             "' " + dump + " 2>&1");
+        ASSERT_EQ(r.status, 0) << r.text;
+        ASSERT_EQ(pg_scalar(m_dsn, "SELECT count(*) FROM people WHERE id = 1"), "1");
+    };
+    const auto jane_gone = [&] {
+        return pg_scalar(m_dsn, "SELECT count(*) FROM people WHERE id = 1") == "0";
+    };
+    {
+        Daemon d(cfg, m_dir.file("daemon.log"), {});
+        // First start: no identity recorded yet, so every request is re-applied once.
+        ASSERT_TRUE(wait_for([&] { return d.log_has("identity not recorded yet: app"); }, 20s))
+            << d.log();
+        ASSERT_TRUE(
+            wait_for([&] { return count_of(read_file(audit), "store_identity") == 1; }, 10s));
+        restore();
+        ASSERT_TRUE(wait_for(jane_gone, 20s)) << d.log();
+        EXPECT_TRUE(d.log_has("erasure requests re-applied (identity changed: app): 1 request(s), "
+                              "1 record(s) erased again"))
+            << d.log();
+        d.signal(SIGTERM);
+        ASSERT_EQ(d.wait_exit(20s), 0) << d.log();
+    }
+    restore(); // while no daemon runs
+    {
+        Daemon d(cfg, m_dir.file("daemon2.log"), {});
+        ASSERT_TRUE(wait_for(jane_gone, 20s)) << d.log();
+        EXPECT_TRUE(d.log_has("identity changed: app")) << d.log();
+        d.signal(SIGTERM);
+        ASSERT_EQ(d.wait_exit(20s), 0) << d.log();
+    }
+    EXPECT_EQ(pg_scalar(m_dsn, "SELECT count(*) FROM people"), "1");
+    const auto proof =
+        run_retentiond({"--config", cfg, "audit", "prove", "--subject", "email=jane@example.org"});
+    EXPECT_NE(proof.out.find("re-applied after a restore: 2 record(s)"), std::string::npos)
+        << proof.out;
+    const auto md = run_retentiond({"--config", cfg, "report", "--format", "md", "--lang", "en"});
+    // The report's requests section: erased once, re-applied twice after restores.
+    EXPECT_NE(md.out.find("| DPO-2 |"), std::string::npos) << md.out;
+    EXPECT_NE(md.out.find("| done | 1 | 0 | 2 |"), std::string::npos) << md.out;
+    EXPECT_EQ(read_file(audit).find("jane@example.org"), std::string::npos);
+    EXPECT_EQ(run_retentiond({"--config", cfg, "audit", "verify"}).exit_code, 0);
+}
+
 TEST_F(DaemonTest, RunsOnScheduleNotifiesServesMetricsAndStopsCleanly) {
     insert_due(7);
     const auto audit = m_dir.file("audit.jsonl");

@@ -250,6 +250,86 @@ TEST(EraseCli, AStoreDownMidRequestLeavesItOpenAndARerunResumesIt) {
     EXPECT_THAT(proof.out, HasSubstr("4 record(s)"));
 }
 
+// A rerun of an open request keeps its received date: the same --received is honoured, another
+// one is refused (exit 64) before anything is touched or recorded.
+TEST(EraseCli, ReceivedOnARerunOfAnOpenRequestMustBeTheRecordedOne) {
+    Site site;
+    site.redis.stop();
+    const auto r = site.run({"erase", "--subject", "email=jane.doe@example.org", "--request",
+                             "DPO-11", "--received", "2026-11-01"});
+    ASSERT_EQ(r.exit_code, 69) << r.err << r.out;
+    site.redis.start();
+    redis_cmd(site.redis, {"HSET", "session:s1", "email", "JANE.DOE@example.org", "data", "x"});
+    const std::string audit_before = site.audit();
+    const auto other =
+        site.run({"erase", "--subject", "email=jane.doe@example.org", "--received", "2026-11-20"});
+    EXPECT_EQ(other.exit_code, 64) << other.err << other.out;
+    EXPECT_THAT(other.err, HasSubstr("request DPO-11 of this subject is still open, received "
+                                     "2026-11-01T00:00:00Z"));
+    EXPECT_EQ(site.audit(), audit_before);
+    EXPECT_EQ(redis_cmd(site.redis, {"EXISTS", "session:s1"}), "1");
+    expect_no_identifier(other, site);
+
+    const auto same =
+        site.run({"erase", "--subject", "email=jane.doe@example.org", "--received", "2026-11-01"});
+    ASSERT_EQ(same.exit_code, 0) << same.err << same.out;
+    EXPECT_THAT(same.out, HasSubstr("request DPO-11 (email, received 2026-11-01T00:00:00Z, "
+                                    "deadline 2026-12-01T00:00:00Z)"));
+    EXPECT_THAT(same.out, HasSubstr("status: done"));
+    EXPECT_EQ(redis_cmd(site.redis, {"EXISTS", "session:s1"}), "0");
+}
+
+// Before any run there is no audit log: no request to list, nothing recorded to prove, and
+// neither creates the log.
+TEST(EraseCli, StatusAndProveBeforeAnyRunSayNothingIsRecorded) {
+    Site site;
+    const auto status = site.run({"erase", "--status"});
+    EXPECT_EQ(status.exit_code, 0) << status.err;
+    EXPECT_THAT(status.out, HasSubstr("0 open request(s), 0 overdue"));
+    const auto proof = site.run({"audit", "prove", "--subject", "email=jane.doe@example.org"});
+    EXPECT_EQ(proof.exit_code, 0) << proof.err;
+    EXPECT_THAT(proof.out, HasSubstr("no erasure recorded"));
+    EXPECT_THAT(proof.out, HasSubstr("does not exist yet"));
+    EXPECT_EQ(::access(site.dir.file("audit.jsonl").c_str(), F_OK), -1);
+}
+
+// A postgres rule that anonymizes with strategies retentiond computes (hmac, email_domain) answers
+// a request with the purge's own statements: the person's row anonymized, the others untouched.
+TEST(EraseCli, AnAnonymizingRuleAppliesHmacAndEmailDomainToTheSubjectsRows) {
+    TempDir dir;
+    const auto dsn = new_database();
+    pg_exec(dsn, "CREATE TABLE people (id int PRIMARY KEY, email text, name text, "
+                 "seen timestamptz); INSERT INTO people VALUES "
+                 "(1, 'Jane.Doe@Example.org', 'Jane Doe', now()), "
+                 "(2, 'bob@example.org', 'Bob', now())");
+    dir.write("audit-key", "erase-test-key-0123456789\n");
+    const auto config =
+        dir.write("retentiond.yaml",
+                  "version: 1\ndaemon:\n  audit_log: " + dir.file("audit.jsonl") +
+                      "\n  audit_key: ${file:" + dir.file("audit-key") +
+                      "}\n  metrics: \"off\"\ndatastores:\n  app: { kind: postgres, dsn: \"" + dsn +
+                      "\" }\nrules:\n  - name: people\n    datastore: app\n    category: c\n"
+                      "    table: people\n    key: id\n    clock: seen\n    retain: 1 year\n"
+                      "    action: anonymize\n    anonymize: { email: email_domain, name: hmac }\n"
+                      "    subject: { email: email }\n    limits: { max_fraction: 1 }\n");
+    const auto r =
+        run_retentiond({"--config", config, "erase", "--subject", "email=jane.doe@example.org"});
+    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+    EXPECT_THAT(r.out, HasSubstr("status: done"));
+    EXPECT_EQ(pg_scalar(dsn, "SELECT email ~ '^anon-[0-9a-f]{12}@Example.org$' AND "
+                             "name ~ '^[0-9a-f]{64}$' FROM people WHERE id = 1"),
+              "t");
+    EXPECT_EQ(pg_scalar(dsn, "SELECT email || ' ' || name FROM people WHERE id = 2"),
+              "bob@example.org Bob");
+    const auto proof = run_retentiond(
+        {"--config", config, "audit", "prove", "--subject", "email=jane.doe@example.org"});
+    EXPECT_THAT(proof.out, HasSubstr("people: erased (1 erased"));
+    // The person's e-mail is gone from the row: a re-application finds nothing more.
+    const auto again = run_retentiond({"--config", config, "erase", "--reapply"});
+    ASSERT_EQ(again.exit_code, 0) << again.err << again.out;
+    EXPECT_EQ(lower(read_file(dir.file("audit.jsonl"))).find("jane"), std::string::npos);
+}
+
 TEST(EraseCli, BadRequestsAreUsageErrors) {
     Site site;
     const auto unknown = site.run({"erase", "--subject", "phone=0612345678"});

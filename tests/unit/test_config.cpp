@@ -596,7 +596,9 @@ TEST_F(ConfigTest, SubjectsAreReadAndCheckedWithPositions) {
     with_cache.replace(with_cache.find("rules:"), 6,
                        "  cache: { kind: redis, url: \"${REDIS_URL}\" }\nrules:");
     const auto config =
-        load(write("good.yaml", with_cache + "daemon:\n  erasure_deadline: 30 days\n"));
+        load(write("good.yaml", with_cache + "daemon:\n  erasure_deadline: 30 days\n"
+                                             "  erasure_resume: 10 minutes\n"
+                                             "  erasure_reapply: 0\n"));
     ASSERT_EQ(config.rules.size(), 2U);
     const auto& accounts = config.rules[0].subjects;
     ASSERT_EQ(accounts.size(), 2U);
@@ -606,6 +608,12 @@ TEST_F(ConfigTest, SubjectsAreReadAndCheckedWithPositions) {
     EXPECT_EQ(config.rules[1].subjects.at("user_id").field, "uid");
     EXPECT_TRUE(config.rules[1].subjects.at("user_id").hash_field);
     EXPECT_EQ(config.daemon.erasure_deadline.days, 30);
+    EXPECT_EQ(config.daemon.erasure_resume, std::chrono::minutes(10));
+    EXPECT_EQ(config.daemon.erasure_reapply, std::chrono::seconds(0)); // off
+    // The daemon's passes have fixed periods: a month is refused at the key.
+    const auto monthly =
+        write("monthly.yaml", with_cache + "daemon:\n  erasure_reapply: 1 month\n");
+    EXPECT_THAT(what(monthly), HasSubstr("erasure_reapply: months and years have no fixed length"));
 
     auto bad = with_cache;
     bad.replace(bad.find("subject: { email: email, user_id: id }"), 38,

@@ -83,7 +83,8 @@ BatchIntent make_intent(const StreamRun& run, const pqxx::result& touched) {
     return intent;
 }
 
-// hmac / email_domain values computed here from the selected rows (columns 1.. in order).
+} // namespace
+
 std::vector<std::vector<std::optional<std::string>>>
 client_values(const Rule& rule, const RunContext& ctx, const pqxx::result& selected) {
     std::vector<std::vector<std::optional<std::string>>> out;
@@ -107,6 +108,8 @@ client_values(const Rule& rule, const RunContext& ctx, const pqxx::result& selec
     }
     return out;
 }
+
+namespace {
 
 // A batch whose lines go on its own transaction (lines_in_tx): both lines, then the commit. A
 // line that cannot be written (the chain's lock timed out, a privilege is missing) rolls the

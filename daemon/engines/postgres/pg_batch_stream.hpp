@@ -92,6 +92,12 @@ struct WalPosition {
     std::uint64_t inserted = 0;
     std::uint64_t flushed = 0;
 };
+// hmac / email_domain values computed here from the selected rows (columns 1.., after the ctid,
+// as client_columns selects them): one vector per client-side field, one value per row. Throws
+// PlanError without daemon.audit_key.
+std::vector<std::vector<std::optional<std::string>>>
+client_values(const Rule& rule, const RunContext& ctx, const pqxx::result& selected);
+
 // "16/B374D848": high and low 32 bits in hex.
 std::uint64_t parse_lsn(std::string_view text);
 

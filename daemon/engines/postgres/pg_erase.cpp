@@ -6,6 +6,7 @@
 #include "postgres_engine.hpp"
 
 #include "pg_audit_tx.hpp"
+#include "pg_batch_stream.hpp"
 #include "pg_sql.hpp"
 #include "pg_statements.hpp"
 
@@ -13,6 +14,8 @@
 #include "retentiond/engine_common.hpp"
 #include "retentiond/subject.hpp"
 #include "retentiond/timeutil.hpp"
+
+#include <algorithm>
 
 namespace retentiond::pg {
 
@@ -60,8 +63,10 @@ void count_subject_rows(pqxx::transaction_base& tx, const Plan& plan, RunResult&
     r.counters["held"] = row[2].as<std::int64_t>();
 }
 
+// `first_key`: the column of the first key column in `selected` (after ctid and the client-side
+// fields).
 BatchIntent erase_intent(const Plan& plan, const std::string& datastore, const RunContext& ctx,
-                         const pqxx::result& selected) {
+                         const pqxx::result& selected, int first_key) {
     BatchIntent intent;
     intent.rule = plan.rule->name;
     intent.datastore = datastore;
@@ -73,11 +78,26 @@ BatchIntent erase_intent(const Plan& plan, const std::string& datastore, const R
     for (const auto& row : selected) {
         std::vector<std::string> values;
         for (std::size_t i = 0; i < n_keys; ++i) {
-            values.emplace_back(row[static_cast<int>(i) + 1].c_str());
+            values.emplace_back(row[static_cast<int>(i) + first_key].c_str());
         }
         intent.keys.push_back(canonical_key(values));
     }
     return intent;
+}
+
+// The rule's action on the selected rows (`tid_array`): delete, or anonymize with the purge's
+// statements, hmac / email_domain values computed here as the purge computes them.
+pqxx::result apply_action(pqxx::work& tx, const Plan& plan, const RunContext& ctx,
+                          const pqxx::result& selected, const std::string& tid_array) {
+    Params m;
+    if (plan.rule->action == Action::anonymize && plan.client_side) {
+        const auto values = client_values(*plan.rule, ctx, selected);
+        return exec(tx, client_anonymize_sql(plan, tx, m, tid_array, values), m);
+    }
+    const std::string rows_sql = "ctid = ANY(" + m.add(tid_array) + "::tid[])";
+    return plan.rule->action == Action::anonymize
+               ? exec(tx, anonymize_update_sql(plan, tx, m, rows_sql), m)
+               : exec(tx, keyed_delete_sql(plan, tx, m, rows_sql), m);
 }
 
 // Selects and locks the rows, journals them, applies dependents and the action; returns the rows
@@ -85,10 +105,12 @@ BatchIntent erase_intent(const Plan& plan, const std::string& datastore, const R
 std::int64_t apply_erasure(pqxx::work& tx, const Plan& plan, const std::string& datastore,
                            RunContext& ctx, RunResult& r, std::string& batch_id) {
     Params s;
-    const auto selected = exec(tx,
-                               "SELECT ctid::text, " + keys_text_sql(plan) + " FROM " + plan.table +
-                                   " WHERE " + due_sql(plan, tx, s) + " FOR UPDATE",
-                               s);
+    const std::string client = client_columns(plan, tx);
+    const auto selected =
+        exec(tx,
+             "SELECT ctid::text" + client + ", " + keys_text_sql(plan) + " FROM " + plan.table +
+                 " WHERE " + due_sql(plan, tx, s) + " FOR UPDATE",
+             s);
     if (selected.empty()) {
         return 0;
     }
@@ -97,20 +119,20 @@ std::int64_t apply_erasure(pqxx::work& tx, const Plan& plan, const std::string& 
         tids.emplace_back(row[0].c_str());
     }
     const auto tid_array = array_literal(tids);
+    const auto n_client = std::count_if(plan.rule->anonymize.begin(), plan.rule->anonymize.end(),
+                                        [](const auto& fs) { return needs_client(fs.strategy); });
+    const int first_key = 1 + static_cast<int>(n_client);
     const bool in_tx = lines_in_transaction(ctx.journal, datastore);
     if (ctx.journal != nullptr && !in_tx) {
-        batch_id = ctx.journal->intent(erase_intent(plan, datastore, ctx, selected));
+        batch_id = ctx.journal->intent(erase_intent(plan, datastore, ctx, selected, first_key));
     }
     apply_batch_dependents(tx, plan, tid_array, r.counters);
-    Params m;
-    const std::string rows_sql = "ctid = ANY(" + m.add(tid_array) + "::tid[])";
-    const auto touched = plan.rule->action == Action::anonymize
-                             ? exec(tx, anonymize_update_sql(plan, tx, m, rows_sql), m)
-                             : exec(tx, keyed_delete_sql(plan, tx, m, rows_sql), m);
-    const auto done = static_cast<std::int64_t>(touched.size());
+    const auto done =
+        static_cast<std::int64_t>(apply_action(tx, plan, ctx, selected, tid_array).size());
     if (in_tx) { // the audit store's own database: the lines commit with the erasure
-        write_lines(*ctx.journal->lines_for(erase_intent(plan, datastore, ctx, selected), done),
-                    tx);
+        write_lines(
+            *ctx.journal->lines_for(erase_intent(plan, datastore, ctx, selected, first_key), done),
+            tx);
         r.batches = 1;
     }
     return done;
@@ -135,10 +157,6 @@ RunResult PostgresEngine::erase_subject(const Rule& rule, const SubjectQuery& qu
             return failed("subject column " + query.field.field + " not found in " +
                           spec_of<PostgresRule>(rule).table);
         }
-        if (rule.action == Action::anonymize && plan.client_side) {
-            return failed("erasure requests do not yet apply hmac or email_domain strategies "
-                          "(computed by retentiond) to the rule's own table");
-        }
         tx.exec0("SET CONSTRAINTS ALL IMMEDIATE");
         set_local(tx, plan);
         SubjectFilter subject{tx.quote_name(query.field.field),
@@ -161,6 +179,12 @@ RunResult PostgresEngine::erase_subject(const Rule& rule, const SubjectQuery& qu
     } catch (const pqxx::in_doubt_error& e) {
         throw UnavailableError("datastore \"" + m_name +
                                "\": commit outcome unknown: " + first_line(e.what()));
+    } catch (const PlanError& e) {
+        // hmac / email_domain without daemon.audit_key: rolled back.
+        if (!batch_id.empty()) {
+            ctx.journal->outcome(batch_id, false, 0);
+        }
+        return failed(e.what());
     } catch (const pqxx::sql_error& e) {
         if (!batch_id.empty()) {
             ctx.journal->outcome(batch_id, false, 0);

@@ -380,9 +380,6 @@ std::string page_range_sql(Params& m, std::int64_t start, std::int64_t end) {
            "::tid";
 }
 
-namespace {
-
-// ", field::text" for every client-side field, in order.
 std::string client_columns(const Plan& plan, pqxx::transaction_base& tx) {
     std::string extra_cols;
     for (const auto& fs : plan.rule->anonymize) {
@@ -392,8 +389,6 @@ std::string client_columns(const Plan& plan, pqxx::transaction_base& tx) {
     }
     return extra_cols;
 }
-
-} // namespace
 
 std::string select_batch_sql(const Plan& plan, pqxx::transaction_base& tx, Params& s,
                              std::int64_t start, std::int64_t end, const std::string& after_tid,

@@ -51,6 +51,9 @@ void set_local(pqxx::transaction_base& tx, const Plan& plan);
 
 // --- one builder per statement shape -----------------------------------------------------------
 
+// ", field::text" for every client-side field (hmac, email_domain), in order: what a selection
+// reads for client_values (pg_batch_stream.hpp) to compute.
+std::string client_columns(const Plan& plan, pqxx::transaction_base& tx);
 // The rows of pages [start, end): a TID range scan.
 std::string page_range_sql(Params& m, std::int64_t start, std::int64_t end);
 // The selection pass: the next due rows of pages [start, end) in physical order (after

@@ -56,6 +56,10 @@ public:
                                const std::vector<const Rule*>& rules) const override {
         return scan_postgres_coverage(store, rules);
     }
+    std::string store_identity(const Datastore& store,
+                               const std::vector<const Rule*>& rules) const override {
+        return postgres_store_identity(store, rules);
+    }
     bool coordinates_runs() const override { return true; }
     std::unique_ptr<RunLock> try_lock_run(const Datastore& store, std::string_view rule,
                                           const std::function<bool()>& stop) const override {

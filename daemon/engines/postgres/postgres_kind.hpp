@@ -21,4 +21,7 @@ std::unique_ptr<Engine> make_postgres_engine(const Datastore& store, const Confi
 // pg_coverage.cpp: Kind::scan_coverage.
 CoverageScan scan_postgres_coverage(const Datastore& store, const std::vector<const Rule*>& rules);
 
+// pg_identity.cpp: Kind::store_identity.
+std::string postgres_store_identity(const Datastore& store, const std::vector<const Rule*>& rules);
+
 } // namespace retentiond
