@@ -551,8 +551,13 @@ TEST_F(DaemonTest, TheDaemonReappliesErasuresWhenARestoreChangesTheStoresIdentit
             wait_for([&] { return count_of(read_file(audit), "store_identity") == 1; }, 10s));
         restore();
         ASSERT_TRUE(wait_for(jane_gone, 20s)) << d.log();
-        EXPECT_TRUE(d.log_has("erasure requests re-applied (identity changed: app): 1 request(s), "
-                              "1 record(s) erased again"))
+        // The line follows the erasure's commit: wait for it too.
+        EXPECT_TRUE(wait_for(
+            [&] {
+                return d.log_has("erasure requests re-applied (identity changed: app): 1 "
+                                 "request(s), 1 record(s) erased again");
+            },
+            10s))
             << d.log();
         d.signal(SIGTERM);
         ASSERT_EQ(d.wait_exit(20s), 0) << d.log();
@@ -561,7 +566,7 @@ TEST_F(DaemonTest, TheDaemonReappliesErasuresWhenARestoreChangesTheStoresIdentit
     {
         Daemon d(cfg, m_dir.file("daemon2.log"), {});
         ASSERT_TRUE(wait_for(jane_gone, 20s)) << d.log();
-        EXPECT_TRUE(d.log_has("identity changed: app")) << d.log();
+        EXPECT_TRUE(wait_for([&] { return d.log_has("identity changed: app"); }, 10s)) << d.log();
         d.signal(SIGTERM);
         ASSERT_EQ(d.wait_exit(20s), 0) << d.log();
     }
@@ -651,9 +656,10 @@ TEST_F(DaemonTest, SighupWithBadConfigKeepsTheOldOne) {
     d.signal(SIGHUP);
     ASSERT_TRUE(wait_for([&] { return d.log_has("keeping the previous one"); }, 10s)) << d.log();
     EXPECT_TRUE(d.log_has(cfg + ":24:5")) << d.log();
+    // The notifications arrive on the socket's reader thread: the log line may come first.
+    ASSERT_TRUE(wait_for([&] { return notify.find("RELOADING=1", *ready + 1).has_value(); }, 5s));
     const auto reloading = notify.find("RELOADING=1", *ready + 1);
-    ASSERT_TRUE(reloading);
-    EXPECT_TRUE(notify.find("READY=1", *reloading + 1).has_value());
+    EXPECT_TRUE(wait_for([&] { return notify.find("READY=1", *reloading + 1).has_value(); }, 5s));
 
     // The old rules still run.
     insert_due(4);

@@ -282,6 +282,42 @@ std::vector<std::string> leaf_keys(pqxx::transaction_base& tx, const Plan& plan,
     return keys;
 }
 
+// Inside the detach transaction, the leaf detached (no row can arrive any more): throws, sending
+// it back to the batches, when a row not due yet is in a leaf judged by its clock's extremes, or
+// when it holds a held row.
+void check_detached(pqxx::work& tx, const Plan& plan, const WholePartition& p) {
+    Params x;
+    if (p.by_extremes && !exec(tx, min_max_sql(plan, p.leaf, x), x)[0][0].as<bool>(false)) {
+        throw std::runtime_error("a row not due yet arrived in it");
+    }
+    Params h;
+    if (spec_of<PostgresRule>(*plan.rule).hold &&
+        exec(tx, "SELECT EXISTS (SELECT 1 FROM " + p.leaf + " WHERE " + held_sql(plan, tx, h) + ")",
+             h)[0][0]
+            .as<bool>()) {
+        throw std::runtime_error("it holds a held row");
+    }
+}
+
+// The detached leaf's intent: its rows the planner's estimate (partition_rows: estimate, no row
+// read), a count(*) (exact), or its keys read for their digests (partition_digests: keys).
+BatchIntent detached_intent(pqxx::work& tx, const PreparedRun& run, const std::string& datastore,
+                            const WholePartition& p) {
+    const auto& pg = spec_of<PostgresRule>(*run.plan.rule);
+    std::vector<std::string> keys;
+    std::int64_t rows = p.estimated_rows;
+    if (pg.partition_digests) {
+        keys = leaf_keys(tx, run.plan, p.leaf);
+        rows = static_cast<std::int64_t>(keys.size());
+    } else if (pg.partition_rows_exact) {
+        rows = tx.exec1("SELECT count(*) FROM " + p.leaf)[0].as<std::int64_t>();
+    }
+    BatchIntent intent = partition_intent(run, datastore, p, rows);
+    intent.partition->rows_estimated = !pg.partition_digests && !pg.partition_rows_exact;
+    intent.keys = std::move(keys);
+    return intent;
+}
+
 } // namespace
 
 // One leaf emptied whole in one transaction; false (nothing changed, the audit saying why) when it
@@ -300,30 +336,9 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
         // The run's own transaction id, for the proof that nothing else wrote (pg_targets.cpp).
         run.evidence->add_xid(
             std::stoull(tx.exec1("SELECT pg_current_xact_id()::text")[0].c_str()));
-        Params x;
-        if (p.by_extremes && !exec(tx, min_max_sql(run.plan, p.leaf, x), x)[0][0].as<bool>(false)) {
-            throw std::runtime_error("a row not due yet arrived in it"); // detached: no more can
-        }
-        Params h;
-        if (pg.hold && exec(tx,
-                            "SELECT EXISTS (SELECT 1 FROM " + p.leaf + " WHERE " +
-                                held_sql(run.plan, tx, h) + ")",
-                            h)[0][0]
-                           .as<bool>()) {
-            throw std::runtime_error("it holds a held row");
-        }
-        std::vector<std::string> keys;
-        std::int64_t rows = p.estimated_rows; // partition_rows: estimate, no row read
-        if (pg.partition_digests) {
-            keys = leaf_keys(tx, run.plan, p.leaf);
-            rows = static_cast<std::int64_t>(keys.size());
-        } else if (pg.partition_rows_exact) {
-            rows = tx.exec1("SELECT count(*) FROM " + p.leaf)[0].as<std::int64_t>();
-        }
-        intent = partition_intent(run, m_name, p, rows);
-        intent.partition->rows_estimated = !pg.partition_digests && !pg.partition_rows_exact;
+        check_detached(tx, run.plan, p);
+        intent = detached_intent(tx, run, m_name, p);
         intent.cutoff = result.cutoff;
-        intent.keys = std::move(keys);
         const bool in_tx = lines_in_transaction(ctx.journal, m_name);
         if (ctx.journal != nullptr && !in_tx) {
             batch_id = ctx.journal->intent(intent);
@@ -332,7 +347,7 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
             tx.exec0("DROP TABLE " + p.leaf);
         }
         if (in_tx) { // the audit store's own database: the lines commit with the partition's end
-            write_lines(*ctx.journal->lines_for(intent, rows), tx);
+            write_lines(*ctx.journal->lines_for(intent, intent.partition->rows), tx);
         }
         tx.commit();
     } catch (const pqxx::broken_connection&) {
