@@ -36,42 +36,6 @@ namespace fs = std::filesystem;
 
 const std::string k_audit_key = "store-audit-key-0123456789";
 
-// The binary as a child that runs alongside another, or is killed.
-class Child {
-public:
-    Child(const std::vector<std::string>& args, const std::string& out_file) : m_out(out_file) {
-        std::vector<std::string> full = {RETENTIOND_BINARY};
-        full.insert(full.end(), args.begin(), args.end());
-        m_pid = ::fork();
-        if (m_pid == 0) {
-            const int in = ::open("/dev/null", O_RDONLY);
-            const int out = ::open(m_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            ::dup2(in, 0);
-            ::dup2(out, 1);
-            ::dup2(out, 2);
-            std::vector<char*> argv;
-            for (auto& a : full) {
-                argv.push_back(a.data());
-            }
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-    }
-    void kill() const { ::kill(m_pid, SIGKILL); }
-    void term() const { ::kill(m_pid, SIGTERM); }
-    int wait() {
-        int status = 0;
-        ::waitpid(m_pid, &status, 0);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-    }
-    std::string output() const { return read_file(m_out); }
-
-private:
-    pid_t m_pid = -1;
-    std::string m_out;
-};
-
 class AuditStoreTest : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -222,8 +186,8 @@ TEST_F(AuditStoreTest, TwoProcessesAppendingAtOnceKeepOneChain) {
     seed("others", 1, k_due);
     const auto a = write_config("a.yaml", rule("old-items", "items", 5));
     const auto b = write_config("b.yaml", rule("old-others", "others", 5));
-    Child first(with(a, {"purge", "--now"}), m_dir.file("a.out"));
-    Child second(with(b, {"purge", "--now"}), m_dir.file("b.out"));
+    ChildProcess first(with(a, {"purge", "--now"}), m_dir.file("a.out"));
+    ChildProcess second(with(b, {"purge", "--now"}), m_dir.file("b.out"));
     EXPECT_EQ(first.wait(), 0) << first.output();
     EXPECT_EQ(second.wait(), 0) << second.output();
 
@@ -608,7 +572,8 @@ TEST_F(AuditStoreTest, SigkillMidPurgeOnTheStoresDatabaseLeavesBothLinesOrNeithe
     pqxx::connection holder(m_dsn);
     pqxx::work held(holder);
     held.exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
-    Child child(with(config, {"purge", "--now", "--rule", "old-items"}), m_dir.file("child.out"));
+    ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
+                       m_dir.file("child.out"));
     bool waiting = false;
     for (int i = 0; i < 200 && !waiting; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -664,7 +629,8 @@ TEST_F(AuditStoreTest, SigtermMidPurgeOnTheStoresDatabaseStopsWithEveryBatchWhol
     pqxx::connection holder(m_dsn);
     pqxx::work held(holder);
     held.exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
-    Child child(with(config, {"purge", "--now", "--rule", "old-items"}), m_dir.file("child.out"));
+    ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
+                       m_dir.file("child.out"));
     bool waiting = false;
     for (int i = 0; i < 200 && !waiting; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -699,7 +665,8 @@ TEST_F(AuditStoreTest, LinesThatCannotBeWrittenFailTheRuleAndRollTheBatchBack) {
     pqxx::connection holder(m_dsn);
     auto held = std::make_unique<pqxx::work>(holder);
     held->exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
-    Child child(with(config, {"purge", "--now", "--rule", "old-items"}), m_dir.file("child.out"));
+    ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
+                       m_dir.file("child.out"));
     bool waiting = false;
     for (int i = 0; i < 200 && !waiting; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -755,8 +722,8 @@ TEST_F(AuditStoreTest, SigkillMidPurgeLeavesKeysOnlyInTheStoreAndRecoverySettles
     watch_in_flight(config, m_dsn);
     std::mt19937 rng(20261206);
     for (int i = 0; i < 4; ++i) {
-        Child child(with(config, {"purge", "--now", "--rule", "old-items"}),
-                    m_dir.file("child.out"));
+        ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
+                           m_dir.file("child.out"));
         std::this_thread::sleep_for(
             std::chrono::milliseconds(std::uniform_int_distribution<int>(150, 400)(rng)));
         child.kill();
@@ -805,8 +772,8 @@ protected:
         std::mt19937 rng(20261207);
         for (int i = 0; i < kills; ++i) {
             const auto where = "kill " + std::to_string(i);
-            Child child(with(config, {"purge", "--now", "--rule", "target"}),
-                        m_dir.file("child.out"));
+            ChildProcess child(with(config, {"purge", "--now", "--rule", "target"}),
+                               m_dir.file("child.out"));
             std::this_thread::sleep_for(
                 std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 150)(rng)));
             child.kill();

@@ -48,53 +48,6 @@ std::uint64_t seed() {
     return v != nullptr && *v != '\0' ? std::stoull(v) : 20261126;
 }
 
-// The binary as a child we can kill or limit: run_retentiond() only waits.
-class Child {
-public:
-    Child(const std::vector<std::string>& args, const TempDir& dir, long fsize_limit = -1) {
-        m_out = dir.file("child.out");
-        m_err = dir.file("child.err");
-        std::vector<std::string> full = {RETENTIOND_BINARY};
-        full.insert(full.end(), args.begin(), args.end());
-        m_pid = ::fork();
-        if (m_pid == 0) {
-            if (fsize_limit >= 0) {
-                // SIGXFSZ keeps its default action (kill), as under LimitFSIZE=: the binary itself
-                // must make writes past the limit fail with EFBIG instead.
-                const rlimit lim{static_cast<rlim_t>(fsize_limit),
-                                 static_cast<rlim_t>(fsize_limit)};
-                ::setrlimit(RLIMIT_FSIZE, &lim);
-            }
-            const int in = ::open("/dev/null", O_RDONLY);
-            const int out = ::open(m_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            const int err = ::open(m_err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            ::dup2(in, 0);
-            ::dup2(out, 1);
-            ::dup2(err, 2);
-            std::vector<char*> argv;
-            for (auto& a : full) {
-                argv.push_back(a.data());
-            }
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-    }
-    void kill() const { ::kill(m_pid, SIGKILL); }
-    // Exit code, or -signal.
-    int wait() {
-        int status = 0;
-        ::waitpid(m_pid, &status, 0);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-    }
-    std::string output() const { return read_file(m_out) + read_file(m_err); }
-
-private:
-    pid_t m_pid = -1;
-    std::string m_out;
-    std::string m_err;
-};
-
 // The audit log as the test reads it: digests of intents, and which batches committed.
 struct AuditView {
     std::set<std::string> intended;  // digests in any intent
@@ -254,7 +207,7 @@ protected:
         std::mt19937_64 rng(seed_value);
         for (int i = 0; i < kills; ++i) {
             const auto where = "seed " + std::to_string(seed_value) + " kill " + std::to_string(i);
-            Child child(args({"purge", "--now"}), m_dir);
+            ChildProcess child(args({"purge", "--now"}), m_dir);
             std::this_thread::sleep_for(
                 std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 200)(rng)));
             child.kill();
@@ -311,7 +264,7 @@ TEST_F(PgFaults, FileSizeLimitFailsCleanlyWithExit74) {
     write_config(k_due, "0");
     const auto log = m_dir.file("audit.jsonl");
     const auto pending = log + ".pending";
-    Child first(args({"purge", "--now"}), m_dir, 8000);
+    ChildProcess first(args({"purge", "--now"}), m_dir, ChildOptions::file_size_limit(8000));
     EXPECT_EQ(first.wait(), 74) << first.output();
     EXPECT_THAT(first.output(), HasSubstr("File too large"));
     EXPECT_TRUE(ends_with_whole_line(log)) << "torn audit line: " << read_file(log);
@@ -329,8 +282,8 @@ TEST_F(PgFaults, FileSizeLimitFailsCleanlyWithExit74) {
                  "    key: k\n    clock: created_at\n    retain: 1 year\n    action: delete\n"
                  "    batch_size: 100\n    limits: { max_fraction: 1 }\n");
     const auto size_before = fs::file_size(log);
-    Child second(args({"purge", "--now", "--rule", "wide"}), m_dir,
-                 static_cast<long>(size_before) + 100000);
+    ChildProcess second(args({"purge", "--now", "--rule", "wide"}), m_dir,
+                        ChildOptions::file_size_limit(static_cast<long>(size_before) + 100000));
     EXPECT_EQ(second.wait(), 74) << second.output();
     EXPECT_THAT(pending_with_suffix(pending, ".tmp"), ::testing::IsEmpty())
         << "a partly written pending file (raw keys) stayed";
@@ -358,7 +311,7 @@ TEST_F(PgFaults, SigkillDuringParallelStreamsThenTheNextRunCompletes) {
 TEST_F(PgFaults, PostgresKilledMidBatchThenTheNextRunCompletes) {
     // One row per batch, a second apart: the server goes down between two batches or during one.
     write_config(1, "1 second");
-    Child child(args({"purge", "--now"}), m_dir);
+    ChildProcess child(args({"purge", "--now"}), m_dir);
     std::this_thread::sleep_for(2500ms);
     PgCluster::shared().stop();
     const int code = child.wait();
@@ -511,7 +464,7 @@ TEST_F(FilesFaults, SigkillDuringRewritesLeavesEachFileWholeThenTheNextRunComple
     std::mt19937_64 rng(seed());
     for (int i = 0; i < 8; ++i) {
         const auto where = "seed " + std::to_string(seed()) + " kill " + std::to_string(i);
-        Child child(args({"purge", "--now"}), m_dir);
+        ChildProcess child(args({"purge", "--now"}), m_dir);
         std::this_thread::sleep_for(
             std::chrono::microseconds(std::uniform_int_distribution<int>(1000, 120000)(rng)));
         child.kill();
@@ -562,7 +515,7 @@ TEST_F(FilesFaults, DiskFullDuringARewriteLeavesTheFileUnchanged) {
     // log stays far below the limit.
     const long limit = static_cast<long>(m_rewritten.begin()->second.size() / 2);
     ASSERT_GT(limit, 20000);
-    Child child(args({"purge", "--now"}), m_dir, limit);
+    ChildProcess child(args({"purge", "--now"}), m_dir, ChildOptions::file_size_limit(limit));
     const int code = child.wait();
     EXPECT_NE(code, 0) << child.output();
     EXPECT_GT(code, 0) << "a full disk is an error, not a crash: " << child.output();
@@ -632,7 +585,7 @@ protected:
 
 TEST_F(RedisFaults, ConnectionsCutMidScanThenTheNextRunCompletes) {
     std::atomic<bool> stop{false};
-    Child child(args({"purge", "--now"}), m_dir);
+    ChildProcess child(args({"purge", "--now"}), m_dir);
     std::thread killer([&] {
         // Cut every other client's connection (the engine's) repeatedly while the scan runs.
         while (!stop) {
@@ -674,7 +627,7 @@ TEST_F(RedisFaults, ConnectionsCutMidScanThenTheNextRunCompletes) {
 }
 
 TEST_F(RedisFaults, ServerRestartedMidScanFailsCleanlyThenTheNextRunCompletes) {
-    Child child(args({"purge", "--now"}), m_dir);
+    ChildProcess child(args({"purge", "--now"}), m_dir);
     std::this_thread::sleep_for(30ms);
     RedisServer::shared().stop();
     const int code = child.wait();

@@ -40,77 +40,6 @@ namespace fs = std::filesystem;
 
 constexpr uid_t k_nobody = 65534;
 
-// The binary as a child: optionally as another user, killed, signalled, its peak RSS read.
-class Child {
-public:
-    Child(const std::vector<std::string>& args, const TempDir& io,
-          std::optional<uid_t> as = std::nullopt) {
-        m_out = io.file("child.out");
-        m_err = io.file("child.err");
-        std::vector<std::string> full = {RETENTIOND_BINARY};
-        full.insert(full.end(), args.begin(), args.end());
-        m_pid = ::fork();
-        if (m_pid == 0) {
-            const int in = ::open("/dev/null", O_RDONLY);
-            const int out = ::open(m_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            const int err = ::open(m_err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            ::dup2(in, 0);
-            ::dup2(out, 1);
-            ::dup2(err, 2);
-            if (as && (::setgroups(0, nullptr) != 0 || ::setgid(*as) != 0 || ::setuid(*as) != 0)) {
-                ::_exit(126);
-            }
-            std::vector<char*> argv;
-            for (auto& a : full) {
-                argv.push_back(a.data());
-            }
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-    }
-    ~Child() {
-        if (!m_done) {
-            ::kill(m_pid, SIGKILL);
-            wait();
-        }
-    }
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-    pid_t pid() const { return m_pid; }
-    void signal(int sig) const { ::kill(m_pid, sig); }
-    // Exit code, or -signal; nullopt when still running after `limit` (then killed).
-    std::optional<int> wait(std::chrono::milliseconds limit = 120s) {
-        const auto until = std::chrono::steady_clock::now() + limit;
-        for (;;) {
-            int status = 0;
-            rusage ru{};
-            const pid_t got = ::wait4(m_pid, &status, WNOHANG, &ru);
-            if (got == m_pid) {
-                m_done = true;
-                m_max_rss_kib = ru.ru_maxrss;
-                return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-            }
-            if (std::chrono::steady_clock::now() >= until) {
-                ::kill(m_pid, SIGKILL);
-                ::waitpid(m_pid, &status, 0);
-                m_done = true;
-                return std::nullopt;
-            }
-            std::this_thread::sleep_for(5ms);
-        }
-    }
-    long max_rss_kib() const { return m_max_rss_kib; }
-    std::string output() const { return read_file(m_out) + read_file(m_err); }
-
-private:
-    pid_t m_pid = -1;
-    bool m_done = false;
-    long m_max_rss_kib = 0;
-    std::string m_out;
-    std::string m_err;
-};
-
 // Whether the process has a file open whose path contains `part` (/proc/PID/fd).
 bool has_open(pid_t pid, const std::string& part) {
     std::error_code ec;
@@ -207,8 +136,8 @@ TEST_F(FilesHostile, AFifoMatchedByTheGlobIsRefusedNamingIt) {
     const auto text = export_text(30, 1);
     m_dir.write("exports/a.csv", text);
     ASSERT_EQ(::mkfifo(m_dir.file("exports/pipe.csv").c_str(), 0644), 0);
-    Child purge(args({"purge", "--now"}), m_io);
-    const auto code = purge.wait(20s);
+    ChildProcess purge(args({"purge", "--now"}), m_io);
+    const auto code = purge.wait_for(20s);
     ASSERT_TRUE(code.has_value()) << "purge --now blocked on the FIFO";
     EXPECT_EQ(*code, 75) << purge.output();
     EXPECT_THAT(purge.output(), HasSubstr("pipe.csv: refused, a FIFO, not a regular file"));
@@ -234,7 +163,7 @@ TEST_F(FilesHostile, AFifoSwappedInAfterTheListingNeitherBlocksNorDelaysSigterm)
     }
     m_dir.write("exports/z.csv", export_text(10, 99));
     ASSERT_EQ(::mkfifo(m_dir.file("fifo").c_str(), 0644), 0);
-    Child purge(args({"purge", "--now"}), m_io);
+    ChildProcess purge(args({"purge", "--now"}), m_io);
     // The listing is done once the first export is open: swap the last one for the FIFO.
     const auto until = std::chrono::steady_clock::now() + 20s;
     bool caught = false;
@@ -247,7 +176,7 @@ TEST_F(FilesHostile, AFifoSwappedInAfterTheListingNeitherBlocksNorDelaysSigterm)
     std::this_thread::sleep_for(300ms);
     const auto signalled = std::chrono::steady_clock::now();
     purge.signal(SIGTERM);
-    const auto code = purge.wait(20s);
+    const auto code = purge.wait_for(20s);
     const auto took = std::chrono::steady_clock::now() - signalled;
     ASSERT_TRUE(code.has_value()) << "purge --now ignored SIGTERM, stuck on the FIFO";
     EXPECT_LT(took, 5s);
@@ -286,8 +215,8 @@ protected:
     void expect_refused_everywhere(const std::string& what) {
         for (const auto& verb : std::vector<std::vector<std::string>>{
                  {"check"}, {"purge", "--dry-run"}, {"purge", "--now"}}) {
-            Child c(args(verb), m_io, k_nobody);
-            const auto code = c.wait(60s);
+            ChildProcess c(args(verb), m_io, ChildOptions::as_user(k_nobody));
+            const auto code = c.wait_for(60s);
             ASSERT_TRUE(code.has_value());
             EXPECT_EQ(*code, 69) << verb.back() << ": " << c.output();
             EXPECT_THAT(c.output(), HasSubstr("permission denied: " + what)) << verb.back();
@@ -331,8 +260,8 @@ TEST_F(FilesHostile, AnExportThatChangesDuringEveryPurgeFailsTheRun) {
         }
         ::close(fd);
     });
-    Child purge(args({"purge", "--now"}), m_io);
-    const auto code = purge.wait(60s);
+    ChildProcess purge(args({"purge", "--now"}), m_io);
+    const auto code = purge.wait_for(60s);
     stop = true;
     writer.join();
     ASSERT_TRUE(code.has_value());
@@ -371,8 +300,8 @@ std::string big_jsonl() {
 TEST_F(FilesHostile, ARecordOverTheMaximumSizeIsUnparseableInBoundedMemory) {
     write_config();
     m_dir.write("exports/big.csv", big_csv());
-    Child purge(args({"purge", "--now"}), m_io);
-    const auto code = purge.wait(60s);
+    ChildProcess purge(args({"purge", "--now"}), m_io);
+    const auto code = purge.wait_for(60s);
     ASSERT_TRUE(code.has_value());
     EXPECT_EQ(*code, 65) << purge.output();
     EXPECT_THAT(purge.output(), HasSubstr("big.csv:3: record longer than 16 MiB"));
@@ -383,8 +312,8 @@ TEST_F(FilesHostile, ARecordOverTheMaximumSizeIsUnparseableInBoundedMemory) {
 TEST_F(FilesHostile, AJsonLineOverTheMaximumSizeIsUnparseableInBoundedMemory) {
     write_config("jsonl", "jsonl");
     m_dir.write("exports/big.jsonl", big_jsonl());
-    Child purge(args({"purge", "--now"}), m_io);
-    const auto code = purge.wait(60s);
+    ChildProcess purge(args({"purge", "--now"}), m_io);
+    const auto code = purge.wait_for(60s);
     ASSERT_TRUE(code.has_value());
     EXPECT_EQ(*code, 65) << purge.output();
     EXPECT_THAT(purge.output(), HasSubstr("big.jsonl:2: line longer than 16 MiB"));
@@ -405,8 +334,8 @@ std::string long_jsonl() {
 TEST_F(FilesHostile, AJsonLineBelowTheMaximumSizeIsPurgedInAboutTwiceItsSize) {
     write_config("jsonl", "jsonl");
     m_dir.write("exports/long.jsonl", long_jsonl());
-    Child purge(args({"purge", "--now"}), m_io);
-    const auto code = purge.wait(60s);
+    ChildProcess purge(args({"purge", "--now"}), m_io);
+    const auto code = purge.wait_for(60s);
     ASSERT_TRUE(code.has_value());
     EXPECT_EQ(*code, 0) << purge.output();
     expect_rss_below(purge.max_rss_kib(), 40 * 1024);

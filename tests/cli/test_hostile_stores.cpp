@@ -46,69 +46,6 @@ std::string daemon_block(const TempDir& dir) {
            "}\n  metrics: \"off\"\n  timezone: UTC\n";
 }
 
-// The binary as a child: waited for with a bound, so a hang fails the test instead of the suite.
-class Child {
-public:
-    Child(const std::vector<std::string>& args, const TempDir& dir) {
-        m_out = dir.file("child.out");
-        m_err = dir.file("child.err");
-        std::vector<std::string> full = {RETENTIOND_BINARY};
-        full.insert(full.end(), args.begin(), args.end());
-        m_started = Clock::now();
-        m_pid = ::fork();
-        if (m_pid == 0) {
-            const int in = ::open("/dev/null", O_RDONLY);
-            const int out = ::open(m_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            const int err = ::open(m_err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            ::dup2(in, 0);
-            ::dup2(out, 1);
-            ::dup2(err, 2);
-            std::vector<char*> argv;
-            for (auto& a : full) {
-                argv.push_back(a.data());
-            }
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-    }
-    ~Child() {
-        if (m_pid > 0 && !m_reaped) {
-            ::kill(m_pid, SIGKILL);
-            ::waitpid(m_pid, nullptr, 0);
-        }
-    }
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-
-    void signal(int sig) const { ::kill(m_pid, sig); }
-    // The exit code (or -signal) if the child ends within `limit`; nullopt (and SIGKILL) if not.
-    std::optional<int> wait_for(std::chrono::milliseconds limit) {
-        const auto until = Clock::now() + limit;
-        while (Clock::now() < until) {
-            int status = 0;
-            if (::waitpid(m_pid, &status, WNOHANG) == m_pid) {
-                m_reaped = true;
-                m_ended = Clock::now();
-                return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-            }
-            std::this_thread::sleep_for(20ms);
-        }
-        return std::nullopt;
-    }
-    // From the start to the end, in seconds.
-    double seconds() const { return std::chrono::duration<double>(m_ended - m_started).count(); }
-    std::string output() const { return read_file(m_out) + read_file(m_err); }
-
-private:
-    pid_t m_pid = -1;
-    bool m_reaped = false;
-    Clock::time_point m_started;
-    Clock::time_point m_ended;
-    std::string m_out;
-    std::string m_err;
-};
-
 // A TCP endpoint on 127.0.0.1 that accepts every connection and never sends a byte.
 class SilentListener {
 public:
@@ -311,7 +248,7 @@ protected:
 
     TempDir m_dir;
     SilentListener m_silent;
-    std::optional<Child> m_child;
+    std::optional<ChildProcess> m_child;
 };
 
 TEST_F(SilentStores, PostgresWithoutConnectTimeoutIsUnavailableWithinTheDefault) {
@@ -421,7 +358,7 @@ protected:
     std::string m_dsn;
     std::string m_config;
     int m_frozen = 0;
-    std::optional<Child> m_child;
+    std::optional<ChildProcess> m_child;
 };
 
 TEST_F(StalledPostgres, SigtermCancelsAStatementThatRunsLong) {
