@@ -795,8 +795,8 @@ TEST_F(ConfigTest, ParallelStreamsOnlyForDeletesWithoutDependents) {
 
 // `partition_rows` (an extension): a dropped partition's row count, estimated unless exact.
 TEST_F(ConfigTest, PartitionRowsIsEstimateOrExact) {
-    const auto& plain = spec_of<PostgresRule>(load(write("default.yaml", k_base)).rules.at(0));
-    EXPECT_FALSE(plain.partition_rows_exact);
+    const auto plain = load(write("default.yaml", k_base)); // the config outlives its spec
+    EXPECT_FALSE(spec_of<PostgresRule>(plain.rules.at(0)).partition_rows_exact);
     const auto exact = write("exact.yaml", k_base + "    partition_rows: exact\n");
     EXPECT_TRUE(spec_of<PostgresRule>(load(exact).rules.at(0)).partition_rows_exact);
     const auto path = write("retentiond.yaml", k_base + "    partition_rows: counted\n");
