@@ -101,6 +101,18 @@ protected:
 
     std::int64_t count(const std::string& sql) const { return std::stoll(pg_scalar(m_dsn, sql)); }
 
+    // Whether a session of this database comes to wait on a lock, polled every `step` 200 times.
+    bool some_session_waits_on_a_lock(std::chrono::milliseconds step) const {
+        for (int i = 0; i < 200; ++i) {
+            std::this_thread::sleep_for(step);
+            if (count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                      " AND datname = current_database()") > 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     static constexpr int k_due = 300;
     TempDir m_dir;
     std::string m_dsn;
@@ -574,13 +586,7 @@ TEST_F(AuditStoreTest, SigkillMidPurgeOnTheStoresDatabaseLeavesBothLinesOrNeithe
     held.exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
     ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
                        m_dir.file("child.out"));
-    bool waiting = false;
-    for (int i = 0; i < 200 && !waiting; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        waiting = count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND datname = current_database()") > 0;
-    }
-    ASSERT_TRUE(waiting) << child.output();
+    ASSERT_TRUE(some_session_waits_on_a_lock(std::chrono::milliseconds(50))) << child.output();
     EXPECT_EQ(count("SELECT count(*) FROM retentiond.in_flight"), 0) << "keys of a batch in flight";
     child.kill();
     child.wait();
@@ -631,13 +637,7 @@ TEST_F(AuditStoreTest, SigtermMidPurgeOnTheStoresDatabaseStopsWithEveryBatchWhol
     held.exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
     ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
                        m_dir.file("child.out"));
-    bool waiting = false;
-    for (int i = 0; i < 200 && !waiting; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        waiting = count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND datname = current_database()") > 0;
-    }
-    ASSERT_TRUE(waiting) << child.output();
+    ASSERT_TRUE(some_session_waits_on_a_lock(std::chrono::milliseconds(50))) << child.output();
     child.term();
     EXPECT_EQ(child.wait(), 75) << child.output();
     held.abort();
@@ -667,13 +667,7 @@ TEST_F(AuditStoreTest, LinesThatCannotBeWrittenFailTheRuleAndRollTheBatchBack) {
     held->exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
     ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
                        m_dir.file("child.out"));
-    bool waiting = false;
-    for (int i = 0; i < 200 && !waiting; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        waiting = count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND datname = current_database()") > 0;
-    }
-    ASSERT_TRUE(waiting) << child.output();
+    ASSERT_TRUE(some_session_waits_on_a_lock(std::chrono::milliseconds(20))) << child.output();
     // The chain's lock (audit_pg_store.cpp: the first 15 hex digits of this hash), then the row.
     const auto key = std::to_string(
         std::stoll(sha256_hex("retentiond audit chain retentiond").substr(0, 15), nullptr, 16));
