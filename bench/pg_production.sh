@@ -22,7 +22,8 @@
 # retentiond with partition_digests: keys, and retentiond on the table with 4x fewer expired rows.
 # Targets: DELETE / retentiond >= 10; retentiond(4x rows) / retentiond(1x) <= 1.5; DELETE /
 # retentiond with digests >= 2. Printed beside them, the floors measured on the same copies: the
-# raw DETACH + DROP of the expired partitions (1x and 4x rows) and the raw read of their keys.
+# raw DETACH + DROP of the expired partitions (1x and 4x rows), the raw read of their keys, and
+# that read plus writing as many bytes as the digests take, durably, in one write per partition.
 # usage: bench/pg_production.sh [N]   env: BUILD_DIR (default build), DUE_PERMILLE (default 3),
 #                                          REPEAT (default 3), JOURNAL (audit|digest|none),
 #                                          PART_N (rows of the partitioned table, default N)
@@ -115,6 +116,12 @@ raw_drop() { # db -> seconds for DETACH + DROP of the expired partitions, a tran
     t0=$(now); psql -X -q -v ON_ERROR_STOP=1 "$(dsn "$1")" "${args[@]}"
     awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'
 }
+raw_write() { # bytes -> seconds to write that many bytes in 12 writes, each made durable (dd)
+    local t0; t0=$(now)
+    dd if=/dev/zero of="$WORK/floor.bin" bs="$(($1 / 12 + 1))" count=12 oflag=dsync status=none
+    awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'
+    rm -f "$WORK/floor.bin"
+}
 raw_keys() { # db -> seconds to read the expired rows' keys as text
     local t0; t0=$(now)
     psql -X -q -v ON_ERROR_STOP=1 "$(dsn "$1")" \
@@ -122,8 +129,8 @@ raw_keys() { # db -> seconds to read the expired rows' keys as text
     awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'
 }
 
-measure_partitions() { # -> sets P_PLAIN, P_DROP, P_DIGESTS, P_DROP1, P_RSS, P_LINE, F_*
-    P_PLAIN=; P_DROP=; P_DIGESTS=; P_DROP1=; P_RSS=0; F_DROP=; F_DROP1=; F_KEYS=
+measure_partitions() { # -> sets P_PLAIN, P_DROP, P_DIGESTS, P_DROP1, P_RSS, P_LINE, DIGEST_BYTES, F_*
+    P_PLAIN=; P_DROP=; P_DIGESTS=; P_DROP1=; P_RSS=0; F_DROP=; F_DROP1=; F_KEYS=; F_WRITE=
     export BENCH_COMPOSITE_KEY=1
     for i in $(seq "$REPEAT"); do
         fresh m parts4; F_DROP=$(min "$F_DROP" "$(raw_drop m)")
@@ -132,7 +139,10 @@ measure_partitions() { # -> sets P_PLAIN, P_DROP, P_DIGESTS, P_DROP1, P_RSS, P_L
         fresh m parts4; P_PLAIN=$(min "$P_PLAIN" "$(timed_sql m "DELETE FROM accounts WHERE $DUE")")
         fresh m parts4; run_driver m delete; P_DROP=$(min "$P_DROP" "$DRV_SECS"); P_LINE=$DRV_LINE
         [ "$DRV_RSS_KB" -gt "$P_RSS" ] && P_RSS=$DRV_RSS_KB
+        local before; before=$(stat -c %s "$WORK/bench-audit.jsonl" 2>/dev/null || echo 0)
         fresh m parts4; PARTITION_DIGESTS=keys run_driver m delete; P_DIGESTS=$(min "$P_DIGESTS" "$DRV_SECS")
+        DIGEST_BYTES=$(($(stat -c %s "$WORK/bench-audit.jsonl" 2>/dev/null || echo 0) - before))
+        F_WRITE=$(min "$F_WRITE" "$(raw_write "$DIGEST_BYTES")")
         fresh m parts1; run_driver m delete; P_DROP1=$(min "$P_DROP1" "$DRV_SECS")
     done
     unset BENCH_COMPOSITE_KEY
@@ -162,4 +172,7 @@ printf "    with partition_digests: keys %7.3f s   DELETE / retentiond %s (targe
     "$P_DIGESTS" "$(ratio "$P_DIGESTS" "$P_PLAIN")"
 printf "    floor: reading the expired rows' keys as text (COPY) %7.3f s   DELETE / floor %s\n" \
     "$F_KEYS" "$(ratio "$F_KEYS" "$P_PLAIN")"
+F_DIGESTS=$(awk -v a="$F_KEYS" -v b="$F_WRITE" 'BEGIN{printf "%.3f", a+b}')
+printf "    floor with the digests written: + %d bytes in 12 durable writes (dd) %7.3f s = %7.3f s   DELETE / floor %s   retentiond / floor %s\n" \
+    "$DIGEST_BYTES" "$F_WRITE" "$F_DIGESTS" "$(ratio "$F_DIGESTS" "$P_PLAIN")" "$(ratio "$F_DIGESTS" "$P_DIGESTS")"
 printf "    peak RSS %d KiB; the run: %s\n" "$P_RSS" "$P_LINE"

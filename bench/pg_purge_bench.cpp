@@ -65,6 +65,11 @@ public:
             m_inner->event(type, fields);
         }
     }
+    // The inner journal's digester: a whole partition's keys are digested as they are read (that
+    // time is the engine's, not counted in spent()).
+    Digester digester(const std::string& rule) const override {
+        return m_inner != nullptr ? m_inner->digester(rule) : Digester{};
+    }
     // Bookkeeping under its own lock; the inner journal decides (AuditLog is thread-safe).
     bool thread_safe() const override { return m_inner == nullptr || m_inner->thread_safe(); }
     double spent() const { return std::chrono::duration<double>(m_spent).count(); }

@@ -255,12 +255,13 @@ bool line_has_digest(std::string_view line, std::string_view digest, std::string
 } // namespace
 
 std::string record_digest(const Secret& audit_key, std::string_view rule, std::string_view key) {
-    std::string data;
-    data.reserve(rule.size() + 1 + key.size());
-    data.append(rule);
-    data += '\n';
-    data.append(key);
-    return hmac_sha256_hex(audit_key.reveal(), data);
+    std::string rule_line;
+    rule_line.reserve(rule.size() + 1);
+    rule_line.append(rule);
+    rule_line += '\n';
+    std::string hex;
+    append_hmac_sha256_hex(audit_key.reveal(), rule_line, key, hex);
+    return hex;
 }
 
 std::string new_run_id() {
@@ -352,7 +353,11 @@ AuditStore::Render AuditLog::render_on_head(json& line, std::string_view digests
             if (at == std::string::npos) {
                 throw std::logic_error("audit line without an empty digests array");
             }
-            text.insert(at + k_digests_key.size(), digests);
+            std::string with;
+            with.reserve(text.size() + digests.size() + 1); // + the store's newline
+            with.append(text, 0, at + k_digests_key.size()).append(digests);
+            with.append(text, at + k_digests_key.size());
+            return with;
         }
         return text;
     };
@@ -510,7 +515,8 @@ std::string AuditLog::intent(const BatchIntent& batch) {
         const std::lock_guard lock(m_mutex);
         id = m_run_id + "-" + std::to_string(++m_batches);
     }
-    const std::string digests = batch_digests(m_key, batch);
+    const std::string computed = batch.digests ? std::string() : batch_digests(m_key, batch);
+    const std::string_view digests = batch.digests ? *batch.digests : computed;
     const std::string cutoff = format_utc(batch.cutoff);
     json line = intent_line(id, batch, cutoff);
 
@@ -568,9 +574,21 @@ std::unique_ptr<BatchJournal::TxLines> AuditLog::lines_for(const BatchIntent& ba
     json outcome{{"type", "outcome"}, {"batch", id}, {"committed", true}, {"count", count}};
     return std::make_unique<AuditTxLines>(
         id, [this, intent = std::move(intent), outcome = std::move(outcome),
-             digests = batch_digests(m_key, batch)](DatastoreTx& tx) mutable {
+             digests = batch.digests ? *batch.digests
+                                     : batch_digests(m_key, batch)](DatastoreTx& tx) mutable {
             m_store->append_on(tx, {render_on_head(intent, digests), render_on_head(outcome, {})});
         });
+}
+
+BatchJournal::Digester AuditLog::digester(const std::string& rule) const {
+    return [this, rule_line = rule + "\n"](std::string_view key, std::string& digests) {
+        if (!digests.empty()) {
+            digests += ',';
+        }
+        digests += '"';
+        append_hmac_sha256_hex(m_key.reveal(), rule_line, key, digests);
+        digests += '"';
+    };
 }
 
 void AuditLog::outcome(const std::string& batch_id, bool committed, std::int64_t count) {

@@ -15,13 +15,19 @@ namespace retentiond {
 
 namespace {
 
-std::string to_hex(const unsigned char* data, std::size_t size) {
+void append_hex_of(const unsigned char* data, std::size_t size, std::string& out) {
     constexpr std::string_view k_digits = "0123456789abcdef";
-    std::string out(size * 2, '\0');
+    const std::size_t at = out.size();
+    out.resize(at + size * 2);
     for (std::size_t i = 0; i < size; ++i) {
-        out[2 * i] = k_digits[data[i] >> 4U];
-        out[2 * i + 1] = k_digits[data[i] & 0x0FU];
+        out[at + 2 * i] = k_digits[data[i] >> 4U];
+        out[at + 2 * i + 1] = k_digits[data[i] & 0x0FU];
     }
+}
+
+std::string to_hex(const unsigned char* data, std::size_t size) {
+    std::string out;
+    append_hex_of(data, size, out);
     return out;
 }
 
@@ -86,17 +92,19 @@ public:
 
     bool same_key(std::string_view key) const { return key == m_key; }
 
-    std::string hex(std::string_view data) const {
+    // The digest of first + second, its hex appended to `hex`.
+    void append_hex(std::string_view first, std::string_view second, std::string& hex) const {
         std::array<unsigned char, SHA256_DIGEST_LENGTH> inner{};
         std::array<unsigned char, SHA256_DIGEST_LENGTH> out{};
         SHA256_CTX ctx = m_inner;
-        check(SHA256_Update(&ctx, bytes(data), data.size()), "SHA256_Update");
+        check(SHA256_Update(&ctx, bytes(first), first.size()), "SHA256_Update");
+        check(SHA256_Update(&ctx, bytes(second), second.size()), "SHA256_Update");
         check(SHA256_Final(inner.data(), &ctx), "SHA256_Final");
         ctx = m_outer;
         check(SHA256_Update(&ctx, inner.data(), inner.size()), "SHA256_Update");
         check(SHA256_Final(out.data(), &ctx), "SHA256_Final");
         OPENSSL_cleanse(&ctx, sizeof ctx);
-        return to_hex(out.data(), out.size());
+        append_hex_of(out.data(), out.size(), hex);
     }
 
 private:
@@ -113,13 +121,28 @@ private:
 
 } // namespace
 
-std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
-    // Callers digest many values under one key (the audit key): keep that key's state per thread.
+namespace {
+
+// Callers digest many values under one key (the audit key): that key's state is kept per thread.
+const KeyedSha256& keyed(std::string_view key) {
     thread_local std::unique_ptr<KeyedSha256> t_keyed;
     if (!t_keyed || !t_keyed->same_key(key)) {
         t_keyed = std::make_unique<KeyedSha256>(key);
     }
-    return t_keyed->hex(data);
+    return *t_keyed;
+}
+
+} // namespace
+
+std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
+    std::string hex;
+    keyed(key).append_hex(data, {}, hex);
+    return hex;
+}
+
+void append_hmac_sha256_hex(std::string_view key, std::string_view first, std::string_view second,
+                            std::string& out) {
+    keyed(key).append_hex(first, second, out);
 }
 
 std::string random_hex(std::size_t bytes_count) {

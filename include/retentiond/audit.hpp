@@ -44,6 +44,9 @@ struct BatchIntent {
     std::string action; // delete | anonymize | set_null | expire | notice
     TimePoint cutoff{};
     std::vector<std::string> keys; // canonical keys (see canonical_key)
+    // The digests array's body computed while the keys were read (BatchJournal::digester), in
+    // place of `keys`: a whole partition's keys are digested as they arrive, none is held.
+    std::optional<std::string> digests;
     std::optional<PartitionBatch> partition;
     // A batch of an erasure request: the request's id (the subject's digest, subject.hpp),
     // written as the intent line's "request"; empty for a retention run.
@@ -68,6 +71,14 @@ public:
     }
     // A refusal (limits, holds, clock skew) or an error, with the numbers; never a key or value.
     virtual void event(const std::string& type, const nlohmann::json& fields) = 0;
+    // Appends the digest of one key of `rule` to a digests array's body (BatchIntent::digests),
+    // for an engine that digests keys as it reads them. Empty (the default, test journals): this
+    // journal digests BatchIntent::keys itself, the engine passes them.
+    using Digester = std::function<void(std::string_view key, std::string& digests)>;
+    virtual Digester digester(const std::string& rule) const {
+        (void)rule;
+        return {};
+    }
     // Whether several threads may call it at once (parallel batch streams); an engine serializes
     // the calls to a journal that is not.
     virtual bool thread_safe() const { return false; }
@@ -125,6 +136,7 @@ public:
     void outcome_except(const std::string& batch_id, std::int64_t count,
                         const std::vector<std::string>& unapplied_keys) override;
     void event(const std::string& type, const nlohmann::json& fields) override;
+    Digester digester(const std::string& rule) const override;
     bool thread_safe() const override { return true; } // every line is chained under m_mutex
     // True for the datastore whose database holds the store (AuditStore::shares_database).
     bool in_transaction(const std::string& datastore) const override;

@@ -19,6 +19,7 @@
 #include "postgres_engine.hpp"
 
 #include "pg_audit_tx.hpp"
+#include "pg_copy.hpp"
 #include "pg_errors.hpp"
 #include "pg_shape.hpp"
 #include "pg_statements.hpp"
@@ -268,18 +269,31 @@ BatchIntent partition_intent(const PreparedRun& run, const std::string& datastor
     return intent;
 }
 
-// The keys of a detached leaf, canonical, for `partition_digests: keys`.
-std::vector<std::string> leaf_keys(pqxx::transaction_base& tx, const Plan& plan,
-                                   const std::string& leaf) {
-    std::vector<std::string> keys;
-    for (const auto& row : tx.exec("SELECT " + keys_text_sql(plan) + " FROM " + leaf)) {
-        std::vector<std::string> values;
-        for (const auto& field : row) {
-            values.emplace_back(field.c_str());
-        }
-        keys.push_back(values.size() == 1 ? values.front() : canonical_key(values));
+// The keys of a detached leaf, canonical, for `partition_digests: keys`: streamed (COPY), each
+// digested as it arrives when the journal digests (`intent.digests`), else kept in `intent.keys`.
+// Returns the rows read.
+std::int64_t read_leaf_keys(pqxx::transaction_base& tx, const Plan& plan, const WholePartition& p,
+                            const BatchJournal* journal, BatchIntent& intent) {
+    // Room for the digests as the planner expects them (up to 2M: an estimate can be stale).
+    const std::int64_t rows = std::clamp<std::int64_t>(p.estimated_rows, 0, std::int64_t{1} << 21);
+    const auto digest = journal != nullptr ? journal->digester(plan.rule->name) : nullptr;
+    if (digest) {
+        intent.digests.emplace();
+        intent.digests->reserve(static_cast<std::size_t>(rows) * 67);
     }
-    return keys;
+    std::string composite;
+    return copy_rows(
+        tx, "SELECT " + keys_text_sql(plan) + " FROM " + p.leaf, [&](const CopyRow& row) {
+            if (row.fields.size() != 1) {
+                composite = canonical_key(row.fields);
+            }
+            const std::string& key = row.fields.size() == 1 ? row.fields.front() : composite;
+            if (digest) {
+                digest(key, *intent.digests);
+            } else {
+                intent.keys.push_back(key);
+            }
+        });
 }
 
 // Inside the detach transaction, the leaf detached (no row can arrive any more): throws, sending
@@ -302,19 +316,15 @@ void check_detached(pqxx::work& tx, const Plan& plan, const WholePartition& p) {
 // The detached leaf's intent: its rows the planner's estimate (partition_rows: estimate, no row
 // read), a count(*) (exact), or its keys read for their digests (partition_digests: keys).
 BatchIntent detached_intent(pqxx::work& tx, const PreparedRun& run, const std::string& datastore,
-                            const WholePartition& p) {
+                            const WholePartition& p, const BatchJournal* journal) {
     const auto& pg = spec_of<PostgresRule>(*run.plan.rule);
-    std::vector<std::string> keys;
-    std::int64_t rows = p.estimated_rows;
-    if (pg.partition_digests) {
-        keys = leaf_keys(tx, run.plan, p.leaf);
-        rows = static_cast<std::int64_t>(keys.size());
-    } else if (pg.partition_rows_exact) {
-        rows = tx.exec1("SELECT count(*) FROM " + p.leaf)[0].as<std::int64_t>();
-    }
-    BatchIntent intent = partition_intent(run, datastore, p, rows);
+    BatchIntent intent = partition_intent(run, datastore, p, p.estimated_rows);
     intent.partition->rows_estimated = !pg.partition_digests && !pg.partition_rows_exact;
-    intent.keys = std::move(keys);
+    if (pg.partition_digests) {
+        intent.partition->rows = read_leaf_keys(tx, run.plan, p, journal, intent);
+    } else if (pg.partition_rows_exact) {
+        intent.partition->rows = tx.exec1("SELECT count(*) FROM " + p.leaf)[0].as<std::int64_t>();
+    }
     return intent;
 }
 
@@ -337,7 +347,7 @@ bool PostgresEngine::empty_partition(pqxx::connection& conn, const PreparedRun& 
         run.evidence->add_xid(
             std::stoull(tx.exec1("SELECT pg_current_xact_id()::text")[0].c_str()));
         check_detached(tx, run.plan, p);
-        intent = detached_intent(tx, run, m_name, p);
+        intent = detached_intent(tx, run, m_name, p, ctx.journal);
         intent.cutoff = result.cutoff;
         const bool in_tx = lines_in_transaction(ctx.journal, m_name);
         if (ctx.journal != nullptr && !in_tx) {

@@ -14,6 +14,8 @@
 #include <pqxx/pqxx>
 
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <unistd.h>
 
 namespace retentiond::test {
@@ -315,6 +317,76 @@ TEST_F(Partitions, AuditProveAnswersByTheBoundsAndDigestsOnRequest) {
     ASSERT_EQ(partition_intents().size(), 1U);
     EXPECT_EQ(partition_intents()[0]->keys.size(), 40U);
     EXPECT_FALSE(partition_intents()[0]->partition->from_us.has_value()); // MINVALUE
+}
+
+// With partition_digests: keys the keys are streamed and digested as they arrive: the digests
+// are those of the keys a plain query reads (tabs, newlines, backslashes, quotes, UTF-8, the text
+// \N, an empty string), for the audit log, and the keys themselves for a journal that does not
+// digest.
+TEST_F(Partitions, StreamedPartitionDigestsAreThoseOfTheKeysAQueryReads) {
+    const auto make = [this] {
+        pg_exec(m_dsn,
+                "DROP TABLE IF EXISTS tk; CREATE TABLE tk (name text, time timestamptz NOT NULL, "
+                "held boolean NOT NULL DEFAULT false, PRIMARY KEY (name, time)) "
+                "PARTITION BY RANGE (time); CREATE TABLE tk_old PARTITION OF tk FOR VALUES FROM "
+                "(MINVALUE) TO (now() - interval '200 days'); CREATE TABLE tk_new PARTITION OF tk "
+                "FOR VALUES FROM (now() - interval '200 days') TO (MAXVALUE);"
+                "INSERT INTO tk (name, time) SELECT n, now() - interval '300 days' FROM unnest("
+                "ARRAY[E'tab\\there', E'new\\nline', E'back\\\\slash', 'quote\"d', 'été 日本',"
+                " '\\N', '', E'cr\\rx']) n;"
+                "INSERT INTO tk (name, time) SELECT 'user' || g, now() - interval '250 days' - g "
+                "* interval '1 minute' FROM generate_series(1, 300) g; ANALYZE tk;");
+    };
+    const auto old_keys = [this] { // as a plain query reads them
+        std::set<std::string> keys;
+        pqxx::connection conn(m_dsn);
+        for (const auto& row :
+             pqxx::nontransaction(conn).exec("SELECT name::text, time::text FROM tk_old")) {
+            keys.insert(canonical_key({row[0].c_str(), row[1].c_str()}));
+        }
+        return keys;
+    };
+    make();
+    auto keys = old_keys();
+    ASSERT_EQ(keys.size(), 308U);
+    auto r = rule();
+    edit_spec<PostgresRule>(r).table = "tk";
+    edit_spec<PostgresRule>(r).key = {"name", "time"};
+    edit_spec<PostgresRule>(r).partition_digests = true;
+    ASSERT_EQ(purge(r).status, RunResult::Status::ok);
+    ASSERT_EQ(partition_intents().size(), 1U);
+    const auto& recorded = partition_intents()[0]->keys;
+    EXPECT_EQ(std::set<std::string>(recorded.begin(), recorded.end()), keys);
+
+    make(); // new clocks: new keys
+    keys = old_keys();
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("retentiond-digests-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string log = (dir / "audit.jsonl").string();
+    {
+        AuditLog audit(log, m_key, new_run_id());
+        ASSERT_EQ(purge(r, &audit).status, RunResult::Status::ok);
+    }
+    std::set<std::string> want;
+    for (const auto& key : keys) {
+        want.insert(record_digest(m_key, "events", key));
+    }
+    std::ifstream in(log);
+    std::string line;
+    std::optional<nlohmann::json> intent;
+    while (std::getline(in, line)) {
+        const auto j = nlohmann::json::parse(line);
+        if (j.value("type", "") == "intent" && j.contains("partition")) {
+            intent = j;
+        }
+    }
+    ASSERT_TRUE(intent.has_value());
+    EXPECT_EQ((*intent)["count"], 308);
+    EXPECT_EQ((*intent)["digests"].get<std::set<std::string>>(), want);
+    EXPECT_EQ((*intent)["digests"].size(), 308U);
+    EXPECT_TRUE(verify_audit_log(log).ok);
+    std::filesystem::remove_all(dir);
 }
 
 } // namespace
