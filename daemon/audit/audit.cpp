@@ -192,6 +192,22 @@ bool parse_fields(std::string_view line, LineFields& fields) {
     return ok;
 }
 
+} // namespace
+
+json parse_audit_line(std::string_view line) {
+    const auto range = digest_elements(line);
+    if (!range || range->first == range->second) {
+        return json::parse(line.begin(), line.end(), nullptr, false);
+    }
+    std::string elided;
+    elided.reserve(line.size() - (range->second - range->first));
+    elided.append(line.substr(0, range->first));
+    elided.append(line.substr(range->second));
+    return json::parse(elided, nullptr, false);
+}
+
+namespace {
+
 std::string to_hex(std::string_view bytes) {
     static constexpr char k_digits[] = "0123456789abcdef";
     std::string out;
@@ -491,11 +507,19 @@ std::string pending_text(const std::string& id, const BatchIntent& batch,
     }
 }
 
+// The keys of a batch: given, or digested by the engine (each digest "<64 hex>" and a comma).
+std::size_t keys_in(const BatchIntent& batch) {
+    if (!batch.digests) {
+        return batch.keys.size();
+    }
+    return batch.digests->empty() ? 0 : (batch.digests->size() + 1) / 67;
+}
+
 json intent_line(const std::string& id, const BatchIntent& batch, const std::string& cutoff) {
     json line{{"type", "intent"},       {"batch", id},
               {"rule", batch.rule},     {"datastore", batch.datastore},
               {"target", batch.target}, {"action", batch.action},
-              {"cutoff", cutoff},       {"count", batch.keys.size()}};
+              {"cutoff", cutoff},       {"count", keys_in(batch)}};
     if (batch.partition) {
         line["count"] = batch.partition->rows;
         line["partition"] = partition_json(*batch.partition);
@@ -1113,7 +1137,7 @@ ProofEntry proof_of(const json& j) {
 // column: it proves the record went, without a digest per key.
 std::optional<ProofEntry> partition_proof(std::string_view line, std::string_view rule,
                                           std::string_view key) {
-    const json j = json::parse(line.data(), line.data() + line.size(), nullptr, false);
+    const json j = parse_audit_line(line);
     if (!j.is_object() || j.value("type", "") != "intent" || j.value("rule", "") != rule ||
         !j.contains("partition") || !j["partition"].is_object()) {
         return std::nullopt;

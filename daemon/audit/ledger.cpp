@@ -90,10 +90,11 @@ std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
         return out; // no run yet: no request
     }
     lines.forward([&](std::string_view line, bool terminated) {
-        if (!terminated) {
-            return true; // a torn last line
+        // Cheap test first: most lines are intents and outcomes (some with many digests).
+        if (!terminated || line.find(k_erasure_event) == std::string_view::npos) {
+            return true; // or a torn last line
         }
-        const json j = json::parse(line.begin(), line.end(), nullptr, false);
+        const json j = parse_audit_line(line);
         if (!j.is_object() || j.value("type", "") != k_erasure_event || !j.contains("request")) {
             return true;
         }

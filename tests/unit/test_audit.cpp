@@ -201,6 +201,56 @@ TEST(AuditLog, RecordDigestIsHmacOfRuleAndKey) {
               record_digest(Secret("other"), "accounts", "42"));
 }
 
+// A digester (keys digested as an engine reads them) gives the digests intent() would give for
+// the same keys, in the same layout.
+TEST(AuditLog, TheDigesterWritesTheDigestsIntentWouldWrite) {
+    TempDir dir;
+    const std::vector<std::string> keys = {"42", "", "tab\there", "\xc3\xa9t\xc3\xa9",
+                                           "[\"a\",\"b\"]"};
+    const auto from_keys = dir.file("keys.jsonl");
+    const auto from_digester = dir.file("digester.jsonl");
+    {
+        AuditLog log(from_keys, k_key, "run-1");
+        log.intent(make_batch("accounts", keys));
+    }
+    {
+        AuditLog log(from_digester, k_key, "run-1");
+        auto batch = make_batch("accounts", {});
+        const auto digest = log.digester("accounts");
+        ASSERT_TRUE(digest);
+        batch.digests.emplace();
+        for (const auto& key : keys) {
+            digest(key, *batch.digests);
+        }
+        log.intent(batch);
+    }
+    const auto a = json::parse(read_lines(from_keys).at(0));
+    const auto b = json::parse(read_lines(from_digester).at(0));
+    ASSERT_EQ(a["digests"].size(), keys.size());
+    EXPECT_EQ(a["digests"], b["digests"]);
+    EXPECT_EQ(b["count"], keys.size());
+    EXPECT_EQ(a["digests"][2], record_digest(k_key, "accounts", "tab\there"));
+    EXPECT_TRUE(verify_audit_log(from_digester).ok);
+}
+
+// Readers of the other fields parse a line without its digests; a line that is not JSON stays
+// discarded, and a digests array in any other layout is parsed as it is.
+TEST(AuditLog, ParseAuditLineLeavesTheDigestsOut) {
+    TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    write_standard_log(path);
+    const auto line = read_lines(path).at(1); // the first intent, two digests
+    const auto full = json::parse(line);
+    ASSERT_EQ(full["digests"].size(), 2U);
+    auto parsed = parse_audit_line(line);
+    EXPECT_TRUE(parsed["digests"].empty());
+    parsed["digests"] = full["digests"];
+    EXPECT_EQ(parsed, full);
+    EXPECT_TRUE(parse_audit_line(line.substr(0, line.size() - 1)).is_discarded());
+    const std::string odd = R"({"type":"intent","digests":["not hex"],"count":1})";
+    EXPECT_EQ(parse_audit_line(odd)["digests"].size(), 1U);
+}
+
 // --- tampering ------------------------------------------------------------------------------
 
 VerifyResult verify_after(const std::function<void(std::vector<std::string>&)>& edit) {

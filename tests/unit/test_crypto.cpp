@@ -36,6 +36,15 @@ TEST(HmacSha256, Rfc4231TestCases) {
               "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
+TEST(HmacSha256, AppendedInTwoPartsIsTheDigestOfTheirConcatenation) {
+    std::string out = "x";
+    append_hmac_sha256_hex("Jefe", "what do ya want ", "for nothing?", out);
+    EXPECT_EQ(out, "x" + hmac_sha256_hex("Jefe", "what do ya want for nothing?"));
+    out.clear();
+    append_hmac_sha256_hex("k", "", "", out);
+    EXPECT_EQ(out, hmac_sha256_hex("k", ""));
+}
+
 TEST(HmacSha256, EmptyKeyAndData) {
     EXPECT_EQ(hmac_sha256_hex("", ""),
               "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
