@@ -804,7 +804,12 @@ TEST_F(ConfigTest, PartitionRowsIsEstimateOrExact) {
         errors(path),
         ElementsAre(
             path +
-            R"(:18:21: rule "dora-accounts": partition_rows: expected estimate or exact, got "counted")"));
+            R"(:18:21: rule "dora-accounts": partition_rows: unknown value "counted" (expected estimate or exact))"));
+    const auto typo = write("typo.yaml", k_base + "    partitions: dropp\n");
+    EXPECT_THAT(
+        errors(typo),
+        ElementsAre(HasSubstr(
+            R"(:18:17: rule "dora-accounts": partitions: unknown value "dropp" (did you mean "drop"?))")));
 }
 
 TEST_F(ConfigTest, UnknownStrategyGetsAHint) {

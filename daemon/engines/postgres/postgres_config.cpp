@@ -192,30 +192,20 @@ void read_postgres(ConfigReader& in, const ConfigMap& f, const Rule& rule, Postg
 // exact.
 void read_partitions(ConfigReader& in, const ConfigMap& f, PostgresRule& pg) {
     if (const auto* v = f.get("partitions")) {
-        const auto s = in.string(*v, "partitions");
-        if (s == "drop" || s == "detach" || s == "rows") {
+        const auto s = in.choice(*v, "partitions", {"drop", "detach", "rows"});
+        if (s) {
             pg.partitions = *s == "drop"     ? PostgresRule::Partitions::drop
                             : *s == "detach" ? PostgresRule::Partitions::detach
                                              : PostgresRule::Partitions::rows;
-        } else if (s) {
-            in.error(*v, "partitions: expected drop, detach or rows, got " + in_quotes(*s));
         }
     }
     if (const auto* v = f.get("partition_digests")) {
-        const auto s = in.string(*v, "partition_digests");
-        if (s == "keys" || s == "none") {
-            pg.partition_digests = *s == "keys";
-        } else if (s) {
-            in.error(*v, "partition_digests: expected keys or none, got " + in_quotes(*s));
-        }
+        const auto s = in.choice(*v, "partition_digests", {"keys", "none"});
+        pg.partition_digests = s == "keys";
     }
     if (const auto* v = f.get("partition_rows")) {
-        const auto s = in.string(*v, "partition_rows");
-        if (s == "estimate" || s == "exact") {
-            pg.partition_rows_exact = *s == "exact";
-        } else if (s) {
-            in.error(*v, "partition_rows: expected estimate or exact, got " + in_quotes(*s));
-        }
+        const auto s = in.choice(*v, "partition_rows", {"estimate", "exact"});
+        pg.partition_rows_exact = s == "exact";
     }
 }
 
