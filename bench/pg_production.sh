@@ -130,7 +130,7 @@ raw_keys() { # db -> seconds to read the expired rows' keys as text
 }
 
 measure_partitions() { # -> sets P_PLAIN, P_DROP, P_DIGESTS, P_DROP1, P_RSS, P_LINE, DIGEST_BYTES, F_*
-    P_PLAIN=; P_DROP=; P_DIGESTS=; P_DROP1=; P_RSS=0; F_DROP=; F_DROP1=; F_KEYS=; F_WRITE=
+    P_PLAIN=; P_DROP=; P_DIGESTS=; P_DROP1=; P_RSS=0; P_DIGESTS_RSS=0; F_DROP=; F_DROP1=; F_KEYS=; F_WRITE=
     export BENCH_COMPOSITE_KEY=1
     for i in $(seq "$REPEAT"); do
         fresh m parts4; F_DROP=$(min "$F_DROP" "$(raw_drop m)")
@@ -141,6 +141,7 @@ measure_partitions() { # -> sets P_PLAIN, P_DROP, P_DIGESTS, P_DROP1, P_RSS, P_L
         [ "$DRV_RSS_KB" -gt "$P_RSS" ] && P_RSS=$DRV_RSS_KB
         local before; before=$(stat -c %s "$WORK/bench-audit.jsonl" 2>/dev/null || echo 0)
         fresh m parts4; PARTITION_DIGESTS=keys run_driver m delete; P_DIGESTS=$(min "$P_DIGESTS" "$DRV_SECS")
+        [ "$DRV_RSS_KB" -gt "$P_DIGESTS_RSS" ] && P_DIGESTS_RSS=$DRV_RSS_KB
         DIGEST_BYTES=$(($(stat -c %s "$WORK/bench-audit.jsonl" 2>/dev/null || echo 0) - before))
         F_WRITE=$(min "$F_WRITE" "$(raw_write "$DIGEST_BYTES")")
         fresh m parts1; run_driver m delete; P_DROP1=$(min "$P_DROP1" "$DRV_SECS")
@@ -175,4 +176,4 @@ printf "    floor: reading the expired rows' keys as text (COPY) %7.3f s   DELET
 F_DIGESTS=$(awk -v a="$F_KEYS" -v b="$F_WRITE" 'BEGIN{printf "%.3f", a+b}')
 printf "    floor with the digests written: + %d bytes in 12 durable writes (dd) %7.3f s = %7.3f s   DELETE / floor %s   retentiond / floor %s\n" \
     "$DIGEST_BYTES" "$F_WRITE" "$F_DIGESTS" "$(ratio "$F_DIGESTS" "$P_PLAIN")" "$(ratio "$F_DIGESTS" "$P_DIGESTS")"
-printf "    peak RSS %d KiB; the run: %s\n" "$P_RSS" "$P_LINE"
+printf "    peak RSS %d KiB (with digests %d KiB); the run: %s\n" "$P_RSS" "$P_DIGESTS_RSS" "$P_LINE"
