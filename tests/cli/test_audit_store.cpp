@@ -688,6 +688,45 @@ TEST_F(AuditStoreTest, LinesThatCannotBeWrittenFailTheRuleAndRollTheBatchBack) {
     EXPECT_EQ(run_retentiond(with(config, {"audit", "verify"})).exit_code, 0);
 }
 
+// SIGTERM while a batch on the store's own database waits for the chain's lock to write its
+// lines: the watch cancels that statement, and the run says it stopped (the batch in flight
+// cancelled, nothing of it applied), not that the lines could not be written.
+TEST_F(AuditStoreTest, SigtermWhileABatchWaitsToWriteItsLinesEndsStopped) {
+    seed("empty", 1, 0);
+    const auto config =
+        write_config("retentiond.yaml", rule("old-items", "items", 20) + "    lock_timeout: 60s\n");
+    pqxx::connection holder(m_dsn);
+    auto held = std::make_unique<pqxx::work>(holder);
+    held->exec("SELECT id FROM items WHERE id = 200 FOR UPDATE");
+    ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
+                       m_dir.file("child.out"));
+    ASSERT_TRUE(some_session_waits_on_a_lock(std::chrono::milliseconds(20))) << child.output();
+    const auto key = std::to_string(
+        std::stoll(sha256_hex("retentiond audit chain retentiond").substr(0, 15), nullptr, 16));
+    pqxx::connection chain(m_dsn);
+    pqxx::nontransaction lock(chain);
+    lock.exec("SELECT pg_advisory_lock(" + key + ")");
+    held->abort(); // the batch deletes its rows, then waits for the chain's lock
+    bool waits = false;
+    for (int i = 0; i < 200 && !waits; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        waits = count("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+                      " AND datname = current_database()") > 0;
+    }
+    ASSERT_TRUE(waits) << child.output();
+    child.term();
+    std::this_thread::sleep_for(std::chrono::seconds(3)); // the watch cancels 2 s after the stop
+    lock.exec("SELECT pg_advisory_unlock(" + key + ")");
+    EXPECT_EQ(child.wait(), 75) << child.output();
+    EXPECT_THAT(child.output(), HasSubstr("the batch in flight was cancelled (SQLSTATE 57014)"));
+    EXPECT_THAT(child.output(), Not(HasSubstr("could not be written")));
+    const auto lines = batch_lines(rows());
+    EXPECT_TRUE(lines.paired);
+    EXPECT_EQ(lines.committed, k_due - count("SELECT count(*) FROM items"));
+    EXPECT_GT(count("SELECT count(*) FROM items"), 0);
+    EXPECT_EQ(run_retentiond(with(config, {"audit", "verify"})).exit_code, 0);
+}
+
 // A rule on another database than the store's keeps the intent / outcome protocol: its raw keys
 // are in in_flight while its batch is, and only there.
 TEST_F(AuditStoreTest, SigkillMidPurgeLeavesKeysOnlyInTheStoreAndRecoverySettlesThem) {

@@ -26,9 +26,15 @@ constexpr int k_max_attempts = 5;
 constexpr std::chrono::milliseconds k_first_backoff{100};
 constexpr std::chrono::milliseconds k_max_backoff{5000};
 
+// A batch that could not commit (its lines or its commit refused): rolled back, the stream ends.
 class CommitRefused : public std::runtime_error {
 public:
-    using std::runtime_error::runtime_error;
+    CommitRefused(const std::string& what, std::string sqlstate)
+        : std::runtime_error(what), m_sqlstate(std::move(sqlstate)) {}
+    const std::string& sqlstate() const { return m_sqlstate; }
+
+private:
+    std::string m_sqlstate;
 };
 
 // A batch's transaction: deferrable constraints checked at each statement, timeouts, time zone,
@@ -123,7 +129,8 @@ void write_lines_and_commit(BatchJournal& journal, const BatchIntent& intent, st
     } catch (const pqxx::broken_connection&) {
         throw;
     } catch (const std::exception& e) {
-        throw CommitRefused("its audit lines could not be written: " + first_line(e.what()));
+        throw CommitRefused("its audit lines could not be written: " + first_line(e.what()),
+                            classify(e).sqlstate);
     }
     try {
         tx.commit();
@@ -132,7 +139,7 @@ void write_lines_and_commit(BatchJournal& journal, const BatchIntent& intent, st
     } catch (const pqxx::in_doubt_error&) {
         throw;
     } catch (const std::exception& e) {
-        throw CommitRefused(first_line(e.what()));
+        throw CommitRefused(first_line(e.what()), classify(e).sqlstate);
     }
 }
 
@@ -179,6 +186,10 @@ void BatchStream::run() {
             make_durable();
         }
     } catch (const CommitRefused& e) {
+        if (stop_requested(m_run.ctx)) {
+            stopped_in_flight(e.sqlstate()); // the stop watch cancelled the lines or the commit
+            return;
+        }
         failed("commit on " + spec_of<PostgresRule>(m_rule).table + " refused: " + e.what() +
                "; stopped after " + std::to_string(m_run.processed.load()) + " rows");
         journal_now("error", {{"processed", m_run.processed.load()}});
@@ -275,7 +286,8 @@ bool BatchStream::run_batch(std::int64_t range_end, Batch& batch) {
             }
             m_keyset = keyset;
             if (stop_requested(m_run.ctx)) {
-                return stopped_in_flight(e); // cancelled by the stop watch, or failing anyway
+                // cancelled by the stop watch, or failing anyway
+                return stopped_in_flight(classify(e).sqlstate);
             }
             if (!retry_after(e, n, conflicted)) {
                 return false;
@@ -470,8 +482,7 @@ void BatchStream::open(std::unique_ptr<pqxx::work> tx, int slot, const Batch& ba
 // A stop request came while the batch ran, and it failed (k_cancel_after_stop after the request the
 // statement in flight is cancelled, pg_connect.hpp): no retry, the run ends stopped, nothing of
 // that batch applied.
-bool BatchStream::stopped_in_flight(const std::exception& e) {
-    const auto state = classify(e).sqlstate;
+bool BatchStream::stopped_in_flight(const std::string& state) {
     journal_now("error", {{"sqlstate", state}, {"processed", m_run.processed.load()}});
     m_out.status = RunResult::Status::stopped;
     m_out.message = stopped_message(m_run.processed.load(), "rows") +
@@ -567,7 +578,7 @@ void BatchStream::finish_open() {
             if (batch_id) {
                 m_run.journal->outcome(*batch_id, false, 0);
             }
-            throw CommitRefused(first_line(e.what()));
+            throw CommitRefused(first_line(e.what()), classify(e).sqlstate);
         }
     }
     m_need_sync = m_plan.async_commit;

@@ -140,7 +140,7 @@ private:
     void open(std::unique_ptr<pqxx::work> tx, int slot, const Batch& batch,
               const pqxx::result& touched);
     // After a failed attempt: true to retry, false when the stream failed.
-    bool stopped_in_flight(const std::exception& e);
+    bool stopped_in_flight(const std::string& sqlstate);
     bool retry_after(const std::exception& e, int attempt, bool& conflicted);
     void advance(const Batch& batch, std::int64_t range_end);
     void throttle(const Batch& batch);
