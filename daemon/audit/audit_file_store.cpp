@@ -35,6 +35,15 @@ std::optional<std::uint64_t> seq_of(const std::string& line) {
     return j["seq"].get<std::uint64_t>();
 }
 
+// A log file opened to be read from its start; throws naming it.
+Fd open_log_for_reading(const std::string& file) {
+    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) {
+        throw_errno("cannot open audit log", file, errno);
+    }
+    return fd;
+}
+
 class FileLines final : public AuditLines {
 public:
     FileLines(std::string path, bool with_rotated)
@@ -57,10 +66,7 @@ public:
         const auto files =
             m_with_rotated ? log_files_oldest_first(m_path) : std::vector<std::string>{m_path};
         for (const auto& file : files) {
-            Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-            if (fd.get() < 0) {
-                throw_errno("cannot open audit log", file, errno);
-            }
+            const Fd fd = open_log_for_reading(file);
             ForwardLines lines(fd.get(), file);
             std::string_view line;
             bool terminated = false;
@@ -260,10 +266,7 @@ void FileStore::read_head() {
         return;
     }
     // An unreadable last line (verify will name it): count lines to keep seq right.
-    Fd rd(::open(m_path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (rd.get() < 0) {
-        throw_errno("cannot open audit log", m_path, errno);
-    }
+    const Fd rd = open_log_for_reading(m_path);
     ForwardLines all(rd.get(), m_path);
     std::string_view line;
     bool terminated = false;
