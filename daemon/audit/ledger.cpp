@@ -2,6 +2,7 @@
 #include "retentiond/ledger.hpp"
 
 #include "retentiond/audit.hpp"
+#include "retentiond/crypto.hpp"
 #include "retentiond/timeutil.hpp"
 
 #include <map>
@@ -83,33 +84,105 @@ void apply_event(const json& j, ErasureRequest& r, bool first) {
 
 } // namespace
 
-std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
-    std::vector<ErasureRequest> out;
-    std::map<std::string, std::size_t> by_id;
-    if (!lines.written()) {
-        return out; // no run yet: no request
+void LedgerCache::add(std::string_view line) {
+    // Cheap test first: most lines are intents and outcomes (some with many digests).
+    if (line.find(k_erasure_event) == std::string_view::npos) {
+        return;
     }
+    const json j = parse_audit_line(line);
+    if (!j.is_object() || j.value("type", "") != k_erasure_event || !j.contains("request")) {
+        return;
+    }
+    const std::string id = j.value("request", "");
+    const auto it = m_by_id.find(id);
+    if (it == m_by_id.end()) {
+        m_by_id.emplace(id, m_requests.size());
+        m_requests.emplace_back();
+        apply_event(j, m_requests.back(), true);
+    } else {
+        apply_event(j, m_requests[it->second], false);
+    }
+}
+
+void LedgerCache::reset() {
+    m_requests.clear();
+    m_by_id.clear();
+    m_sha256.clear();
+    m_name.clear();
+}
+
+// Every line, oldest first; the last complete one becomes the anchor.
+void LedgerCache::read_whole(const AuditLines& lines) {
+    reset();
+    m_name = lines.name();
+    std::string last;
     lines.forward([&](std::string_view line, bool terminated) {
-        // Cheap test first: most lines are intents and outcomes (some with many digests).
-        if (!terminated || line.find(k_erasure_event) == std::string_view::npos) {
-            return true; // or a torn last line
-        }
-        const json j = parse_audit_line(line);
-        if (!j.is_object() || j.value("type", "") != k_erasure_event || !j.contains("request")) {
-            return true;
-        }
-        const std::string id = j.value("request", "");
-        const auto it = by_id.find(id);
-        if (it == by_id.end()) {
-            by_id.emplace(id, out.size());
-            out.emplace_back();
-            apply_event(j, out.back(), true);
-        } else {
-            apply_event(j, out[it->second], false);
+        if (terminated) { // a torn last line is not part of the chain
+            add(line);
+            last.assign(line);
         }
         return true;
     });
-    return out;
+    m_lines_read = 0;
+    if (!last.empty()) {
+        anchor(last);
+    }
+}
+
+void LedgerCache::anchor(const std::string& line) {
+    m_sha256 = sha256_hex(line);
+}
+
+// The lines after the anchor, newest first, read from the end until the line whose `prev` is the
+// anchor's hash (the chain goes on across a rotation); false when the anchor is not found (the
+// chain was replaced or rewritten): the caller then reads everything again.
+bool LedgerCache::read_added(const AuditLines& lines, std::vector<std::string>& added) const {
+    bool found = false;
+    bool newest = true;
+    lines.backward([&](const std::string& line) {
+        if (newest && sha256_hex(line) == m_sha256) {
+            found = true; // nothing added
+            return false;
+        }
+        newest = false;
+        added.push_back(line);
+        const json j = parse_audit_line(line);
+        found = j.is_object() && j.contains("prev") && j["prev"].is_string() &&
+                j["prev"].get<std::string>() == m_sha256;
+        return !found;
+    });
+    return found;
+}
+
+const std::vector<ErasureRequest>& LedgerCache::refresh(const AuditLines& lines) {
+    if (!lines.written()) {
+        reset(); // no run yet: no request
+        return m_requests;
+    }
+    std::vector<std::string> added;
+    if (m_sha256.empty() || lines.name() != m_name || !read_added(lines, added)) {
+        read_whole(lines);
+        ++m_whole_reads;
+        return m_requests;
+    }
+    try {
+        for (auto it = added.rbegin(); it != added.rend(); ++it) {
+            add(*it);
+        }
+    } catch (...) {
+        reset(); // half applied: the next refresh reads everything again
+        throw;
+    }
+    if (!added.empty()) {
+        anchor(added.front());
+    }
+    m_lines_read = added.size();
+    return m_requests;
+}
+
+std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
+    LedgerCache cache;
+    return cache.refresh(lines);
 }
 
 ErasureMemory read_erasure_memory(const AuditLines& lines) {

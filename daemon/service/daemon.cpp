@@ -940,7 +940,9 @@ private:
             std::optional<std::vector<TimePoint>> deadlines;
             try {
                 std::vector<TimePoint> open;
-                for (const auto& r : read_ledger(*open_audit_lines(*config, std::nullopt))) {
+                // Only the lines added since the last refresh are read (one thread at a time).
+                for (const auto& r :
+                     m_ledger_cache.refresh(*open_audit_lines(*config, std::nullopt))) {
                     if (r.open()) {
                         open.push_back(r.deadline);
                     }
@@ -1154,6 +1156,7 @@ private:
     asio::steady_timer m_ledger_timer;
     std::thread m_ledger_thread; // reads the ledger; joined before the next and at destruction
     bool m_ledger_busy = false;
+    LedgerCache m_ledger_cache; // used by the ledger thread only, one refresh at a time
     asio::steady_timer m_erasure_timer;
     std::thread m_erasure_thread;   // an erasure pass; joined before the next and at destruction
     bool m_erasure_wanted = false;  // a pass is due: waits for the runs in flight

@@ -63,6 +63,33 @@ nlohmann::json erasure_event_fields(const ErasureRequest& r);
 // (AuditLines::written). Throws std::runtime_error when it exists and cannot be read.
 std::vector<ErasureRequest> read_ledger(const AuditLines& lines);
 
+// The ledger kept between reads of a chain that only grows (the daemon's erasure gauges, every
+// few minutes): a refresh reads the lines added since the last one, from the end back to the line
+// that chains to the last line it read (`prev`, across a rotation too), and the whole chain again
+// only when that line is not found (a new or rewritten chain, another store). The first refresh
+// reads it all, as read_ledger does.
+class LedgerCache {
+public:
+    const std::vector<ErasureRequest>& refresh(const AuditLines& lines);
+    // The lines the last refresh read from the end (0 after a whole read), and the whole reads.
+    std::size_t lines_read() const { return m_lines_read; }
+    int whole_reads() const { return m_whole_reads; }
+
+private:
+    void add(std::string_view line);
+    void reset();
+    void read_whole(const AuditLines& lines);
+    void anchor(const std::string& line);
+    bool read_added(const AuditLines& lines, std::vector<std::string>& added) const;
+
+    std::vector<ErasureRequest> m_requests;
+    std::map<std::string, std::size_t> m_by_id;
+    std::string m_name;   // the chain read (AuditLines::name)
+    std::string m_sha256; // the anchor: the SHA-256 of the last complete line read
+    std::size_t m_lines_read = 0;
+    int m_whole_reads = 0;
+};
+
 // What the daemon remembers from the chain across restarts (and ephemeral containers, the chain
 // being in the audit store): the last identity recorded for each datastore and when every
 // request was last re-applied successfully.

@@ -64,6 +64,61 @@ TEST(Ledger, ARequestIsItsEventsFirstDatesLastStatusCountsAddedUp) {
     EXPECT_FALSE(open_request_for(ledger, "d1").has_value());
 }
 
+// The daemon's gauges read the ledger every few minutes: after the first read, only the lines
+// added since are read (from the end); a rotation is followed, and a chain replaced by another
+// one is read whole again. What the cache holds is always what read_ledger reads.
+TEST(Ledger, TheCacheReadsOnlyTheLinesAddedSinceItsLastRead) {
+    test::TempDir dir;
+    const auto path = dir.file("audit.jsonl");
+    const auto event = [&](const std::string& run, const ErasureRequest& r) {
+        AuditLog log(path, Secret("k"), run);
+        log.event(std::string(k_erasure_event), erasure_event_fields(r));
+        log.event("refusal", {{"rule", "x"}});
+    };
+    const auto same = [&](const std::vector<ErasureRequest>& got) {
+        const auto want = read_ledger(*file_audit_lines(path, true));
+        ASSERT_EQ(got.size(), want.size());
+        for (std::size_t i = 0; i < want.size(); ++i) {
+            EXPECT_EQ(got[i].id, want[i].id);
+            EXPECT_EQ(got[i].status, want[i].status);
+            EXPECT_EQ(got[i].erased, want[i].erased);
+            EXPECT_EQ(got[i].last_ts, want[i].last_ts);
+        }
+    };
+    LedgerCache cache;
+    EXPECT_TRUE(cache.refresh(*file_audit_lines(path, true)).empty()); // no log yet
+    event("run-1", request("R1", "d1", "2026-01-10", "deferred", 3, 1));
+    same(cache.refresh(*file_audit_lines(path, true)));
+    EXPECT_EQ(cache.whole_reads(), 1);
+
+    event("run-2", request("R1", "d1", "2026-01-10", "done", 1, 0)); // 2 lines
+    const auto& after = cache.refresh(*file_audit_lines(path, true));
+    same(after);
+    ASSERT_EQ(after.size(), 1U);
+    EXPECT_EQ(after[0].erased, 4); // each event once
+    EXPECT_EQ(cache.lines_read(), 2U);
+    EXPECT_EQ(cache.whole_reads(), 1);
+    same(cache.refresh(*file_audit_lines(path, true)));
+    EXPECT_EQ(cache.lines_read(), 0U); // nothing new
+
+    std::filesystem::rename(path, path + ".1"); // rotated: the chain goes on in a new file
+    event("run-3", request("R2", "d2", "2026-03-01", "deferred", 0, 2));
+    same(cache.refresh(*file_audit_lines(path, true)));
+    EXPECT_EQ(cache.lines_read(), 2U);
+    EXPECT_EQ(cache.whole_reads(), 1);
+
+    // Another chain in its place (the lines' seq start over): read whole again.
+    std::filesystem::remove(path);
+    std::filesystem::remove(path + ".1");
+    event("run-4", request("R9", "d9", "2026-04-01", "done", 7, 0));
+    event("run-5", request("R8", "d8", "2026-04-02", "done", 1, 0));
+    const auto& other = cache.refresh(*file_audit_lines(path, true));
+    same(other);
+    ASSERT_EQ(other.size(), 2U);
+    EXPECT_EQ(other[0].id, "R9");
+    EXPECT_EQ(cache.whole_reads(), 2);
+}
+
 TEST(Ledger, OpenRequestsTurnOverdueAfterTheirDeadline) {
     test::TempDir dir;
     const auto path = dir.file("audit.jsonl");
