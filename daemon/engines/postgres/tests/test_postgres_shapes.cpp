@@ -153,6 +153,54 @@ TEST_F(Shapes, ATriggerThatCancelsDeletesFailsTheRunWithTheCount) {
     EXPECT_THAT(advice.front().message, HasSubstr("trigger keep (BEFORE DELETE) on plain"));
 }
 
+// A trigger that turns the delete into an update (a soft delete) writes the row in the run's own
+// transaction: the row is still due, and the run still fails.
+TEST_F(Shapes, ATriggerThatTurnsDeletesIntoUpdatesFailsTheRunToo) {
+    pg_exec(m_dsn, std::string("CREATE TABLE soft (id bigint PRIMARY KEY, time timestamptz, "
+                               "deleted boolean NOT NULL DEFAULT false); INSERT INTO soft ") +
+                       k_rows +
+                       ";CREATE FUNCTION soft_delete() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$BEGIN UPDATE soft SET deleted = true WHERE id = OLD.id; RETURN NULL; "
+                       "END$$; CREATE TRIGGER soft BEFORE DELETE ON soft FOR EACH ROW EXECUTE "
+                       "FUNCTION soft_delete();");
+    const auto result = purge(rule("soft", {"id"}));
+    EXPECT_EQ(result.status, RunResult::Status::failed);
+    EXPECT_THAT(result.message, HasSubstr("still due after the run"));
+    EXPECT_EQ(result.counters.at("verification.remaining"), count("soft WHERE deleted"));
+    EXPECT_GT(count("soft WHERE deleted"), 150);
+}
+
+// Rows another transaction inserts while the run goes on, with a clock already due, land where
+// the walk will not pass: they are the next run's, and this run is not failed for them.
+TEST_F(Shapes, RowsOthersWriteDuringTheRunAreTheNextRunsNotAFailure) {
+    pg_exec(m_dsn, std::string("CREATE TABLE late (id bigint PRIMARY KEY, time timestamptz);"
+                               "INSERT INTO late ") +
+                       k_rows + ";");
+    RunContext ctx;
+    ctx.run_id = "shapes";
+    ctx.tz = find_zone("UTC");
+    ctx.audit_key = &m_key;
+    ctx.journal = &m_journal;
+    bool inserted = false;
+    ctx.on_progress = [&](std::int64_t, std::int64_t) {
+        if (!inserted) { // after the first batch: on pages the walk did not count
+            pg_exec(m_dsn, "INSERT INTO late SELECT 1000 + g, now() - interval '90 days' FROM "
+                           "generate_series(1, 500) g");
+            inserted = true;
+        }
+    };
+    auto r = rule("late", {"id"});
+    r.batch_size = 50;
+    const auto result = m_engine->purge(r, ctx);
+    ASSERT_TRUE(inserted);
+    EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
+    EXPECT_EQ(result.counters.at("verification.remaining"), 0);
+    EXPECT_GT(count("late WHERE id > 1000"), 0) << "the walk reached every inserted row";
+    const auto next = purge(r);
+    EXPECT_EQ(next.status, RunResult::Status::ok) << next.message;
+    EXPECT_EQ(count("late WHERE time < now() - interval '30 days'"), 0);
+}
+
 TEST_F(Shapes, RowLevelSecurityThatHidesRowsFailsTheRun) {
     pg_exec(m_dsn, std::string("CREATE TABLE secret (id bigint PRIMARY KEY, time timestamptz);"
                                "INSERT INTO secret ") +
