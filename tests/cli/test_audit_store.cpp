@@ -101,16 +101,24 @@ protected:
 
     std::int64_t count(const std::string& sql) const { return std::stoll(pg_scalar(m_dsn, sql)); }
 
-    // Whether a session of this database comes to wait on a lock, polled every `step` 200 times.
-    bool some_session_waits_on_a_lock(std::chrono::milliseconds step) const {
+    // Whether a session of this database comes to wait on a lock (any, or those matching
+    // `which`, a pg_stat_activity condition), polled every `step` 200 times.
+    bool some_session_waits_on_a_lock(std::chrono::milliseconds step,
+                                      const std::string& which = "wait_event_type = 'Lock'") const {
         for (int i = 0; i < 200; ++i) {
             std::this_thread::sleep_for(step);
-            if (count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            if (count("SELECT count(*) FROM pg_stat_activity WHERE " + which +
                       " AND datname = current_database()") > 0) {
                 return true;
             }
         }
         return false;
+    }
+
+    // The chain's advisory lock (audit_pg_store.cpp: the first 15 hex digits of this hash).
+    static std::string chain_lock_key() {
+        return std::to_string(
+            std::stoll(sha256_hex("retentiond audit chain retentiond").substr(0, 15), nullptr, 16));
     }
 
     static constexpr int k_due = 300;
@@ -668,9 +676,8 @@ TEST_F(AuditStoreTest, LinesThatCannotBeWrittenFailTheRuleAndRollTheBatchBack) {
     ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
                        m_dir.file("child.out"));
     ASSERT_TRUE(some_session_waits_on_a_lock(std::chrono::milliseconds(20))) << child.output();
-    // The chain's lock (audit_pg_store.cpp: the first 15 hex digits of this hash), then the row.
-    const auto key = std::to_string(
-        std::stoll(sha256_hex("retentiond audit chain retentiond").substr(0, 15), nullptr, 16));
+    // The chain's lock, then the row.
+    const auto key = chain_lock_key();
     pqxx::connection chain(m_dsn);
     pqxx::nontransaction lock(chain);
     lock.exec("SELECT pg_advisory_lock(" + key + ")");
@@ -701,19 +708,14 @@ TEST_F(AuditStoreTest, SigtermWhileABatchWaitsToWriteItsLinesEndsStopped) {
     ChildProcess child(with(config, {"purge", "--now", "--rule", "old-items"}),
                        m_dir.file("child.out"));
     ASSERT_TRUE(some_session_waits_on_a_lock(std::chrono::milliseconds(20))) << child.output();
-    const auto key = std::to_string(
-        std::stoll(sha256_hex("retentiond audit chain retentiond").substr(0, 15), nullptr, 16));
+    const auto key = chain_lock_key();
     pqxx::connection chain(m_dsn);
     pqxx::nontransaction lock(chain);
     lock.exec("SELECT pg_advisory_lock(" + key + ")");
     held->abort(); // the batch deletes its rows, then waits for the chain's lock
-    bool waits = false;
-    for (int i = 0; i < 200 && !waits; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        waits = count("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
-                      " AND datname = current_database()") > 0;
-    }
-    ASSERT_TRUE(waits) << child.output();
+    ASSERT_TRUE(
+        some_session_waits_on_a_lock(std::chrono::milliseconds(20), "wait_event = 'advisory'"))
+        << child.output();
     child.term();
     std::this_thread::sleep_for(std::chrono::seconds(3)); // the watch cancels 2 s after the stop
     lock.exec("SELECT pg_advisory_unlock(" + key + ")");

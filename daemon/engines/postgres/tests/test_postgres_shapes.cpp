@@ -12,6 +12,7 @@
 
 #include <pqxx/pqxx>
 
+#include <functional>
 #include <unistd.h>
 
 namespace retentiond::test {
@@ -47,8 +48,10 @@ protected:
         return r;
     }
 
-    RunResult purge(const Rule& r) {
+    RunResult purge(const Rule& r,
+                    std::function<void(std::int64_t, std::int64_t)> on_progress = nullptr) {
         RunContext ctx;
+        ctx.on_progress = std::move(on_progress);
         ctx.run_id = "shapes";
         ctx.tz = find_zone("UTC");
         ctx.audit_key = &m_key;
@@ -176,22 +179,16 @@ TEST_F(Shapes, RowsOthersWriteDuringTheRunAreTheNextRunsNotAFailure) {
     pg_exec(m_dsn, std::string("CREATE TABLE late (id bigint PRIMARY KEY, time timestamptz);"
                                "INSERT INTO late ") +
                        k_rows + ";");
-    RunContext ctx;
-    ctx.run_id = "shapes";
-    ctx.tz = find_zone("UTC");
-    ctx.audit_key = &m_key;
-    ctx.journal = &m_journal;
     bool inserted = false;
-    ctx.on_progress = [&](std::int64_t, std::int64_t) {
+    auto r = rule("late", {"id"});
+    r.batch_size = 50;
+    const auto result = purge(r, [&](std::int64_t, std::int64_t) {
         if (!inserted) { // after the first batch: on pages the walk did not count
             pg_exec(m_dsn, "INSERT INTO late SELECT 1000 + g, now() - interval '90 days' FROM "
                            "generate_series(1, 500) g");
             inserted = true;
         }
-    };
-    auto r = rule("late", {"id"});
-    r.batch_size = 50;
-    const auto result = m_engine->purge(r, ctx);
+    });
     ASSERT_TRUE(inserted);
     EXPECT_EQ(result.status, RunResult::Status::ok) << result.message;
     EXPECT_EQ(result.counters.at("verification.remaining"), 0);
