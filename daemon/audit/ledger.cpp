@@ -119,7 +119,9 @@ void LedgerCache::read_whole(const AuditLines& lines) {
     lines.forward([&](std::string_view line, bool terminated) {
         if (terminated) { // a torn last line is not part of the chain
             add(line);
-            last.assign(line);
+            if (m_follow) {
+                last.assign(line);
+            }
         }
         return true;
     });
@@ -181,8 +183,8 @@ const std::vector<ErasureRequest>& LedgerCache::refresh(const AuditLines& lines)
 }
 
 std::vector<ErasureRequest> read_ledger(const AuditLines& lines) {
-    LedgerCache cache;
-    return cache.refresh(lines);
+    LedgerCache once(false);
+    return once.refresh(lines);
 }
 
 ErasureMemory read_erasure_memory(const AuditLines& lines) {

@@ -70,6 +70,8 @@ std::vector<ErasureRequest> read_ledger(const AuditLines& lines);
 // reads it all, as read_ledger does.
 class LedgerCache {
 public:
+    // follow = false: a single read (read_ledger), which keeps no anchor for a next one.
+    explicit LedgerCache(bool follow = true) : m_follow(follow) {}
     const std::vector<ErasureRequest>& refresh(const AuditLines& lines);
     // The lines the last refresh read from the end (0 after a whole read), and the whole reads.
     std::size_t lines_read() const { return m_lines_read; }
@@ -88,6 +90,7 @@ private:
     std::string m_sha256; // the anchor: the SHA-256 of the last complete line read
     std::size_t m_lines_read = 0;
     int m_whole_reads = 0;
+    bool m_follow;
 };
 
 // What the daemon remembers from the chain across restarts (and ephemeral containers, the chain
